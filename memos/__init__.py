@@ -1,0 +1,52 @@
+"""MemOS: a memory operating system for LLM applications.
+
+Open an embedded data directory with :meth:`MemOS.open`; everything else hangs off it.
+Errors live in :mod:`memos.errors`, embedders in :mod:`memos.embedding`, vector codecs in
+:mod:`memos.codecs`, storage backends in :mod:`memos.stores`.
+"""
+
+from memos._history import FieldChange, ItemDiff
+from memos._mos import MemOS
+from memos._store import Change, CubeImport, Store, open_store, register_backend
+from memos._types import (
+    CubeInfo,
+    Event,
+    EventOp,
+    HistoryEntry,
+    ItemFilter,
+    ItemStatus,
+    MemoryItem,
+    SearchHit,
+    Tier,
+    VerifyReport,
+)
+from memos._validation import Limits
+from memos.embedding import Embedder, HashEmbedder, MiniLMEmbedder
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Change",
+    "CubeImport",
+    "CubeInfo",
+    "Embedder",
+    "Event",
+    "EventOp",
+    "FieldChange",
+    "HashEmbedder",
+    "HistoryEntry",
+    "ItemDiff",
+    "ItemFilter",
+    "ItemStatus",
+    "Limits",
+    "MemOS",
+    "MemoryItem",
+    "MiniLMEmbedder",
+    "SearchHit",
+    "Store",
+    "Tier",
+    "VerifyReport",
+    "__version__",
+    "open_store",
+    "register_backend",
+]

@@ -1,0 +1,152 @@
+"""Portable cube exports: a directory of JSON, JSON Lines and safetensors, never pickle.
+
+::
+
+    manifest.json        format, version, cube config, chain head, counts, sha256 of each file
+    events.jsonl         the full event log, payloads included, oldest first
+    items.jsonl          the item projection (every status)
+    vectors.safetensors  one float32 row per item; the row order is in the header's "ids"
+
+An import trusts nothing: every checksum, the hash chain, the head, the cube record in the
+first event and the items (which must equal the replay of the events) are checked first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save_file
+
+from memos._chain import verify_chain
+from memos._store import CubeImport, Store, Vector
+from memos._types import CubeInfo, Event, EventOp, MemoryItem, utcnow
+from memos.errors import InvalidInput, TamperedExport
+
+FORMAT = "memos-cube-export"
+FORMAT_VERSION = 1
+_FILES = ("events.jsonl", "items.jsonl", "vectors.safetensors")
+
+
+def export_cube(store: Store, info: CubeInfo, directory: Path) -> Path:
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise InvalidInput(f"export directory {directory} exists and is not empty")
+    directory.mkdir(parents=True, exist_ok=True)
+    events = store.events(info.name)
+    items = list(store.iter_items(info.name))
+    vectors = store.get_vectors([item.id for item in items])
+    ids = [item.id for item in items if item.id in vectors]
+    _write_lines(directory / "events.jsonl", (e.model_dump_json() for e in events))
+    _write_lines(directory / "items.jsonl", (i.model_dump_json() for i in items))
+    matrix = np.stack([vectors[i] for i in ids]) if ids else np.zeros((0, info.dim), np.float32)
+    save_file(
+        {"vectors": matrix.astype(np.float32)},
+        directory / "vectors.safetensors",
+        metadata={"ids": json.dumps(ids)},
+    )
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "exported_at": utcnow().isoformat(),
+        "cube": info.model_dump(mode="json"),
+        "head": {"seq": events[-1].seq, "hash": events[-1].hash},
+        "counts": {"events": len(events), "items": len(items), "vectors": len(ids)},
+        "files": {name: _sha256(directory / name) for name in _FILES},
+    }
+    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return directory
+
+
+def read_export(directory: Path) -> CubeImport:
+    manifest = _manifest(directory)
+    for name in _FILES:
+        if _sha256(directory / name) != manifest["files"].get(name):
+            raise TamperedExport(f"{name} does not match its checksum in the manifest", file=name)
+    try:
+        cube = CubeInfo.model_validate(manifest["cube"])
+        events = [Event.model_validate_json(line) for line in _read_lines(directory, "events")]
+        items = [MemoryItem.model_validate_json(line) for line in _read_lines(directory, "items")]
+    except (ValidationError, KeyError, TypeError) as exc:
+        raise TamperedExport(f"export records are malformed: {exc}") from exc
+    _check_history(manifest, cube, events, items)
+    vectors = _vectors(directory, cube, items)
+    return CubeImport(cube=cube, events=events, items=items, vectors=vectors)
+
+
+def _manifest(directory: Path) -> dict[str, Any]:
+    path = directory / "manifest.json"
+    if not path.is_file():
+        raise InvalidInput(f"{directory} is not a MemOS export (no manifest.json)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise TamperedExport(f"manifest.json is unreadable: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise TamperedExport("manifest.json is not a MemOS cube export manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise InvalidInput(f"export format version {manifest.get('format_version')} unsupported")
+    if not isinstance(manifest.get("files"), dict) or not isinstance(manifest.get("head"), dict):
+        raise TamperedExport("manifest.json lacks its file checksums or chain head")
+    return manifest
+
+
+def _check_history(
+    manifest: dict[str, Any], cube: CubeInfo, events: list[Event], items: list[MemoryItem]
+) -> None:
+    if not events or events[0].op != EventOp.CUBE_CREATE:
+        raise TamperedExport("the log does not start with the cube's creation")
+    if events[0].payload != {"cube": cube.model_dump(mode="json")}:
+        raise TamperedExport("the manifest's cube differs from the one the log created")
+    head = (manifest["head"].get("seq"), manifest["head"].get("hash"))
+    report = verify_chain(cube.name, events, head=head, items=items)
+    if not report.ok:
+        raise TamperedExport(
+            f"the exported log does not verify at seq {report.first_bad_seq}: {report.problem}",
+            seq=report.first_bad_seq,
+        )
+    if any(item.cube != cube.name for item in items):
+        raise TamperedExport("an exported item belongs to another cube")
+
+
+def _vectors(directory: Path, cube: CubeInfo, items: list[MemoryItem]) -> dict[str, Vector]:
+    path = directory / "vectors.safetensors"
+    try:
+        with safe_open(path, framework="numpy") as handle:
+            names = set(handle.keys())
+            ids = json.loads((handle.metadata() or {}).get("ids", "[]"))
+            matrix = handle.get_tensor("vectors") if names == {"vectors"} else None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise TamperedExport(f"vectors.safetensors is unreadable: {exc}") from exc
+    if (
+        matrix is None
+        or not isinstance(ids, list)
+        or matrix.dtype != np.float32
+        or matrix.shape != (len(ids), cube.dim)
+        or sorted(ids) != sorted(item.id for item in items)
+        or not np.isfinite(matrix).all()
+    ):
+        raise TamperedExport("vectors.safetensors does not hold one finite vector per item")
+    return {item_id: matrix[row] for row, item_id in enumerate(ids)}
+
+
+def _write_lines(path: Path, lines: Any) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        for line in lines:
+            handle.write(line + "\n")
+
+
+def _read_lines(directory: Path, stem: str) -> list[str]:
+    text = (directory / f"{stem}.jsonl").read_text(encoding="utf-8")
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _sha256(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise TamperedExport(f"{path.name} is missing from the export", file=path.name) from exc

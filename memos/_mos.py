@@ -1,0 +1,539 @@
+"""The ``MemOS`` facade: the SDK's one entry point over a store, embedders and indexes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from memos import _history, _mutations
+from memos import _validation as check
+from memos._chain import verify_chain
+from memos._export import export_cube, read_export
+from memos._history import ItemDiff
+from memos._indexes import CubeIndexes
+from memos._records import Record, parse_records
+from memos._store import Change, Store, Vector, open_store
+from memos._types import (
+    CubeInfo,
+    Event,
+    EventOp,
+    HistoryEntry,
+    ItemFilter,
+    ItemStatus,
+    MemoryItem,
+    MetadataValue,
+    SearchHit,
+    VerifyReport,
+    utcnow,
+)
+from memos._validation import Limits
+from memos.codecs import make_codec
+from memos.embedding import Embedder, make_embedder
+from memos.embedding._minilm import MODEL_NAME as DEFAULT_EMBEDDER
+from memos.errors import (
+    Conflict,
+    CubeNotFound,
+    IntegrityError,
+    InvalidInput,
+    ItemNotFound,
+    VersionConflict,
+)
+
+LOCAL_ACTOR = "local"
+_RETRIES = 20
+Progress = Callable[[int], None]
+
+
+class MemOS:
+    """Memory for LLM applications: cubes of memories with an audited, reversible history.
+
+    Open an embedded data directory with :meth:`open`. Every mutation appends one event to the
+    cube's hash-chained log in the same transaction that changes the item.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        snapshot_dir: Path | None = None,
+        embedder: Embedder | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        self.store = store
+        self.limits = limits or Limits()
+        self._default_embedder = embedder
+        self._embedders: dict[str, Embedder] = {}
+        if embedder is not None:
+            self._embedders[embedder.name] = embedder
+        self._indexes = CubeIndexes(store, snapshot_dir)
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path = ".memos",
+        *,
+        create: bool = True,
+        embedder: Embedder | None = None,
+        limits: Limits | None = None,
+    ) -> MemOS:
+        """Open (or create) an embedded data directory: SQLite, index snapshots, blobs."""
+        data_dir = Path(path).expanduser().resolve()
+        store = open_store(f"sqlite:///{data_dir}", create=create)
+        return cls(store, snapshot_dir=data_dir / "index", embedder=embedder, limits=limits)
+
+    def close(self) -> None:
+        self._indexes.save_all()
+        self.store.close()
+
+    def __enter__(self) -> MemOS:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # cubes ------------------------------------------------------------------------------
+
+    def create_cube(
+        self,
+        name: str,
+        *,
+        owner: str = LOCAL_ACTOR,
+        embedder: str | None = None,
+        codec: str = "fp32",
+    ) -> CubeInfo:
+        name = check.cube_name(name)
+        owner = check.principal(owner, "owner", self.limits)
+        embedder_name = embedder or self._default_embedder_name()
+        model = self._embedder_named(embedder_name)
+        info = CubeInfo(
+            name=name,
+            owner=owner,
+            embedder=model.name,
+            dim=model.dim,
+            codec=make_codec(codec).name,
+            created_at=utcnow(),
+        )
+        self.store.create_cube(info, actor=owner)
+        return info
+
+    def get_cube(self, name: str) -> CubeInfo:
+        info = self.store.get_cube(check.cube_name(name))
+        if info is None:
+            raise CubeNotFound(f"no cube named {name!r}", cube=name)
+        return info
+
+    def list_cubes(self) -> list[CubeInfo]:
+        return self.store.list_cubes()
+
+    # writes -----------------------------------------------------------------------------
+
+    def add(
+        self,
+        content: str | Sequence[Mapping[str, Any]],
+        *,
+        cube: str,
+        user: str | None = None,
+        tags: Iterable[str] | None = None,
+        metadata: Mapping[str, MetadataValue] | None = None,
+        session: str | None = None,
+        occurred_at: datetime | str | None = None,
+    ) -> MemoryItem | list[MemoryItem]:
+        """Add one memory from a text, or one memory per chat message from a message list."""
+        records: Sequence[str | Mapping[str, Any]]
+        if isinstance(content, str):
+            records = [{"text": content, "occurred_at": occurred_at}]
+        elif isinstance(content, Sequence) and content:
+            records = content
+        else:
+            raise InvalidInput("add takes a text or a non-empty list of chat messages")
+        added = self.add_many(
+            records, cube=cube, user=user, tags=tags, metadata=metadata, session=session
+        )
+        return added[0] if isinstance(content, str) else added
+
+    def add_many(
+        self,
+        records: Iterable[str | Mapping[str, Any]],
+        *,
+        cube: str,
+        user: str | None = None,
+        tags: Iterable[str] | None = None,
+        metadata: Mapping[str, MetadataValue] | None = None,
+        session: str | None = None,
+        batch_size: int = 256,
+        progress: Progress | None = None,
+    ) -> list[MemoryItem]:
+        """Ingest many memories: all are validated first, then embedded and committed in
+        batches (one transaction and one event per memory)."""
+        info = self.get_cube(cube)
+        batch_size = check.positive(batch_size, "batch_size", 100_000)
+        parsed = parse_records(
+            records, user=user, tags=tags, metadata=metadata, session=session, limits=self.limits
+        )
+        embedder = self._embedder_for(info)
+        added: list[MemoryItem] = []
+        for start in range(0, len(parsed), batch_size):
+            batch = parsed[start : start + batch_size]
+            vectors = embedder.embed([r.text for r in batch])
+            added.extend(self._commit_new(info, batch, vectors))
+            if progress is not None:
+                progress(len(batch))
+        self._indexes.current(info)
+        return added
+
+    def _commit_new(
+        self, info: CubeInfo, batch: Sequence[Record], vectors: Vector
+    ) -> list[MemoryItem]:
+        now = utcnow()
+        changes = []
+        for record, vector in zip(batch, vectors, strict=True):
+            item = _mutations.new_item(
+                cube=info.name,
+                text=record.text,
+                user=record.user,
+                tags=record.tags,
+                metadata=record.metadata,
+                occurred_at=record.occurred_at,
+                now=now,
+            )
+            changes.append(
+                Change(
+                    op=EventOp.CREATE,
+                    cube=info.name,
+                    actor=record.user or LOCAL_ACTOR,
+                    ts=now,
+                    item_id=item.id,
+                    after=item,
+                    vector=vector,
+                    expected_version=0,
+                )
+            )
+        self.store.commit(changes)
+        return [c.after for c in changes if c.after is not None]
+
+    def update(
+        self,
+        item_id: str,
+        text: str | None = None,
+        *,
+        user: str | None = None,
+        tags: Iterable[str] | None = None,
+        metadata: Mapping[str, MetadataValue] | None = None,
+        expected_version: int | None = None,
+        reason: str | None = None,
+    ) -> MemoryItem:
+        """Change an item's text, tags or metadata; a new version with one ``update`` event."""
+        new_text = None if text is None else check.text(text, self.limits)
+        new_tags = None if tags is None else check.tags(tags, self.limits)
+        new_meta = None if metadata is None else check.metadata(metadata, self.limits)
+        if new_text is None and new_tags is None and new_meta is None:
+            raise InvalidInput("update needs a new text, tags or metadata")
+        current = self.get(item_id)
+        vector = None
+        if new_text is not None and new_text != current.text:
+            vector = self._embedder_for(self.get_cube(current.cube)).embed([new_text])[0]
+
+        def build(item: MemoryItem, now: datetime) -> MemoryItem:
+            if item.status == ItemStatus.DELETED:
+                raise Conflict(f"memory {item.id} is deleted; roll it back to restore it")
+            return _mutations.revised(
+                item, now=now, text=new_text, tags=new_tags, metadata=new_meta
+            )
+
+        return self._revise(
+            item_id,
+            build,
+            op=EventOp.UPDATE,
+            user=user,
+            reason=reason,
+            expected_version=expected_version,
+            vector=vector,
+        )
+
+    def delete(
+        self,
+        item_id: str,
+        *,
+        user: str | None = None,
+        reason: str | None = None,
+        expected_version: int | None = None,
+    ) -> MemoryItem:
+        """Mark an item deleted (a new version); its history stays and can be rolled back."""
+
+        def build(item: MemoryItem, now: datetime) -> MemoryItem:
+            if item.status == ItemStatus.DELETED:
+                raise Conflict(f"memory {item.id} is already deleted")
+            return _mutations.revised(item, now=now, status=ItemStatus.DELETED)
+
+        return self._revise(
+            item_id,
+            build,
+            op=EventOp.DELETE,
+            user=user,
+            reason=reason,
+            expected_version=expected_version,
+        )
+
+    def rollback(
+        self,
+        item_id: str,
+        *,
+        to_version: int,
+        user: str | None = None,
+        reason: str | None = None,
+        expected_version: int | None = None,
+    ) -> MemoryItem:
+        """Bring back an item's content as of ``to_version``, as a new version."""
+        entries = self.history(item_id)
+        target = _history.version(entries, item_id, to_version)
+        vector = self._vector_for(target, entries[-1].item)
+
+        def build(item: MemoryItem, now: datetime) -> MemoryItem:
+            return _mutations.restored(item, target, now=now)
+
+        return self._revise(
+            item_id,
+            build,
+            op=EventOp.ROLLBACK,
+            user=user,
+            reason=reason,
+            expected_version=expected_version,
+            vector=vector,
+            extra={"to_version": to_version},
+        )
+
+    def rollback_cube(
+        self, cube: str, *, to_seq: int, user: str | None = None, reason: str | None = None
+    ) -> list[MemoryItem]:
+        """Bring every item of a cube back to its state right after event ``to_seq``.
+
+        One ``rollback`` event per item that differs, all in one transaction; items created
+        after ``to_seq`` are deleted. Nothing is erased: the undone events stay in the log.
+        """
+        info = self.get_cube(cube)
+        head_seq, _ = self.store.head(info.name)
+        to_seq = check.positive(to_seq, "to_seq", max(head_seq, 1))
+        past = _history.state_at(self.store.events(info.name, until_seq=to_seq))
+        now, actor = utcnow(), self._actor(user)
+        changes: list[Change] = []
+        for item in self.store.iter_items(info.name):
+            target = past.get(item.id)
+            after = (
+                _mutations.revised(item, now=now, status=ItemStatus.DELETED)
+                if target is None
+                else _mutations.restored(item, target, now=now)
+            )
+            if _mutations.same_content(after, item):
+                continue
+            vector = None if target is None else self._vector_for(target, item)
+            changes.append(
+                Change(
+                    op=EventOp.ROLLBACK,
+                    cube=info.name,
+                    actor=actor,
+                    ts=now,
+                    item_id=item.id,
+                    after=after,
+                    vector=vector,
+                    expected_version=item.version,
+                    reason=check.reason(reason, self.limits),
+                    extra={"to_seq": to_seq},
+                )
+            )
+        if changes:
+            self.store.commit(changes)
+        self._indexes.current(info)
+        return [c.after for c in changes if c.after is not None]
+
+    def _revise(
+        self,
+        item_id: str,
+        build: Callable[[MemoryItem, datetime], MemoryItem],
+        *,
+        op: EventOp,
+        user: str | None,
+        reason: str | None,
+        expected_version: int | None,
+        vector: Vector | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> MemoryItem:
+        """Optimistic read-modify-write: the store checks the version inside its transaction;
+        without a caller's ``expected_version`` a lost race is retried on fresh state."""
+        actor = self._actor(user)
+        reason = check.reason(reason, self.limits)
+        for _ in range(_RETRIES):
+            current = self.get(item_id)
+            if expected_version is not None and expected_version != current.version:
+                raise VersionConflict(
+                    f"memory {item_id} is at version {current.version}, "
+                    f"not the expected {expected_version}",
+                    item_id=item_id,
+                    current=current.version,
+                    expected=expected_version,
+                )
+            now = utcnow()
+            after = build(current, now)
+            change = Change(
+                op=op,
+                cube=current.cube,
+                actor=actor,
+                ts=now,
+                item_id=item_id,
+                after=after,
+                vector=vector,
+                expected_version=current.version,
+                reason=reason,
+                extra=extra or {},
+            )
+            try:
+                self.store.commit([change])
+            except VersionConflict:
+                if expected_version is not None:
+                    raise
+                continue
+            self._indexes.current(self.get_cube(current.cube))
+            return after
+        raise VersionConflict(f"memory {item_id} kept changing; gave up after {_RETRIES} tries")
+
+    def _vector_for(self, target: MemoryItem, current: MemoryItem) -> Vector | None:
+        """A vector for ``target``'s text, or ``None`` when the stored one still fits."""
+        if target.text == current.text:
+            return None
+        vectors = self._embedder_for(self.get_cube(current.cube)).embed([target.text])
+        return np.asarray(vectors[0], dtype=np.float32)
+
+    # reads ------------------------------------------------------------------------------
+
+    def get(self, item_id: str) -> MemoryItem:
+        item = self.store.get_item(item_id) if isinstance(item_id, str) else None
+        if item is None:
+            raise ItemNotFound(f"no memory with id {item_id!r}", item_id=str(item_id))
+        return item
+
+    def search(
+        self,
+        query: str,
+        *,
+        cube: str,
+        k: int = 5,
+        user: str | None = None,
+        tags: Iterable[str] | None = None,
+        session: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        where: Mapping[str, MetadataValue] | None = None,
+    ) -> list[SearchHit]:
+        """The ``k`` active memories most similar to ``query``, filters applied before top-k."""
+        query = check.text(query, self.limits)
+        k = check.positive(k, "k", self.limits.max_k)
+        flt = ItemFilter(
+            user=check.optional_principal(user, "user", self.limits),
+            tags=check.tags(tags, self.limits),
+            session=check.optional_principal(session, "session", self.limits),
+            since=None if since is None else check.timestamp(since, "since"),
+            until=None if until is None else check.timestamp(until, "until"),
+            where=check.metadata(where, self.limits),
+        )
+        info = self.get_cube(cube)
+        vector = self._embedder_for(info).embed([query])[0]
+        index = self._indexes.current(info)
+        allowed = None if flt.is_empty else self.store.filter_item_ids(info.name, flt)
+        ranked = index.search(vector, k, allowed)
+        items = self.store.get_items([item_id for item_id, _ in ranked])
+        return [
+            SearchHit(item=items[item_id], score=score)
+            for item_id, score in ranked
+            if item_id in items and items[item_id].status == ItemStatus.ACTIVE
+        ]
+
+    def history(self, item_id: str) -> list[HistoryEntry]:
+        item = self.get(item_id)
+        return _history.history(self.store.events(item.cube, item_id=item_id))
+
+    def diff(self, item_id: str, from_version: int, to_version: int) -> ItemDiff:
+        entries = self.history(item_id)
+        old = _history.version(entries, item_id, from_version)
+        new = _history.version(entries, item_id, to_version)
+        return _history.diff(old, new)
+
+    def log(self, cube: str, *, after_seq: int = 0, limit: int | None = None) -> list[Event]:
+        """The cube's events in order, oldest first (``limit`` keeps the newest ones)."""
+        info = self.get_cube(cube)
+        events = self.store.events(info.name, after_seq=after_seq)
+        return events if limit is None else events[-limit:] if limit > 0 else []
+
+    def verify(self, cube: str) -> VerifyReport:
+        """Recompute the cube's hash chain and check the items against it."""
+        info = self.get_cube(cube)
+        head = self.store.head(info.name)
+        try:
+            events = self.store.events(info.name)
+        except IntegrityError as exc:
+            return VerifyReport(
+                cube=info.name,
+                ok=False,
+                events=0,
+                head_seq=head[0],
+                first_bad_seq=int(exc.details.get("seq", 0)),
+                problem=exc.message,
+            )
+        return verify_chain(info.name, events, head=head, items=self.store.iter_items(info.name))
+
+    def verify_all(self) -> list[VerifyReport]:
+        return [self.verify(info.name) for info in self.list_cubes()]
+
+    # portability ------------------------------------------------------------------------
+
+    def export_cube(self, cube: str, directory: str | Path) -> Path:
+        """Write a portable, checksummed copy of the cube (items, events, vectors)."""
+        info = self.get_cube(cube)
+        report = self.verify(info.name)
+        if not report.ok:
+            raise IntegrityError(
+                f"cube {info.name!r} does not verify (seq {report.first_bad_seq}: "
+                f"{report.problem}); refusing to export it",
+                seq=report.first_bad_seq,
+            )
+        return export_cube(self.store, info, Path(directory))
+
+    def import_cube(self, directory: str | Path) -> CubeInfo:
+        """Import an export after checking its checksums, chain and items; the imported log is
+        identical to the exported one, hashes included."""
+        data = read_export(Path(directory))
+        self.store.import_cube(data)
+        self._indexes.forget(data.cube.name)
+        self._indexes.current(data.cube)
+        return data.cube
+
+    # embedders --------------------------------------------------------------------------
+
+    def _default_embedder_name(self) -> str:
+        return self._default_embedder.name if self._default_embedder else DEFAULT_EMBEDDER
+
+    def _embedder_named(self, name: str) -> Embedder:
+        if name not in self._embedders:
+            model = make_embedder(name)
+            self._embedders[name] = self._embedders.setdefault(model.name, model)
+        return self._embedders[name]
+
+    def _embedder_for(self, info: CubeInfo) -> Embedder:
+        model = self._embedder_named(info.embedder)
+        if model.dim != info.dim:
+            raise InvalidInput(
+                f"cube {info.name!r} holds {info.dim}-d vectors but embedder "
+                f"{model.name!r} makes {model.dim}-d ones"
+            )
+        return model
+
+    def _actor(self, user: str | None) -> str:
+        return check.optional_principal(user, "user", self.limits) or LOCAL_ACTOR

@@ -1,0 +1,119 @@
+"""The ``Store`` protocol every persistence backend implements, and the registry that opens one.
+
+A store keeps four things per cube: the cube record with its chain head, the event log, the item
+projection and one full-precision vector per item. Its one write path is :meth:`Store.commit`:
+a batch of :class:`Change` objects applied atomically, each appending exactly one event in the
+same transaction as the projection update it describes. The core never imports a backend
+module; it names a URL and :func:`open_store` loads the backend registered for its scheme.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlparse
+
+import numpy as np
+from numpy.typing import NDArray
+
+from memos._types import CubeInfo, Event, EventOp, ItemFilter, MemoryItem
+from memos.errors import InvalidInput
+
+Vector = NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One mutation: the event to append and the item state it leaves behind.
+
+    ``expected_version`` is checked inside the transaction: ``0`` means the item must not exist
+    yet, ``None`` means no check (cube-level events only).
+    """
+
+    op: EventOp
+    cube: str
+    actor: str
+    ts: datetime
+    item_id: str | None = None
+    after: MemoryItem | None = None
+    vector: Vector | None = None
+    expected_version: int | None = None
+    reason: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def payload(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"after": None if self.after is None else self.after.snapshot()}
+        body.update(self.extra)
+        return body
+
+
+@dataclass(frozen=True)
+class CubeImport:
+    """A verified cube from an export, to be written as it is (same seqs, same hashes)."""
+
+    cube: CubeInfo
+    events: Sequence[Event]
+    items: Sequence[MemoryItem]
+    vectors: Mapping[str, Vector]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Persistence for cubes, their event logs, item projections and vectors."""
+
+    url: str
+
+    def close(self) -> None: ...
+
+    # cubes
+    def create_cube(self, cube: CubeInfo, actor: str) -> Event: ...
+    def get_cube(self, name: str) -> CubeInfo | None: ...
+    def list_cubes(self) -> list[CubeInfo]: ...
+    def head(self, cube: str) -> tuple[int, str]: ...
+    def import_cube(self, data: CubeImport) -> None: ...
+
+    # the one write path
+    def commit(self, changes: Sequence[Change]) -> list[Event]: ...
+
+    # reads
+    def get_item(self, item_id: str) -> MemoryItem | None: ...
+    def get_items(self, item_ids: Sequence[str]) -> dict[str, MemoryItem]: ...
+    def iter_items(self, cube: str) -> Iterator[MemoryItem]: ...
+    def filter_item_ids(self, cube: str, flt: ItemFilter) -> list[str]: ...
+    def get_vectors(self, item_ids: Sequence[str]) -> dict[str, Vector]: ...
+    def events(
+        self,
+        cube: str,
+        *,
+        after_seq: int = 0,
+        until_seq: int | None = None,
+        item_id: str | None = None,
+    ) -> list[Event]: ...
+    def changed_since(self, cube: str, after_seq: int) -> tuple[set[str], int]: ...
+
+
+# scheme -> "module:Class"; backends live in memos.stores and are imported on first use.
+_BACKENDS: dict[str, str] = {
+    "sqlite": "memos.stores.sqlite:SQLiteStore",
+}
+
+
+def register_backend(scheme: str, target: str) -> None:
+    """Register ``"module:Class"`` as the backend for URLs of ``scheme``."""
+    _BACKENDS[scheme] = target
+
+
+def open_store(url: str, **options: Any) -> Store:
+    """Open the store a URL names, e.g. ``sqlite:///path/to/data-dir``."""
+    scheme = urlparse(url).scheme
+    target = _BACKENDS.get(scheme)
+    if target is None:
+        known = ", ".join(sorted(_BACKENDS))
+        raise InvalidInput(f"unknown store scheme {scheme!r} (known: {known})", url=url)
+    module_name, _, class_name = target.partition(":")
+    backend = getattr(importlib.import_module(module_name), class_name)
+    store: Store = backend.from_url(url, **options)
+    return store

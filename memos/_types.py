@@ -1,0 +1,154 @@
+"""The data model: memory items, cubes, events and what searches and history return."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MetadataValue = str | int | float | bool | None
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC, at microsecond precision."""
+    return datetime.now(UTC)
+
+
+class Tier(StrEnum):
+    PLAINTEXT = "plaintext"
+    ACTIVATION = "activation"
+    PARAMETRIC = "parametric"
+
+
+class ItemStatus(StrEnum):
+    ACTIVE = "active"
+    ARCHIVED = "archived"
+    DELETED = "deleted"
+
+
+class EventOp(StrEnum):
+    CUBE_CREATE = "cube_create"
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    ROLLBACK = "rollback"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MemoryItem(_Frozen):
+    """One plaintext memory at one version. The projection of the cube's event log."""
+
+    id: str
+    cube: str
+    tier: Tier = Tier.PLAINTEXT
+    text: str
+    user: str | None = None
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, MetadataValue] = Field(default_factory=dict)
+    occurred_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    version: int = 1
+    status: ItemStatus = ItemStatus.ACTIVE
+
+    @property
+    def session(self) -> str | None:
+        value = self.metadata.get("session")
+        return None if value is None else str(value)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The JSON form recorded in events; replaying snapshots rebuilds the projection."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_snapshot(cls, data: dict[str, Any]) -> MemoryItem:
+        return cls.model_validate(data)
+
+
+class CubeInfo(_Frozen):
+    """A cube's identity and the configuration fixed at creation."""
+
+    name: str
+    owner: str
+    embedder: str
+    dim: int
+    codec: str = "fp32"
+    created_at: datetime
+
+
+class Event(_Frozen):
+    """One entry of a cube's append-only, hash-chained log.
+
+    ``hash = sha256(prev_hash ‖ canonical JSON of the header)``; the header commits to the
+    payload through ``payload_digest``, so a payload can be erased without breaking the chain.
+    """
+
+    cube: str
+    seq: int
+    ts: datetime
+    actor: str
+    op: EventOp
+    item_id: str | None = None
+    reason: str | None = None
+    payload: dict[str, Any] | None = None
+    payload_digest: str
+    prev_hash: str
+    hash: str
+
+    @property
+    def after(self) -> MemoryItem | None:
+        """The item's state this event produced, when it changed an item."""
+        if self.payload is None or self.payload.get("after") is None:
+            return None
+        return MemoryItem.from_snapshot(self.payload["after"])
+
+
+class SearchHit(_Frozen):
+    item: MemoryItem
+    score: float
+
+
+class HistoryEntry(_Frozen):
+    """One version of an item together with the event that made it."""
+
+    version: int
+    item: MemoryItem
+    event: Event
+
+
+class VerifyReport(_Frozen):
+    """The outcome of recomputing a cube's hash chain and checking its projection."""
+
+    cube: str
+    ok: bool
+    events: int
+    head_seq: int
+    first_bad_seq: int | None = None
+    problem: str | None = None
+
+
+class ItemFilter(_Frozen):
+    """Which items a search may return; applied inside the search, before top-k."""
+
+    user: str | None = None
+    tags: tuple[str, ...] = ()
+    session: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    where: dict[str, MetadataValue] = Field(default_factory=dict)
+
+    @property
+    def is_empty(self) -> bool:
+        return (
+            self.user is None
+            and not self.tags
+            and self.session is None
+            and self.since is None
+            and self.until is None
+            and not self.where
+        )

@@ -1,0 +1,4 @@
+"""CLI placeholder."""
+
+
+def main() -> None: ...

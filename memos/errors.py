@@ -1,0 +1,146 @@
+"""The one exception tree of MemOS.
+
+Every error the library raises on purpose is a :class:`MemosError`. Each class carries the
+HTTP status the server answers with and a stable ``code`` used in the JSON error envelope, so
+the SDK, the CLI and the server report the same failure the same way::
+
+    MemosError (500, internal)
+    ├── InvalidInput (422, invalid_input)           bad text, metadata, names, arguments
+    │   └── TextTooLong (413, text_too_long)
+    ├── AccessDenied (403, access_denied)           principal may not touch the cube
+    ├── NotFound (404, not_found)
+    │   ├── CubeNotFound (404, cube_not_found)
+    │   ├── ItemNotFound (404, item_not_found)
+    │   └── VersionNotFound (404, version_not_found)
+    ├── Conflict (409, conflict)
+    │   ├── CubeExists (409, cube_exists)
+    │   └── VersionConflict (409, version_conflict)  stale expected_version
+    ├── IntegrityError (500, integrity_error)        the stored history does not verify
+    │   └── TamperedExport (422, tampered_export)    an export's checksums or chain fail
+    └── StorageError (503, storage_error)            data dir missing, corrupt or locked
+        └── DataDirError (503, data_dir_error)
+
+A failing call changes nothing: every error is raised before, or rolls back, the transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "AccessDenied",
+    "Conflict",
+    "CubeExists",
+    "CubeNotFound",
+    "DataDirError",
+    "IntegrityError",
+    "InvalidInput",
+    "ItemNotFound",
+    "MemosError",
+    "NotFound",
+    "StorageError",
+    "TamperedExport",
+    "TextTooLong",
+    "VersionConflict",
+    "VersionNotFound",
+]
+
+
+class MemosError(Exception):
+    """Root of every error MemOS raises on purpose."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON error envelope body shared by the CLI and the server."""
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+class InvalidInput(MemosError):
+    """An argument is malformed: empty text, a bad name, a metadata value of the wrong type."""
+
+    status = 422
+    code = "invalid_input"
+
+
+class TextTooLong(InvalidInput):
+    """A memory text exceeds the configured size limit."""
+
+    status = 413
+    code = "text_too_long"
+
+
+class AccessDenied(MemosError):
+    """The principal is neither the cube's owner nor holds a grant on it."""
+
+    status = 403
+    code = "access_denied"
+
+
+class NotFound(MemosError):
+    """A named thing does not exist (or is invisible to the principal)."""
+
+    status = 404
+    code = "not_found"
+
+
+class CubeNotFound(NotFound):
+    code = "cube_not_found"
+
+
+class ItemNotFound(NotFound):
+    code = "item_not_found"
+
+
+class VersionNotFound(NotFound):
+    code = "version_not_found"
+
+
+class Conflict(MemosError):
+    """The request conflicts with the current state."""
+
+    status = 409
+    code = "conflict"
+
+
+class CubeExists(Conflict):
+    code = "cube_exists"
+
+
+class VersionConflict(Conflict):
+    """``expected_version`` no longer matches: someone else changed the item first."""
+
+    code = "version_conflict"
+
+
+class IntegrityError(MemosError):
+    """The stored history fails verification."""
+
+    status = 500
+    code = "integrity_error"
+
+
+class TamperedExport(IntegrityError):
+    """An exported cube's checksums, manifest or hash chain do not verify."""
+
+    status = 422
+    code = "tampered_export"
+
+
+class StorageError(MemosError):
+    """The storage backend cannot serve the request."""
+
+    status = 503
+    code = "storage_error"
+
+
+class DataDirError(StorageError):
+    """The data directory is missing, unreadable or not a MemOS data directory."""
+
+    code = "data_dir_error"

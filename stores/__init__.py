@@ -1,0 +1,1 @@
+"""Persistence backends behind :class:`memos.Store`, opened by URL with :func:`memos.open_store`."""

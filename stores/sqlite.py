@@ -1,0 +1,434 @@
+"""The embedded default store: one SQLite database in WAL mode inside the data directory.
+
+Every ``commit`` runs in one ``BEGIN IMMEDIATE`` transaction: the per-cube head is read under
+the write lock, each change is sealed onto the chain, and the event, its payload, the item row,
+its tags and its vector are written together. Readers never block the writer (WAL), and two
+processes on one data directory serialise their writes through SQLite's lock.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from memos._chain import GENESIS_HASH, seal
+from memos._store import Change, CubeImport, Vector
+from memos._types import CubeInfo, Event, EventOp, ItemFilter, MemoryItem
+from memos.errors import (
+    CubeExists,
+    CubeNotFound,
+    DataDirError,
+    IntegrityError,
+    ItemNotFound,
+    StorageError,
+    VersionConflict,
+)
+
+DB_FILE = "memos.db"
+FORMAT_VERSION = 1
+_BUSY_TIMEOUT_MS = 60_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS cubes (
+    name TEXT PRIMARY KEY,
+    info TEXT NOT NULL,
+    head_seq INTEGER NOT NULL,
+    head_hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    cube TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    ts TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    op TEXT NOT NULL,
+    item_id TEXT,
+    reason TEXT,
+    payload_digest TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    PRIMARY KEY (cube, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS events_by_item ON events (item_id, seq);
+CREATE TABLE IF NOT EXISTS payloads (
+    cube TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    body TEXT,
+    PRIMARY KEY (cube, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS items (
+    id TEXT PRIMARY KEY,
+    cube TEXT NOT NULL,
+    status TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    user TEXT,
+    session TEXT,
+    occurred_at TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS items_by_cube ON items (cube, status, occurred_at);
+CREATE TABLE IF NOT EXISTS item_tags (
+    item_id TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    PRIMARY KEY (item_id, tag)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS item_tags_by_tag ON item_tags (tag);
+CREATE TABLE IF NOT EXISTS vectors (item_id TEXT PRIMARY KEY, data BLOB NOT NULL);
+"""
+
+
+def sortable_time(value: datetime) -> str:
+    """A fixed-width UTC ISO string, so that string order is time order in SQL."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+class SQLiteStore:
+    """A :class:`memos.Store` over ``<data_dir>/memos.db``."""
+
+    def __init__(self, data_dir: str | Path, *, create: bool = True) -> None:
+        self.data_dir = Path(data_dir)
+        self.url = f"sqlite:///{self.data_dir}"
+        self._lock = threading.RLock()
+        self._conn = self._connect(create)
+
+    @classmethod
+    def from_url(cls, url: str, *, create: bool = True) -> SQLiteStore:
+        if not url.startswith("sqlite:///"):
+            raise DataDirError(f"not a sqlite store URL: {url!r}")
+        return cls(url[len("sqlite:///") :], create=create)
+
+    def _connect(self, create: bool) -> sqlite3.Connection:
+        db_path = self.data_dir / DB_FILE
+        if self.data_dir.exists() and not self.data_dir.is_dir():
+            raise DataDirError(f"data dir {self.data_dir} is not a directory")
+        if not db_path.exists():
+            if not create:
+                raise DataDirError(f"no MemOS data dir at {self.data_dir}")
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(
+                db_path, isolation_level=None, check_same_thread=False, timeout=60
+            )
+            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.executescript(_SCHEMA)
+            self._check_format(conn)
+        except sqlite3.DatabaseError as exc:
+            raise DataDirError(f"data dir {self.data_dir} is corrupt: {exc}") from exc
+        return conn
+
+    @staticmethod
+    def _check_format(conn: sqlite3.Connection) -> None:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
+        if row is None:
+            conn.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('format_version', ?)", (str(FORMAT_VERSION),)
+            )
+        elif int(row[0]) != FORMAT_VERSION:
+            raise DataDirError(f"data dir format {row[0]} is not supported ({FORMAT_VERSION})")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StorageError(f"could not lock the data dir for writing: {exc}") from exc
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    # cubes ------------------------------------------------------------------------------
+
+    def create_cube(self, cube: CubeInfo, actor: str) -> Event:
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM cubes WHERE name = ?", (cube.name,)).fetchone():
+                raise CubeExists(f"cube {cube.name!r} already exists", cube=cube.name)
+            event = seal(
+                cube=cube.name,
+                seq=1,
+                prev_hash=GENESIS_HASH,
+                ts=cube.created_at,
+                actor=actor,
+                op=EventOp.CUBE_CREATE,
+                item_id=None,
+                reason=None,
+                payload={"cube": cube.model_dump(mode="json")},
+            )
+            conn.execute(
+                "INSERT INTO cubes VALUES (?, ?, ?, ?)",
+                (cube.name, cube.model_dump_json(), event.seq, event.hash),
+            )
+            self._insert_event(conn, event)
+        return event
+
+    def get_cube(self, name: str) -> CubeInfo | None:
+        rows = self._read("SELECT info FROM cubes WHERE name = ?", (name,))
+        return CubeInfo.model_validate_json(rows[0][0]) if rows else None
+
+    def list_cubes(self) -> list[CubeInfo]:
+        rows = self._read("SELECT info FROM cubes ORDER BY name")
+        return [CubeInfo.model_validate_json(info) for (info,) in rows]
+
+    def head(self, cube: str) -> tuple[int, str]:
+        rows = self._read("SELECT head_seq, head_hash FROM cubes WHERE name = ?", (cube,))
+        if not rows:
+            raise CubeNotFound(f"no cube named {cube!r}", cube=cube)
+        return int(rows[0][0]), str(rows[0][1])
+
+    def import_cube(self, data: CubeImport) -> None:
+        name = data.cube.name
+        last = data.events[-1]
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM cubes WHERE name = ?", (name,)).fetchone():
+                raise CubeExists(f"cube {name!r} already exists", cube=name)
+            conn.execute(
+                "INSERT INTO cubes VALUES (?, ?, ?, ?)",
+                (name, data.cube.model_dump_json(), last.seq, last.hash),
+            )
+            for event in data.events:
+                self._insert_event(conn, event)
+            for item in data.items:
+                self._upsert_item(conn, item)
+            for item_id, vector in data.vectors.items():
+                self._upsert_vector(conn, item_id, vector)
+
+    # writes -----------------------------------------------------------------------------
+
+    def commit(self, changes: Sequence[Change]) -> list[Event]:
+        events: list[Event] = []
+        with self._write() as conn:
+            heads: dict[str, tuple[int, str]] = {}
+            for change in changes:
+                if change.cube not in heads:
+                    heads[change.cube] = self._locked_head(conn, change.cube)
+                self._check_version(conn, change)
+                seq, prev_hash = heads[change.cube]
+                event = seal(
+                    cube=change.cube,
+                    seq=seq + 1,
+                    prev_hash=prev_hash,
+                    ts=change.ts,
+                    actor=change.actor,
+                    op=change.op,
+                    item_id=change.item_id,
+                    reason=change.reason,
+                    payload=change.payload(),
+                )
+                self._insert_event(conn, event)
+                if change.after is not None:
+                    self._upsert_item(conn, change.after)
+                if change.vector is not None and change.item_id is not None:
+                    self._upsert_vector(conn, change.item_id, change.vector)
+                heads[change.cube] = (event.seq, event.hash)
+                events.append(event)
+            conn.executemany(
+                "UPDATE cubes SET head_seq = ?, head_hash = ? WHERE name = ?",
+                [(seq, digest, cube) for cube, (seq, digest) in heads.items()],
+            )
+        return events
+
+    @staticmethod
+    def _locked_head(conn: sqlite3.Connection, cube: str) -> tuple[int, str]:
+        row = conn.execute(
+            "SELECT head_seq, head_hash FROM cubes WHERE name = ?", (cube,)
+        ).fetchone()
+        if row is None:
+            raise CubeNotFound(f"no cube named {cube!r}", cube=cube)
+        return int(row[0]), str(row[1])
+
+    @staticmethod
+    def _check_version(conn: sqlite3.Connection, change: Change) -> None:
+        if change.item_id is None or change.expected_version is None:
+            return
+        row = conn.execute("SELECT version FROM items WHERE id = ?", (change.item_id,)).fetchone()
+        current = 0 if row is None else int(row[0])
+        if current == change.expected_version:
+            return
+        if row is None:
+            raise ItemNotFound(f"no memory with id {change.item_id!r}", item_id=change.item_id)
+        raise VersionConflict(
+            f"memory {change.item_id} is at version {current}, "
+            f"not the expected {change.expected_version}",
+            item_id=change.item_id,
+            current=current,
+            expected=change.expected_version,
+        )
+
+    @staticmethod
+    def _insert_event(conn: sqlite3.Connection, event: Event) -> None:
+        conn.execute(
+            "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                event.cube,
+                event.seq,
+                sortable_time(event.ts),
+                event.actor,
+                event.op.value,
+                event.item_id,
+                event.reason,
+                event.payload_digest,
+                event.prev_hash,
+                event.hash,
+            ),
+        )
+        body = None if event.payload is None else json.dumps(event.payload, ensure_ascii=False)
+        conn.execute("INSERT INTO payloads VALUES (?, ?, ?)", (event.cube, event.seq, body))
+
+    @staticmethod
+    def _upsert_item(conn: sqlite3.Connection, item: MemoryItem) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                item.id,
+                item.cube,
+                item.status.value,
+                item.version,
+                item.user,
+                item.session,
+                sortable_time(item.occurred_at),
+                item.model_dump_json(),
+            ),
+        )
+        conn.execute("DELETE FROM item_tags WHERE item_id = ?", (item.id,))
+        conn.executemany(
+            "INSERT OR IGNORE INTO item_tags VALUES (?, ?)", [(item.id, t) for t in item.tags]
+        )
+
+    @staticmethod
+    def _upsert_vector(conn: sqlite3.Connection, item_id: str, vector: Vector) -> None:
+        data = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+        conn.execute("INSERT OR REPLACE INTO vectors VALUES (?, ?)", (item_id, data))
+
+    # reads ------------------------------------------------------------------------------
+
+    def get_item(self, item_id: str) -> MemoryItem | None:
+        rows = self._read("SELECT body FROM items WHERE id = ?", (item_id,))
+        return MemoryItem.model_validate_json(rows[0][0]) if rows else None
+
+    def get_items(self, item_ids: Sequence[str]) -> dict[str, MemoryItem]:
+        found: dict[str, MemoryItem] = {}
+        for chunk in _chunks(item_ids):
+            marks = ",".join("?" * len(chunk))
+            for (body,) in self._read(f"SELECT body FROM items WHERE id IN ({marks})", chunk):
+                item = MemoryItem.model_validate_json(body)
+                found[item.id] = item
+        return found
+
+    def iter_items(self, cube: str) -> Iterator[MemoryItem]:
+        rows = self._read("SELECT body FROM items WHERE cube = ? ORDER BY rowid", (cube,))
+        for (body,) in rows:
+            yield MemoryItem.model_validate_json(body)
+
+    def filter_item_ids(self, cube: str, flt: ItemFilter) -> list[str]:
+        sql = ["SELECT id FROM items WHERE cube = ? AND status = 'active'"]
+        params: list[Any] = [cube]
+        for column, value in (("user", flt.user), ("session", flt.session)):
+            if value is not None:
+                sql.append(f"AND {column} = ?")
+                params.append(value)
+        if flt.since is not None:
+            sql.append("AND occurred_at >= ?")
+            params.append(sortable_time(flt.since))
+        if flt.until is not None:
+            sql.append("AND occurred_at < ?")
+            params.append(sortable_time(flt.until))
+        if flt.tags:
+            marks = ",".join("?" * len(flt.tags))
+            sql.append(
+                f"AND id IN (SELECT item_id FROM item_tags WHERE tag IN ({marks}) "
+                "GROUP BY item_id HAVING count(*) = ?)"
+            )
+            params.extend([*flt.tags, len(flt.tags)])
+        for key, expected in flt.where.items():
+            sql.append("AND json_extract(body, ?) IS ?")
+            params.extend([f'$.metadata."{key}"', expected])
+        return [row[0] for row in self._read(" ".join(sql), params)]
+
+    def get_vectors(self, item_ids: Sequence[str]) -> dict[str, Vector]:
+        found: dict[str, Vector] = {}
+        for chunk in _chunks(item_ids):
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT item_id, data FROM vectors WHERE item_id IN ({marks})"
+            for item_id, data in self._read(sql, chunk):
+                found[item_id] = np.frombuffer(data, dtype=np.float32)
+        return found
+
+    def events(
+        self,
+        cube: str,
+        *,
+        after_seq: int = 0,
+        until_seq: int | None = None,
+        item_id: str | None = None,
+    ) -> list[Event]:
+        sql = [
+            "SELECT e.cube, e.seq, e.ts, e.actor, e.op, e.item_id, e.reason, e.payload_digest,",
+            "e.prev_hash, e.hash, p.body FROM events e LEFT JOIN payloads p",
+            "ON p.cube = e.cube AND p.seq = e.seq WHERE e.cube = ? AND e.seq > ?",
+        ]
+        params: list[Any] = [cube, after_seq]
+        if until_seq is not None:
+            sql.append("AND e.seq <= ?")
+            params.append(until_seq)
+        if item_id is not None:
+            sql.append("AND e.item_id = ?")
+            params.append(item_id)
+        sql.append("ORDER BY e.seq")
+        return [_event_from_row(row) for row in self._read(" ".join(sql), params)]
+
+    def changed_since(self, cube: str, after_seq: int) -> tuple[set[str], int]:
+        rows = self._read(
+            "SELECT item_id, seq FROM events WHERE cube = ? AND seq > ?", (cube, after_seq)
+        )
+        changed = {item_id for item_id, _ in rows if item_id is not None}
+        return changed, max((seq for _, seq in rows), default=after_seq)
+
+
+def _event_from_row(row: tuple[Any, ...]) -> Event:
+    cube, seq, ts, actor, op, item_id, reason, digest, prev_hash, hash_, body = row
+    try:
+        return Event(
+            cube=cube,
+            seq=seq,
+            ts=datetime.fromisoformat(ts),
+            actor=actor,
+            op=EventOp(op),
+            item_id=item_id,
+            reason=reason,
+            payload=None if body is None else json.loads(body),
+            payload_digest=digest,
+            prev_hash=prev_hash,
+            hash=hash_,
+        )
+    except (ValueError, TypeError) as exc:
+        # A row that no longer parses was edited outside MemOS; verify names its seq.
+        raise IntegrityError(f"event {seq} of cube {cube!r} is malformed", seq=seq) from exc
+
+
+def _chunks(values: Sequence[str], size: int = 500) -> Iterator[list[str]]:
+    for start in range(0, len(values), size):
+        yield list(values[start : start + size])
