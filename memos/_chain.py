@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
 
 from memos._types import Event, EventOp, MemoryItem, VerifyReport
 
@@ -101,75 +105,117 @@ def seal(
     return draft.model_copy(update={"hash": event_hash(draft)})
 
 
+def vector_digest(vector: NDArray[np.floating[Any]]) -> str:
+    """sha256 of a vector as little-endian float32: events commit to the embeddings too."""
+    return hashlib.sha256(np.ascontiguousarray(vector, dtype="<f4").tobytes()).hexdigest()
+
+
+@dataclass
+class _Walk:
+    """What walking a log yields: how far it verified and the item state it implies."""
+
+    count: int = 0
+    last_hash: str = GENESIS_HASH
+    bad: tuple[int, str] | None = None
+    items: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
+    vectors: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+
 def verify_chain(
     cube: str,
     events: Iterable[Event],
     *,
     head: tuple[int, str] | None = None,
     items: Iterable[MemoryItem] | None = None,
+    vectors: Mapping[str, str] | None = None,
 ) -> VerifyReport:
     """Check seqs are gapless from 1, every hash recomputes, every payload matches its digest,
-    the chain ends at the recorded ``head``, and (when given) the item projection equals the
-    replay of the events' ``after`` states. Reports the first bad seq."""
-    prev_hash, expected_seq, count = GENESIS_HASH, 1, 0
-    replayed: dict[str, tuple[int, dict[str, Any]]] = {}
-
-    def bad(seq: int, problem: str) -> VerifyReport:
+    the chain ends at the recorded ``head``, and (when given) the item projection and the
+    vector digests equal what the events recorded. Reports the first bad seq."""
+    walk = _walk(cube, events)
+    problem = walk.bad or _head_problem(walk, head)
+    if problem is None and items is not None:
+        problem = _projection_problem(walk, items)
+    if problem is None and vectors is not None:
+        problem = _vector_problem(walk, vectors)
+    if problem is not None:
+        seq, message = problem
         return VerifyReport(
             cube=cube,
             ok=False,
-            events=count,
-            head_seq=expected_seq - 1,
+            events=walk.count,
+            head_seq=walk.count,
             first_bad_seq=seq,
-            problem=problem,
+            problem=message,
         )
+    return VerifyReport(cube=cube, ok=True, events=walk.count, head_seq=walk.count)
 
+
+def _walk(cube: str, events: Iterable[Event]) -> _Walk:
+    walk = _Walk()
     for event in events:
-        if event.cube != cube:
-            return bad(expected_seq, f"event of cube {event.cube!r} in the log of {cube!r}")
-        if event.seq != expected_seq:
-            return bad(expected_seq, f"expected seq {expected_seq}, found seq {event.seq}")
-        if event.prev_hash != prev_hash:
-            return bad(event.seq, "prev_hash does not match the previous event's hash")
-        if event_hash(event) != event.hash:
-            return bad(event.seq, "hash does not match the event's contents")
-        if event.payload is None:
-            return bad(event.seq, "payload is missing")
-        if payload_digest(event.payload) != event.payload_digest:
-            return bad(event.seq, "payload does not match its digest")
-        after = event.payload.get("after")
+        walk.bad = _event_problem(cube, event, walk.count + 1, walk.last_hash)
+        if walk.bad is not None:
+            return walk
+        assert event.payload is not None
+        after, digest = event.payload.get("after"), event.payload.get("vector_sha256")
         if event.item_id is not None and after is not None:
-            replayed[event.item_id] = (event.seq, after)
-        prev_hash, expected_seq, count = event.hash, expected_seq + 1, count + 1
-
-    last_seq = expected_seq - 1
-    if head is not None and head != (last_seq, prev_hash):
-        head_seq, _ = head
-        first = min(head_seq, last_seq) + 1 if head_seq != last_seq else max(last_seq, 1)
-        return bad(first, f"log ends at seq {last_seq} but the cube's head is seq {head_seq}")
-    if items is not None:
-        problem = _projection_problem(replayed, items, last_seq)
-        if problem is not None:
-            seq, message = problem
-            return bad(seq, message)
-    return VerifyReport(cube=cube, ok=True, events=count, head_seq=last_seq)
+            walk.items[event.item_id] = (event.seq, after)
+        if event.item_id is not None and isinstance(digest, str):
+            walk.vectors[event.item_id] = (event.seq, digest)
+        walk.count, walk.last_hash = event.seq, event.hash
+    return walk
 
 
-def _projection_problem(
-    replayed: dict[str, tuple[int, dict[str, Any]]], items: Iterable[MemoryItem], last_seq: int
-) -> tuple[int, str] | None:
+def _event_problem(cube: str, event: Event, seq: int, prev_hash: str) -> tuple[int, str] | None:
+    if event.cube != cube:
+        return seq, f"event of cube {event.cube!r} in the log of {cube!r}"
+    if event.seq != seq:
+        return seq, f"expected seq {seq}, found seq {event.seq}"
+    if event.prev_hash != prev_hash:
+        return seq, "prev_hash does not match the previous event's hash"
+    if event_hash(event) != event.hash:
+        return seq, "hash does not match the event's contents"
+    if event.payload is None:
+        return seq, "payload is missing"
+    if payload_digest(event.payload) != event.payload_digest:
+        return seq, "payload does not match its digest"
+    return None
+
+
+def _head_problem(walk: _Walk, head: tuple[int, str] | None) -> tuple[int, str] | None:
+    if head is None or head == (walk.count, walk.last_hash):
+        return None
+    head_seq, _ = head
+    if head_seq == walk.count:
+        return max(walk.count, 1), f"the cube's head hash differs from event {walk.count}'s"
+    first = min(head_seq, walk.count) + 1
+    return first, f"log ends at seq {walk.count} but the cube's head is seq {head_seq}"
+
+
+def _projection_problem(walk: _Walk, items: Iterable[MemoryItem]) -> tuple[int, str] | None:
     """The projection is checked after the chain, so a problem is named by the seq of the
     event that last wrote the item (or the head, for an item no event wrote)."""
     seen: set[str] = set()
     for item in items:
         seen.add(item.id)
-        if item.id not in replayed:
-            return last_seq, f"item {item.id} exists but no event created it"
-        seq, expected = replayed[item.id]
+        if item.id not in walk.items:
+            return walk.count, f"item {item.id} exists but no event created it"
+        seq, expected = walk.items[item.id]
         if item.snapshot() != expected:
             return seq, f"item {item.id} differs from the state its events recorded"
-    missing = sorted(set(replayed) - seen)
+    missing = sorted(set(walk.items) - seen)
     if missing:
-        seq, _ = replayed[missing[0]]
+        seq, _ = walk.items[missing[0]]
         return seq, f"item {missing[0]} was recorded by events but is missing"
+    return None
+
+
+def _vector_problem(walk: _Walk, vectors: Mapping[str, str]) -> tuple[int, str] | None:
+    for item_id, (seq, recorded) in sorted(walk.vectors.items(), key=lambda kv: kv[1][0]):
+        if vectors.get(item_id) != recorded:
+            return seq, f"the vector of item {item_id} differs from the one its events recorded"
+    extra = sorted(set(vectors) - set(walk.vectors))
+    if extra:
+        return walk.count, f"item {extra[0]} has a vector that no event recorded"
     return None

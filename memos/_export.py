@@ -23,10 +23,10 @@ from pydantic import ValidationError
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
-from memos._chain import verify_chain
+from memos._chain import vector_digest, verify_chain
 from memos._store import CubeImport, Store, Vector
 from memos._types import CubeInfo, Event, EventOp, MemoryItem, utcnow
-from memos.errors import InvalidInput, TamperedExport
+from memos.errors import InvalidInput, StorageError, TamperedExport
 
 FORMAT = "memos-cube-export"
 FORMAT_VERSION = 1
@@ -36,7 +36,15 @@ _FILES = ("events.jsonl", "items.jsonl", "vectors.safetensors")
 def export_cube(store: Store, info: CubeInfo, directory: Path) -> Path:
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise InvalidInput(f"export directory {directory} exists and is not empty")
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        _write_export(store, info, directory)
+    except OSError as exc:
+        raise StorageError(f"cannot write the export to {directory}: {exc}") from exc
+    return directory
+
+
+def _write_export(store: Store, info: CubeInfo, directory: Path) -> None:
     events = store.events(info.name)
     items = list(store.iter_items(info.name))
     vectors = store.get_vectors([item.id for item in items])
@@ -59,7 +67,6 @@ def export_cube(store: Store, info: CubeInfo, directory: Path) -> Path:
         "files": {name: _sha256(directory / name) for name in _FILES},
     }
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    return directory
 
 
 def read_export(directory: Path) -> CubeImport:
@@ -73,8 +80,8 @@ def read_export(directory: Path) -> CubeImport:
         items = [MemoryItem.model_validate_json(line) for line in _read_lines(directory, "items")]
     except (ValidationError, KeyError, TypeError) as exc:
         raise TamperedExport(f"export records are malformed: {exc}") from exc
-    _check_history(manifest, cube, events, items)
     vectors = _vectors(directory, cube, items)
+    _check_history(manifest, cube, events, items, vectors)
     return CubeImport(cube=cube, events=events, items=items, vectors=vectors)
 
 
@@ -96,14 +103,19 @@ def _manifest(directory: Path) -> dict[str, Any]:
 
 
 def _check_history(
-    manifest: dict[str, Any], cube: CubeInfo, events: list[Event], items: list[MemoryItem]
+    manifest: dict[str, Any],
+    cube: CubeInfo,
+    events: list[Event],
+    items: list[MemoryItem],
+    vectors: dict[str, Vector],
 ) -> None:
     if not events or events[0].op != EventOp.CUBE_CREATE:
         raise TamperedExport("the log does not start with the cube's creation")
     if events[0].payload != {"cube": cube.model_dump(mode="json")}:
         raise TamperedExport("the manifest's cube differs from the one the log created")
     head = (manifest["head"].get("seq"), manifest["head"].get("hash"))
-    report = verify_chain(cube.name, events, head=head, items=items)
+    digests = {item_id: vector_digest(vector) for item_id, vector in vectors.items()}
+    report = verify_chain(cube.name, events, head=head, items=items, vectors=digests)
     if not report.ok:
         raise TamperedExport(
             f"the exported log does not verify at seq {report.first_bad_seq}: {report.problem}",

@@ -78,12 +78,13 @@ def diff(old: MemoryItem, new: MemoryItem) -> ItemDiff:
         for name in _COMPARED
         if old_data[name] != new_data[name]
     )
-    text_diff = "".join(
+    text_diff = "\n".join(
         difflib.unified_diff(
-            old.text.splitlines(keepends=True) or [""],
-            new.text.splitlines(keepends=True) or [""],
+            old.text.splitlines(),
+            new.text.splitlines(),
             fromfile=f"v{old.version}",
             tofile=f"v{new.version}",
+            lineterm="",
         )
     )
     return ItemDiff(

@@ -6,13 +6,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
 from memos import _history, _mutations
 from memos import _validation as check
-from memos._chain import verify_chain
+from memos._chain import vector_digest, verify_chain
 from memos._export import export_cube, read_export
 from memos._history import ItemDiff
 from memos._indexes import CubeIndexes
@@ -137,6 +137,32 @@ class MemOS:
 
     # writes -----------------------------------------------------------------------------
 
+    @overload
+    def add(
+        self,
+        content: str,
+        *,
+        cube: str,
+        user: str | None = None,
+        tags: Iterable[str] | None = None,
+        metadata: Mapping[str, MetadataValue] | None = None,
+        session: str | None = None,
+        occurred_at: datetime | str | None = None,
+    ) -> MemoryItem: ...
+
+    @overload
+    def add(
+        self,
+        content: Sequence[Mapping[str, Any]],
+        *,
+        cube: str,
+        user: str | None = None,
+        tags: Iterable[str] | None = None,
+        metadata: Mapping[str, MetadataValue] | None = None,
+        session: str | None = None,
+        occurred_at: None = None,
+    ) -> list[MemoryItem]: ...
+
     def add(
         self,
         content: str | Sequence[Mapping[str, Any]],
@@ -148,10 +174,12 @@ class MemOS:
         session: str | None = None,
         occurred_at: datetime | str | None = None,
     ) -> MemoryItem | list[MemoryItem]:
-        """Add one memory from a text, or one memory per chat message from a message list."""
+        """Add one memory from a text, or one memory per chat message from a message list
+        (``{"role", "content"}`` with an optional ISO ``timestamp``)."""
         records: Sequence[str | Mapping[str, Any]]
         if isinstance(content, str):
-            records = [{"text": content, "occurred_at": occurred_at}]
+            # checked here too, so one text's error is not reported as "record 0: ..."
+            records = [{"text": check.text(content, self.limits), "occurred_at": occurred_at}]
         elif isinstance(content, Sequence) and content:
             records = content
         else:
@@ -487,7 +515,21 @@ class MemOS:
                 first_bad_seq=int(exc.details.get("seq", 0)),
                 problem=exc.message,
             )
-        return verify_chain(info.name, events, head=head, items=self.store.iter_items(info.name))
+        try:
+            items = list(self.store.iter_items(info.name))
+        except IntegrityError as exc:
+            # an item row the store cannot read back consistently; the chain is checked first
+            report = verify_chain(info.name, events, head=head)
+            if not report.ok:
+                return report
+            written = [e.seq for e in events if e.item_id == exc.details.get("item_id")]
+            bad_seq = written[-1] if written else report.head_seq
+            return report.model_copy(
+                update={"ok": False, "first_bad_seq": bad_seq, "problem": exc.message}
+            )
+        vectors = self.store.get_vectors([item.id for item in items])
+        digests = {item_id: vector_digest(vector) for item_id, vector in vectors.items()}
+        return verify_chain(info.name, events, head=head, items=items, vectors=digests)
 
     def verify_all(self) -> list[VerifyReport]:
         return [self.verify(info.name) for info in self.list_cubes()]

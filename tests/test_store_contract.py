@@ -1,0 +1,668 @@
+"""The contract every ``Store`` backend passes.
+
+The tests talk to a store only through the ``Store`` protocol; what a backend needs to exist
+(a file, a server, a key prefix) lives in the ``make_store`` factory below, so adding a backend
+means adding one entry to ``BACKENDS`` and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import zlib
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from memos import Change, CubeImport, CubeInfo, Event, EventOp, ItemFilter, MemoryItem, Store
+from memos._chain import GENESIS_HASH, verify_chain
+from memos._store import Vector, open_store
+from memos._types import ItemStatus
+from memos.errors import CubeExists, CubeNotFound, ItemNotFound, VersionConflict
+
+DIM = 8
+T0 = datetime(2024, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+StoreFactory = Callable[[], Store]
+
+
+def _sqlite_url(root: Path, n: int) -> str:
+    return f"sqlite:///{root / f'sqlite-store-{n}'}"
+
+
+# backend name -> function(tmp dir, instance number) -> store URL
+BACKENDS: dict[str, Callable[[Path, int], str]] = {
+    "sqlite": _sqlite_url,
+}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """A factory of fresh, empty, independent stores of one backend."""
+    url_for = BACKENDS[request.param]
+    opened: list[Store] = []
+
+    def make() -> Store:
+        store = open_store(url_for(tmp_path, len(opened)))
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(make_store: StoreFactory) -> Store:
+    return make_store()
+
+
+# helpers --------------------------------------------------------------------------------------
+
+
+def cube_info(name: str, owner: str = "alice") -> CubeInfo:
+    return CubeInfo(name=name, owner=owner, embedder="hash-8", dim=DIM, created_at=T0)
+
+
+def vec(seed: int) -> Vector:
+    return np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+
+
+def make_item(
+    item_id: str,
+    cube: str,
+    text: str = "some text",
+    *,
+    user: str | None = "alice",
+    tags: tuple[str, ...] = (),
+    metadata: dict[str, Any] | None = None,
+    occurred_at: datetime = T0,
+    version: int = 1,
+    status: ItemStatus = ItemStatus.ACTIVE,
+) -> MemoryItem:
+    return MemoryItem(
+        id=item_id,
+        cube=cube,
+        text=text,
+        user=user,
+        tags=tags,
+        metadata=metadata or {},
+        occurred_at=occurred_at,
+        created_at=T0,
+        updated_at=T0 + timedelta(seconds=version),
+        version=version,
+        status=status,
+    )
+
+
+def create(item: MemoryItem, vector: Vector | None = None, **kw: Any) -> Change:
+    return Change(
+        op=EventOp.CREATE,
+        cube=item.cube,
+        actor=kw.pop("actor", "alice"),
+        ts=kw.pop("ts", T0),
+        item_id=item.id,
+        after=item,
+        vector=vec(zlib.crc32(item.id.encode())) if vector is None else vector,
+        expected_version=kw.pop("expected_version", 0),
+        **kw,
+    )
+
+
+def revise(
+    item: MemoryItem,
+    *,
+    vector: Vector | None = None,
+    expected_version: int | None = -1,
+    op: EventOp = EventOp.UPDATE,
+    reason: str | None = None,
+    **fields: Any,
+) -> tuple[Change, MemoryItem]:
+    """The change that moves ``item`` to its next version with ``fields`` replaced."""
+    after = item.model_copy(update={"version": item.version + 1, **fields})
+    expected = item.version if expected_version == -1 else expected_version
+    change = Change(
+        op=op,
+        cube=item.cube,
+        actor="alice",
+        ts=T0 + timedelta(minutes=after.version),
+        item_id=item.id,
+        after=after,
+        vector=vector,
+        expected_version=expected,
+        reason=reason,
+    )
+    return change, after
+
+
+def check_chain(store: Store, cube: str) -> None:
+    report = verify_chain(
+        cube, store.events(cube), head=store.head(cube), items=store.iter_items(cube)
+    )
+    assert report.ok, report
+    assert report.head_seq == store.head(cube)[0]
+
+
+def state(store: Store) -> dict[str, Any]:
+    """Everything observable through the protocol, for all-or-nothing checks."""
+    out: dict[str, Any] = {}
+    for info in store.list_cubes():
+        items = list(store.iter_items(info.name))
+        vectors = store.get_vectors([i.id for i in items])
+        out[info.name] = {
+            "info": info,
+            "head": store.head(info.name),
+            "events": store.events(info.name),
+            "items": items,
+            "vectors": {k: v.tobytes() for k, v in sorted(vectors.items())},
+        }
+    return out
+
+
+# cubes ----------------------------------------------------------------------------------------
+
+
+def test_store_satisfies_protocol(store: Store) -> None:
+    assert isinstance(store, Store)
+    assert isinstance(store.url, str)
+
+
+def test_create_get_and_list_cubes(store: Store) -> None:
+    assert store.list_cubes() == []
+    assert store.get_cube("notes") is None
+
+    event = store.create_cube(cube_info("notes"), actor="alice")
+    store.create_cube(cube_info("diary", owner="bob"), actor="bob")
+
+    assert event.cube == "notes"
+    assert event.seq == 1
+    assert event.op == EventOp.CUBE_CREATE
+    assert event.actor == "alice"
+    assert event.item_id is None
+    assert event.prev_hash == GENESIS_HASH
+    assert store.get_cube("notes") == cube_info("notes")
+    assert store.get_cube("diary") == cube_info("diary", owner="bob")
+    assert sorted(c.name for c in store.list_cubes()) == ["diary", "notes"]
+    assert store.events("notes") == [event]
+
+
+def test_head_starts_at_the_create_event(store: Store) -> None:
+    event = store.create_cube(cube_info("notes"), actor="alice")
+    assert store.head("notes") == (1, event.hash)
+    check_chain(store, "notes")
+
+
+def test_create_existing_cube_raises_and_changes_nothing(store: Store) -> None:
+    store.create_cube(cube_info("notes"), actor="alice")
+    before = state(store)
+    with pytest.raises(CubeExists):
+        store.create_cube(cube_info("notes", owner="mallory"), actor="mallory")
+    assert state(store) == before
+
+
+def test_unknown_cube(store: Store) -> None:
+    store.create_cube(cube_info("notes"), actor="alice")
+    before = state(store)
+    assert store.get_cube("nope") is None
+    with pytest.raises(CubeNotFound):
+        store.head("nope")
+    with pytest.raises(CubeNotFound):
+        store.commit([create(make_item("a", "nope"))])
+    # reads of an unknown cube may find nothing or say so; they never invent anything
+    reads: list[Callable[[], Any]] = [
+        lambda: store.events("nope"),
+        lambda: list(store.iter_items("nope")),
+        lambda: store.filter_item_ids("nope", ItemFilter()),
+    ]
+    for read in reads:
+        with contextlib.suppress(CubeNotFound):
+            assert read() == []
+    assert state(store) == before
+
+
+def test_reopening_the_url_keeps_everything(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.create_cube(cube_info("notes"), actor="alice")
+    a = make_item("a", "notes", tags=("t",), metadata={"session": "s1"})
+    store.commit([create(a, vector=vec(3))])
+    change, _ = revise(a, text="edited")
+    store.commit([change])
+    before = state(store)
+    store.close()
+
+    again = open_store(store.url)
+    try:
+        assert state(again) == before
+        assert again.filter_item_ids("notes", ItemFilter(tags=("t",), session="s1")) == ["a"]
+        (event,) = again.commit([create(make_item("b", "notes"))])
+        assert event.seq == 4
+        check_chain(again, "notes")
+    finally:
+        again.close()
+
+
+# commit ---------------------------------------------------------------------------------------
+
+
+def test_commit_appends_one_event_per_change(store: Store) -> None:
+    store.create_cube(cube_info("notes"), actor="alice")
+    a, b = make_item("a", "notes", "first"), make_item("b", "notes", "second")
+    a2_change, a2 = revise(a, text="first, edited", reason="typo")
+    a3_change, a3 = revise(a2, op=EventOp.DELETE, status=ItemStatus.DELETED)
+    changes = [create(a), create(b), a2_change, a3_change]
+
+    events = store.commit(changes)
+
+    assert [e.seq for e in events] == [2, 3, 4, 5]
+    assert store.events("notes")[1:] == events
+    for change, event in zip(changes, events, strict=True):
+        assert event.cube == "notes"
+        assert event.op == change.op
+        assert event.actor == change.actor
+        assert event.ts == change.ts
+        assert event.item_id == change.item_id
+        assert event.reason == change.reason
+        assert event.payload == change.payload()
+        assert event.after == change.after
+    assert [e.prev_hash for e in events[1:]] == [e.hash for e in events[:-1]]
+    assert store.head("notes") == (5, events[-1].hash)
+    assert store.get_item("a") == a3
+    assert store.get_item("b") == b
+    check_chain(store, "notes")
+
+    more = store.commit([create(make_item("c", "notes"))])
+    assert [e.seq for e in more] == [6]
+    assert more[0].prev_hash == events[-1].hash
+    check_chain(store, "notes")
+
+
+def test_commit_extra_payload_is_kept(store: Store) -> None:
+    store.create_cube(cube_info("notes"), actor="alice")
+    item = make_item("a", "notes")
+    store.commit([create(item)])
+    change, _ = revise(item, op=EventOp.ROLLBACK)
+    change = dataclasses.replace(change, extra={"to_version": 1})
+    (event,) = store.commit([change])
+    assert event.payload is not None
+    assert event.payload["to_version"] == 1
+    assert store.events("notes", after_seq=2) == [event]
+    check_chain(store, "notes")
+
+
+def test_commit_nothing(store: Store) -> None:
+    store.create_cube(cube_info("notes"), actor="alice")
+    before = state(store)
+    assert store.commit([]) == []
+    assert state(store) == before
+
+
+def test_batch_across_two_cubes(store: Store) -> None:
+    store.create_cube(cube_info("notes"), actor="alice")
+    store.create_cube(cube_info("diary"), actor="alice")
+    n1, d1, n2 = make_item("n1", "notes"), make_item("d1", "diary"), make_item("n2", "notes")
+    d1_change, d1v2 = revise(d1, text="dear diary")
+
+    events = store.commit([create(n1), create(d1), create(n2), d1_change])
+
+    assert [(e.cube, e.seq, e.item_id) for e in events] == [
+        ("notes", 2, "n1"),
+        ("diary", 2, "d1"),
+        ("notes", 3, "n2"),
+        ("diary", 3, "d1"),
+    ]
+    assert store.head("notes") == (3, events[2].hash)
+    assert store.head("diary") == (3, events[3].hash)
+    assert {i.id for i in store.iter_items("notes")} == {"n1", "n2"}
+    assert list(store.iter_items("diary")) == [d1v2]
+    check_chain(store, "notes")
+    check_chain(store, "diary")
+
+
+# expected_version and atomicity ---------------------------------------------------------------
+
+
+def test_expected_version_zero_means_must_not_exist(store: Store) -> None:
+    store.create_cube(cube_info("notes"), actor="alice")
+    item = make_item("a", "notes")
+    store.commit([create(item)])
+    before = state(store)
+    with pytest.raises(VersionConflict):
+        store.commit([create(make_item("a", "notes", "again"))])
+    assert state(store) == before
+
+
+def test_expected_version_must_match(store: Store) -> None:
+    store.create_cube(cube_info("notes"), actor="alice")
+    item = make_item("a", "notes")
+    store.commit([create(item)])
+    change, v2 = revise(item, text="v2")
+    store.commit([change])
+    before = state(store)
+
+    for stale in (1, 3, 0):
+        stale_change, _ = revise(v2, text="lost update", expected_version=stale)
+        with pytest.raises(VersionConflict):
+            store.commit([stale_change])
+        assert state(store) == before
+
+    fresh, v3 = revise(v2, text="v3", expected_version=2)
+    store.commit([fresh])
+    assert store.get_item("a") == v3
+
+
+def test_expected_version_of_missing_item(store: Store) -> None:
+    store.create_cube(cube_info("notes"), actor="alice")
+    before = state(store)
+    ghost = make_item("ghost", "notes")
+    change, _ = revise(ghost, text="boo", expected_version=1)
+    with pytest.raises(ItemNotFound):
+        store.commit([change])
+    assert state(store) == before
+    assert store.get_item("ghost") is None
+
+
+def test_no_expected_version_means_no_check(store: Store) -> None:
+    store.create_cube(cube_info("notes"), actor="alice")
+    item = make_item("a", "notes")
+    store.commit([create(item)])
+    change, after = revise(item, text="blind write", expected_version=None)
+    store.commit([change])
+    assert store.get_item("a") == after
+    check_chain(store, "notes")
+
+
+@pytest.mark.parametrize("failure", ["version_conflict", "item_not_found", "unknown_cube"])
+def test_failing_commit_writes_nothing(store: Store, failure: str) -> None:
+    store.create_cube(cube_info("notes"), actor="alice")
+    store.create_cube(cube_info("diary"), actor="alice")
+    a = make_item("a", "notes")
+    store.commit([create(a, vector=vec(1))])
+    before = state(store)
+
+    good_update, _ = revise(a, text="would be lost", vector=vec(2))
+    good = [create(make_item("b", "notes")), create(make_item("d", "diary")), good_update]
+    bad: Change
+    expected: type[Exception]
+    if failure == "version_conflict":
+        bad, _ = revise(a, text="stale", expected_version=1)  # a is at 2 after good_update
+        expected = VersionConflict
+    elif failure == "item_not_found":
+        bad, _ = revise(make_item("ghost", "diary"), text="x", expected_version=3)
+        expected = ItemNotFound
+    else:
+        bad = create(make_item("z", "nope"))
+        expected = CubeNotFound
+
+    with pytest.raises(expected):
+        store.commit([*good, bad])
+
+    assert state(store) == before
+    assert store.get_item("b") is None
+    assert store.get_item("d") is None
+    assert store.get_vectors(["a", "b", "d"]).keys() == {"a"}
+    assert store.get_vectors(["a"])["a"].tobytes() == vec(1).tobytes()
+    assert store.changed_since("notes", 2) == (set(), 2)
+    # the store still works after the rollback, continuing the chain where it was
+    events = store.commit(good)
+    assert [(e.cube, e.seq) for e in events] == [("notes", 3), ("diary", 2), ("notes", 4)]
+    check_chain(store, "notes")
+    check_chain(store, "diary")
+
+
+# reads ----------------------------------------------------------------------------------------
+
+
+def test_items_round_trip(store: Store) -> None:
+    store.create_cube(cube_info("notes"), actor="alice")
+    store.create_cube(cube_info("diary"), actor="alice")
+    a = make_item(
+        "a",
+        "notes",
+        'Ünïcödé — text with "quotes" and\nnewlines 🙂',
+        tags=("travel", "z", "a"),
+        metadata={"source": "chat", "n": 3, "x": 1.25, "flag": True, "none": None},
+        occurred_at=datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    )
+    b = make_item("b", "notes", user=None)
+    d = make_item("d", "diary")
+    store.commit([create(a), create(b), create(d)])
+
+    assert store.get_item("a") == a
+    assert store.get_item("a").snapshot() == a.snapshot()  # type: ignore[union-attr]
+    assert store.get_item("missing") is None
+    assert store.get_items(["a", "d", "missing"]) == {"a": a, "d": d}
+    assert store.get_items([]) == {}
+    assert sorted(store.iter_items("notes"), key=lambda i: i.id) == [a, b]
+    assert list(store.iter_items("diary")) == [d]
+
+    change, a2 = revise(a, status=ItemStatus.DELETED, op=EventOp.DELETE)
+    store.commit([change])
+    assert store.get_item("a") == a2
+    assert sorted(store.iter_items("notes"), key=lambda i: i.id) == [a2, b]
+
+
+def test_many_items_round_trip(store: Store) -> None:
+    store.create_cube(cube_info("notes"), actor="alice")
+    items = [make_item(f"i{n:04d}", "notes", f"text {n}") for n in range(1200)]
+    store.commit([create(item, vector=vec(n)) for n, item in enumerate(items)])
+    ids = [item.id for item in items]
+    assert store.get_items(ids) == {item.id: item for item in items}
+    vectors = store.get_vectors(ids)
+    assert len(vectors) == len(items)
+    assert all(np.array_equal(vectors[item.id], vec(n)) for n, item in enumerate(items))
+    assert sorted(store.filter_item_ids("notes", ItemFilter())) == ids
+    assert store.head("notes")[0] == 1201
+    check_chain(store, "notes")
+
+
+def test_vectors_round_trip_exactly(store: Store) -> None:
+    store.create_cube(cube_info("notes"), actor="alice")
+    special = np.array(
+        [0.0, -0.0, 1e-45, -3.4028235e38, 3.4028235e38, 1 / 3, np.pi, -1e-7], dtype=np.float32
+    )
+    a, b = make_item("a", "notes"), make_item("b", "notes")
+    store.commit([create(a, vector=special), create(b, vector=vec(7))])
+
+    got = store.get_vectors(["a", "b", "missing"])
+    assert got.keys() == {"a", "b"}
+    for item_id, expected in (("a", special), ("b", vec(7))):
+        assert got[item_id].dtype == np.float32
+        assert got[item_id].shape == (DIM,)
+        assert got[item_id].tobytes() == expected.tobytes()
+    assert store.get_vectors([]) == {}
+
+    # an update without a vector keeps the old one; with one, replaces it
+    keep, a2 = revise(a, tags=("t",))
+    store.commit([keep])
+    assert store.get_vectors(["a"])["a"].tobytes() == special.tobytes()
+    replace, _ = revise(a2, text="new text", vector=vec(8))
+    store.commit([replace])
+    assert store.get_vectors(["a"])["a"].tobytes() == vec(8).tobytes()
+
+
+@pytest.fixture
+def filter_store(store: Store) -> Store:
+    """Items that differ in exactly the ways filters look at."""
+    store.create_cube(cube_info("notes"), actor="alice")
+    store.create_cube(cube_info("diary"), actor="alice")
+    day = timedelta(days=1)
+    items = [
+        make_item("a1", "notes", user="alice", tags=("travel", "work"), occurred_at=T0,
+                  metadata={"session": "s1", "source": "chat", "n": 1}),
+        make_item("a2", "notes", user="alice", tags=("travel",), occurred_at=T0 + day,
+                  metadata={"session": "s2", "source": "email", "n": 2}),
+        make_item("b1", "notes", user="bob", tags=("work", "home"), occurred_at=T0 + 2 * day,
+                  metadata={"session": "s1", "source": "chat", "flag": True}),
+        make_item("n1", "notes", user=None, tags=(), occurred_at=T0 + 3 * day,
+                  metadata={"dotted.key-x": "v", "score": 0.5}),
+        make_item("x1", "notes", user="alice", tags=("travel", "work"), occurred_at=T0,
+                  metadata={"session": "s1", "source": "chat", "n": 1},
+                  status=ItemStatus.ARCHIVED),
+        make_item("d1", "diary", user="alice", tags=("travel", "work"), occurred_at=T0,
+                  metadata={"session": "s1", "source": "chat", "n": 1}),
+    ]  # fmt: skip
+    gone = make_item("g1", "notes", user="alice", tags=("travel", "work"), occurred_at=T0,
+                     metadata={"session": "s1", "source": "chat", "n": 1})  # fmt: skip
+    store.commit([create(item) for item in [*items, gone]])
+    delete, _ = revise(gone, op=EventOp.DELETE, status=ItemStatus.DELETED)
+    store.commit([delete])
+    return store
+
+
+ALL_ACTIVE = {"a1", "a2", "b1", "n1"}
+
+
+@pytest.mark.parametrize(
+    ("flt", "expected"),
+    [
+        (ItemFilter(), ALL_ACTIVE),
+        (ItemFilter(user="alice"), {"a1", "a2"}),
+        (ItemFilter(user="bob"), {"b1"}),
+        (ItemFilter(user="carol"), set()),
+        (ItemFilter(session="s1"), {"a1", "b1"}),
+        (ItemFilter(session="s2"), {"a2"}),
+        (ItemFilter(tags=("travel",)), {"a1", "a2"}),
+        (ItemFilter(tags=("work",)), {"a1", "b1"}),
+        (ItemFilter(tags=("travel", "work")), {"a1"}),
+        (ItemFilter(tags=("work", "travel")), {"a1"}),
+        (ItemFilter(tags=("travel", "nowhere")), set()),
+        (ItemFilter(since=T0 + timedelta(days=1)), {"a2", "b1", "n1"}),
+        (ItemFilter(until=T0 + timedelta(days=1)), {"a1"}),
+        (ItemFilter(since=T0 + timedelta(days=1), until=T0 + timedelta(days=3)), {"a2", "b1"}),
+        (ItemFilter(since=T0 + timedelta(hours=1), until=T0 + timedelta(hours=2)), set()),
+        (ItemFilter(where={"source": "chat"}), {"a1", "b1"}),
+        (ItemFilter(where={"source": "chat", "n": 1}), {"a1"}),
+        (ItemFilter(where={"n": 2}), {"a2"}),
+        (ItemFilter(where={"flag": True}), {"b1"}),
+        (ItemFilter(where={"score": 0.5}), {"n1"}),
+        (ItemFilter(where={"dotted.key-x": "v"}), {"n1"}),
+        (ItemFilter(where={"source": "fax"}), set()),
+        (ItemFilter(user="alice", session="s1", tags=("work",), where={"n": 1}), {"a1"}),
+    ],
+    ids=lambda v: repr(v) if isinstance(v, ItemFilter) else None,
+)
+def test_filter_item_ids(filter_store: Store, flt: ItemFilter, expected: set[str]) -> None:
+    found = filter_store.filter_item_ids("notes", flt)
+    assert len(found) == len(set(found))
+    assert set(found) == expected
+
+
+def test_filter_follows_updates(filter_store: Store) -> None:
+    a1 = filter_store.get_item("a1")
+    assert a1 is not None
+    change, _ = revise(a1, user="bob", tags=("home",), metadata={"session": "s9"})
+    filter_store.commit([change])
+    assert set(filter_store.filter_item_ids("notes", ItemFilter(user="bob"))) == {"a1", "b1"}
+    assert set(filter_store.filter_item_ids("notes", ItemFilter(tags=("work",)))) == {"b1"}
+    assert set(filter_store.filter_item_ids("notes", ItemFilter(tags=("home",)))) == {"a1", "b1"}
+    assert filter_store.filter_item_ids("notes", ItemFilter(session="s1")) == ["b1"]
+    assert filter_store.filter_item_ids("notes", ItemFilter(session="s9")) == ["a1"]
+    assert set(filter_store.filter_item_ids("diary", ItemFilter())) == {"d1"}
+
+
+# events and changed_since ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def log_store(store: Store) -> Store:
+    """notes: 1 cube_create, 2 create a, 3 create b, 4 update a, 5 delete b, 6 update a."""
+    store.create_cube(cube_info("notes"), actor="alice")
+    store.create_cube(cube_info("diary"), actor="alice")
+    a, b = make_item("a", "notes"), make_item("b", "notes")
+    store.commit([create(a), create(b)])
+    store.commit([create(make_item("d", "diary"))])
+    a_update, a2 = revise(a, text="a2")
+    b_delete, _ = revise(b, op=EventOp.DELETE, status=ItemStatus.DELETED)
+    store.commit([a_update, b_delete])
+    a_again, _ = revise(a2, text="a3")
+    store.commit([a_again])
+    return store
+
+
+def seqs(events: list[Event]) -> list[int]:
+    return [e.seq for e in events]
+
+
+def test_events_filters(log_store: Store) -> None:
+    everything = log_store.events("notes")
+    assert seqs(everything) == [1, 2, 3, 4, 5, 6]
+    assert all(e.cube == "notes" for e in everything)
+    assert seqs(log_store.events("notes", after_seq=3)) == [4, 5, 6]
+    assert seqs(log_store.events("notes", until_seq=2)) == [1, 2]
+    assert seqs(log_store.events("notes", after_seq=2, until_seq=4)) == [3, 4]
+    assert seqs(log_store.events("notes", after_seq=3, until_seq=4)) == [4]
+    assert log_store.events("notes", after_seq=6) == []
+    assert log_store.events("notes", after_seq=4, until_seq=4) == []
+    assert seqs(log_store.events("notes", item_id="a")) == [2, 4, 6]
+    assert seqs(log_store.events("notes", item_id="b")) == [3, 5]
+    assert seqs(log_store.events("notes", item_id="a", after_seq=2, until_seq=5)) == [4]
+    assert log_store.events("notes", item_id="d") == []
+    assert seqs(log_store.events("diary")) == [1, 2]
+    # a slice is exactly the corresponding part of the full log
+    assert log_store.events("notes", after_seq=1, until_seq=5) == everything[1:5]
+
+
+def test_changed_since(log_store: Store) -> None:
+    assert log_store.changed_since("notes", 0) == ({"a", "b"}, 6)
+    assert log_store.changed_since("notes", 1) == ({"a", "b"}, 6)
+    assert log_store.changed_since("notes", 4) == ({"a", "b"}, 6)
+    assert log_store.changed_since("notes", 5) == ({"a"}, 6)
+    assert log_store.changed_since("notes", 6) == (set(), 6)
+    assert log_store.changed_since("diary", 0) == ({"d"}, 2)
+    assert log_store.changed_since("diary", 2) == (set(), 2)
+
+
+# import ---------------------------------------------------------------------------------------
+
+
+def test_import_cube_writes_identical_events(log_store: Store, make_store: StoreFactory) -> None:
+    items = list(log_store.iter_items("notes"))
+    info = log_store.get_cube("notes")
+    assert info is not None
+    data = CubeImport(
+        cube=info,
+        events=log_store.events("notes"),
+        items=items,
+        vectors=log_store.get_vectors([i.id for i in items]),
+    )
+    target = make_store()
+    target.create_cube(cube_info("other"), actor="bob")
+    other_before = state(target)["other"]
+
+    target.import_cube(data)
+
+    assert target.get_cube("notes") == info
+    assert target.events("notes") == log_store.events("notes")
+    assert target.head("notes") == log_store.head("notes")
+    assert sorted(target.iter_items("notes"), key=lambda i: i.id) == sorted(
+        items, key=lambda i: i.id
+    )
+    got = target.get_vectors([i.id for i in items])
+    assert {k: v.tobytes() for k, v in got.items()} == {
+        k: v.tobytes() for k, v in data.vectors.items()
+    }
+    assert set(target.filter_item_ids("notes", ItemFilter())) == set(
+        log_store.filter_item_ids("notes", ItemFilter())
+    )
+    assert target.changed_since("notes", 4) == log_store.changed_since("notes", 4)
+    check_chain(target, "notes")
+    assert state(target)["other"] == other_before
+
+    # the imported chain continues where the export ended
+    a = target.get_item("a")
+    assert a is not None
+    change, _ = revise(a, text="after import")
+    (event,) = target.commit([change])
+    assert event.seq == 7
+    assert event.prev_hash == log_store.head("notes")[1]
+    check_chain(target, "notes")
+
+    # importing over an existing cube is refused and changes nothing
+    before = state(target)
+    with pytest.raises(CubeExists):
+        target.import_cube(data)
+    assert state(target) == before
