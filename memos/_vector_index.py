@@ -35,6 +35,7 @@ class VectorIndex:
         self._labels: dict[str, int] = {}
         self._ids: dict[int, str] = {}
         self._next_label = 0
+        self._label_cache: NDArray[np.int64] | None = None
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
@@ -48,6 +49,7 @@ class VectorIndex:
     def upsert(self, ids: Sequence[str], vectors: NDArray[np.float32]) -> None:
         if not ids:
             return
+        self._label_cache = None
         self.remove([i for i in ids if i in self._labels])
         labels = np.arange(self._next_label, self._next_label + len(ids), dtype=np.int64)
         self._next_label += len(ids)
@@ -60,6 +62,7 @@ class VectorIndex:
         labels = [self._labels.pop(i) for i in ids if i in self._labels]
         if not labels:
             return
+        self._label_cache = None
         for label in labels:
             del self._ids[label]
         self._index.remove_ids(np.asarray(labels, dtype=np.int64))
@@ -67,25 +70,41 @@ class VectorIndex:
     def search(
         self, query: NDArray[np.float32], k: int, allowed: Collection[str] | None = None
     ) -> list[tuple[str, float]]:
-        """The ``k`` nearest ids by inner product, restricted to ``allowed`` when given."""
+        """The ``k`` nearest ids by inner product, restricted to ``allowed`` when given.
+
+        The search goes to the inner index by position, not through ``IndexIDMap2.search``:
+        translating labels there opens an OpenMP section per query, which on a small shared
+        machine (torch ships its own OpenMP runtime) costs milliseconds of waiting.
+        """
         params = None
         if allowed is not None:
-            labels = [self._labels[i] for i in allowed if i in self._labels]
-            if not labels:
+            positions = self._positions_of(allowed)
+            if positions.size == 0:
                 return []
-            selector = faiss.IDSelectorBatch(np.asarray(labels, dtype=np.int64))
+            selector = faiss.IDSelectorBatch(positions)
             params = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
-            k = min(k, len(labels))
+            k = min(k, int(positions.size))
         k = min(k, len(self))
         if k <= 0:
             return []
         matrix = np.ascontiguousarray(query, dtype=np.float32).reshape(1, self.dim)
-        scores, labels_found = self._index.search(matrix, k, params=params)
+        scores, found = self._index.index.search(matrix, k, params=params)
+        label_at = self._label_at()
         return [
-            (self._ids[int(label)], float(score))
-            for score, label in zip(scores[0], labels_found[0], strict=True)
-            if label >= 0
+            (self._ids[int(label_at[position])], float(score))
+            for score, position in zip(scores[0], found[0], strict=True)
+            if position >= 0
         ]
+
+    def _label_at(self) -> NDArray[np.int64]:
+        """Position in the inner index -> label; cached until the index changes."""
+        if self._label_cache is None:
+            self._label_cache = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+        return self._label_cache
+
+    def _positions_of(self, ids: Collection[str]) -> NDArray[np.int64]:
+        labels = np.fromiter((self._labels[i] for i in ids if i in self._labels), dtype=np.int64)
+        return np.flatnonzero(np.isin(self._label_at(), labels)).astype(np.int64)
 
     # snapshots --------------------------------------------------------------------------
 

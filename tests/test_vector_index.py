@@ -71,3 +71,33 @@ def test_a_torn_or_foreign_snapshot_is_not_trusted(tmp_path: Path) -> None:
     faiss_file.write_bytes(faiss_file.read_bytes()[:-100])
     assert VectorIndex.load(tmp_path, "cube", Fp32Codec(), 16) is None
     assert VectorIndex.load(tmp_path, "absent", Fp32Codec(), 16) is None
+
+
+def test_positions_stay_right_through_removals_and_reinserts(tmp_path: Path) -> None:
+    index, ids, vectors = filled(200)
+    rng = np.random.default_rng(1)
+    live = dict(zip(ids, vectors, strict=True))
+    for round_ in range(5):
+        gone = [str(i) for i in rng.choice(sorted(live), 15, replace=False)]
+        index.remove(gone)
+        for item_id in gone:
+            del live[item_id]
+        fresh = unit_rows(10, seed=100 + round_)
+        new_ids = [f"r{round_}-{n}" for n in range(10)]
+        index.upsert(new_ids, fresh)
+        live.update(zip(new_ids, fresh, strict=True))
+    names = sorted(live)
+    matrix = np.stack([live[n] for n in names])
+    allowed = set(names[::3])
+    for query in unit_rows(5, seed=7):
+        exact = [names[j] for j in np.argsort(-(matrix @ query))[:8]]
+        assert [i for i, _ in index.search(query, 8)] == exact
+        exact_allowed = [
+            n for n in (names[j] for j in np.argsort(-(matrix @ query))) if n in allowed
+        ]
+        assert [i for i, _ in index.search(query, 8, allowed)] == exact_allowed[:8]
+    index.save(tmp_path, "c")
+    loaded = VectorIndex.load(tmp_path, "c", Fp32Codec(), 16)
+    assert loaded is not None
+    query = unit_rows(1, seed=9)[0]
+    assert loaded.search(query, 8, allowed) == index.search(query, 8, allowed)
