@@ -46,6 +46,7 @@ from memos.errors import (
 
 LOCAL_ACTOR = "local"
 _RETRIES = 20
+_EMBED_CHUNK = 4096
 Progress = Callable[[int], None]
 
 
@@ -210,12 +211,17 @@ class MemOS:
         )
         embedder = self._embedder_for(info)
         added: list[MemoryItem] = []
-        for start in range(0, len(parsed), batch_size):
-            batch = parsed[start : start + batch_size]
-            vectors = embedder.embed([r.text for r in batch])
-            added.extend(self._commit_new(info, batch, vectors))
-            if progress is not None:
-                progress(len(batch))
+        # Embedding a large chunk at once lets the embedder sort it by length (less padding);
+        # commits stay at ``batch_size`` so each transaction is short.
+        chunk_size = max(batch_size, _EMBED_CHUNK)
+        for chunk_start in range(0, len(parsed), chunk_size):
+            chunk = parsed[chunk_start : chunk_start + chunk_size]
+            vectors = embedder.embed([r.text for r in chunk])
+            for start in range(0, len(chunk), batch_size):
+                end = start + batch_size
+                added.extend(self._commit_new(info, chunk[start:end], vectors[start:end]))
+                if progress is not None:
+                    progress(len(chunk[start:end]))
         self._indexes.current(info)
         return added
 
@@ -476,7 +482,7 @@ class MemOS:
         vector = self._embedder_for(info).embed([query])[0]
         index = self._indexes.current(info)
         allowed = None if flt.is_empty else self.store.filter_item_ids(info.name, flt)
-        ranked = index.search(vector, k, allowed)
+        ranked = index.search(vector, k, allowed, exact=self.store.get_vectors)
         items = self.store.get_items([item_id for item_id, _ in ranked])
         return [
             SearchHit(item=items[item_id], score=score)

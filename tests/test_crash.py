@@ -190,36 +190,35 @@ def _resealed(edit: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any
     return apply
 
 
-def _swap_two_labels(sidecar: dict[str, Any]) -> None:
-    labels = sidecar["labels"]
-    first, second = sorted(labels)[:2]
-    labels[first], labels[second] = labels[second], labels[first]
+def _swap_two_ids(sidecar: dict[str, Any]) -> None:
+    ids = sidecar["ids"]
+    ids[0], ids[1] = ids[1], ids[0]
 
 
-def _flip_faiss_byte(path: Path) -> None:
+def _flip_byte(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
 
 
 CORRUPTIONS: dict[str, tuple[str, Callable[[Path], None]]] = {
-    "faiss-truncated": ("faiss", _truncate),
-    "faiss-empty": ("faiss", lambda p: p.write_bytes(b"")),
-    "faiss-garbage": ("faiss", lambda p: p.write_bytes(b"\x00garbage" * 100)),
-    "faiss-bit-flip": ("faiss", _flip_faiss_byte),
-    "faiss-missing": ("faiss", lambda p: p.unlink()),
+    "codes-truncated": ("codes", _truncate),
+    "codes-empty": ("codes", lambda p: p.write_bytes(b"")),
+    "codes-garbage": ("codes", lambda p: p.write_bytes(b"\x00garbage" * 100)),
+    "codes-bit-flip": ("codes", _flip_byte),
+    "codes-missing": ("codes", lambda p: p.unlink()),
     "json-truncated": ("json", _truncate),
     "json-not-an-object": ("json", lambda p: p.write_text("[]", encoding="utf-8")),
     "json-missing": ("json", lambda p: p.unlink()),
     "json-future-seq": ("json", _edit_sidecar(lambda s: s.update(seq=s["seq"] + 5))),
     "json-older-seq": ("json", _edit_sidecar(lambda s: s.update(seq=s["seq"] - 50))),
     "json-other-hash": ("json", _edit_sidecar(lambda s: s.update(head_hash="f" * 64))),
-    "json-swapped-labels": ("json", _edit_sidecar(_swap_two_labels)),
-    "json-dropped-label": ("json", _edit_sidecar(lambda s: s["labels"].popitem())),
-    "json-bad-label": ("json", _edit_sidecar(lambda s: s.update(labels={"x": "not a label"}))),
-    "json-reused-next-label": (
+    "json-swapped-ids": ("json", _edit_sidecar(_swap_two_ids)),
+    "json-dropped-id": ("json", _edit_sidecar(lambda s: s["ids"].pop())),
+    "json-bad-ids": ("json", _edit_sidecar(lambda s: s.update(ids={"x": "not a list"}))),
+    "json-duplicated-id": (
         "json",
-        _edit_sidecar(lambda s: s.update(next_label=max(s["labels"].values()))),
+        _edit_sidecar(lambda s: s["ids"].__setitem__(1, s["ids"][0])),
     ),
     "json-wrong-dim": ("json", _edit_sidecar(lambda s: s.update(dim=32))),
     "json-future-seq-resealed": (
@@ -234,9 +233,9 @@ CORRUPTIONS: dict[str, tuple[str, Callable[[Path], None]]] = {
         "json",
         _edit_sidecar(_resealed(lambda s: s.update(head_hash="f" * 64))),
     ),
-    "json-dropped-label-resealed": (
+    "json-dropped-id-resealed": (
         "json",
-        _edit_sidecar(_resealed(lambda s: s["labels"].popitem())),
+        _edit_sidecar(_resealed(lambda s: s["ids"].pop())),
     ),
 }
 

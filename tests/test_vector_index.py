@@ -67,7 +67,7 @@ def test_a_torn_or_foreign_snapshot_is_not_trusted(tmp_path: Path) -> None:
     index, _, _ = filled()
     index.save(tmp_path, "cube")
     assert VectorIndex.load(tmp_path, "cube", Fp32Codec(), 32) is None
-    faiss_file = tmp_path / "cube.faiss"
+    faiss_file = tmp_path / "cube.codes"
     faiss_file.write_bytes(faiss_file.read_bytes()[:-100])
     assert VectorIndex.load(tmp_path, "cube", Fp32Codec(), 16) is None
     assert VectorIndex.load(tmp_path, "absent", Fp32Codec(), 16) is None

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from memos.codecs._fp32 import Fp32Codec
-from memos.codecs._protocol import VectorCodec
+from memos.codecs._faiss import FaissTable, Fp16Codec, Fp32Codec
+from memos.codecs._protocol import CodeTable, Positions, VectorCodec, Vectors
 from memos.errors import InvalidInput
 
-__all__ = ["Fp32Codec", "VectorCodec", "make_codec"]
+__all__ = [
+    "CodeTable",
+    "FaissTable",
+    "Fp16Codec",
+    "Fp32Codec",
+    "Positions",
+    "VectorCodec",
+    "Vectors",
+    "make_codec",
+]
 
 _CODECS: dict[str, Callable[[], VectorCodec]] = {
     "fp32": Fp32Codec,
+    "fp16": Fp16Codec,
 }
 
 

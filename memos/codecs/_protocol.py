@@ -1,23 +1,67 @@
-"""What a vector codec provides: how a cube's vectors are held in RAM and searched."""
+"""What a vector codec provides: how a cube's vectors are held in RAM and scanned.
+
+A codec makes :class:`CodeTable` objects: compact codes of unit vectors addressed by position
+(0..n-1), searched by inner product. Full-precision vectors always stay in the store, so a
+lossy codec's candidates can be re-ranked exactly; the codec decides only what RAM holds.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+Vectors = NDArray[np.float32]
+Positions = NDArray[np.int64]
+
+
+@runtime_checkable
+class CodeTable(Protocol):
+    """Codes in RAM, one per vector, in insertion order."""
+
+    def __len__(self) -> int: ...
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of RAM the codes occupy."""
+        ...
+
+    def add(self, vectors: Vectors) -> None:
+        """Append codes for ``vectors`` at positions ``len(self)`` onwards."""
+        ...
+
+    def remove(self, positions: Positions) -> None:
+        """Drop the given positions; later ones shift down, keeping their order."""
+        ...
+
+    def search(
+        self, query: Vectors, k: int, allowed: Positions | None = None
+    ) -> tuple[NDArray[np.float32], Positions]:
+        """Approximate inner-product scores and positions of the best ``k`` (among
+        ``allowed`` positions when given), best first."""
+        ...
+
+    def save(self, path: Path) -> None: ...
 
 
 @runtime_checkable
 class VectorCodec(Protocol):
-    """A compact in-RAM representation of unit vectors, searched by inner product.
-
-    Full-precision vectors always stay in the store; a codec only decides what the in-RAM
-    index holds. ``name`` is recorded in the cube's configuration and in its exports.
-    """
+    """A named way of encoding a cube's vectors; recorded in the cube's configuration."""
 
     @property
     def name(self) -> str: ...
 
+    @property
+    def exact(self) -> bool:
+        """True when scores equal full-precision inner products (no re-rank needed)."""
+        ...
+
     def bytes_per_vector(self, dim: int) -> float: ...
 
-    def make_index(self, dim: int) -> Any:
-        """A fresh, empty FAISS index (inner-product metric) for ``dim``-dimensional vectors."""
+    def new_table(self, dim: int) -> CodeTable: ...
+
+    def load_table(self, path: Path, dim: int) -> CodeTable:
+        """Read a table :meth:`CodeTable.save` wrote; raises ``ValueError`` when it cannot."""
         ...
