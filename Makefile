@@ -7,11 +7,11 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test lint typecheck demo bench clean
+.PHONY: install test lint typecheck demo bench bench-locomo clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile memos/_fp8scan.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first, pinned to the CPU build on local disk, so nothing later pulls a CUDA build.
@@ -36,6 +36,11 @@ demo: install
 
 bench: install
 	$(PY) benchmarks/ingest_search.py ../shared/data/locomo/locomo_dev.json
+
+# LoCoMo retrieval side by side with mem0 (an optional extra; it leaves torch as it is).
+bench-locomo: install
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) benchmarks/locomo_retrieval.py ../shared/data/locomo/locomo_dev.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -5,6 +5,7 @@ Errors live in :mod:`memos.errors`, embedders in :mod:`memos.embedding`, vector 
 :mod:`memos.codecs`, storage backends in :mod:`memos.stores`.
 """
 
+from memos._cube_stats import CubeStats
 from memos._history import FieldChange, ItemDiff
 from memos._mos import MemOS
 from memos._store import Change, CubeImport, Store, open_store, register_backend
@@ -29,6 +30,7 @@ __all__ = [
     "Change",
     "CubeImport",
     "CubeInfo",
+    "CubeStats",
     "Embedder",
     "Event",
     "EventOp",

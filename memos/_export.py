@@ -6,6 +6,9 @@
     events.jsonl         the full event log, payloads included, oldest first
     items.jsonl          the item projection (every status)
     vectors.safetensors  one float32 row per item; the row order is in the header's "ids"
+    codec_state.safetensors   only for a cube whose codec is fitted: the state blob the cube's
+                         configuration names (its sha256 is that name), so the imported cube
+                         encodes exactly as the exported one
 
 An import trusts nothing: every checksum, the hash chain, the head, the cube record in the
 first event and the items (which must equal the replay of the events) are checked first.
@@ -24,13 +27,16 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from memos._chain import vector_digest, verify_chain
+from memos._codec_state import codec_from_blob
+from memos._encoding import configured_cube
 from memos._store import CubeImport, Store, Vector
 from memos._types import CubeInfo, Event, EventOp, MemoryItem, utcnow
-from memos.errors import InvalidInput, StorageError, TamperedExport
+from memos.errors import IntegrityError, InvalidInput, StorageError, TamperedExport
 
 FORMAT = "memos-cube-export"
 FORMAT_VERSION = 1
 _FILES = ("events.jsonl", "items.jsonl", "vectors.safetensors")
+STATE_FILE = "codec_state.safetensors"
 
 
 def export_cube(store: Store, info: CubeInfo, directory: Path) -> Path:
@@ -57,6 +63,15 @@ def _write_export(store: Store, info: CubeInfo, directory: Path) -> None:
         directory / "vectors.safetensors",
         metadata={"ids": json.dumps(ids)},
     )
+    files = list(_FILES)
+    if info.codec_state is not None:
+        blob = store.get_blob(info.codec_state)
+        if blob is None:
+            raise IntegrityError(
+                f"cube {info.name!r}: the state blob {info.codec_state} of its codec is missing"
+            )
+        (directory / STATE_FILE).write_bytes(blob)
+        files.append(STATE_FILE)
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -64,14 +79,15 @@ def _write_export(store: Store, info: CubeInfo, directory: Path) -> None:
         "cube": info.model_dump(mode="json"),
         "head": {"seq": events[-1].seq, "hash": events[-1].hash},
         "counts": {"events": len(events), "items": len(items), "vectors": len(ids)},
-        "files": {name: _sha256(directory / name) for name in _FILES},
+        "files": {name: _sha256(directory / name) for name in files},
     }
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
 
 
 def read_export(directory: Path) -> CubeImport:
     manifest = _manifest(directory)
-    for name in _FILES:
+    fitted = isinstance(manifest.get("cube"), dict) and manifest["cube"].get("codec_state")
+    for name in (*_FILES, STATE_FILE) if fitted else _FILES:
         if _sha256(directory / name) != manifest["files"].get(name):
             raise TamperedExport(f"{name} does not match its checksum in the manifest", file=name)
     try:
@@ -82,7 +98,8 @@ def read_export(directory: Path) -> CubeImport:
         raise TamperedExport(f"export records are malformed: {exc}") from exc
     vectors = _vectors(directory, cube, items)
     _check_history(manifest, cube, events, items, vectors)
-    return CubeImport(cube=cube, events=events, items=items, vectors=vectors)
+    blobs = {} if cube.codec_state is None else {cube.codec_state: _codec_state(directory, cube)}
+    return CubeImport(cube=cube, events=events, items=items, vectors=vectors, blobs=blobs)
 
 
 def _manifest(directory: Path) -> dict[str, Any]:
@@ -111,8 +128,6 @@ def _check_history(
 ) -> None:
     if not events or events[0].op != EventOp.CUBE_CREATE:
         raise TamperedExport("the log does not start with the cube's creation")
-    if events[0].payload != {"cube": cube.model_dump(mode="json")}:
-        raise TamperedExport("the manifest's cube differs from the one the log created")
     head = (manifest["head"].get("seq"), manifest["head"].get("hash"))
     digests = {item_id: vector_digest(vector) for item_id, vector in vectors.items()}
     report = verify_chain(cube.name, events, head=head, items=items, vectors=digests)
@@ -121,6 +136,12 @@ def _check_history(
             f"the exported log does not verify at seq {report.first_bad_seq}: {report.problem}",
             seq=report.first_bad_seq,
         )
+    try:
+        configured = configured_cube(events)
+    except ValidationError as exc:
+        raise TamperedExport(f"the log records a malformed cube configuration: {exc}") from exc
+    if configured != cube:
+        raise TamperedExport("the manifest's cube differs from the one the log configured")
     if any(item.cube != cube.name for item in items):
         raise TamperedExport("an exported item belongs to another cube")
 
@@ -144,6 +165,18 @@ def _vectors(directory: Path, cube: CubeInfo, items: list[MemoryItem]) -> dict[s
     ):
         raise TamperedExport("vectors.safetensors does not hold one finite vector per item")
     return {item_id: matrix[row] for row, item_id in enumerate(ids)}
+
+
+def _codec_state(directory: Path, cube: CubeInfo) -> bytes:
+    """The state blob, which must be the one the (verified) configuration names, and usable."""
+    data = (directory / STATE_FILE).read_bytes()
+    if hashlib.sha256(data).hexdigest() != cube.codec_state:
+        raise TamperedExport(f"{STATE_FILE} is not the codec state the cube's log names")
+    try:
+        codec_from_blob(cube, data)
+    except IntegrityError as exc:
+        raise TamperedExport(exc.message) from exc
+    return data
 
 
 def _write_lines(path: Path, lines: Any) -> None:

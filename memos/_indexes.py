@@ -4,7 +4,8 @@ An index knows the seq it covers. Before every search, and after every commit, t
 that seq name the items that changed; those items are re-read from the store (by anyone: this
 process, another process, a restarted one) and upserted or removed. The same catch-up replays
 the tail after a snapshot is loaded, so "open", "another writer" and "our own write" share one
-code path.
+code path. An index is made for one codec configuration (codec, version, fitted state); when
+the cube's configuration moves on, a new index is built from the store and swapped in whole.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from memos._codec_state import load_codec
 from memos._store import Store
 from memos._types import CubeInfo, ItemFilter, ItemStatus
 from memos._vector_index import VectorIndex
-from memos.codecs import make_codec
+from memos.codecs import VectorCodec
 
 # Snapshot once the tail since the last one reaches this many events or this share of the index.
 _SNAPSHOT_MIN_EVENTS = 1000
@@ -35,11 +37,25 @@ class CubeIndexes:
         """The cube's index, caught up with every event committed so far."""
         with self._lock:
             index = self._indexes.get(cube.name)
-            if index is None:
+            # An index newer than ``cube`` (a caller's stale read) is kept, never downgraded.
+            if index is None or index.codec_version < cube.codec_version:
                 index = self._open(cube)
                 self._indexes[cube.name] = index
             self._catch_up(index, cube.name)
             self._maybe_snapshot(index, cube.name)
+            return index
+
+    def build(self, cube: CubeInfo, codec: VectorCodec | None = None) -> VectorIndex:
+        """A new index of the cube's active vectors under ``cube``'s configuration, not yet
+        in use: readers keep searching the current one until :meth:`install`."""
+        return self._rebuild(cube, codec)
+
+    def install(self, cube: CubeInfo, index: VectorIndex) -> VectorIndex:
+        """Swap ``index`` in for the cube, catch it up and snapshot it."""
+        with self._lock:
+            self._indexes[cube.name] = index
+            self._catch_up(index, cube.name)
+            self._save(index, cube.name)
             return index
 
     def forget(self, cube: str) -> None:
@@ -53,12 +69,19 @@ class CubeIndexes:
                     self._save(index, name)
 
     def _open(self, cube: CubeInfo) -> VectorIndex:
-        codec = make_codec(cube.codec)
+        codec = load_codec(self._store, cube)
         if self._snapshot_dir is not None:
-            loaded = VectorIndex.load(self._snapshot_dir, cube.name, codec, cube.dim)
+            loaded = VectorIndex.load(
+                self._snapshot_dir,
+                cube.name,
+                codec,
+                cube.dim,
+                codec_version=cube.codec_version,
+                codec_state=cube.codec_state,
+            )
             if loaded is not None and self._matches_history(loaded, cube.name):
                 return loaded
-        return self._rebuild(cube)
+        return self._rebuild(cube, codec)
 
     def _matches_history(self, index: VectorIndex, cube: str) -> bool:
         """A snapshot counts only if the log still has its seq with the same hash."""
@@ -67,8 +90,15 @@ class CubeIndexes:
         events = self._store.events(cube, after_seq=index.seq - 1, until_seq=index.seq)
         return len(events) == 1 and events[0].hash == index.head_hash
 
-    def _rebuild(self, cube: CubeInfo) -> VectorIndex:
-        index = VectorIndex(make_codec(cube.codec), cube.dim)
+    def _rebuild(self, cube: CubeInfo, codec: VectorCodec | None = None) -> VectorIndex:
+        if codec is None:
+            codec = load_codec(self._store, cube)
+        index = VectorIndex(
+            codec,
+            cube.dim,
+            codec_version=cube.codec_version,
+            codec_state=cube.codec_state,
+        )
         head_seq, head_hash = self._store.head(cube.name)
         ids = self._store.filter_item_ids(cube.name, ItemFilter())
         self._upsert_from_store(index, ids)

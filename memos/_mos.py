@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -10,20 +11,22 @@ from typing import Any, overload
 
 import numpy as np
 
-from memos import _history, _mutations
+from memos import _history, _mutations, _search
 from memos import _validation as check
 from memos._chain import vector_digest, verify_chain
+from memos._cube_stats import CubeStats, cube_stats
+from memos._encoding import configured_cube, reconfigure
 from memos._export import export_cube, read_export
 from memos._history import ItemDiff
 from memos._indexes import CubeIndexes
 from memos._records import Record, parse_records
+from memos._search import DEFAULT_MODE as DEFAULT_SEARCH_MODE
 from memos._store import Change, Store, Vector, open_store
 from memos._types import (
     CubeInfo,
     Event,
     EventOp,
     HistoryEntry,
-    ItemFilter,
     ItemStatus,
     MemoryItem,
     MetadataValue,
@@ -121,7 +124,7 @@ class MemOS:
             owner=owner,
             embedder=model.name,
             dim=model.dim,
-            codec=make_codec(codec).name,
+            codec=_checked_codec(codec, model.dim),
             created_at=utcnow(),
         )
         self.store.create_cube(info, actor=owner)
@@ -223,6 +226,7 @@ class MemOS:
                 if progress is not None:
                     progress(len(chunk[start:end]))
         self._indexes.current(info)
+        self._maybe_fit(info, self._actor(user))
         return added
 
     def _commit_new(
@@ -387,6 +391,7 @@ class MemOS:
         if changes:
             self.store.commit(changes)
         self._indexes.current(info)
+        self._maybe_fit(info, actor)
         return [c.after for c in changes if c.after is not None]
 
     def _revise(
@@ -435,7 +440,10 @@ class MemOS:
                 if expected_version is not None:
                     raise
                 continue
-            self._indexes.current(self.get_cube(current.cube))
+            info = self.get_cube(current.cube)
+            self._indexes.current(info)
+            if op == EventOp.ROLLBACK:  # the one single-item change that can add an active item
+                self._maybe_fit(info, actor)
             return after
         raise VersionConflict(f"memory {item_id} kept changing; gave up after {_RETRIES} tries")
 
@@ -466,29 +474,36 @@ class MemOS:
         since: datetime | str | None = None,
         until: datetime | str | None = None,
         where: Mapping[str, MetadataValue] | None = None,
+        mode: str = DEFAULT_SEARCH_MODE,
     ) -> list[SearchHit]:
-        """The ``k`` active memories most similar to ``query``, filters applied before top-k."""
+        """The ``k`` best active memories for ``query``, filters applied before top-k.
+
+        ``mode`` is ``"dense"`` (by meaning; score: cosine similarity), ``"keyword"`` (by
+        shared words; score: bm25, higher is better) or ``"hybrid"`` (both, fused by
+        reciprocal rank; score: the fused score). See :mod:`memos._search`.
+        """
         query = check.text(query, self.limits)
         k = check.positive(k, "k", self.limits.max_k)
-        flt = ItemFilter(
-            user=check.optional_principal(user, "user", self.limits),
-            tags=check.tags(tags, self.limits),
-            session=check.optional_principal(session, "session", self.limits),
-            since=None if since is None else check.timestamp(since, "since"),
-            until=None if until is None else check.timestamp(until, "until"),
-            where=check.metadata(where, self.limits),
+        flt = _search.item_filter(
+            self.limits,
+            user=user,
+            tags=tags,
+            session=session,
+            since=since,
+            until=until,
+            where=where,
         )
+        search_mode = _search.search_mode(mode)
         info = self.get_cube(cube)
-        vector = self._embedder_for(info).embed([query])[0]
-        index = self._indexes.current(info)
-        allowed = None if flt.is_empty else self.store.filter_item_ids(info.name, flt)
-        ranked = index.search(vector, k, allowed, exact=self.store.get_vectors)
-        items = self.store.get_items([item_id for item_id, _ in ranked])
-        return [
-            SearchHit(item=items[item_id], score=score)
-            for item_id, score in ranked
-            if item_id in items and items[item_id].status == ItemStatus.ACTIVE
-        ]
+
+        def dense(n: int, allowed: Collection[str] | None) -> list[tuple[str, float]]:
+            vector = self._embedder_for(info).embed([query])[0]
+            index = self._indexes.current(info)
+            return index.search(vector, n, allowed, exact=self.store.get_vectors)
+
+        return _search.search(
+            self.store, info.name, query, k=k, flt=flt, mode=search_mode, dense=dense
+        )
 
     def history(self, item_id: str) -> list[HistoryEntry]:
         item = self.get(item_id)
@@ -535,7 +550,16 @@ class MemOS:
             )
         vectors = self.store.get_vectors([item.id for item in items])
         digests = {item_id: vector_digest(vector) for item_id, vector in vectors.items()}
-        return verify_chain(info.name, events, head=head, items=items, vectors=digests)
+        report = verify_chain(info.name, events, head=head, items=items, vectors=digests)
+        if report.ok and configured_cube(events) != info:
+            return report.model_copy(
+                update={
+                    "ok": False,
+                    "first_bad_seq": report.head_seq,
+                    "problem": "the cube's configuration differs from the one its log set",
+                }
+            )
+        return report
 
     def verify_all(self) -> list[VerifyReport]:
         return [self.verify(info.name) for info in self.list_cubes()]
@@ -558,10 +582,75 @@ class MemOS:
         """Import an export after checking its checksums, chain and items; the imported log is
         identical to the exported one, hashes included."""
         data = read_export(Path(directory))
+        for blob in data.blobs.values():
+            self.store.put_blob(blob)
         self.store.import_cube(data)
         self._indexes.forget(data.cube.name)
         self._indexes.current(data.cube)
         return data.cube
+
+    # codecs -----------------------------------------------------------------------------
+
+    def refit(self, cube: str, *, user: str | None = None, reason: str | None = None) -> CubeInfo:
+        """Fit the cube's codec again to its current vectors and re-encode the index (one
+        ``codec_fit`` event). Only for codecs that are fitted (``int8``, ``pca{k}+fp8``), and
+        only once the cube holds the codec's ``fit_min`` active memories."""
+        info = self.get_cube(cube)
+        if not make_codec(info.codec).fit_min:
+            raise InvalidInput(f"codec {info.codec} of cube {info.name!r} is not fitted")
+        return reconfigure(
+            self.store,
+            self._indexes,
+            info,
+            codec=info.codec,
+            op=EventOp.CODEC_FIT,
+            actor=self._actor(user),
+            reason=check.reason(reason, self.limits),
+            force_fit=True,
+        )
+
+    def reencode(
+        self, cube: str, *, codec: str, user: str | None = None, reason: str | None = None
+    ) -> CubeInfo:
+        """Switch the cube to another codec (one ``reencode`` event): the index is rebuilt
+        from the full-precision vectors in the store and swapped in when complete. A codec
+        that needs fitting is fitted at once when the cube holds enough memories."""
+        info = self.get_cube(cube)
+        name = _checked_codec(codec, info.dim)
+        return reconfigure(
+            self.store,
+            self._indexes,
+            info,
+            codec=name,
+            op=EventOp.REENCODE,
+            actor=self._actor(user),
+            reason=check.reason(reason, self.limits),
+        )
+
+    def cube_stats(self, cube: str) -> CubeStats:
+        """Items, codec (version, fitted or not), dimensions, and the bytes per vector the
+        index holds in RAM against the full-precision copy on disk."""
+        info = self.get_cube(cube)
+        return cube_stats(self.store, info, self._indexes.current(info))
+
+    def _maybe_fit(self, info: CubeInfo, actor: str) -> None:
+        """Fit the cube's codec once the cube first holds ``fit_min`` active memories."""
+        if info.codec_state is not None:
+            return
+        fit_min = make_codec(info.codec).fit_min
+        if not fit_min or len(self._indexes.current(info)) < fit_min:
+            return
+        # a VersionConflict means another writer changed the configuration first
+        with contextlib.suppress(VersionConflict):
+            reconfigure(
+                self.store,
+                self._indexes,
+                info,
+                codec=info.codec,
+                op=EventOp.CODEC_FIT,
+                actor=actor,
+                reason=f"the cube reached {fit_min} memories",
+            )
 
     # embedders --------------------------------------------------------------------------
 
@@ -585,3 +674,12 @@ class MemOS:
 
     def _actor(self, user: str | None) -> str:
         return check.optional_principal(user, "user", self.limits) or LOCAL_ACTOR
+
+
+def _checked_codec(name: str, dim: int) -> str:
+    """The canonical name of codec ``name``, which must be able to encode ``dim``-d vectors."""
+    if not isinstance(name, str):
+        raise InvalidInput("a codec is named by a string")
+    codec = make_codec(name)
+    codec.projected_dim(dim)
+    return codec.name

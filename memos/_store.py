@@ -1,10 +1,12 @@
 """The ``Store`` protocol every persistence backend implements, and the registry that opens one.
 
 A store keeps four things per cube: the cube record with its chain head, the event log, the item
-projection and one full-precision vector per item. Its one write path is :meth:`Store.commit`:
-a batch of :class:`Change` objects applied atomically, each appending exactly one event in the
-same transaction as the projection update it describes. The core never imports a backend
-module; it names a URL and :func:`open_store` loads the backend registered for its scheme.
+projection and one full-precision vector per item; beside them, immutable blobs (safetensors
+files such as a fitted codec's state) addressed by their sha256. Its one write path is
+:meth:`Store.commit`: a batch of :class:`Change` objects applied atomically, each appending
+exactly one event in the same transaction as the projection update it describes. The core
+never imports a backend module; it names a URL and :func:`open_store` loads the backend
+registered for its scheme.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ class Change:
 
     ``expected_version`` is checked inside the transaction: ``0`` means the item must not exist
     yet, ``None`` means no check (cube-level events only).
+
+    ``cube_info`` (cube-level events only) is the cube's new configuration, written with the
+    event; the store accepts it only as the successor of the stored one (same name,
+    ``codec_version`` one higher), else raises ``VersionConflict`` and writes nothing.
     """
 
     op: EventOp
@@ -44,11 +50,14 @@ class Change:
     expected_version: int | None = None
     reason: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    cube_info: CubeInfo | None = None
 
     def payload(self) -> dict[str, Any]:
         body: dict[str, Any] = {"after": None if self.after is None else self.after.snapshot()}
         if self.vector is not None:
             body["vector_sha256"] = vector_digest(self.vector)
+        if self.cube_info is not None:
+            body["cube"] = self.cube_info.model_dump(mode="json")
         body.update(self.extra)
         return body
 
@@ -61,6 +70,8 @@ class CubeImport:
     events: Sequence[Event]
     items: Sequence[MemoryItem]
     vectors: Mapping[str, Vector]
+    # blobs the cube's configuration names (digest -> bytes), put before the import
+    blobs: Mapping[str, bytes] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -86,6 +97,15 @@ class Store(Protocol):
     def get_items(self, item_ids: Sequence[str]) -> dict[str, MemoryItem]: ...
     def iter_items(self, cube: str) -> Iterator[MemoryItem]: ...
     def filter_item_ids(self, cube: str, flt: ItemFilter) -> list[str]: ...
+    def keyword_search(
+        self, cube: str, query: str, k: int, flt: ItemFilter
+    ) -> list[tuple[str, float]]:
+        """Up to ``k`` ``(item_id, score)`` of the cube's active items passing ``flt`` that
+        share words with ``query``, best first; the score is bm25, higher is better. Any
+        text is a valid query (it is never parsed as query syntax); filters are applied
+        before the ``k`` best are taken."""
+        ...
+
     def get_vectors(self, item_ids: Sequence[str]) -> dict[str, Vector]: ...
     def events(
         self,
@@ -96,6 +116,16 @@ class Store(Protocol):
         item_id: str | None = None,
     ) -> list[Event]: ...
     def changed_since(self, cube: str, after_seq: int) -> tuple[set[str], int]: ...
+
+    # blobs: immutable, content-addressed; written before any commit that names them
+    def put_blob(self, data: bytes) -> str:
+        """Store ``data`` (idempotent) and return its sha256 hex digest."""
+        ...
+
+    def get_blob(self, digest: str) -> bytes | None:
+        """The blob with this digest, ``None`` when absent; ``IntegrityError`` when what is
+        stored no longer hashes to ``digest``."""
+        ...
 
 
 # scheme -> "module:Class"; backends live in memos.stores and are imported on first use.

@@ -34,6 +34,10 @@ class EventOp(StrEnum):
     UPDATE = "update"
     DELETE = "delete"
     ROLLBACK = "rollback"
+    # cube-level: the cube's codec was fitted (or refitted) / changed; payload["cube"] holds
+    # the new configuration
+    CODEC_FIT = "codec_fit"
+    REENCODE = "reencode"
 
 
 class _Frozen(BaseModel):
@@ -71,7 +75,8 @@ class MemoryItem(_Frozen):
 
 
 class CubeInfo(_Frozen):
-    """A cube's identity and the configuration fixed at creation."""
+    """A cube's identity and configuration: fixed at creation except for the codec's fitted
+    state and version, which only ``codec_fit`` and ``reencode`` events change."""
 
     name: str
     owner: str
@@ -79,6 +84,10 @@ class CubeInfo(_Frozen):
     dim: int
     codec: str = "fp32"
     created_at: datetime
+    # The sha256 of the fitted codec state blob (None until a codec that needs fitting is
+    # fitted), and a number that goes up with every fit or re-encode.
+    codec_state: str | None = None
+    codec_version: int = 0
 
 
 class Event(_Frozen):

@@ -2,7 +2,8 @@
 exactly from full-precision vectors, with crash-safe snapshots.
 
 The index records the event seq it covers. A snapshot is the code table file plus a JSON
-sidecar (seq, the hash of event ``seq``, the id at each position, checksums of both files)
+sidecar (seq, the hash of event ``seq``, the codec with its version and fitted state, the id at
+each position, checksums of both files)
 written with atomic renames; a snapshot that is torn, stale or from another history is
 ignored and the index rebuilt from the store, so a snapshot can only ever save time, never
 change an answer.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from numpy.typing import NDArray
 
 from memos.codecs import CodeTable, VectorCodec
 
-SNAPSHOT_FORMAT = 2
+SNAPSHOT_FORMAT = 3
 # A lossy codec's top ``RERANK_FACTOR * k`` candidates (at least ``RERANK_MIN``) are re-scored
 # with the full-precision vectors from the store.
 RERANK_FACTOR = 4
@@ -32,15 +34,29 @@ ExactVectors = Callable[[Sequence[str]], Mapping[str, NDArray[np.float32]]]
 
 
 class VectorIndex:
-    def __init__(self, codec: VectorCodec, dim: int, table: CodeTable | None = None) -> None:
+    def __init__(
+        self,
+        codec: VectorCodec,
+        dim: int,
+        table: CodeTable | None = None,
+        *,
+        codec_version: int = 0,
+        codec_state: str | None = None,
+    ) -> None:
         self.codec = codec
         self.dim = dim
+        # which configuration of the cube the codes were made with (see CubeInfo)
+        self.codec_version = codec_version
+        self.codec_state = codec_state
         self.seq = 0
         self.head_hash = ""
         self.saved_seq = 0
         self._table = table if table is not None else codec.new_table(dim)
         self._id_at: list[str] = []
         self._position: dict[str, int] = {}
+        # One process may search while another thread catches the index up: codes and the
+        # id list must change together, never under a reader.
+        self._lock = threading.RLock()
 
     def __len__(self) -> int:
         return len(self._id_at)
@@ -59,20 +75,22 @@ class VectorIndex:
     def upsert(self, ids: Sequence[str], vectors: NDArray[np.float32]) -> None:
         if not ids:
             return
-        self.remove([i for i in ids if i in self._position])
-        self._table.add(np.ascontiguousarray(vectors, dtype=np.float32))
-        for item_id in ids:
-            self._position[item_id] = len(self._id_at)
-            self._id_at.append(item_id)
+        with self._lock:
+            self.remove([i for i in ids if i in self._position])
+            self._table.add(np.ascontiguousarray(vectors, dtype=np.float32))
+            for item_id in ids:
+                self._position[item_id] = len(self._id_at)
+                self._id_at.append(item_id)
 
     def remove(self, ids: Collection[str]) -> None:
-        gone = {i for i in ids if i in self._position}
-        if not gone:
-            return
-        positions = np.fromiter((self._position[i] for i in gone), dtype=np.int64)
-        self._table.remove(np.sort(positions))
-        self._id_at = [i for i in self._id_at if i not in gone]
-        self._position = {item_id: n for n, item_id in enumerate(self._id_at)}
+        with self._lock:
+            gone = {i for i in ids if i in self._position}
+            if not gone:
+                return
+            positions = np.fromiter((self._position[i] for i in gone), dtype=np.int64)
+            self._table.remove(np.sort(positions))
+            self._id_at = [i for i in self._id_at if i not in gone]
+            self._position = {item_id: n for n, item_id in enumerate(self._id_at)}
 
     def search(
         self,
@@ -87,64 +105,90 @@ class VectorIndex:
         are re-scored exactly, so the answer equals an exact search whenever the true top
         ``k`` are among the candidates.
         """
-        positions = None
-        if allowed is not None:
-            positions = np.fromiter(
-                (self._position[i] for i in allowed if i in self._position), dtype=np.int64
-            )
-            if positions.size == 0:
-                return []
-        limit = len(self) if positions is None else int(positions.size)
         rerank = exact is not None and not self.codec.exact
-        wanted = max(RERANK_FACTOR * k, RERANK_MIN) if rerank else k
-        wanted = min(wanted, limit)
-        if wanted <= 0:
-            return []
         matrix = np.ascontiguousarray(query, dtype=np.float32).reshape(self.dim)
-        scores, found = self._table.search(matrix, wanted, positions)
-        ranked = [(self._id_at[int(p)], float(s)) for s, p in zip(scores, found, strict=True)]
-        if rerank and exact is not None:
+        ranked = self._candidates(matrix, k, allowed, rerank)
+        if rerank and exact is not None and ranked:
             ranked = _rescored(ranked, matrix, exact)
-        return ranked[:k]
+        # equal scores in id order, so the answer never depends on positions in the table
+        return sorted(ranked, key=lambda pair: (-pair[1], pair[0]))[:k]
+
+    def _candidates(
+        self, query: NDArray[np.float32], k: int, allowed: Collection[str] | None, rerank: bool
+    ) -> list[tuple[str, float]]:
+        with self._lock:
+            positions = None
+            if allowed is not None:
+                positions = np.fromiter(
+                    (self._position[i] for i in allowed if i in self._position), dtype=np.int64
+                )
+            limit = len(self) if positions is None else int(positions.size)
+            wanted = min(max(RERANK_FACTOR * k, RERANK_MIN) if rerank else k, limit)
+            if wanted <= 0:
+                return []
+            scores, found = self._table.search(query, wanted, positions)
+            return [(self._id_at[int(p)], float(s)) for s, p in zip(scores, found, strict=True)]
 
     # snapshots --------------------------------------------------------------------------
 
     def save(self, directory: Path, name: str) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        table_path = directory / f"{name}.codes"
-        tmp_table = table_path.with_suffix(".codes.tmp")
-        self._table.save(tmp_table)
-        _fsync(tmp_table)
-        sidecar = {
-            "format": SNAPSHOT_FORMAT,
-            "codec": self.codec.name,
-            "dim": self.dim,
-            "seq": self.seq,
-            "head_hash": self.head_hash,
-            "ids": self._id_at,
-            "table_sha256": _sha256(tmp_table),
-        }
-        # The sidecar seals itself too: an edited id list would silently misname results.
-        sidecar["sidecar_sha256"] = _sidecar_digest(sidecar)
-        meta_path = directory / f"{name}.json"
-        tmp_meta = meta_path.with_suffix(".json.tmp")
-        tmp_meta.write_text(json.dumps(sidecar), encoding="utf-8")
-        _fsync(tmp_meta)
-        # The sidecar names the checksum of the table it belongs to, so a crash between the
-        # two renames leaves a pair that fails the check and is rebuilt, never a wrong index.
-        os.replace(tmp_table, table_path)
-        os.replace(tmp_meta, meta_path)
-        self.saved_seq = self.seq
+        with self._lock:
+            directory.mkdir(parents=True, exist_ok=True)
+            table_path = directory / f"{name}.codes"
+            tmp_table = table_path.with_suffix(".codes.tmp")
+            self._table.save(tmp_table)
+            _fsync(tmp_table)
+            sidecar = {
+                "format": SNAPSHOT_FORMAT,
+                "codec": self.codec.name,
+                "codec_version": self.codec_version,
+                "codec_state": self.codec_state,
+                "dim": self.dim,
+                "seq": self.seq,
+                "head_hash": self.head_hash,
+                "ids": self._id_at,
+                "table_sha256": _sha256(tmp_table),
+            }
+            # The sidecar seals itself too: an edited id list would silently misname results.
+            sidecar["sidecar_sha256"] = _sidecar_digest(sidecar)
+            meta_path = directory / f"{name}.json"
+            tmp_meta = meta_path.with_suffix(".json.tmp")
+            tmp_meta.write_text(json.dumps(sidecar), encoding="utf-8")
+            _fsync(tmp_meta)
+            # The sidecar names the checksum of the table it belongs to, so a crash between the
+            # two renames leaves a pair that fails the check and is rebuilt, never a wrong index.
+            os.replace(tmp_table, table_path)
+            os.replace(tmp_meta, meta_path)
+            self.saved_seq = self.seq
 
     @classmethod
-    def load(cls, directory: Path, name: str, codec: VectorCodec, dim: int) -> VectorIndex | None:
-        """The saved snapshot, or ``None`` when there is none or it cannot be trusted."""
+    def load(
+        cls,
+        directory: Path,
+        name: str,
+        codec: VectorCodec,
+        dim: int,
+        *,
+        codec_version: int = 0,
+        codec_state: str | None = None,
+    ) -> VectorIndex | None:
+        """The saved snapshot, or ``None`` when there is none, it cannot be trusted or it was
+        made with another codec configuration (name, version or fitted state)."""
         table_path, meta_path = directory / f"{name}.codes", directory / f"{name}.json"
         try:
             sidecar = json.loads(meta_path.read_text(encoding="utf-8"))
-            if not _sidecar_fits(sidecar, codec, dim, table_path):
+            if not _sidecar_fits(sidecar, codec, dim, table_path) or (
+                sidecar.get("codec_version"),
+                sidecar.get("codec_state"),
+            ) != (codec_version, codec_state):
                 return None
-            index = cls(codec, dim, codec.load_table(table_path, dim))
+            index = cls(
+                codec,
+                dim,
+                codec.load_table(table_path, dim),
+                codec_version=codec_version,
+                codec_state=codec_state,
+            )
             index._id_at = [str(i) for i in sidecar["ids"]]
             index._position = {item_id: n for n, item_id in enumerate(index._id_at)}
             index.seq = index.saved_seq = int(sidecar["seq"])
@@ -160,11 +204,10 @@ def _rescored(
     ranked: list[tuple[str, float]], query: NDArray[np.float32], exact: ExactVectors
 ) -> list[tuple[str, float]]:
     vectors = exact([item_id for item_id, _ in ranked])
-    rescored = [
+    return [
         (item_id, float(vectors[item_id] @ query) if item_id in vectors else score)
         for item_id, score in ranked
     ]
-    return sorted(rescored, key=lambda pair: -pair[1])
 
 
 def _sidecar_fits(sidecar: Any, codec: VectorCodec, dim: int, table_path: Path) -> bool:

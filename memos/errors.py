@@ -17,8 +17,9 @@ the SDK, the CLI and the server report the same failure the same way::
     │   └── VersionConflict (409, version_conflict)  stale expected_version
     ├── IntegrityError (500, integrity_error)        the stored history does not verify
     │   └── TamperedExport (422, tampered_export)    an export's checksums or chain fail
-    └── StorageError (503, storage_error)            data dir missing, corrupt or locked
-        └── DataDirError (503, data_dir_error)
+    ├── StorageError (503, storage_error)            data dir missing, corrupt or locked
+    │   └── DataDirError (503, data_dir_error)
+    └── ModelUnavailable (503, model_unavailable)    the local model is missing or unloadable
 
 A failing call changes nothing: every error is raised before, or rolls back, the transaction.
 """
@@ -37,6 +38,7 @@ __all__ = [
     "InvalidInput",
     "ItemNotFound",
     "MemosError",
+    "ModelUnavailable",
     "NotFound",
     "StorageError",
     "TamperedExport",
@@ -144,3 +146,10 @@ class DataDirError(StorageError):
     """The data directory is missing, unreadable or not a MemOS data directory."""
 
     code = "data_dir_error"
+
+
+class ModelUnavailable(MemosError):
+    """The local language model cannot be found or loaded."""
+
+    status = 503
+    code = "model_unavailable"

@@ -2,13 +2,18 @@
 
 Every ``commit`` runs in one ``BEGIN IMMEDIATE`` transaction: the per-cube head is read under
 the write lock, each change is sealed onto the chain, and the event, its payload, the item row,
-its tags and its vector are written together. Readers never block the writer (WAL), and two
-processes on one data directory serialise their writes through SQLite's lock.
+its tags, its entry in the cube's keyword (FTS5) table and its vector are written together.
+Readers never block the writer (WAL), and two processes on one data directory serialise their
+writes through SQLite's lock. Blobs are files ``blobs/<sha256>.safetensors`` beside the
+database, written atomically before any commit that names them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -21,19 +26,25 @@ import numpy as np
 
 from memos._chain import GENESIS_HASH, seal
 from memos._store import Change, CubeImport, Vector
-from memos._types import CubeInfo, Event, EventOp, ItemFilter, MemoryItem
+from memos._types import CubeInfo, Event, EventOp, ItemFilter, ItemStatus, MemoryItem
 from memos.errors import (
     CubeExists,
     CubeNotFound,
     DataDirError,
     IntegrityError,
+    InvalidInput,
     ItemNotFound,
     StorageError,
     VersionConflict,
 )
 
+from . import _fts5  # relative: this package is installed as memos.stores
+
 DB_FILE = "memos.db"
-FORMAT_VERSION = 1
+BLOB_DIR = "blobs"
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+# 2: a keyword (FTS5) table per cube; a format-1 data dir gets them built on open.
+FORMAT_VERSION = 2
 _BUSY_TIMEOUT_MS = 60_000
 
 _SCHEMA = """
@@ -142,6 +153,8 @@ class SQLiteStore:
             conn.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('format_version', ?)", (str(FORMAT_VERSION),)
             )
+        elif int(row[0]) == 1:
+            _add_keyword_tables(conn)
         elif int(row[0]) != FORMAT_VERSION:
             raise DataDirError(f"data dir format {row[0]} is not supported ({FORMAT_VERSION})")
 
@@ -190,6 +203,7 @@ class SQLiteStore:
                 (cube.name, cube.model_dump_json(), event.seq, event.hash),
             )
             self._insert_event(conn, event)
+            _fts5.create_table(conn, cube.name)
         return event
 
     def get_cube(self, name: str) -> CubeInfo | None:
@@ -216,6 +230,7 @@ class SQLiteStore:
                 "INSERT INTO cubes VALUES (?, ?, ?, ?)",
                 (name, data.cube.model_dump_json(), last.seq, last.hash),
             )
+            _fts5.create_table(conn, name)
             for event in data.events:
                 self._insert_event(conn, event)
             for item in data.items:
@@ -233,6 +248,7 @@ class SQLiteStore:
                 if change.cube not in heads:
                     heads[change.cube] = self._locked_head(conn, change.cube)
                 self._check_version(conn, change)
+                self._check_cube_info(conn, change)
                 seq, prev_hash = heads[change.cube]
                 event = seal(
                     cube=change.cube,
@@ -250,6 +266,11 @@ class SQLiteStore:
                     self._upsert_item(conn, change.after)
                 if change.vector is not None and change.item_id is not None:
                     self._upsert_vector(conn, change.item_id, change.vector)
+                if change.cube_info is not None:
+                    conn.execute(
+                        "UPDATE cubes SET info = ? WHERE name = ?",
+                        (change.cube_info.model_dump_json(), change.cube),
+                    )
                 heads[change.cube] = (event.seq, event.hash)
                 events.append(event)
             conn.executemany(
@@ -286,6 +307,24 @@ class SQLiteStore:
         )
 
     @staticmethod
+    def _check_cube_info(conn: sqlite3.Connection, change: Change) -> None:
+        new = change.cube_info
+        if new is None:
+            return
+        if new.name != change.cube or change.item_id is not None:
+            raise InvalidInput("a cube's new configuration comes with a cube-level event")
+        row = conn.execute("SELECT info FROM cubes WHERE name = ?", (change.cube,)).fetchone()
+        current = CubeInfo.model_validate_json(row[0])
+        if new.codec_version != current.codec_version + 1:
+            raise VersionConflict(
+                f"cube {change.cube!r} is at codec version {current.codec_version}; "
+                f"version {new.codec_version} does not follow it",
+                cube=change.cube,
+                current=current.codec_version,
+                expected=new.codec_version - 1,
+            )
+
+    @staticmethod
     def _insert_event(conn: sqlite3.Connection, event: Event) -> None:
         conn.execute(
             "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -307,7 +346,13 @@ class SQLiteStore:
 
     @staticmethod
     def _upsert_item(conn: sqlite3.Connection, item: MemoryItem) -> None:
-        conn.execute(
+        # The keyword table is keyed by the row's rowid, which a REPLACE changes: the old
+        # entry goes first and the new one follows the row, for active items only.
+        keyword_table = _fts5.table_name(item.cube)
+        old = conn.execute("SELECT rowid FROM items WHERE id = ?", (item.id,)).fetchone()
+        if old is not None:
+            conn.execute(f"DELETE FROM {keyword_table} WHERE rowid = ?", (old[0],))
+        row = conn.execute(
             "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 item.id,
@@ -320,6 +365,11 @@ class SQLiteStore:
                 item.model_dump_json(),
             ),
         )
+        if item.status == ItemStatus.ACTIVE:
+            conn.execute(
+                f"INSERT INTO {keyword_table} (rowid, text) VALUES (?, ?)",
+                (row.lastrowid, item.text),
+            )
         conn.execute("DELETE FROM item_tags WHERE item_id = ?", (item.id,))
         conn.executemany(
             "INSERT OR IGNORE INTO item_tags VALUES (?, ?)", [(item.id, t) for t in item.tags]
@@ -329,6 +379,43 @@ class SQLiteStore:
     def _upsert_vector(conn: sqlite3.Connection, item_id: str, vector: Vector) -> None:
         data = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
         conn.execute("INSERT OR REPLACE INTO vectors VALUES (?, ?)", (item_id, data))
+
+    # blobs ------------------------------------------------------------------------------
+
+    def _blob_path(self, digest: str) -> Path:
+        if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+            raise InvalidInput(f"not a blob digest: {digest!r}")
+        return self.data_dir / BLOB_DIR / f"{digest}.safetensors"
+
+    def put_blob(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        path = self._blob_path(digest)
+        try:
+            if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == digest:
+                return digest
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{digest}.{os.getpid()}.{threading.get_ident()}.tmp")
+            with tmp.open("wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            raise StorageError(f"cannot write blob {digest}: {exc}") from exc
+        return digest
+
+    def get_blob(self, digest: str) -> bytes | None:
+        path = self._blob_path(digest)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot read blob {digest}: {exc}") from exc
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise IntegrityError(f"blob {digest} does not match its digest", blob=digest)
+        return data
 
     # reads ------------------------------------------------------------------------------
 
@@ -358,29 +445,38 @@ class SQLiteStore:
             yield _checked_item(row)
 
     def filter_item_ids(self, cube: str, flt: ItemFilter) -> list[str]:
-        sql = ["SELECT id FROM items WHERE cube = ? AND status = 'active'"]
-        params: list[Any] = [cube]
-        for column, value in (("user", flt.user), ("session", flt.session)):
-            if value is not None:
-                sql.append(f"AND {column} = ?")
-                params.append(value)
-        if flt.since is not None:
-            sql.append("AND occurred_at >= ?")
-            params.append(sortable_time(flt.since))
-        if flt.until is not None:
-            sql.append("AND occurred_at < ?")
-            params.append(sortable_time(flt.until))
-        if flt.tags:
-            marks = ",".join("?" * len(flt.tags))
-            sql.append(
-                f"AND id IN (SELECT item_id FROM item_tags WHERE tag IN ({marks}) "
-                "GROUP BY item_id HAVING count(*) = ?)"
+        conditions, params = _filter_sql(cube, flt)
+        return [row[0] for row in self._read(f"SELECT id FROM items WHERE {conditions}", params)]
+
+    def keyword_search(
+        self, cube: str, query: str, k: int, flt: ItemFilter
+    ) -> list[tuple[str, float]]:
+        match = _fts5.match_query(query)
+        if match is None or k <= 0 or self.get_cube(cube) is None:
+            return []
+        table = _fts5.table_name(cube)
+        conditions, params = _filter_sql(cube, flt)
+        if flt.is_empty:
+            # The table holds exactly the cube's active items, so the best k are found in it
+            # alone (2-3x faster than joining every match), then named; the join re-checks them.
+            sql = (
+                f"WITH best AS (SELECT rowid AS row_, bm25({table}) AS rank_ FROM {table}"
+                f" WHERE {table} MATCH ? ORDER BY rank_, rowid LIMIT ?)"
+                " SELECT items.id, best.rank_ FROM best JOIN items ON items.rowid = best.row_"
+                f" WHERE {conditions} ORDER BY best.rank_, best.row_"
             )
-            params.extend([*flt.tags, len(flt.tags)])
-        for key, expected in flt.where.items():
-            sql.append("AND json_extract(body, ?) IS ?")
-            params.extend([f'$.metadata."{key}"', expected])
-        return [row[0] for row in self._read(" ".join(sql), params)]
+            rows = self._read(sql, [match, k, *params])
+        else:
+            # the filters sit in the same WHERE as the match, so LIMIT counts only matching items
+            sql = (
+                f"SELECT items.id, bm25({table}) AS rank_ FROM {table}"
+                f" JOIN items ON items.rowid = {table}.rowid"
+                f" WHERE {table} MATCH ? AND {conditions} ORDER BY rank_, {table}.rowid LIMIT ?"
+            )
+            rows = self._read(sql, [match, *params, k])
+        # bm25() is lower-is-better; negated, higher is better like every other score.
+        # Ties go to the row written first (an order an export and import keep).
+        return [(item_id, -float(score)) for item_id, score in rows]
 
     def get_vectors(self, item_ids: Sequence[str]) -> dict[str, Vector]:
         found: dict[str, Vector] = {}
@@ -422,6 +518,50 @@ class SQLiteStore:
         )
         changed = {item_id for item_id, _ in rows if item_id is not None}
         return changed, max((seq for _, seq in rows), default=after_seq)
+
+
+def _filter_sql(cube: str, flt: ItemFilter) -> tuple[str, list[Any]]:
+    """A WHERE condition over ``items`` for the active items of ``cube`` that pass ``flt``."""
+    sql = ["cube = ? AND status = 'active'"]
+    params: list[Any] = [cube]
+    for column, value in (("user", flt.user), ("session", flt.session)):
+        if value is not None:
+            sql.append(f"AND {column} = ?")
+            params.append(value)
+    if flt.since is not None:
+        sql.append("AND occurred_at >= ?")
+        params.append(sortable_time(flt.since))
+    if flt.until is not None:
+        sql.append("AND occurred_at < ?")
+        params.append(sortable_time(flt.until))
+    if flt.tags:
+        marks = ",".join("?" * len(flt.tags))
+        sql.append(
+            f"AND id IN (SELECT item_id FROM item_tags WHERE tag IN ({marks}) "
+            "GROUP BY item_id HAVING count(*) = ?)"
+        )
+        params.extend([*flt.tags, len(flt.tags)])
+    for key, expected in flt.where.items():
+        sql.append("AND json_extract(body, ?) IS ?")
+        params.extend([f'$.metadata."{key}"', expected])
+    return " ".join(sql), params
+
+
+def _add_keyword_tables(conn: sqlite3.Connection) -> None:
+    """Format 1 -> 2, once: build every cube's keyword table from its active items."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # re-read under the write lock: another process may have migrated it meanwhile
+        row = conn.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
+        if int(row[0]) == 1:
+            for (name,) in conn.execute("SELECT name FROM cubes").fetchall():
+                _fts5.create_table(conn, name)
+                _fts5.fill_table(conn, name)
+            conn.execute("UPDATE meta SET value = '2' WHERE key = 'format_version'")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def _event_from_row(row: tuple[Any, ...]) -> Event:
@@ -466,6 +606,14 @@ def _checked_item(row: tuple[Any, ...]) -> MemoryItem:
             f"item row {item_id} disagrees with its indexed columns or tags", item_id=item_id
         )
     return item
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _chunks(values: Sequence[str], size: int = 500) -> Iterator[list[str]]:

@@ -546,7 +546,8 @@ def _doc_sections() -> dict[str, str]:
 def test_the_app_has_every_command_of_the_issue() -> None:
     names = {" ".join(path) for path in _command_paths()}
     assert names == {
-        "cube", "cube create", "cube list", "add", "search", "show", "update", "delete",
+        "cube", "cube create", "cube list", "cube reencode", "cube refit", "cube stats",
+        "add", "search", "show", "update", "delete",
         "history", "log", "diff", "rollback", "verify", "export", "import",
     }  # fmt: skip
 

@@ -9,6 +9,7 @@ EXPECTED = {
     "Change",
     "CubeImport",
     "CubeInfo",
+    "CubeStats",
     "Embedder",
     "Event",
     "EventOp",

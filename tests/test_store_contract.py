@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,7 @@ from memos import Change, CubeImport, CubeInfo, Event, EventOp, ItemFilter, Memo
 from memos._chain import GENESIS_HASH, verify_chain
 from memos._store import Vector, open_store
 from memos._types import ItemStatus
-from memos.errors import CubeExists, CubeNotFound, ItemNotFound, VersionConflict
+from memos.errors import CubeExists, CubeNotFound, InvalidInput, ItemNotFound, VersionConflict
 
 DIM = 8
 T0 = datetime(2024, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -153,12 +154,14 @@ def state(store: Store) -> dict[str, Any]:
     for info in store.list_cubes():
         items = list(store.iter_items(info.name))
         vectors = store.get_vectors([i.id for i in items])
+        every_word = " ".join(item.text for item in items) or "nothing"
         out[info.name] = {
             "info": info,
             "head": store.head(info.name),
             "events": store.events(info.name),
             "items": items,
             "vectors": {k: v.tobytes() for k, v in sorted(vectors.items())},
+            "keyword": store.keyword_search(info.name, every_word, 1000, ItemFilter()),
         }
     return out
 
@@ -291,6 +294,58 @@ def test_commit_extra_payload_is_kept(store: Store) -> None:
     assert event.payload["to_version"] == 1
     assert store.events("notes", after_seq=2) == [event]
     check_chain(store, "notes")
+
+
+def test_commit_with_a_new_cube_configuration(store: Store) -> None:
+    info = cube_info("notes")
+    store.create_cube(info, actor="alice")
+    store.commit([create(make_item("a", "notes"))])
+    fitted = info.model_copy(update={"codec": "int8", "codec_state": "ab" * 32, "codec_version": 1})
+    change = Change(op=EventOp.CODEC_FIT, cube="notes", actor="alice", ts=T0, cube_info=fitted)
+    (event,) = store.commit([change])
+    assert store.get_cube("notes") == fitted
+    assert store.list_cubes() == [fitted]
+    assert event.item_id is None
+    assert event.payload is not None
+    assert event.payload["cube"] == fitted.model_dump(mode="json")
+    assert store.events("notes", after_seq=2) == [event]
+    check_chain(store, "notes")
+
+
+@pytest.mark.parametrize("wrong", ["same_version", "skipped_version", "other_cube", "item_event"])
+def test_a_configuration_that_does_not_follow_is_refused(store: Store, wrong: str) -> None:
+    info = cube_info("notes")
+    store.create_cube(info, actor="alice")
+    store.create_cube(cube_info("other"), actor="alice")
+    item = make_item("a", "notes")
+    store.commit([create(item)])
+    version = {"same_version": 0, "skipped_version": 2}.get(wrong, 1)
+    new = info.model_copy(update={"codec": "fp16", "codec_version": version})
+    change = Change(op=EventOp.REENCODE, cube="notes", actor="alice", ts=T0, cube_info=new)
+    if wrong == "other_cube":
+        change = dataclasses.replace(change, cube="other")
+    if wrong == "item_event":
+        change = dataclasses.replace(change, item_id="a")
+    before = state(store)
+    expected = VersionConflict if "version" in wrong else InvalidInput
+    with pytest.raises(expected):
+        # in a batch: the item change before it is not written either
+        store.commit([create(make_item("b", "notes")), change])
+    assert state(store) == before
+
+
+def test_blobs_are_content_addressed(store: Store) -> None:
+    data = b"\x00safetensors bytes \xff" * 100
+    digest = store.put_blob(data)
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert store.put_blob(data) == digest  # idempotent
+    assert store.get_blob(digest) == data
+    assert store.get_blob(hashlib.sha256(b"other").hexdigest()) is None
+    empty = store.put_blob(b"")
+    assert store.get_blob(empty) == b""
+    for bad in ("", "../memos.db", "AB" * 32, "g" * 64, digest[:-1], "/" + digest[1:]):
+        with pytest.raises(InvalidInput):
+            store.get_blob(bad)
 
 
 def test_commit_nothing(store: Store) -> None:
@@ -516,7 +571,7 @@ def filter_store(store: Store) -> Store:
 ALL_ACTIVE = {"a1", "a2", "b1", "n1"}
 
 
-@pytest.mark.parametrize(
+FILTER_CASES = pytest.mark.parametrize(
     ("flt", "expected"),
     [
         (ItemFilter(), ALL_ACTIVE),
@@ -545,6 +600,9 @@ ALL_ACTIVE = {"a1", "a2", "b1", "n1"}
     ],
     ids=lambda v: repr(v) if isinstance(v, ItemFilter) else None,
 )
+
+
+@FILTER_CASES
 def test_filter_item_ids(filter_store: Store, flt: ItemFilter, expected: set[str]) -> None:
     found = filter_store.filter_item_ids("notes", flt)
     assert len(found) == len(set(found))
@@ -562,6 +620,121 @@ def test_filter_follows_updates(filter_store: Store) -> None:
     assert filter_store.filter_item_ids("notes", ItemFilter(session="s1")) == ["b1"]
     assert filter_store.filter_item_ids("notes", ItemFilter(session="s9")) == ["a1"]
     assert set(filter_store.filter_item_ids("diary", ItemFilter())) == {"d1"}
+
+
+# keyword search -------------------------------------------------------------------------------
+
+
+def found_ids(found: list[tuple[str, float]]) -> list[str]:
+    return [item_id for item_id, _ in found]
+
+
+@FILTER_CASES
+def test_keyword_search_filters(filter_store: Store, flt: ItemFilter, expected: set[str]) -> None:
+    # every item says "some text": only the filters (and the cube, and status) tell them apart
+    found = found_ids(filter_store.keyword_search("notes", "some text", 100, flt))
+    assert len(found) == len(set(found))
+    assert set(found) == expected
+
+
+@pytest.fixture
+def word_store(store: Store) -> Store:
+    store.create_cube(cube_info("notes"), actor="alice")
+    store.create_cube(cube_info("diary"), actor="alice")
+    texts = {
+        "inv": "Invoice INV-2291 is overdue",
+        "paint": "Melanie painted a sunrise over the lake",
+        "lake": "We swam in the lake; the lake was cold",
+        "other": "nothing in common here",
+    }
+    store.commit([create(make_item(item_id, "notes", text)) for item_id, text in texts.items()])
+    store.commit([create(make_item("d-inv", "diary", "invoice INV-2291, in the diary"))])
+    return store
+
+
+def test_keyword_search_ranks_best_first(word_store: Store) -> None:
+    found = word_store.keyword_search("notes", "lake", 10, ItemFilter())
+    assert found_ids(found) == ["lake", "paint"]  # twice in a short text beats once
+    scores = [score for _, score in found]
+    assert all(score > 0 for score in scores)
+    assert scores == sorted(scores, reverse=True)
+    assert found_ids(word_store.keyword_search("notes", "lake", 1, ItemFilter())) == ["lake"]
+    # any of the words is enough; an item with more of them ranks higher
+    found = found_ids(word_store.keyword_search("notes", "cold sunrise Melanie", 10, ItemFilter()))
+    assert found == ["paint", "lake"]
+    assert word_store.keyword_search("notes", "zeppelin", 10, ItemFilter()) == []
+
+
+def test_keyword_search_words_are_never_syntax(word_store: Store) -> None:
+    def search(query: str) -> list[str]:
+        return found_ids(word_store.keyword_search("notes", query, 10, ItemFilter()))
+
+    assert search("INV-2291") == ["inv"]
+    assert search("inv 2291") == ["inv"]
+    assert search("LAKE") == ["lake", "paint"]
+    assert search("NOT lake") == ["lake", "paint"]  # NOT is a word here, not an operator
+    assert search('text:invoice OR "overdue') == ["inv"]
+    hostile = [
+        'what\'s "AND" NEAR(',
+        '"',
+        '""',
+        "'",
+        "*",
+        "lake*",
+        "-lake",
+        "^lake",
+        "AND",
+        "OR OR",
+        "NEAR(lake sunrise, 2)",
+        "{text}: lake",
+        "(((",
+        ")",
+        "\\",
+        "%_",
+        "lake'); DROP TABLE items; --",
+        "\x01\x7f",
+        "\u200b",
+        "🙂",
+        "?!",
+        "+",
+        " ",
+    ]
+    for query in hostile:
+        assert set(search(query)) <= {"inv", "paint", "lake", "other"}, query
+    assert search("lake'); DROP TABLE items; --")[0] == "lake"
+    assert len(list(word_store.iter_items("notes"))) == 4
+
+
+def test_keyword_search_stays_in_its_cube(word_store: Store) -> None:
+    assert found_ids(word_store.keyword_search("diary", "invoice", 10, ItemFilter())) == ["d-inv"]
+    assert found_ids(word_store.keyword_search("notes", "diary", 10, ItemFilter())) == []
+    assert word_store.keyword_search("nowhere", "invoice", 10, ItemFilter()) == []
+
+
+def test_keyword_search_follows_updates_deletes_and_restores(word_store: Store) -> None:
+    def search(query: str) -> list[str]:
+        return found_ids(word_store.keyword_search("notes", query, 10, ItemFilter()))
+
+    lake = word_store.get_item("lake")
+    assert lake is not None
+    change, lake2 = revise(lake, text="We hiked up the mountain")
+    word_store.commit([change])
+    assert search("lake") == ["paint"]
+    assert search("mountain") == ["lake"]
+    delete, lake3 = revise(lake2, op=EventOp.DELETE, status=ItemStatus.DELETED)
+    word_store.commit([delete])
+    assert search("mountain") == []
+    restore, lake4 = revise(lake3, op=EventOp.ROLLBACK, status=ItemStatus.ACTIVE)
+    word_store.commit([restore])
+    assert search("mountain") == ["lake"]
+    archive, _ = revise(lake4, status=ItemStatus.ARCHIVED)
+    word_store.commit([archive])
+    assert search("mountain") == []
+    # a retagged item keeps its words
+    inv = word_store.get_item("inv")
+    assert inv is not None
+    word_store.commit([revise(inv, tags=("billing",))[0]])
+    assert search("invoice") == ["inv"]
 
 
 # events and changed_since ---------------------------------------------------------------------
@@ -648,6 +821,10 @@ def test_import_cube_writes_identical_events(log_store: Store, make_store: Store
     assert set(target.filter_item_ids("notes", ItemFilter())) == set(
         log_store.filter_item_ids("notes", ItemFilter())
     )
+    for query in ("a3", "a2 some text"):
+        imported = target.keyword_search("notes", query, 10, ItemFilter())
+        assert imported == log_store.keyword_search("notes", query, 10, ItemFilter())
+    assert found_ids(target.keyword_search("notes", "a3 text", 10, ItemFilter())) == ["a"]
     assert target.changed_since("notes", 4) == log_store.changed_since("notes", 4)
     check_chain(target, "notes")
     assert state(target)["other"] == other_before

@@ -1,16 +1,23 @@
-"""``memos cube``: create and list cubes."""
+"""``memos cube``: create, list and inspect cubes, and change how their vectors are encoded."""
 
 from typing import Annotated
 
 import typer
 
+from memos import CubeInfo
 from memos.cli import _render
-from memos.cli._options import JsonFlag
+from memos.cli._options import JsonFlag, ReasonOption, UserOption
 from memos.cli._session import open_memos
+from memos.codecs import make_codec
 
 cube_app = typer.Typer(
-    help="Create and list cubes, the named containers memories live in.",
+    help="Create, list and inspect cubes, the named containers memories live in.",
     no_args_is_help=True,
+)
+
+CODEC_HELP = (
+    "How vectors are held in RAM: fp32 (exact), fp16, int8, fp8, or pca{k}+fp8 such as "
+    "pca192+fp8. int8 and pca codecs are fitted to the cube's vectors once it holds 1000."
 )
 
 
@@ -29,9 +36,7 @@ def create(
             "deterministic test embedder.",
         ),
     ] = None,
-    codec: Annotated[
-        str, typer.Option("--codec", help="How vectors are stored in the index.")
-    ] = "fp32",
+    codec: Annotated[str, typer.Option("--codec", help=CODEC_HELP)] = "fp32",
 ) -> None:
     """Create a cube (and the data dir, if it does not exist yet)."""
     with open_memos(ctx, create=True) as mos:
@@ -51,3 +56,56 @@ def list_(ctx: typer.Context, json_out: JsonFlag = False) -> None:
         _render.print_json(_render.dumps(infos))
     else:
         _render.cubes(infos)
+
+
+@cube_app.command("reencode")
+def reencode(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The cube to re-encode.")],
+    codec: Annotated[str, typer.Option("--codec", help=CODEC_HELP)],
+    user: UserOption = None,
+    reason: ReasonOption = None,
+) -> None:
+    """Switch a cube to another codec; the index is rebuilt from the full-precision vectors."""
+    with open_memos(ctx) as mos:
+        info = mos.reencode(name, codec=codec, user=user, reason=reason)
+    typer.echo(_configured("re-encoded", info))
+
+
+@cube_app.command("refit")
+def refit(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The cube whose codec to fit again.")],
+    user: UserOption = None,
+    reason: ReasonOption = None,
+) -> None:
+    """Fit an int8 or pca codec again to the cube's current vectors and re-encode them."""
+    with open_memos(ctx) as mos:
+        info = mos.refit(name, user=user, reason=reason)
+    typer.echo(_configured("refitted", info))
+
+
+@cube_app.command("stats")
+def stats(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The cube to describe.")],
+    json_out: JsonFlag = False,
+) -> None:
+    """Items, codec and version, and bytes per vector in RAM and on disk."""
+    with open_memos(ctx, json_errors=json_out) as mos:
+        result = mos.cube_stats(name)
+    if json_out:
+        _render.print_json(result.model_dump(mode="json"))
+    else:
+        _render.cube_stats(result)
+
+
+def _configured(done: str, info: CubeInfo) -> str:
+    fit_min = make_codec(info.codec).fit_min
+    if info.codec_state is not None:
+        state = f", fitted state {info.codec_state[:12]}"
+    elif fit_min:
+        state = f", exact fp32 until it holds {fit_min} memories"
+    else:
+        state = ""
+    return f"{done} cube {info.name!r}: codec {info.codec} version {info.codec_version}{state}"

@@ -4,6 +4,7 @@ from typing import Annotated
 
 import typer
 
+from memos._search import DEFAULT_MODE, SearchMode
 from memos.cli import _render
 from memos.cli._options import CubeOption, ItemId, JsonFlag
 from memos.cli._session import open_memos
@@ -30,12 +31,28 @@ def search(
     until: Annotated[
         str | None, typer.Option("--until", help="Only memories up to this ISO 8601 time.")
     ] = None,
+    mode: Annotated[
+        SearchMode,
+        typer.Option(
+            "--mode",
+            case_sensitive=False,
+            help="dense: by meaning; keyword: by shared words; hybrid: both, fused.",
+        ),
+    ] = DEFAULT_MODE,
     json_out: JsonFlag = False,
 ) -> None:
-    """Find the memories most similar to a query, best first."""
+    """Find the memories that best match a query, best first."""
     with open_memos(ctx, json_errors=json_out) as mos:
         found = mos.search(
-            query, cube=cube, k=k, user=user, tags=tag, session=session, since=since, until=until
+            query,
+            cube=cube,
+            k=k,
+            user=user,
+            tags=tag,
+            session=session,
+            since=since,
+            until=until,
+            mode=mode,
         )
     if json_out:
         _render.print_json(_render.dumps(found))

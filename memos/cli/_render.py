@@ -14,7 +14,16 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from memos import CubeInfo, Event, HistoryEntry, ItemDiff, MemoryItem, SearchHit, VerifyReport
+from memos import (
+    CubeInfo,
+    CubeStats,
+    Event,
+    HistoryEntry,
+    ItemDiff,
+    MemoryItem,
+    SearchHit,
+    VerifyReport,
+)
 
 _HASH_PREFIX = 8
 _PIPE_WIDTH = 200
@@ -150,6 +159,34 @@ def reports(results: Sequence[VerifyReport]) -> None:
             report.cube, status, str(report.events), str(report.head_seq), bad, report.problem or ""
         )
     _print_or_none(table, results, "no cubes to verify")
+
+
+def cube_stats(stats: CubeStats) -> None:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    fit = "not fitted" if stats.needs_fit and not stats.fitted else "fitted"
+    encoding = stats.codec if not stats.needs_fit else f"{stats.codec} ({fit})"
+    if stats.needs_fit and not stats.fitted:
+        encoding += f", exact fp32 until {stats.fit_min} memories"
+    per_vector = "-" if stats.ram_bytes_per_vector is None else f"{stats.ram_bytes_per_vector:.1f}"
+    rows = {
+        "cube": stats.cube,
+        "items": f"{stats.items_active} active, {stats.items_total} total",
+        "codec": encoding,
+        "codec version": str(stats.codec_version),
+        "codec state": stats.codec_state or "-",
+        "dimensions": f"{stats.dim} (codes hold {stats.projected_dim})",
+        "bytes/vector in RAM": per_vector,
+        "bytes/vector on disk": f"{stats.disk_bytes_per_vector} (fp32)",
+        "index in RAM": f"{stats.index_ram_bytes} bytes for {stats.index_vectors} vectors",
+        "codec state in RAM": f"{stats.codec_state_bytes} bytes",
+        "index seq": str(stats.index_seq),
+        "snapshot seq": "-" if stats.snapshot_seq is None else str(stats.snapshot_seq),
+    }
+    for name, value in rows.items():
+        table.add_row(name, value)
+    console().print(table)
 
 
 def _plain(value: Any) -> str:

@@ -1,33 +1,71 @@
-"""Vector codecs behind the :class:`VectorCodec` protocol, registered by name."""
+"""Vector codecs behind the :class:`VectorCodec` protocol, registered by name.
+
+``fp32`` (exact), ``fp16``, ``int8`` (FAISS SQ8, fitted), ``fp8`` (e4m3 with a per-vector
+scale) and ``pca{k}+fp8`` for any ``k`` (an uncentred PCA to ``k`` dimensions, fitted, then
+fp8). A fitted codec is made from its name and the state :meth:`VectorCodec.fit` returned.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
+from memos.codecs._common import FIT_MIN, FIT_SAMPLE_MAX
 from memos.codecs._faiss import FaissTable, Fp16Codec, Fp32Codec
-from memos.codecs._protocol import CodeTable, Positions, VectorCodec, Vectors
+from memos.codecs._float8 import Fp8Codec, Fp8Table
+from memos.codecs._int8 import Int8Codec
+from memos.codecs._pca import PcaFp8Codec, PcaTable
+from memos.codecs._protocol import CodecState, CodeTable, Positions, VectorCodec, Vectors
+from memos.codecs._state import state_from_bytes, state_to_bytes
 from memos.errors import InvalidInput
 
 __all__ = [
+    "FIT_MIN",
+    "FIT_SAMPLE_MAX",
     "CodeTable",
+    "CodecState",
     "FaissTable",
+    "Fp8Codec",
+    "Fp8Table",
     "Fp16Codec",
     "Fp32Codec",
+    "Int8Codec",
+    "PcaFp8Codec",
+    "PcaTable",
     "Positions",
     "VectorCodec",
     "Vectors",
     "make_codec",
+    "state_from_bytes",
+    "state_to_bytes",
 ]
 
-_CODECS: dict[str, Callable[[], VectorCodec]] = {
+Factory = Callable[[CodecState | None], VectorCodec]
+
+_CODECS: dict[str, Factory] = {
     "fp32": Fp32Codec,
     "fp16": Fp16Codec,
+    "fp8": Fp8Codec,
+    "int8": Int8Codec,
 }
+# Families with a parameter in the name: pattern -> factory(match, state).
+_FAMILIES: tuple[
+    tuple[re.Pattern[str], Callable[[re.Match[str], CodecState | None], VectorCodec]], ...
+] = ((re.compile(r"pca0*([1-9][0-9]{0,5})\+fp8"), lambda m, state: PcaFp8Codec(int(m[1]), state)),)
+_FAMILY_NAMES = ("pca{k}+fp8",)
 
 
-def make_codec(name: str) -> VectorCodec:
-    """The codec a cube's configuration names."""
+def make_codec(name: str, state: CodecState | None = None) -> VectorCodec:
+    """The codec a cube's configuration names, fitted with ``state`` when given.
+
+    An unknown name is ``InvalidInput``; a state that does not fit the codec is ``ValueError``.
+    """
     factory = _CODECS.get(name)
-    if factory is None:
-        raise InvalidInput(f"unknown codec {name!r} (known: {', '.join(sorted(_CODECS))})")
-    return factory()
+    if factory is not None:
+        return factory(state)
+    for pattern, family in _FAMILIES:
+        match = pattern.fullmatch(name)
+        if match is not None:
+            return family(match, state)
+    known = ", ".join([*sorted(_CODECS), *_FAMILY_NAMES])
+    raise InvalidInput(f"unknown codec {name!r} (known: {known})")

@@ -9,6 +9,7 @@ import faiss
 import numpy as np
 from numpy.typing import NDArray
 
+from memos.codecs._common import NeverFitted
 from memos.codecs._protocol import Positions, Vectors
 
 
@@ -21,6 +22,11 @@ class FaissTable:
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
+
+    @property
+    def index(self) -> Any:
+        """The FAISS index holding the codes."""
+        return self._index
 
     @property
     def nbytes(self) -> int:
@@ -59,7 +65,11 @@ def load_faiss_table(path: Path, dim: int) -> FaissTable:
     return FaissTable(index)
 
 
-class Fp32Codec:
+def exact_table(dim: int) -> FaissTable:
+    return FaissTable(faiss.IndexFlatIP(dim))
+
+
+class Fp32Codec(NeverFitted):
     """Uncompressed float32 in a flat inner-product index: the exact baseline."""
 
     name = "fp32"
@@ -69,13 +79,13 @@ class Fp32Codec:
         return 4.0 * dim
 
     def new_table(self, dim: int) -> FaissTable:
-        return FaissTable(faiss.IndexFlatIP(dim))
+        return exact_table(dim)
 
     def load_table(self, path: Path, dim: int) -> FaissTable:
         return load_faiss_table(path, dim)
 
 
-class Fp16Codec:
+class Fp16Codec(NeverFitted):
     """IEEE half precision (FAISS ``SQfp16``): 2× smaller, recall ≈ 1.0, no training."""
 
     name = "fp16"

@@ -3,6 +3,12 @@
 A codec makes :class:`CodeTable` objects: compact codes of unit vectors addressed by position
 (0..n-1), searched by inner product. Full-precision vectors always stay in the store, so a
 lossy codec's candidates can be re-ranked exactly; the codec decides only what RAM holds.
+
+Some codecs are fitted to a cube's own vectors (a scalar quantiser's ranges, a PCA
+projection). Such a codec is made without state until the cube holds ``fit_min`` vectors; until
+then its tables are exact fp32. :meth:`VectorCodec.fit` turns a sample into a
+:data:`CodecState` (named float32 arrays, stored as a safetensors blob) and ``make_codec(name,
+state)`` makes the fitted codec from it.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from numpy.typing import NDArray
 
 Vectors = NDArray[np.float32]
 Positions = NDArray[np.int64]
+CodecState = dict[str, NDArray[np.float32]]
 
 
 @runtime_checkable
@@ -58,7 +65,28 @@ class VectorCodec(Protocol):
         """True when scores equal full-precision inner products (no re-rank needed)."""
         ...
 
-    def bytes_per_vector(self, dim: int) -> float: ...
+    @property
+    def fit_min(self) -> int:
+        """Active vectors a cube needs before the codec is fitted to them; 0: never fitted."""
+        ...
+
+    @property
+    def fitted(self) -> bool:
+        """False while a codec that needs fitting has no state (its tables are exact fp32)."""
+        ...
+
+    def fit(self, sample: Vectors) -> CodecState:
+        """The state fitted to ``sample`` (unit vectors of the cube, at least one row)."""
+        ...
+
+    def projected_dim(self, dim: int) -> int:
+        """The dimensions each code holds for ``dim``-d vectors; ``InvalidInput`` when the
+        codec cannot encode ``dim``-d vectors at all."""
+        ...
+
+    def bytes_per_vector(self, dim: int) -> float:
+        """Nominal RAM per vector once fitted (the table's ``nbytes`` measures it)."""
+        ...
 
     def new_table(self, dim: int) -> CodeTable: ...
 
