@@ -82,6 +82,7 @@ class Config:
     ivf_train: int
     nprobes: tuple[int, ...]
     faiss_threads: int
+    deep_rerank: int
     codecs: tuple[str, ...] | None
     seed: int
     recollect: bool
@@ -117,6 +118,13 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         default=1,
         help="OpenMP threads FAISS searches with (a flat row at all cores is added for reference)",
     )
+    parser.add_argument(
+        "--deep-rerank",
+        type=int,
+        default=0,
+        help="also time and score re-ranking this many candidates (0: off; VectorIndex uses "
+        "max(4k, 40))",
+    )
     parser.add_argument("--codecs", default=None, help="comma list (default: every registered)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--recollect", action="store_true", help="rebuild the sentence list")
@@ -141,6 +149,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
         ivf_train=args.ivf_train,
         nprobes=tuple(int(x) for x in args.nprobes.split(",")),
         faiss_threads=args.faiss_threads,
+        deep_rerank=args.deep_rerank,
         codecs=tuple(args.codecs.split(",")) if args.codecs else None,
         seed=args.seed,
         recollect=args.recollect,
@@ -550,7 +559,15 @@ def flat_index(base: NDArray[np.float32]) -> Any:
 
 # -- codecs -----------------------------------------------------------------------------------
 
-PCA_DIMS = (192, 188, 128)  # the issue's PCA-192, exactly 8× (188 + 4 bytes), and 12×
+# The members of each parameterised family the benchmark runs: for PCA, the issue's PCA-192,
+# exactly 8× smaller than fp32 (188 dims + a 4-byte scale) and ≈ 12×; for IVF, list counts
+# that can be fitted at 100k (1024) and the issue's 1M reference (4096).
+FAMILY_MEMBERS: dict[str, tuple[int, ...]] = {
+    "pca{k}+fp8": (192, 188, 128),
+    "ivf{nlist}+sq8": (1024, 4096),
+    "ivf{nlist}+fp16": (1024,),
+}
+_PLACEHOLDER = re.compile(r"\{[a-z_]+\}")
 
 
 def registered_codecs() -> tuple[list[str], list[str]]:
@@ -567,20 +584,29 @@ def codec_names(config: Config) -> list[str]:
     names, families = registered_codecs()
     expanded = list(names)
     for family in families:
-        if family == "pca{k}+fp8":
-            expanded.extend(f"pca{k}+fp8" for k in PCA_DIMS)
-        else:
-            console.print(f"[yellow]codec family {family!r} has no benchmark sizes: skipped")
+        members = FAMILY_MEMBERS.get(family)
+        if members is None:
+            console.print(f"[yellow]codec family {family!r} has no members chosen: not run")
+            continue
+        expanded.extend(_PLACEHOLDER.sub(str(member), family) for member in members)
     return expanded
 
 
+def fit_sample_rows(codec: VectorCodec) -> int:
+    """How many vectors a cube fits ``codec`` on (the registry says, where it can)."""
+    size_of_sample = getattr(memos_codecs, "fit_sample_size", None)
+    if size_of_sample is not None:
+        return int(size_of_sample(codec))
+    return int(getattr(memos_codecs, "FIT_SAMPLE_MAX", 50_000))
+
+
 def fitted_codec(name: str, base: NDArray[np.float32], seed: int) -> tuple[VectorCodec, float]:
-    """The codec, fitted as a cube would fit it (on a sample of at most FIT_SAMPLE_MAX of its
-    vectors) when it needs fitting; also the seconds the fit took."""
+    """The codec, fitted as a cube would fit it (on a random sample of its vectors, as many
+    as the registry says) when it needs fitting; also the seconds the fit took."""
     codec = make_codec(name)
     if codec.fitted:
         return codec, 0.0
-    sample_max = int(getattr(memos_codecs, "FIT_SAMPLE_MAX", 50_000))
+    sample_max = fit_sample_rows(codec)
     rows = np.random.default_rng(seed).choice(len(base), min(sample_max, len(base)), False)
     sample = np.ascontiguousarray(base[np.sort(rows)])
     started = time.perf_counter()
@@ -735,6 +761,18 @@ def index_search(index: VectorIndex, k: int, base: NDArray[np.float32] | None) -
     return search
 
 
+def deep_search(index: VectorIndex, k: int, depth: int, base: NDArray[np.float32]) -> Search:
+    """The codec's top ``depth`` candidates re-scored exactly, as VectorIndex would with a
+    deeper re-rank: what a larger RERANK_FACTOR/RERANK_MIN would buy."""
+
+    def search(query: NDArray[np.float32]) -> Any:
+        found = np.asarray([int(i) for i, _ in index.search(query, depth)], dtype=np.int64)
+        exact = np.asarray(base[np.sort(found)]) @ query
+        return np.sort(found)[np.argsort(-exact, kind="stable")[:k]]
+
+    return search
+
+
 def _as_positions(answer: Any) -> NDArray[np.int64]:
     return np.asarray(answer, dtype=np.int64)
 
@@ -767,6 +805,10 @@ class Row:
     flat_ms_p50: float
     flat_ms_mean: float
     flat_recall: float = 1.0
+    deep_candidates: int | None = None
+    recall_deep: float | None = None
+    deep_ms_p50: float | None = None
+    deep_ms_mean: float | None = None
     fit_s: float | None = None
     build_s: float | None = None
     note: str = ""
@@ -792,6 +834,7 @@ class SizeContext:
     chunk: int
     seed: int
     threads: int
+    deep_rerank: int = 0
 
     @property
     def n(self) -> int:
@@ -805,9 +848,12 @@ def measure_codec(ctx: SizeContext, name: str) -> Row:
     paths = {"flat": flat, "full": (index_search(index, ctx.k, ctx.base), _ids_as_positions)}
     if not codec.exact:
         paths["raw"] = (index_search(index, ctx.k, None), _ids_as_positions)
+    deep = ctx.deep_rerank if not codec.exact else 0
+    if deep:
+        paths["deep"] = (deep_search(index, ctx.k, deep, ctx.base), _as_positions)
     timed = time_paths(paths, ctx.queries, ctx.threads)
     raw = timed.get("raw", timed["full"])
-    return Row(
+    row = Row(
         size=ctx.label,
         n=ctx.n,
         method=name,
@@ -827,8 +873,23 @@ def measure_codec(ctx: SizeContext, name: str) -> Row:
         flat_recall=recall_at(timed["flat"].found, ctx.truth, ctx.k),
         fit_s=fit_s if fit_s else None,
         build_s=build_s,
-        note="exact: no re-rank" if codec.exact else "",
+        note="exact: no re-rank" if codec.exact else _table_settings(index),
     )
+    if deep:
+        row.deep_candidates = deep
+        row.recall_deep = recall_at(timed["deep"].found, ctx.truth, ctx.k)
+        row.deep_ms_p50 = timed["deep"].p50()
+        row.deep_ms_mean = timed["deep"].mean()
+    return row
+
+
+def _table_settings(index: VectorIndex) -> str:
+    """Search settings a table carries (an IVF table's nprobe), recorded with its figures."""
+    table = getattr(index, "_table", None)
+    nprobe, nlist = getattr(table, "nprobe", None), getattr(table, "nlist", None)
+    if nprobe is None or nlist is None:
+        return ""
+    return f"scans {min(nprobe, nlist)} of {nlist} lists (nprobe {nprobe})"
 
 
 def measure_ivf(ctx: SizeContext, lists: int, train_max: int, nprobes: Sequence[int]) -> list[Row]:
@@ -984,6 +1045,7 @@ class SizeResult:
     top1_score_mean: float
     top10_score_mean: float
     rows: list[Row]
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
 def measure_size(
@@ -1013,10 +1075,17 @@ def measure_size(
             chunk=chunk,
             seed=config.seed,
             threads=config.faiss_threads,
+            deep_rerank=config.deep_rerank,
         )
         bookkeeping = ids_rss(n, ids, chunk)
         rows: list[Row] = []
+        skipped: dict[str, str] = {}
         for name in names:
+            fit_min = make_codec(name).fit_min
+            if fit_min > n:
+                skipped[name] = f"needs ≥ {fit_min:,} vectors to fit (below that a cube keeps fp32)"
+                console.print(f"  {name}: not run at {n:,}: {skipped[name]}")
+                continue
             started = time.perf_counter()
             rows.append(measure_codec(ctx, name))
             gc.collect()
@@ -1043,6 +1112,7 @@ def measure_size(
         top1_score_mean=float(scores[:, 0].mean()),
         top10_score_mean=float(scores[:, -1].mean()),
         rows=rows,
+        skipped=skipped,
     )
 
 
@@ -1065,7 +1135,7 @@ def verdicts(results: Sequence[SizeResult], sizes_for_speed: Sequence[str]) -> l
     """Per codec: smallest compression, worst re-ranked recall over every size, and the goal
     sizes (100k, 1M) where its p50 or mean (re-rank included) exceeded flat's in its block."""
     out = []
-    names = [r.method for r in results[0].rows if r.kind == "codec"]
+    names = list(dict.fromkeys(r.method for res in results for r in res.rows if r.kind == "codec"))
     for name in names:
         rows = [r for res in results for r in res.rows if r.method == name]
         smaller = min(r.smaller for r in rows)
@@ -1134,7 +1204,23 @@ def print_size(result: SizeResult) -> None:
         f"{result.top10_score_mean:.3f}; VectorIndex id bookkeeping "
         f"≈ {result.ids_rss_bytes_per_vector:.0f} B/vector RSS (not in B/vec)"
     )
-    notes = {row.note: row.method for row in result.rows if row.note and row.kind != "codec"}
+    for name, why in result.skipped.items():
+        console.print(f"  {name}: not run at this size: {why}")
+    deep = [row for row in result.rows if row.recall_deep is not None]
+    if deep:
+        extra = Table(title="deeper exact re-rank (--deep-rerank)", title_justify="left")
+        for column in ("method", "candidates", "recall re-ranked", "ms p50", "ms mean"):
+            extra.add_column(column, justify="left" if column == "method" else "right")
+        for row in deep:
+            extra.add_row(
+                row.method,
+                str(row.deep_candidates),
+                _f(row.recall_deep, 3),
+                _f(row.deep_ms_p50),
+                _f(row.deep_ms_mean),
+            )
+        console.print(extra)
+    notes = {row.note: row.method for row in result.rows if row.note}
     for note, method in notes.items():
         console.print(f"  {method}: {note}")
 
@@ -1191,8 +1277,16 @@ def machine() -> dict[str, Any]:
     }
 
 
+def run_mode(config: Config) -> str:
+    """``quick``, ``full`` (every setting at its default) or ``custom``."""
+    if config.quick:
+        return "quick"
+    defaults = parse_args([str(config.locomo), "--out-dir", str(config.out_dir)])
+    return "full" if config == defaults else "custom"
+
+
 def write_json(config: Config, payload: dict[str, Any]) -> Path:
-    mode = "quick" if config.quick else "full"
+    mode = run_mode(config)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = config.out_dir / f"codecs-{mode}-{stamp}.json"
     config.out_dir.mkdir(parents=True, exist_ok=True)
@@ -1209,6 +1303,7 @@ def row_dict(row: Row) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
+    commit = git_commit()
     # The embedding child process inherits these: nothing is downloaded.
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -1246,9 +1341,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(f"load average at end: {load_end}")
     payload = {
         "benchmark": "codecs",
+        "mode": run_mode(config),
         "config": asdict(config),
         "machine": machine(),
-        "git_commit": git_commit(),
+        "git_commit_at_start": commit,
         "started_load_average": load_start,
         "ended_load_average": load_end,
         "registered_codecs": names,

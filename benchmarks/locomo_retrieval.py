@@ -721,7 +721,10 @@ def summary_table(systems: Sequence[SystemResult], k: int) -> Table:
 
 
 def latency_table(systems: Sequence[SystemResult]) -> Table:
-    table = Table(title="Latency, ms (query embedding included in every search)")
+    table = Table(
+        title="Latency, ms (a dense or hybrid search includes embedding the question; "
+        "keyword search needs no embedding)"
+    )
     table.add_column("system")
     for column in ("add p50", "add p95", "ingest s", "turns/s"):
         table.add_column(column, justify="right")
@@ -874,7 +877,8 @@ def method_notes(config: Config, setup: Setup, questions: int) -> list[str]:
         "conversation's cube / user scope; recall@k for smaller k reads the same ranking. "
         "Systems take turns per question in rotating order; one untimed warm-up search each "
         "per conversation.",
-        "Every search time includes embedding the question with the same MiniLM model.",
+        "Every dense or hybrid search time includes embedding the question with the same "
+        "MiniLM model (MemOS keyword search embeds nothing).",
     ]
     if setup.mem0 is not None:
         notes.append(
@@ -889,6 +893,17 @@ def method_notes(config: Config, setup: Setup, questions: int) -> list[str]:
     return notes
 
 
+def json_safe(value: Any) -> Any:
+    """NaN (an empty latency list, a category with no questions) written as null."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, Mapping):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
+
+
 def write_results(config: Config, payload: Mapping[str, Any]) -> Path:
     config.out_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -896,7 +911,8 @@ def write_results(config: Config, payload: Mapping[str, Any]) -> Path:
     full = full and not config.speaker_in_text
     kind = "quick" if config.quick else "full" if full else "custom"
     path = config.out_dir / f"locomo_retrieval-{kind}-{stamp}.json"
-    path.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
+    text = json.dumps(json_safe(payload), indent=2, default=str, allow_nan=False)
+    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -928,6 +944,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(width=None if sys.stdout.isatty() else 150)
     started = time.perf_counter()
     load_at_start = os.getloadavg()
+    machine = machine_info()  # the git state measured, taken before the run, not after
     console.print(f"load average at start: {load_at_start}")
     conversations = load_conversations(
         config.locomo, config.limit_conversations, config.speaker_in_text
@@ -992,7 +1009,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "benchmark": "benchmarks/locomo_retrieval.py",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": {**config.__dict__, "locomo": str(config.locomo)},
-        "machine": machine_info(),
+        "machine": machine,
         "versions": versions(),
         "load_average": {"start": load_at_start, "end": os.getloadavg()},
         "wall_s": elapsed,

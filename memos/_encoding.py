@@ -18,7 +18,7 @@ import numpy as np
 from memos._indexes import CubeIndexes
 from memos._store import Change, Store, Vector
 from memos._types import CubeInfo, Event, EventOp, ItemFilter, utcnow
-from memos.codecs import FIT_SAMPLE_MAX, make_codec, state_to_bytes
+from memos.codecs import FIT_SAMPLE_MAX, fit_sample_size, make_codec, state_to_bytes
 from memos.errors import InvalidInput
 
 CONFIG_OPS = frozenset({EventOp.CUBE_CREATE, EventOp.CODEC_FIT, EventOp.REENCODE})
@@ -72,7 +72,7 @@ def reconfigure(
                 f"cube {info.name!r} holds {len(ids)}",
                 cube=info.name,
             )
-        sample = sample_vectors(store, ids)
+        sample = sample_vectors(store, ids, fit_sample_size(target))
         state = target.fit(sample)
         digest = store.put_blob(state_to_bytes(target.name, state))
         target = make_codec(target.name, state)
@@ -97,6 +97,7 @@ def reconfigure(
             "codec_version": new_info.codec_version,
             "codec_state": digest,
             "fit_vectors": used,
+            "items": len(ids),
             "previous": {"codec": info.codec, "codec_version": info.codec_version},
         },
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -13,12 +14,12 @@ import numpy as np
 
 from memos import _history, _mutations, _search
 from memos import _validation as check
-from memos._chain import vector_digest, verify_chain
 from memos._cube_stats import CubeStats, cube_stats
-from memos._encoding import configured_cube, reconfigure
+from memos._encoding import reconfigure
 from memos._export import export_cube, read_export
 from memos._history import ItemDiff
 from memos._indexes import CubeIndexes
+from memos._partition import SCHEDULER_ACTOR, due_repartition
 from memos._records import Record, parse_records
 from memos._search import DEFAULT_MODE as DEFAULT_SEARCH_MODE
 from memos._store import Change, Store, Vector, open_store
@@ -35,6 +36,7 @@ from memos._types import (
     utcnow,
 )
 from memos._validation import Limits
+from memos._verify import verify_cube
 from memos.codecs import make_codec
 from memos.embedding import Embedder, make_embedder
 from memos.embedding._minilm import MODEL_NAME as DEFAULT_EMBEDDER
@@ -75,6 +77,8 @@ class MemOS:
         if embedder is not None:
             self._embedders[embedder.name] = embedder
         self._indexes = CubeIndexes(store, snapshot_dir)
+        # one worker for retrieval that overlaps the query embedding (hybrid search)
+        self._aside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memos-search")
 
     @classmethod
     def open(
@@ -91,6 +95,7 @@ class MemOS:
         return cls(store, snapshot_dir=data_dir / "index", embedder=embedder, limits=limits)
 
     def close(self) -> None:
+        self._aside.shutdown(wait=True)
         self._indexes.save_all()
         self.store.close()
 
@@ -357,13 +362,35 @@ class MemOS:
 
         One ``rollback`` event per item that differs, all in one transaction; items created
         after ``to_seq`` are deleted. Nothing is erased: the undone events stay in the log.
+        A concurrent writer's change is not overwritten: the rollback is recomputed on it.
         """
         info = self.get_cube(cube)
         head_seq, _ = self.store.head(info.name)
         to_seq = check.positive(to_seq, "to_seq", max(head_seq, 1))
+        actor, reason = self._actor(user), check.reason(reason, self.limits)
         past = _history.state_at(self.store.events(info.name, until_seq=to_seq))
-        now, actor = utcnow(), self._actor(user)
-        changes: list[Change] = []
+        for _ in range(_RETRIES):
+            changes = self._rollback_changes(info, past, actor, reason, to_seq)
+            try:
+                if changes:
+                    self.store.commit(changes)
+            except VersionConflict:
+                continue
+            self._indexes.current(info)
+            self._maybe_fit(info, actor)
+            return [c.after for c in changes if c.after is not None]
+        raise VersionConflict(f"cube {info.name} kept changing; gave up after {_RETRIES} tries")
+
+    def _rollback_changes(
+        self,
+        info: CubeInfo,
+        past: Mapping[str, MemoryItem],
+        actor: str,
+        reason: str | None,
+        to_seq: int,
+    ) -> list[Change]:
+        now = utcnow()
+        pending: list[tuple[MemoryItem, MemoryItem, MemoryItem | None]] = []
         for item in self.store.iter_items(info.name):
             target = past.get(item.id)
             after = (
@@ -371,28 +398,26 @@ class MemOS:
                 if target is None
                 else _mutations.restored(item, target, now=now)
             )
-            if _mutations.same_content(after, item):
-                continue
-            vector = None if target is None else self._vector_for(target, item)
-            changes.append(
-                Change(
-                    op=EventOp.ROLLBACK,
-                    cube=info.name,
-                    actor=actor,
-                    ts=now,
-                    item_id=item.id,
-                    after=after,
-                    vector=vector,
-                    expected_version=item.version,
-                    reason=check.reason(reason, self.limits),
-                    extra={"to_seq": to_seq},
-                )
+            if not _mutations.same_content(after, item):
+                pending.append((item, after, target))
+        # one embedding call for every text that differs from what is stored
+        texts = [t.text for item, _, t in pending if t is not None and t.text != item.text]
+        fresh = iter(self._embedder_for(info).embed(texts)) if texts else iter(())
+        return [
+            Change(
+                op=EventOp.ROLLBACK,
+                cube=info.name,
+                actor=actor,
+                ts=now,
+                item_id=item.id,
+                after=after,
+                vector=next(fresh) if target is not None and target.text != item.text else None,
+                expected_version=item.version,
+                reason=reason,
+                extra={"to_seq": to_seq},
             )
-        if changes:
-            self.store.commit(changes)
-        self._indexes.current(info)
-        self._maybe_fit(info, actor)
-        return [c.after for c in changes if c.after is not None]
+            for item, after, target in pending
+        ]
 
     def _revise(
         self,
@@ -502,7 +527,14 @@ class MemOS:
             return index.search(vector, n, allowed, exact=self.store.get_vectors)
 
         return _search.search(
-            self.store, info.name, query, k=k, flt=flt, mode=search_mode, dense=dense
+            self.store,
+            info.name,
+            query,
+            k=k,
+            flt=flt,
+            mode=search_mode,
+            dense=dense,
+            aside=self._aside,
         )
 
     def history(self, item_id: str) -> list[HistoryEntry]:
@@ -522,44 +554,9 @@ class MemOS:
         return events if limit is None else events[-limit:] if limit > 0 else []
 
     def verify(self, cube: str) -> VerifyReport:
-        """Recompute the cube's hash chain and check the items against it."""
-        info = self.get_cube(cube)
-        head = self.store.head(info.name)
-        try:
-            events = self.store.events(info.name)
-        except IntegrityError as exc:
-            return VerifyReport(
-                cube=info.name,
-                ok=False,
-                events=0,
-                head_seq=head[0],
-                first_bad_seq=int(exc.details.get("seq", 0)),
-                problem=exc.message,
-            )
-        try:
-            items = list(self.store.iter_items(info.name))
-        except IntegrityError as exc:
-            # an item row the store cannot read back consistently; the chain is checked first
-            report = verify_chain(info.name, events, head=head)
-            if not report.ok:
-                return report
-            written = [e.seq for e in events if e.item_id == exc.details.get("item_id")]
-            bad_seq = written[-1] if written else report.head_seq
-            return report.model_copy(
-                update={"ok": False, "first_bad_seq": bad_seq, "problem": exc.message}
-            )
-        vectors = self.store.get_vectors([item.id for item in items])
-        digests = {item_id: vector_digest(vector) for item_id, vector in vectors.items()}
-        report = verify_chain(info.name, events, head=head, items=items, vectors=digests)
-        if report.ok and configured_cube(events) != info:
-            return report.model_copy(
-                update={
-                    "ok": False,
-                    "first_bad_seq": report.head_seq,
-                    "problem": "the cube's configuration differs from the one its log set",
-                }
-            )
-        return report
+        """Recompute the cube's hash chain and check its items, vectors and configuration
+        against what the chain recorded; names the first bad seq."""
+        return verify_cube(self.store, self.get_cube(cube))
 
     def verify_all(self) -> list[VerifyReport]:
         return [self.verify(info.name) for info in self.list_cubes()]
@@ -593,8 +590,9 @@ class MemOS:
 
     def refit(self, cube: str, *, user: str | None = None, reason: str | None = None) -> CubeInfo:
         """Fit the cube's codec again to its current vectors and re-encode the index (one
-        ``codec_fit`` event). Only for codecs that are fitted (``int8``, ``pca{k}+fp8``), and
-        only once the cube holds the codec's ``fit_min`` active memories."""
+        ``codec_fit`` event). Only for codecs that are fitted (``int8``, ``pca{k}+fp8``,
+        ``ivf{nlist}+sq8``), and only once the cube holds the codec's ``fit_min`` active
+        memories."""
         info = self.get_cube(cube)
         if not make_codec(info.codec).fit_min:
             raise InvalidInput(f"codec {info.codec} of cube {info.name!r} is not fitted")
@@ -634,7 +632,10 @@ class MemOS:
         return cube_stats(self.store, info, self._indexes.current(info))
 
     def _maybe_fit(self, info: CubeInfo, actor: str) -> None:
-        """Fit the cube's codec once the cube first holds ``fit_min`` active memories."""
+        """Fit the cube's codec once the cube first holds ``fit_min`` active memories; past
+        ``limits.partition_items`` partition its index (see :mod:`memos._partition`)."""
+        if self._maybe_partition(info):
+            return
         if info.codec_state is not None:
             return
         fit_min = make_codec(info.codec).fit_min
@@ -651,6 +652,26 @@ class MemOS:
                 actor=actor,
                 reason=f"the cube reached {fit_min} memories",
             )
+
+    def _maybe_partition(self, info: CubeInfo) -> bool:
+        """Re-encode the cube to an inverted file, or refit it with more lists, when its size
+        calls for it; ``True`` when a change was due."""
+        items = len(self._indexes.current(info))
+        change = due_repartition(info, items, self.limits.partition_items)
+        if change is None:
+            return False
+        # a VersionConflict means another writer changed the configuration first
+        with contextlib.suppress(VersionConflict):
+            reconfigure(
+                self.store,
+                self._indexes,
+                info,
+                codec=change.codec,
+                op=change.op,
+                actor=SCHEDULER_ACTOR,
+                reason=change.reason,
+            )
+        return True
 
     # embedders --------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ words with the memory.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from concurrent.futures import Executor
 from datetime import datetime
 from enum import StrEnum
 
@@ -98,8 +99,10 @@ def search(
     flt: ItemFilter,
     mode: SearchMode,
     dense: DenseSearch,
+    aside: Executor | None = None,
 ) -> list[SearchHit]:
-    """The ``k`` best active memories of ``cube`` for ``query`` that pass ``flt``."""
+    """The ``k`` best active memories of ``cube`` for ``query`` that pass ``flt``; with
+    ``aside``, hybrid runs its keyword retrieval there, beside the dense one."""
     allowed = None
     if mode is not SearchMode.KEYWORD and not flt.is_empty:
         allowed = store.filter_item_ids(cube, flt)
@@ -109,12 +112,14 @@ def search(
         ranked = store.keyword_search(cube, query, k, flt)
     else:
         depth = max(CANDIDATE_FACTOR * k, CANDIDATE_MIN)
+        # The keyword query runs while the query is embedded (both release the GIL), so
+        # hybrid costs about what dense does.
+        words = (
+            None if aside is None else aside.submit(store.keyword_search, cube, query, depth, flt)
+        )
         by_meaning = [item_id for item_id, _ in dense(depth, allowed)]
-        by_words = [
-            item_id
-            for item_id, score in store.keyword_search(cube, query, depth, flt)
-            if score >= MIN_KEYWORD_SCORE
-        ]
+        keyword = store.keyword_search(cube, query, depth, flt) if words is None else words.result()
+        by_words = [item_id for item_id, score in keyword if score >= MIN_KEYWORD_SCORE]
         ranked = fuse([by_meaning, by_words], weights=[DENSE_WEIGHT, KEYWORD_WEIGHT], k_rrf=RRF_K)
     return _hits(store, ranked, k)
 

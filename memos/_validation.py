@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from memos._partition import PARTITION_ITEMS
 from memos._types import MetadataValue
 from memos.errors import InvalidInput, TextTooLong
 
@@ -19,7 +20,11 @@ _INT64 = 2**63
 
 @dataclass(frozen=True)
 class Limits:
-    """Size limits on input. The server passes tighter ones; the defaults suit the SDK."""
+    """Size limits on input. The server passes tighter ones; the defaults suit the SDK.
+
+    ``partition_items``: active memories at which a cube's index becomes partitioned (an
+    inverted file, see :mod:`memos._partition`); ``None`` never partitions automatically.
+    """
 
     max_text_chars: int = 32_000
     max_tags: int = 32
@@ -28,6 +33,7 @@ class Limits:
     max_metadata_value_chars: int = 4_096
     max_name_chars: int = 128
     max_k: int = 1_000
+    partition_items: int | None = PARTITION_ITEMS
 
 
 def cube_name(name: object) -> str:

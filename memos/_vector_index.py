@@ -16,6 +16,7 @@ import json
 import os
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -119,9 +120,11 @@ class VectorIndex:
         with self._lock:
             positions = None
             if allowed is not None:
-                positions = np.fromiter(
-                    (self._position[i] for i in allowed if i in self._position), dtype=np.int64
+                # map() keeps the per-id lookup in C: a filter can allow 100k ids
+                found = np.fromiter(
+                    map(self._position.get, allowed, repeat(-1)), dtype=np.int64, count=len(allowed)
                 )
+                positions = found[found >= 0]
             limit = len(self) if positions is None else int(positions.size)
             wanted = min(max(RERANK_FACTOR * k, RERANK_MIN) if rerank else k, limit)
             if wanted <= 0:

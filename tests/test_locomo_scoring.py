@@ -20,7 +20,9 @@ from rich.console import Console
 
 from memos import HashEmbedder
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+# appended, not prepended: benchmarks/ holds scripts (codecs.py) whose names must not shadow
+# the standard library for the rest of the test session
+sys.path.append(str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import locomo_retrieval as bench
 import locomo_scoring as scoring
@@ -359,6 +361,11 @@ def test_network_guard_refuses_all_but_loopback() -> None:
     finally:
         listener.close()
     assert socket.socket.connect is real_connect
+
+
+def test_results_json_has_no_nan() -> None:
+    payload = {"a": float("nan"), "b": [1.0, float("nan")], "c": ({"d": float("nan")},)}
+    assert bench.json_safe(payload) == {"a": None, "b": [1.0, None], "c": [{"d": None}]}
 
 
 def test_loopback_names() -> None:

@@ -16,8 +16,9 @@ cube_app = typer.Typer(
 )
 
 CODEC_HELP = (
-    "How vectors are held in RAM: fp32 (exact), fp16, int8, fp8, or pca{k}+fp8 such as "
-    "pca192+fp8. int8 and pca codecs are fitted to the cube's vectors once it holds 1000."
+    "How vectors are held in RAM: fp32 (exact), fp16, int8, fp8, pca{k}+fp8 such as "
+    "pca192+fp8, or ivf{nlist}+sq8 (partitioned, for large cubes). int8 and pca codecs are "
+    "fitted to the cube's vectors once it holds 1000; ivf once it holds 39 per list."
 )
 
 

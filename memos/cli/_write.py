@@ -4,7 +4,6 @@ from typing import Annotated
 
 import typer
 
-from memos import MemoryItem
 from memos.cli._options import CubeOption, ItemId, ReasonOption, UserOption
 from memos.cli._parse import meta_pairs
 from memos.cli._session import open_memos
@@ -40,7 +39,6 @@ def add(
         added = mos.add(
             text, cube=cube, user=user, tags=tag, metadata=meta_pairs(meta), session=session
         )
-    assert isinstance(added, MemoryItem)  # one text in, one item out
     typer.echo(added.id)
 
 

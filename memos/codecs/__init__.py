@@ -1,8 +1,10 @@
 """Vector codecs behind the :class:`VectorCodec` protocol, registered by name.
 
 ``fp32`` (exact), ``fp16``, ``int8`` (FAISS SQ8, fitted), ``fp8`` (e4m3 with a per-vector
-scale) and ``pca{k}+fp8`` for any ``k`` (an uncentred PCA to ``k`` dimensions, fitted, then
-fp8). A fitted codec is made from its name and the state :meth:`VectorCodec.fit` returned.
+scale), ``pca{k}+fp8`` for any ``k`` (an uncentred PCA to ``k`` dimensions, fitted, then
+fp8) and ``ivf{nlist}+sq8`` / ``ivf{nlist}+fp16`` (a partitioned index of ``nlist`` lists for
+large cubes, fitted; see :mod:`memos.codecs._ivf`). A fitted codec is made from its name and
+the state :meth:`VectorCodec.fit` returned.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from memos.codecs._common import FIT_MIN, FIT_SAMPLE_MAX
 from memos.codecs._faiss import FaissTable, Fp16Codec, Fp32Codec
 from memos.codecs._float8 import Fp8Codec, Fp8Table
 from memos.codecs._int8 import Int8Codec
+from memos.codecs._ivf import IvfCodec, IvfTable, ivf_name
 from memos.codecs._pca import PcaFp8Codec, PcaTable
 from memos.codecs._protocol import CodecState, CodeTable, Positions, VectorCodec, Vectors
 from memos.codecs._state import state_from_bytes, state_to_bytes
@@ -30,11 +33,15 @@ __all__ = [
     "Fp16Codec",
     "Fp32Codec",
     "Int8Codec",
+    "IvfCodec",
+    "IvfTable",
     "PcaFp8Codec",
     "PcaTable",
     "Positions",
     "VectorCodec",
     "Vectors",
+    "fit_sample_size",
+    "ivf_name",
     "make_codec",
     "state_from_bytes",
     "state_to_bytes",
@@ -51,8 +58,14 @@ _CODECS: dict[str, Factory] = {
 # Families with a parameter in the name: pattern -> factory(match, state).
 _FAMILIES: tuple[
     tuple[re.Pattern[str], Callable[[re.Match[str], CodecState | None], VectorCodec]], ...
-] = ((re.compile(r"pca0*([1-9][0-9]{0,5})\+fp8"), lambda m, state: PcaFp8Codec(int(m[1]), state)),)
-_FAMILY_NAMES = ("pca{k}+fp8",)
+] = (
+    (re.compile(r"pca0*([1-9][0-9]{0,5})\+fp8"), lambda m, state: PcaFp8Codec(int(m[1]), state)),
+    (
+        re.compile(r"ivf0*([1-9][0-9]{0,5})\+(sq8|fp16)"),
+        lambda m, state: IvfCodec(int(m[1]), m[2], state),
+    ),
+)
+_FAMILY_NAMES = ("pca{k}+fp8", "ivf{nlist}+sq8", "ivf{nlist}+fp16")
 
 
 def make_codec(name: str, state: CodecState | None = None) -> VectorCodec:
@@ -69,3 +82,8 @@ def make_codec(name: str, state: CodecState | None = None) -> VectorCodec:
             return family(match, state)
     known = ", ".join([*sorted(_CODECS), *_FAMILY_NAMES])
     raise InvalidInput(f"unknown codec {name!r} (known: {known})")
+
+
+def fit_sample_size(codec: VectorCodec) -> int:
+    """How many of a cube's vectors ``codec`` is fitted on (a seeded sample of them)."""
+    return codec.fit_sample if isinstance(codec, IvfCodec) else FIT_SAMPLE_MAX
