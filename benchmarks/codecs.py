@@ -253,7 +253,7 @@ def strip_markup(text: str) -> str:
 
 def locomo_turns(path: Path) -> list[str]:
     conversations = json.loads(path.read_text(encoding="utf-8"))
-    turns = []
+    turns: list[str] = []
     for sample in conversations:
         conversation = sample["conversation"]
         for key, value in conversation.items():
@@ -524,7 +524,11 @@ def perturbation_factor(real: Matrix) -> NDArray[np.float64]:
     real distribution's own spectrum (isotropic noise would not; see MEASUREMENTS.md)."""
     covariance = np.cov(real.astype(np.float64), rowvar=False)
     eigenvalues, eigenvectors = np.linalg.eigh(covariance)
-    return np.asarray(eigenvectors * np.sqrt(np.clip(eigenvalues, 0.0, None)), dtype=np.float64)
+    variances: NDArray[np.float64] = np.asarray(eigenvalues, dtype=np.float64)
+    # A covariance's eigenvalues are ≥ 0; rounding leaves tiny negative ones (≈ -1e-19 here).
+    spread = np.sqrt(np.maximum(variances, np.zeros_like(variances)))
+    factor: NDArray[np.float64] = np.asarray(eigenvectors, dtype=np.float64) * spread
+    return factor
 
 
 def build_set(
@@ -897,7 +901,7 @@ def measure_ivf(ctx: SizeContext, lists: int, train_max: int, nprobes: Sequence[
     re-ranked through VectorIndex like a codec's table."""
     rows = np.random.default_rng(ctx.seed).choice(ctx.n, min(train_max, ctx.n), replace=False)
     sample = np.ascontiguousarray(ctx.base[np.sort(rows)])
-    ivf = faiss.index_factory(DIM, f"IVF{lists},SQ8", faiss.METRIC_INNER_PRODUCT)
+    ivf: Any = faiss.index_factory(DIM, f"IVF{lists},SQ8", faiss.METRIC_INNER_PRODUCT)
     started = time.perf_counter()
     ivf.train(sample)
     train_s = time.perf_counter() - started
@@ -1128,12 +1132,14 @@ class Verdict:
     smaller: float
     recall_rerank_min: float
     slower_at: list[str]
+    unmeasured_at: list[str]
     meets_goal: bool
 
 
 def verdicts(results: Sequence[SizeResult], sizes_for_speed: Sequence[str]) -> list[Verdict]:
-    """Per codec: smallest compression, worst re-ranked recall over every size, and the goal
-    sizes (100k, 1M) where its p50 or mean (re-rank included) exceeded flat's in its block."""
+    """Per codec: smallest compression and worst re-ranked recall over every size it ran at,
+    the goal sizes (100k, 1M) where its p50 or mean (re-rank included) exceeded flat's in its
+    block, and the goal sizes it did not run at (a codec not yet fittable there)."""
     out = []
     names = list(dict.fromkeys(r.method for res in results for r in res.rows if r.kind == "codec"))
     for name in names:
@@ -1146,16 +1152,21 @@ def verdicts(results: Sequence[SizeResult], sizes_for_speed: Sequence[str]) -> l
             if r.size in sizes_for_speed
             and (r.ms_p50 > r.flat_ms_p50 or r.ms_mean > r.flat_ms_mean)
         ]
-        speed_known = any(r.size in sizes_for_speed for r in rows)
-        meets = smaller >= GOAL_SMALLER and recall >= GOAL_RECALL and speed_known and not slower
-        out.append(Verdict(name, smaller, recall, slower, meets))
+        unmeasured = [size for size in sizes_for_speed if size not in {r.size for r in rows}]
+        meets = smaller >= GOAL_SMALLER and recall >= GOAL_RECALL and not slower and not unmeasured
+        out.append(Verdict(name, smaller, recall, slower, unmeasured, meets))
     return out
 
 
 def pick_default(found: Sequence[Verdict]) -> Verdict | None:
-    """The smallest codec that keeps recall@10 ≥ 0.99 after re-rank and is not slower than
-    flat at the goal sizes (whether or not it reaches 8×); ties go to higher recall."""
-    fit = [v for v in found if v.recall_rerank_min >= GOAL_RECALL and not v.slower_at]
+    """The smallest codec that keeps recall@10 ≥ 0.99 after re-rank at every size and is not
+    slower than flat at any goal size (whether or not it reaches 8×); ties go to higher
+    recall."""
+    fit = [
+        v
+        for v in found
+        if v.recall_rerank_min >= GOAL_RECALL and not v.slower_at and not v.unmeasured_at
+    ]
     return max(fit, key=lambda v: (v.smaller, v.recall_rerank_min), default=None)
 
 
@@ -1231,14 +1242,16 @@ def print_verdicts(found: Sequence[Verdict], chosen: Verdict | None) -> None:
         "re-rank, p50 and mean no higher than flat's at 100k and 1M",
         title_justify="left",
     )
-    for column in ("codec", "× smaller", "worst recall re-ranked", "slower than flat at", "goal"):
+    columns = ("codec", "× smaller", "worst recall re-ranked", "slower than flat at", "not run at")
+    for column in (*columns, "goal"):
         table.add_column(column)
     for v in found:
         table.add_row(
             v.codec,
             f"{v.smaller:.2f}",
-            f"{v.recall_rerank_min:.3f}",
+            f"{v.recall_rerank_min:.4f}",
             ", ".join(v.slower_at) or "-",
+            ", ".join(v.unmeasured_at) or "-",
             "[green]met" if v.meets_goal else "[red]not met",
         )
     console.print(table)
@@ -1336,6 +1349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for result in results:
         print_size(result)
     print_verdicts(found, chosen)
+    never = [name for name in chosen_names if name not in {v.codec for v in found}]
+    if never:
+        console.print(f"not run at any size (too few vectors to fit): {', '.join(never)}")
 
     load_end = load_average()
     console.print(f"load average at end: {load_end}")
@@ -1367,6 +1383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "speed_goal_sizes": speed_sizes,
         "verdicts": [asdict(v) for v in found],
         "default_pick": None if chosen is None else chosen.codec,
+        "not_run_at_any_size": never,
     }
     console.print(f"results: {write_json(config, payload)}")
     return 0

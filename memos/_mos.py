@@ -37,7 +37,7 @@ from memos._types import (
 )
 from memos._validation import Limits
 from memos._verify import verify_cube
-from memos.codecs import make_codec
+from memos.codecs import default_codec, make_codec
 from memos.embedding import Embedder, make_embedder
 from memos.embedding._minilm import MODEL_NAME as DEFAULT_EMBEDDER
 from memos.errors import (
@@ -118,8 +118,10 @@ class MemOS:
         *,
         owner: str = LOCAL_ACTOR,
         embedder: str | None = None,
-        codec: str = "fp32",
+        codec: str | None = None,
     ) -> CubeInfo:
+        """Create a cube. ``codec`` (how its vectors are held in RAM) defaults to
+        :func:`memos.codecs.default_codec` for the embedder's dimension."""
         name = check.cube_name(name)
         owner = check.principal(owner, "owner", self.limits)
         embedder_name = embedder or self._default_embedder_name()
@@ -129,7 +131,7 @@ class MemOS:
             owner=owner,
             embedder=model.name,
             dim=model.dim,
-            codec=_checked_codec(codec, model.dim),
+            codec=_checked_codec(codec or default_codec(model.dim), model.dim),
             created_at=utcnow(),
         )
         self.store.create_cube(info, actor=owner)

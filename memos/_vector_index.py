@@ -29,7 +29,7 @@ SNAPSHOT_FORMAT = 3
 # A lossy codec's top ``RERANK_FACTOR * k`` candidates (at least ``RERANK_MIN``) are re-scored
 # with the full-precision vectors from the store.
 RERANK_FACTOR = 4
-RERANK_MIN = 40
+RERANK_MIN = 100
 
 ExactVectors = Callable[[Sequence[str]], Mapping[str, NDArray[np.float32]]]
 

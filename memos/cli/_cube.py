@@ -37,7 +37,10 @@ def create(
             "deterministic test embedder.",
         ),
     ] = None,
-    codec: Annotated[str, typer.Option("--codec", help=CODEC_HELP)] = "fp32",
+    codec: Annotated[
+        str | None,
+        typer.Option("--codec", help=CODEC_HELP + " Default: pca{dim/2-4}+fp8 (8x smaller)."),
+    ] = None,
 ) -> None:
     """Create a cube (and the data dir, if it does not exist yet)."""
     with open_memos(ctx, create=True) as mos:
