@@ -643,17 +643,8 @@ class MemOS:
         fit_min = make_codec(info.codec).fit_min
         if not fit_min or len(self._indexes.current(info)) < fit_min:
             return
-        # a VersionConflict means another writer changed the configuration first
-        with contextlib.suppress(VersionConflict):
-            reconfigure(
-                self.store,
-                self._indexes,
-                info,
-                codec=info.codec,
-                op=EventOp.CODEC_FIT,
-                actor=actor,
-                reason=f"the cube reached {fit_min} memories",
-            )
+        reason = f"the cube reached {fit_min} memories"
+        self._reconfigure_unless_raced(info, info.codec, EventOp.CODEC_FIT, actor, reason)
 
     def _maybe_partition(self, info: CubeInfo) -> bool:
         """Re-encode the cube to an inverted file, or refit it with more lists, when its size
@@ -662,18 +653,19 @@ class MemOS:
         change = due_repartition(info, items, self.limits.partition_items)
         if change is None:
             return False
-        # a VersionConflict means another writer changed the configuration first
+        self._reconfigure_unless_raced(
+            info, change.codec, change.op, SCHEDULER_ACTOR, change.reason
+        )
+        return True
+
+    def _reconfigure_unless_raced(
+        self, info: CubeInfo, codec: str, op: EventOp, actor: str, reason: str
+    ) -> None:
+        # a VersionConflict means another writer changed the configuration first; theirs stands
         with contextlib.suppress(VersionConflict):
             reconfigure(
-                self.store,
-                self._indexes,
-                info,
-                codec=change.codec,
-                op=change.op,
-                actor=SCHEDULER_ACTOR,
-                reason=change.reason,
+                self.store, self._indexes, info, codec=codec, op=op, actor=actor, reason=reason
             )
-        return True
 
     # embedders --------------------------------------------------------------------------
 
