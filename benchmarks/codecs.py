@@ -659,15 +659,16 @@ class _IdsOnly:
         self._n += len(vectors)
 
     def remove(self, positions: NDArray[np.int64]) -> None:
-        raise NotImplementedError
+        self._n -= len(positions)
 
     def search(
         self, query: NDArray[np.float32], k: int, allowed: NDArray[np.int64] | None = None
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        raise NotImplementedError
+        # it holds no codes, so nothing is ever found
+        return np.zeros(0, np.float32), np.zeros(0, np.int64)
 
     def save(self, path: Path) -> None:
-        raise NotImplementedError
+        path.write_bytes(b"")
 
 
 def ids_rss(n: int, ids: Sequence[str], chunk: int) -> int:

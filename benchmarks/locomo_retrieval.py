@@ -341,7 +341,8 @@ class FaissBackend:
         return elapsed
 
     def add(self, turn: Turn) -> None:
-        raise NotImplementedError("plain FAISS ingests a conversation in bulk, in open()")
+        # plain FAISS ingests a whole conversation in bulk, in open(); adds are refused
+        raise TypeError("plain FAISS ingests a conversation in bulk, in open()")
 
     def search(self, query: str, conversation: str, k: int) -> list[str]:
         index, dia_ids = self.indexes[conversation]
