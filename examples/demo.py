@@ -19,8 +19,8 @@ console = Console()
 
 
 def show_hits(mos: MemOS, query: str, cube: str, **filters: object) -> None:
-    table = Table(title=f"search: {query!r} {filters or ''}")
-    table.add_column("score", justify="right")
+    table = Table(title=f"hybrid search: {query!r} {filters or ''}")
+    table.add_column("fused score", justify="right")
     table.add_column("memory")
     table.add_column("session")
     for hit in mos.search(query, cube=cube, k=3, **filters):  # type: ignore[arg-type]
