@@ -232,8 +232,7 @@ class MemOS:
                 added.extend(self._commit_new(info, chunk[start:end], vectors[start:end]))
                 if progress is not None:
                     progress(len(chunk[start:end]))
-        self._indexes.current(info)
-        self._maybe_fit(info, self._actor(user))
+        self._after_write(info, self._actor(user))
         return added
 
     def _commit_new(
@@ -378,8 +377,7 @@ class MemOS:
                     self.store.commit(changes)
             except VersionConflict:
                 continue
-            self._indexes.current(info)
-            self._maybe_fit(info, actor)
+            self._after_write(info, actor)
             return [c.after for c in changes if c.after is not None]
         raise VersionConflict(f"cube {info.name} kept changing; gave up after {_RETRIES} tries")
 
@@ -467,10 +465,8 @@ class MemOS:
                 if expected_version is not None:
                     raise
                 continue
-            info = self.get_cube(current.cube)
-            self._indexes.current(info)
-            if op == EventOp.ROLLBACK:  # the one single-item change that can add an active item
-                self._maybe_fit(info, actor)
+            # a rollback is the one single-item change that can add an active item
+            self._after_write(self.get_cube(current.cube), actor, grew=op == EventOp.ROLLBACK)
             return after
         raise VersionConflict(f"memory {item_id} kept changing; gave up after {_RETRIES} tries")
 
@@ -633,30 +629,25 @@ class MemOS:
         info = self.get_cube(cube)
         return cube_stats(self.store, info, self._indexes.current(info))
 
-    def _maybe_fit(self, info: CubeInfo, actor: str) -> None:
-        """Fit the cube's codec once the cube first holds ``fit_min`` active memories; past
-        ``limits.partition_items`` partition its index (see :mod:`memos._partition`)."""
-        if self._maybe_partition(info):
+    def _after_write(self, info: CubeInfo, actor: str, *, grew: bool = True) -> None:
+        """Catch the cube's index up with a write; when the write may have grown the cube,
+        fit its codec on first reaching ``fit_min`` active memories, or partition the index
+        past ``limits.partition_items`` (see :mod:`memos._partition`)."""
+        items = len(self._indexes.current(info))
+        if not grew:
+            return
+        change = due_repartition(info, items, self.limits.partition_items)
+        if change is not None:
+            self._reconfigure_unless_raced(
+                info, change.codec, change.op, SCHEDULER_ACTOR, change.reason
+            )
             return
         if info.codec_state is not None:
             return
         fit_min = make_codec(info.codec).fit_min
-        if not fit_min or len(self._indexes.current(info)) < fit_min:
-            return
-        reason = f"the cube reached {fit_min} memories"
-        self._reconfigure_unless_raced(info, info.codec, EventOp.CODEC_FIT, actor, reason)
-
-    def _maybe_partition(self, info: CubeInfo) -> bool:
-        """Re-encode the cube to an inverted file, or refit it with more lists, when its size
-        calls for it; ``True`` when a change was due."""
-        items = len(self._indexes.current(info))
-        change = due_repartition(info, items, self.limits.partition_items)
-        if change is None:
-            return False
-        self._reconfigure_unless_raced(
-            info, change.codec, change.op, SCHEDULER_ACTOR, change.reason
-        )
-        return True
+        if fit_min and items >= fit_min:
+            reason = f"the cube reached {fit_min} memories"
+            self._reconfigure_unless_raced(info, info.codec, EventOp.CODEC_FIT, actor, reason)
 
     def _reconfigure_unless_raced(
         self, info: CubeInfo, codec: str, op: EventOp, actor: str, reason: str
