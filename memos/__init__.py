@@ -2,7 +2,9 @@
 
 Open an embedded data directory with :meth:`MemOS.open`; everything else hangs off it.
 Errors live in :mod:`memos.errors`, embedders in :mod:`memos.embedding`, vector codecs in
-:mod:`memos.codecs`, storage backends in :mod:`memos.stores`.
+:mod:`memos.codecs`, storage backends in :mod:`memos.stores`, the local language model in
+:mod:`memos.llm` and activation memory (KV caches) in :mod:`memos.activation`; the last two
+import torch, so ``import memos`` does not load them.
 """
 
 from memos._cube_stats import CubeStats
@@ -10,7 +12,10 @@ from memos._history import FieldChange, ItemDiff
 from memos._mos import MemOS
 from memos._store import Change, CubeImport, Store, open_store, register_backend
 from memos._types import (
+    AccessStats,
+    ChatReply,
     CubeInfo,
+    DerivedEntry,
     Event,
     EventOp,
     HistoryEntry,
@@ -18,6 +23,7 @@ from memos._types import (
     ItemStatus,
     MemoryItem,
     SearchHit,
+    SourceRef,
     Tier,
     VerifyReport,
 )
@@ -27,10 +33,13 @@ from memos.embedding import Embedder, HashEmbedder, MiniLMEmbedder
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccessStats",
     "Change",
+    "ChatReply",
     "CubeImport",
     "CubeInfo",
     "CubeStats",
+    "DerivedEntry",
     "Embedder",
     "Event",
     "EventOp",
@@ -45,6 +54,7 @@ __all__ = [
     "MemoryItem",
     "MiniLMEmbedder",
     "SearchHit",
+    "SourceRef",
     "Store",
     "Tier",
     "VerifyReport",

@@ -9,6 +9,8 @@
     codec_state.safetensors   only for a cube whose codec is fitted: the state blob the cube's
                          configuration names (its sha256 is that name), so the imported cube
                          encodes exactly as the exported one
+    derived/<sha256>.safetensors   the blob of each derived artifact (KV cache) the log
+                         leaves standing; the log's ``kv_build`` event names its sha256
 
 An import trusts nothing: every checksum, the hash chain, the head, the cube record in the
 first event and the items (which must equal the replay of the events) are checked first.
@@ -28,15 +30,23 @@ from safetensors.numpy import save_file
 
 from memos._chain import vector_digest, verify_chain
 from memos._codec_state import codec_from_blob
+from memos._derived import standing
 from memos._encoding import configured_cube
 from memos._store import CubeImport, Store, Vector
-from memos._types import CubeInfo, Event, EventOp, MemoryItem, utcnow
-from memos.errors import IntegrityError, InvalidInput, StorageError, TamperedExport
+from memos._types import CubeInfo, DerivedEntry, Event, EventOp, MemoryItem, utcnow
+from memos.errors import (
+    CorruptArtifact,
+    IntegrityError,
+    InvalidInput,
+    StorageError,
+    TamperedExport,
+)
 
 FORMAT = "memos-cube-export"
 FORMAT_VERSION = 1
 _FILES = ("events.jsonl", "items.jsonl", "vectors.safetensors")
 STATE_FILE = "codec_state.safetensors"
+DERIVED_DIR = "derived"
 
 
 def export_cube(store: Store, info: CubeInfo, directory: Path) -> Path:
@@ -72,6 +82,7 @@ def _write_export(store: Store, info: CubeInfo, directory: Path) -> None:
             )
         (directory / STATE_FILE).write_bytes(blob)
         files.append(STATE_FILE)
+    files.extend(_write_derived(store, events, directory))
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -82,6 +93,19 @@ def _write_export(store: Store, info: CubeInfo, directory: Path) -> None:
         "files": {name: _sha256(directory / name) for name in files},
     }
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+
+
+def _write_derived(store: Store, events: list[Event], directory: Path) -> list[str]:
+    names = []
+    for entry in standing(events).values():
+        blob = store.get_blob(entry.blob)
+        if blob is None:
+            raise IntegrityError(f"the blob {entry.blob} of derived artifact {entry.id} is missing")
+        name = f"{DERIVED_DIR}/{entry.blob}.safetensors"
+        (directory / DERIVED_DIR).mkdir(exist_ok=True)
+        (directory / name).write_bytes(blob)
+        names.append(name)
+    return names
 
 
 def read_export(directory: Path) -> CubeImport:
@@ -99,7 +123,40 @@ def read_export(directory: Path) -> CubeImport:
     vectors = _vectors(directory, cube, items)
     _check_history(manifest, cube, events, items, vectors)
     blobs = {} if cube.codec_state is None else {cube.codec_state: _codec_state(directory, cube)}
-    return CubeImport(cube=cube, events=events, items=items, vectors=vectors, blobs=blobs)
+    derived = _standing_derived(events, cube)
+    blobs.update({entry.blob: _derived_blob(directory, entry) for entry in derived})
+    return CubeImport(
+        cube=cube, events=events, items=items, vectors=vectors, blobs=blobs, derived=derived
+    )
+
+
+def _standing_derived(events: list[Event], cube: CubeInfo) -> list[DerivedEntry]:
+    try:
+        derived = list(standing(events).values())
+    except ValidationError as exc:
+        raise TamperedExport(f"the log records a malformed derived artifact: {exc}") from exc
+    if any(entry.cube != cube.name for entry in derived):
+        raise TamperedExport("a derived artifact of the log belongs to another cube")
+    return derived
+
+
+def _derived_blob(directory: Path, entry: DerivedEntry) -> bytes:
+    """A derived artifact's blob: the one its (verified) ``kv_build`` event names, and a KV
+    cache that passes the strict loader, so importing runs none of its content."""
+    path = directory / DERIVED_DIR / f"{entry.blob}.safetensors"
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise TamperedExport(f"the blob of derived artifact {entry.id} is missing") from exc
+    if hashlib.sha256(data).hexdigest() != entry.blob:
+        raise TamperedExport(f"the blob of derived artifact {entry.id} is not the one logged")
+    from memos.activation import KVEntry, cache_from_bytes
+
+    try:
+        cache_from_bytes(data, KVEntry.from_derived(entry).manifest)
+    except CorruptArtifact as exc:
+        raise TamperedExport(f"derived artifact {entry.id}: {exc.message}") from exc
+    return data
 
 
 def _manifest(directory: Path) -> dict[str, Any]:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
 from memos import _history, _mutations, _search
 from memos import _validation as check
+from memos._access import DEFAULT_HALF_LIFE_S
 from memos._cube_stats import CubeStats, cube_stats
 from memos._encoding import reconfigure
 from memos._export import export_cube, read_export
@@ -24,6 +26,8 @@ from memos._records import Record, parse_records
 from memos._search import DEFAULT_MODE as DEFAULT_SEARCH_MODE
 from memos._store import Change, Store, Vector, open_store
 from memos._types import (
+    AccessStats,
+    ChatReply,
     CubeInfo,
     Event,
     EventOp,
@@ -49,7 +53,13 @@ from memos.errors import (
     VersionConflict,
 )
 
+if TYPE_CHECKING:
+    from memos._chat import ChatStream
+    from memos.activation import KVMemory
+    from memos.llm import LLMBackend
+
 LOCAL_ACTOR = "local"
+DEFAULT_MODEL_CACHE = Path("~/.cache/memos/models")
 _RETRIES = 20
 _EMBED_CHUNK = 4096
 Progress = Callable[[int], None]
@@ -69,6 +79,8 @@ class MemOS:
         snapshot_dir: Path | None = None,
         embedder: Embedder | None = None,
         limits: Limits | None = None,
+        model: LLMBackend | str | Path | None = None,
+        model_cache: Path | None = None,
     ) -> None:
         self.store = store
         self.limits = limits or Limits()
@@ -79,6 +91,13 @@ class MemOS:
         self._indexes = CubeIndexes(store, snapshot_dir)
         # one worker for retrieval that overlaps the query embedding (hybrid search)
         self._aside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memos-search")
+        # the language model is loaded on first use (chat, KV caches): a path, or None for the
+        # bundled SmolLM2, converted once into model_cache
+        self._model: LLMBackend | None = None if isinstance(model, str | Path | None) else model
+        self._model_source = model if isinstance(model, str | Path) else None
+        self._model_cache = (model_cache or DEFAULT_MODEL_CACHE).expanduser()
+        self._model_lock = threading.Lock()
+        self._kv: KVMemory | None = None
 
     @classmethod
     def open(
@@ -88,11 +107,24 @@ class MemOS:
         create: bool = True,
         embedder: Embedder | None = None,
         limits: Limits | None = None,
+        model: LLMBackend | str | Path | None = None,
+        model_cache: Path | None = None,
     ) -> MemOS:
-        """Open (or create) an embedded data directory: SQLite, index snapshots, blobs."""
+        """Open (or create) an embedded data directory: SQLite, index snapshots, blobs.
+
+        ``model`` (for chat and KV caches) is a loaded backend, a local Hugging Face model
+        directory or ``.gguf`` file, or ``None`` for the bundled SmolLM2-135M-Instruct; a GGUF
+        is converted once into ``model_cache`` (default ``~/.cache/memos/models``)."""
         data_dir = Path(path).expanduser().resolve()
         store = open_store(f"sqlite:///{data_dir}", create=create)
-        return cls(store, snapshot_dir=data_dir / "index", embedder=embedder, limits=limits)
+        return cls(
+            store,
+            snapshot_dir=data_dir / "index",
+            embedder=embedder,
+            limits=limits,
+            model=model,
+            model_cache=model_cache,
+        )
 
     def close(self) -> None:
         self._aside.shutdown(wait=True)
@@ -119,9 +151,11 @@ class MemOS:
         owner: str = LOCAL_ACTOR,
         embedder: str | None = None,
         codec: str | None = None,
+        kv_dtype: str = "fp32",
     ) -> CubeInfo:
         """Create a cube. ``codec`` (how its vectors are held in RAM) defaults to
-        :func:`memos.codecs.default_codec` for the embedder's dimension."""
+        :func:`memos.codecs.default_codec` for the embedder's dimension; ``kv_dtype`` is how
+        its KV caches are stored (``fp32``, ``bf16`` or ``int8``)."""
         name = check.cube_name(name)
         owner = check.principal(owner, "owner", self.limits)
         embedder_name = embedder or self._default_embedder_name()
@@ -132,6 +166,7 @@ class MemOS:
             embedder=model.name,
             dim=model.dim,
             codec=_checked_codec(codec or default_codec(model.dim), model.dim),
+            kv_dtype=_checked_kv_dtype(kv_dtype),
             created_at=utcnow(),
         )
         self.store.create_cube(info, actor=owner)
@@ -658,6 +693,104 @@ class MemOS:
                 self.store, self._indexes, info, codec=codec, op=op, actor=actor, reason=reason
             )
 
+    # chat and activation memory ---------------------------------------------------------
+
+    def model(self) -> LLMBackend:
+        """The language model chat and KV caches use, loaded on first call."""
+        with self._model_lock:
+            if self._model is None:
+                from memos.llm import LocalModel
+
+                self._model = LocalModel.load(self._model_source, cache_dir=self._model_cache)
+            return self._model
+
+    @property
+    def kv(self) -> KVMemory:
+        """The activation tier: ``build``, ``list``, ``get``, ``drop`` KV caches of memory
+        blocks (see :class:`memos.activation.KVMemory`)."""
+        if self._kv is None:
+            from memos.activation import KVMemory
+
+            self._kv = KVMemory(
+                self.store,
+                model=self.model,
+                cube_info=self.get_cube,
+                retrieve=self._retrieve,
+                actor=self._actor,
+                limits=self.limits,
+            )
+        return self._kv
+
+    def chat(
+        self,
+        query: str,
+        *,
+        cube: str,
+        user: str | None = None,
+        k: int = 5,
+        max_new_tokens: int = 128,
+        use_kv: bool = True,
+    ) -> ChatReply:
+        """Answer ``query`` with the cube's memories in the prompt (greedy decoding).
+
+        The ``k`` best memories (of ``user``, when given) are retrieved; when a stored KV
+        block holds all of them, the prompt is built from that block and, with ``use_kv``,
+        its cache replaces prefilling it. ``use_kv=False`` recomputes the same prompt in full.
+        The memories used get an access counted (:meth:`access_stats`)."""
+        return self.chat_stream(
+            query, cube=cube, user=user, k=k, max_new_tokens=max_new_tokens, use_kv=use_kv
+        ).run()
+
+    def chat_stream(
+        self,
+        query: str,
+        *,
+        cube: str,
+        user: str | None = None,
+        k: int = 5,
+        max_new_tokens: int = 128,
+        use_kv: bool = True,
+    ) -> ChatStream:
+        """:meth:`chat`, streamed: iterate for text pieces, then read ``.reply``."""
+        from memos._chat import ChatStream, plan_chat
+
+        query = check.text(query, self.limits)
+        max_new_tokens = check.positive(max_new_tokens, "max_new_tokens", 4096)
+        info = self.get_cube(cube)
+        retrieved = self._retrieve(query, info.name, k, user)
+        plan = plan_chat(
+            self.model(),
+            self.kv,
+            cube=info.name,
+            query=query,
+            retrieved=retrieved,
+            block_items=self._active_items,
+            use_kv=bool(use_kv),
+        )
+
+        def count_use(reply: ChatReply) -> None:
+            ids = [m.id for m in reply.memories]
+            if ids:
+                self.store.record_access(ids, utcnow(), DEFAULT_HALF_LIFE_S)
+
+        return ChatStream(self.model(), plan, max_new_tokens, count_use)
+
+    def access_stats(self, item_ids: Sequence[str]) -> dict[str, AccessStats]:
+        """Use counts and decayed frequencies of the given items (absent: never used)."""
+        if isinstance(item_ids, str):
+            raise InvalidInput("access_stats takes a list of memory ids")
+        return self.store.access_stats(list(item_ids))
+
+    def _retrieve(self, query: str, cube: str, k: int, user: str | None) -> list[MemoryItem]:
+        return [hit.item for hit in self.search(query, cube=cube, k=k, user=user)]
+
+    def _active_items(self, item_ids: Sequence[str]) -> list[MemoryItem]:
+        found = self.store.get_items(item_ids)
+        items = [found.get(i) for i in item_ids]
+        if any(item is None or item.status != ItemStatus.ACTIVE for item in items):
+            raise VersionConflict("a memory of the KV block changed while the chat started")
+        return [item for item in items if item is not None]
+
     # embedders --------------------------------------------------------------------------
 
     def _default_embedder_name(self) -> str:
@@ -680,6 +813,12 @@ class MemOS:
 
     def _actor(self, user: str | None) -> str:
         return check.optional_principal(user, "user", self.limits) or LOCAL_ACTOR
+
+
+def _checked_kv_dtype(dtype: str) -> str:
+    if dtype not in ("fp32", "bf16", "int8"):
+        raise InvalidInput(f"kv_dtype must be fp32, bf16 or int8, not {dtype!r}")
+    return dtype
 
 
 def _checked_codec(name: str, dim: int) -> str:

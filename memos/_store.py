@@ -22,7 +22,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from memos._chain import vector_digest
-from memos._types import CubeInfo, Event, EventOp, ItemFilter, MemoryItem
+from memos._types import (
+    AccessStats,
+    CubeInfo,
+    DerivedEntry,
+    Event,
+    EventOp,
+    ItemFilter,
+    MemoryItem,
+)
 from memos.errors import InvalidInput
 
 Vector = NDArray[np.float32]
@@ -38,6 +46,13 @@ class Change:
     ``cube_info`` (cube-level events only) is the cube's new configuration, written with the
     event; the store accepts it only as the successor of the stored one (same name,
     ``codec_version`` one higher), else raises ``VersionConflict`` and writes nothing.
+
+    ``derived`` (``kv_build``) adds a derived artifact; the store checks inside the
+    transaction that each of its sources is the item's current, active version, else raises
+    ``VersionConflict``. ``dropped`` (``kv_drop``) removes the artifact with that id. When a
+    change writes a new version of an item, the store appends in the same transaction the
+    events :func:`memos._derived.invalidations` names for the artifacts built from an older
+    version of it, so no artifact outlives its sources even under concurrent writers.
     """
 
     op: EventOp
@@ -51,6 +66,8 @@ class Change:
     reason: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
     cube_info: CubeInfo | None = None
+    derived: DerivedEntry | None = None
+    dropped: str | None = None
 
     def payload(self) -> dict[str, Any]:
         body: dict[str, Any] = {"after": None if self.after is None else self.after.snapshot()}
@@ -58,6 +75,10 @@ class Change:
             body["vector_sha256"] = vector_digest(self.vector)
         if self.cube_info is not None:
             body["cube"] = self.cube_info.model_dump(mode="json")
+        if self.derived is not None:
+            body["derived"] = self.derived.model_dump(mode="json")
+        if self.dropped is not None:
+            body["dropped"] = self.dropped
         body.update(self.extra)
         return body
 
@@ -70,8 +91,10 @@ class CubeImport:
     events: Sequence[Event]
     items: Sequence[MemoryItem]
     vectors: Mapping[str, Vector]
-    # blobs the cube's configuration names (digest -> bytes), put before the import
+    # blobs the cube's configuration and derived entries name (digest -> bytes), put first
     blobs: Mapping[str, bytes] = field(default_factory=dict)
+    # the derived artifacts the log leaves standing
+    derived: Sequence[DerivedEntry] = ()
 
 
 @runtime_checkable
@@ -116,6 +139,19 @@ class Store(Protocol):
         item_id: str | None = None,
     ) -> list[Event]: ...
     def changed_since(self, cube: str, after_seq: int) -> tuple[set[str], int]: ...
+
+    # derived artifacts (KV caches) and access statistics
+    def derived_entries(self, cube: str, kind: str | None = None) -> list[DerivedEntry]:
+        """The cube's standing derived artifacts (of one ``kind``), oldest first."""
+        ...
+
+    def record_access(self, item_ids: Sequence[str], at: datetime, half_life_s: float) -> None:
+        """Count one use of each item at ``at``; see :class:`memos.AccessStats`."""
+        ...
+
+    def access_stats(self, item_ids: Sequence[str]) -> dict[str, AccessStats]:
+        """The recorded stats of those items that were ever used."""
+        ...
 
     # blobs: immutable, content-addressed; written before any commit that names them
     def put_blob(self, data: bytes) -> str:

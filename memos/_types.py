@@ -38,6 +38,9 @@ class EventOp(StrEnum):
     # the new configuration
     CODEC_FIT = "codec_fit"
     REENCODE = "reencode"
+    # derived artifacts: payload["derived"] holds the entry built / payload["dropped"] its id
+    KV_BUILD = "kv_build"
+    KV_DROP = "kv_drop"
 
 
 class _Frozen(BaseModel):
@@ -88,6 +91,41 @@ class CubeInfo(_Frozen):
     # fitted), and a number that goes up with every fit or re-encode.
     codec_state: str | None = None
     codec_version: int = 0
+    # how the cube's KV caches (activation memory) are stored: fp32, bf16 or int8
+    kv_dtype: str = "fp32"
+
+
+class SourceRef(_Frozen):
+    """One item version a derived artifact was built from."""
+
+    item_id: str
+    version: int = Field(ge=1)
+
+
+class DerivedEntry(_Frozen):
+    """A derived artifact of a cube as the store holds it: a blob (safetensors) built from
+    exact item versions, with its manifest. ``kind`` is ``"kv"`` for activation memory."""
+
+    id: str
+    cube: str
+    kind: str
+    blob: str
+    size: int = Field(ge=0)
+    sources: tuple[SourceRef, ...]
+    manifest: dict[str, Any]
+    created_at: datetime
+
+
+class AccessStats(_Frozen):
+    """How often and how lately an item was used (read by chat): not part of the log.
+
+    ``frequency`` decays by half every ``half_life_s`` seconds and grows by one per access,
+    so it estimates recent uses; it is the value as of ``last_access``."""
+
+    item_id: str
+    count: int = 0
+    last_access: datetime | None = None
+    frequency: float = 0.0
 
 
 class Event(_Frozen):
@@ -161,3 +199,16 @@ class ItemFilter(_Frozen):
             and self.until is None
             and not self.where
         )
+
+
+class ChatReply(_Frozen):
+    """What ``mos.chat`` returns: the answer, the memories in its prompt, and how much of the
+    prompt came from a stored KV cache (``kv_entry``, ``cached_tokens``)."""
+
+    query: str
+    answer: str
+    tokens: tuple[int, ...]
+    memories: tuple[MemoryItem, ...]
+    kv_entry: str | None
+    prompt_tokens: int
+    cached_tokens: int

@@ -11,12 +11,15 @@ the SDK, the CLI and the server report the same failure the same way::
     ├── NotFound (404, not_found)
     │   ├── CubeNotFound (404, cube_not_found)
     │   ├── ItemNotFound (404, item_not_found)
-    │   └── VersionNotFound (404, version_not_found)
+    │   ├── VersionNotFound (404, version_not_found)
+    │   └── KVEntryNotFound (404, kv_entry_not_found)
     ├── Conflict (409, conflict)
     │   ├── CubeExists (409, cube_exists)
-    │   └── VersionConflict (409, version_conflict)  stale expected_version
+    │   ├── VersionConflict (409, version_conflict)  stale expected_version
+    │   └── ModelMismatch (409, model_mismatch)      a KV cache or adapter made by another model
     ├── IntegrityError (500, integrity_error)        the stored history does not verify
-    │   └── TamperedExport (422, tampered_export)    an export's checksums or chain fail
+    │   ├── TamperedExport (422, tampered_export)    an export's checksums or chain fail
+    │   └── CorruptArtifact (422, corrupt_artifact)  a KV cache file or manifest is malformed
     ├── StorageError (503, storage_error)            data dir missing, corrupt or locked
     │   └── DataDirError (503, data_dir_error)
     └── ModelUnavailable (503, model_unavailable)    the local model is missing or unloadable
@@ -31,13 +34,16 @@ from typing import Any, ClassVar
 __all__ = [
     "AccessDenied",
     "Conflict",
+    "CorruptArtifact",
     "CubeExists",
     "CubeNotFound",
     "DataDirError",
     "IntegrityError",
     "InvalidInput",
     "ItemNotFound",
+    "KVEntryNotFound",
     "MemosError",
+    "ModelMismatch",
     "ModelUnavailable",
     "NotFound",
     "StorageError",
@@ -104,6 +110,10 @@ class VersionNotFound(NotFound):
     code = "version_not_found"
 
 
+class KVEntryNotFound(NotFound):
+    code = "kv_entry_not_found"
+
+
 class Conflict(MemosError):
     """The request conflicts with the current state."""
 
@@ -121,6 +131,13 @@ class VersionConflict(Conflict):
     code = "version_conflict"
 
 
+class ModelMismatch(Conflict):
+    """A derived artifact (a KV cache, an adapter) was made by a model with another
+    fingerprint (weights or tokenizer) than the one it would be loaded into."""
+
+    code = "model_mismatch"
+
+
 class IntegrityError(MemosError):
     """The stored history fails verification."""
 
@@ -133,6 +150,14 @@ class TamperedExport(IntegrityError):
 
     status = 422
     code = "tampered_export"
+
+
+class CorruptArtifact(IntegrityError):
+    """A stored or imported KV cache file or its manifest is malformed: wrong tensors,
+    shapes, dtypes or fields. Loading it was refused before anything used it."""
+
+    status = 422
+    code = "corrupt_artifact"
 
 
 class StorageError(MemosError):

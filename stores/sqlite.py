@@ -16,6 +16,7 @@ import os
 import re
 import sqlite3
 import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -24,16 +25,29 @@ from typing import Any
 
 import numpy as np
 
+from memos._access import accessed
 from memos._chain import GENESIS_HASH, seal
+from memos._derived import invalidations
 from memos._store import Change, CubeImport, Vector
-from memos._types import CubeInfo, Event, EventOp, ItemFilter, ItemStatus, MemoryItem
+from memos._types import (
+    AccessStats,
+    CubeInfo,
+    DerivedEntry,
+    Event,
+    EventOp,
+    ItemFilter,
+    ItemStatus,
+    MemoryItem,
+)
 from memos.errors import (
+    Conflict,
     CubeExists,
     CubeNotFound,
     DataDirError,
     IntegrityError,
     InvalidInput,
     ItemNotFound,
+    NotFound,
     StorageError,
     VersionConflict,
 )
@@ -93,6 +107,24 @@ CREATE TABLE IF NOT EXISTS item_tags (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS item_tags_by_tag ON item_tags (tag);
 CREATE TABLE IF NOT EXISTS vectors (item_id TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS derived (
+    id TEXT PRIMARY KEY,
+    cube TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS derived_by_cube ON derived (cube, kind);
+CREATE TABLE IF NOT EXISTS derived_sources (
+    derived_id TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    PRIMARY KEY (item_id, derived_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS access (
+    item_id TEXT PRIMARY KEY,
+    count INTEGER NOT NULL,
+    last_access TEXT NOT NULL,
+    frequency REAL NOT NULL
+);
 """
 
 
@@ -237,6 +269,8 @@ class SQLiteStore:
                 self._upsert_item(conn, item)
             for item_id, vector in data.vectors.items():
                 self._upsert_vector(conn, item_id, vector)
+            for entry in data.derived:
+                self._insert_derived(conn, entry)
 
     # writes -----------------------------------------------------------------------------
 
@@ -244,40 +278,111 @@ class SQLiteStore:
         events: list[Event] = []
         with self._write() as conn:
             heads: dict[str, tuple[int, str]] = {}
-            for change in changes:
+            pending = deque(changes)
+            while pending:
+                change = pending.popleft()
                 if change.cube not in heads:
                     heads[change.cube] = self._locked_head(conn, change.cube)
-                self._check_version(conn, change)
-                self._check_cube_info(conn, change)
-                seq, prev_hash = heads[change.cube]
-                event = seal(
-                    cube=change.cube,
-                    seq=seq + 1,
-                    prev_hash=prev_hash,
-                    ts=change.ts,
-                    actor=change.actor,
-                    op=change.op,
-                    item_id=change.item_id,
-                    reason=change.reason,
-                    payload=change.payload(),
-                )
-                self._insert_event(conn, event)
-                if change.after is not None:
-                    self._upsert_item(conn, change.after)
-                if change.vector is not None and change.item_id is not None:
-                    self._upsert_vector(conn, change.item_id, change.vector)
-                if change.cube_info is not None:
-                    conn.execute(
-                        "UPDATE cubes SET info = ? WHERE name = ?",
-                        (change.cube_info.model_dump_json(), change.cube),
-                    )
+                event = self._apply(conn, change, heads[change.cube])
                 heads[change.cube] = (event.seq, event.hash)
                 events.append(event)
+                if change.after is not None:
+                    # the artifacts built from an older version go right after the change
+                    pending.extendleft(reversed(self._invalidated(conn, change)))
             conn.executemany(
                 "UPDATE cubes SET head_seq = ?, head_hash = ? WHERE name = ?",
                 [(seq, digest, cube) for cube, (seq, digest) in heads.items()],
             )
         return events
+
+    def _apply(self, conn: sqlite3.Connection, change: Change, head: tuple[int, str]) -> Event:
+        self._check_version(conn, change)
+        self._check_cube_info(conn, change)
+        self._check_sources(conn, change)
+        event = seal(
+            cube=change.cube,
+            seq=head[0] + 1,
+            prev_hash=head[1],
+            ts=change.ts,
+            actor=change.actor,
+            op=change.op,
+            item_id=change.item_id,
+            reason=change.reason,
+            payload=change.payload(),
+        )
+        self._insert_event(conn, event)
+        if change.after is not None:
+            self._upsert_item(conn, change.after)
+        if change.vector is not None and change.item_id is not None:
+            self._upsert_vector(conn, change.item_id, change.vector)
+        if change.cube_info is not None:
+            conn.execute(
+                "UPDATE cubes SET info = ? WHERE name = ?",
+                (change.cube_info.model_dump_json(), change.cube),
+            )
+        if change.derived is not None:
+            self._insert_derived(conn, change.derived)
+        if change.dropped is not None:
+            self._delete_derived(conn, change.cube, change.dropped)
+        return event
+
+    def _invalidated(self, conn: sqlite3.Connection, change: Change) -> list[Change]:
+        item = change.after
+        assert item is not None
+        rows = conn.execute(
+            "SELECT d.body FROM derived_sources s JOIN derived d ON d.id = s.derived_id"
+            " WHERE s.item_id = ? ORDER BY d.rowid",
+            (item.id,),
+        ).fetchall()
+        entries = [DerivedEntry.model_validate_json(body) for (body,) in rows]
+        return invalidations(entries, item, actor=change.actor, ts=change.ts)
+
+    @staticmethod
+    def _check_sources(conn: sqlite3.Connection, change: Change) -> None:
+        entry = change.derived
+        if entry is None:
+            return
+        if entry.cube != change.cube or change.item_id is not None or not entry.sources:
+            raise InvalidInput("a derived artifact comes with a cube-level event of its cube")
+        if conn.execute("SELECT 1 FROM derived WHERE id = ?", (entry.id,)).fetchone():
+            raise Conflict(f"a derived artifact with id {entry.id} exists", derived=entry.id)
+        for source in entry.sources:
+            row = conn.execute(
+                "SELECT version, status, cube FROM items WHERE id = ?", (source.item_id,)
+            ).fetchone()
+            if row is None or row[2] != change.cube:
+                raise ItemNotFound(
+                    f"no memory with id {source.item_id!r} in cube {change.cube!r}",
+                    item_id=source.item_id,
+                )
+            if int(row[0]) != source.version or row[1] != ItemStatus.ACTIVE.value:
+                raise VersionConflict(
+                    f"memory {source.item_id} is at version {row[0]} ({row[1]}), "
+                    f"not the active version {source.version} the artifact was built from",
+                    item_id=source.item_id,
+                    current=int(row[0]),
+                    expected=source.version,
+                )
+
+    @staticmethod
+    def _insert_derived(conn: sqlite3.Connection, entry: DerivedEntry) -> None:
+        conn.execute(
+            "INSERT INTO derived VALUES (?, ?, ?, ?)",
+            (entry.id, entry.cube, entry.kind, entry.model_dump_json()),
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO derived_sources VALUES (?, ?)",
+            [(entry.id, source.item_id) for source in entry.sources],
+        )
+
+    @staticmethod
+    def _delete_derived(conn: sqlite3.Connection, cube: str, derived_id: str) -> None:
+        gone = conn.execute(
+            "DELETE FROM derived WHERE id = ? AND cube = ?", (derived_id, cube)
+        ).rowcount
+        if not gone:
+            raise NotFound(f"cube {cube!r} has no derived artifact {derived_id!r}")
+        conn.execute("DELETE FROM derived_sources WHERE derived_id = ?", (derived_id,))
 
     @staticmethod
     def _locked_head(conn: sqlite3.Connection, cube: str) -> tuple[int, str]:
@@ -511,6 +616,50 @@ class SQLiteStore:
             params.append(item_id)
         sql.append("ORDER BY e.seq")
         return [_event_from_row(row) for row in self._read(" ".join(sql), params)]
+
+    def derived_entries(self, cube: str, kind: str | None = None) -> list[DerivedEntry]:
+        sql = "SELECT body FROM derived WHERE cube = ?"
+        params: list[Any] = [cube]
+        if kind is not None:
+            sql += " AND kind = ?"
+            params.append(kind)
+        rows = self._read(sql + " ORDER BY rowid", params)
+        try:
+            return [DerivedEntry.model_validate_json(body) for (body,) in rows]
+        except ValueError as exc:
+            raise IntegrityError(f"cube {cube!r}: a derived artifact row is malformed") from exc
+
+    def record_access(self, item_ids: Sequence[str], at: datetime, half_life_s: float) -> None:
+        unique = list(dict.fromkeys(item_ids))
+        with self._write() as conn:
+            before = self._access_rows(conn, unique)
+            rows = []
+            for item_id in unique:
+                stats = accessed(before.get(item_id, AccessStats(item_id=item_id)), at, half_life_s)
+                rows.append((item_id, stats.count, sortable_time(at), stats.frequency))
+            conn.executemany("INSERT OR REPLACE INTO access VALUES (?, ?, ?, ?)", rows)
+
+    def access_stats(self, item_ids: Sequence[str]) -> dict[str, AccessStats]:
+        with self._lock:
+            return self._access_rows(self._conn, list(item_ids))
+
+    @staticmethod
+    def _access_rows(conn: sqlite3.Connection, item_ids: list[str]) -> dict[str, AccessStats]:
+        found: dict[str, AccessStats] = {}
+        for chunk in _chunks(item_ids):
+            marks = ",".join("?" * len(chunk))
+            sql = (
+                "SELECT item_id, count, last_access, frequency FROM access"
+                f" WHERE item_id IN ({marks})"
+            )
+            for item_id, count, last, frequency in conn.execute(sql, chunk).fetchall():
+                found[item_id] = AccessStats(
+                    item_id=item_id,
+                    count=count,
+                    last_access=datetime.fromisoformat(last),
+                    frequency=frequency,
+                )
+        return found
 
     def changed_since(self, cube: str, after_seq: int) -> tuple[set[str], int]:
         rows = self._read(

@@ -1,7 +1,8 @@
 """Shared fixtures: a real SQLite data dir and a MemOS over it with the deterministic embedder.
 
 Logic tests use :class:`memos.HashEmbedder` (fast, deterministic); tests marked ``slow`` use
-the real all-MiniLM-L6-v2.
+the real all-MiniLM-L6-v2. Chat and KV tests use a tiny random Llama (``tiny_model``); a few
+marked ``slow`` use the real SmolLM2 (``smollm2``, converted once into pytest's cache).
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _models import model_cache, tiny_model_dir
 
 from memos import HashEmbedder, MemOS
+from memos.llm import LocalModel
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -36,3 +39,22 @@ def mos(data_dir: Path) -> Iterator[MemOS]:
 def cube(mos: MemOS) -> str:
     mos.create_cube("notes", owner="alice")
     return "notes"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> LocalModel:
+    root = tmp_path_factory.mktemp("tiny-model")
+    return LocalModel.load(tiny_model_dir(root), cache_dir=root / "cache")
+
+
+@pytest.fixture(scope="session")
+def smollm2(pytestconfig: pytest.Config) -> LocalModel:
+    return LocalModel.load(None, cache_dir=model_cache(pytestconfig))
+
+
+@pytest.fixture
+def chat_mos(data_dir: Path, tiny_model: LocalModel) -> Iterator[MemOS]:
+    """A MemOS whose chat and KV caches run on the tiny model."""
+    client = MemOS.open(data_dir, embedder=HashEmbedder(64), model=tiny_model)
+    yield client
+    client.close()

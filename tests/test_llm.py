@@ -9,43 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from memos.errors import ModelUnavailable
 from memos.llm import LocalModel, bundled_gguf, fingerprint, materialized_gguf
-
-WORDS = [
-    *("alice", "moved", "to", "lisbon", "porto", "in", "may", "june", "the"),
-    *("capital", "of", "france", "is", "paris", "what", "where"),
-]
-SPECIALS = ["<pad>", "<eos>", "<user>", "<assistant>"]
-TEMPLATE = (
-    "{% for m in messages %}{{ '<' + m['role'] + '> ' + m['content'] + ' ' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<assistant> ' }}{% endif %}"
-)
-
-
-def tiny_model_dir(root: Path, seed: int = 0) -> Path:
-    vocab = {token: n for n, token in enumerate([*SPECIALS, "<unk>", *WORDS])}
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
-    )
-    tokenizer.chat_template = TEMPLATE
-    config = LlamaConfig(
-        vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        eos_token_id=vocab["<eos>"], pad_token_id=vocab["<pad>"],
-    )  # fmt: skip
-    torch.manual_seed(seed)
-    path = root / f"tiny-{seed}"
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
+from _models import model_cache, tiny_model_dir
 
 def test_tiny_model_loads_renders_and_generates_greedily(tmp_path: Path) -> None:
     model = LocalModel.load(tiny_model_dir(tmp_path), cache_dir=tmp_path / "cache")
@@ -72,7 +39,7 @@ def test_a_directory_that_is_not_a_model_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_bundled_smollm2_converts_once_and_answers(request: pytest.FixtureRequest) -> None:
-    cache = Path(request.config.cache.mkdir("memos-models"))
+    cache = model_cache(request.config)
     gguf = bundled_gguf()
     assert gguf.suffix == ".gguf"
     directory = materialized_gguf(gguf, cache)

@@ -6,10 +6,13 @@ import memos
 import memos.errors
 
 EXPECTED = {
+    "AccessStats",
     "Change",
+    "ChatReply",
     "CubeImport",
     "CubeInfo",
     "CubeStats",
+    "DerivedEntry",
     "Embedder",
     "Event",
     "EventOp",
@@ -24,6 +27,7 @@ EXPECTED = {
     "MemoryItem",
     "MiniLMEmbedder",
     "SearchHit",
+    "SourceRef",
     "Store",
     "Tier",
     "VerifyReport",
@@ -46,6 +50,35 @@ def test_errors_all_lists_every_error_class() -> None:
         if isinstance(value, type) and issubclass(value, memos.errors.MemosError)
     }
     assert classes == set(memos.errors.__all__)
+
+
+def test_subpackages_pin_their_surface() -> None:
+    import memos.activation
+    import memos.llm
+
+    assert set(memos.activation.__all__) == {
+        "BLOCK_TEMPLATE",
+        "KV_DTYPES",
+        "KVEntry",
+        "KVManifest",
+        "KVMemory",
+        "cache_from_bytes",
+        "cache_to_bytes",
+        "render_block",
+    }
+    assert set(memos.llm.__all__) == {
+        "KV",
+        "LLMBackend",
+        "LocalModel",
+        "ModelFingerprint",
+        "ModelShape",
+        "ModelUnavailable",
+        "ResidentPrefix",
+        "SplitPrompt",
+        "bundled_gguf",
+        "fingerprint",
+        "materialized_gguf",
+    }
 
 
 def test_import_has_no_heavy_side_effects() -> None:

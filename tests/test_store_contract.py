@@ -22,8 +22,15 @@ import pytest
 from memos import Change, CubeImport, CubeInfo, Event, EventOp, ItemFilter, MemoryItem, Store
 from memos._chain import GENESIS_HASH, verify_chain
 from memos._store import Vector, open_store
-from memos._types import ItemStatus
-from memos.errors import CubeExists, CubeNotFound, InvalidInput, ItemNotFound, VersionConflict
+from memos._types import DerivedEntry, ItemStatus, SourceRef
+from memos.errors import (
+    CubeExists,
+    CubeNotFound,
+    InvalidInput,
+    ItemNotFound,
+    NotFound,
+    VersionConflict,
+)
 
 DIM = 8
 T0 = datetime(2024, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -843,3 +850,94 @@ def test_import_cube_writes_identical_events(log_store: Store, make_store: Store
     with pytest.raises(CubeExists):
         target.import_cube(data)
     assert state(target) == before
+
+
+# derived artifacts and access statistics ---------------------------------------------------
+
+
+def derived_entry(entry_id: str, cube: str, *sources: MemoryItem) -> DerivedEntry:
+    return DerivedEntry(
+        id=entry_id,
+        cube=cube,
+        kind="kv",
+        blob="ab" * 32,
+        size=10,
+        sources=tuple(SourceRef(item_id=s.id, version=s.version) for s in sources),
+        manifest={"any": "json"},
+        created_at=T0,
+    )
+
+
+def build(entry: DerivedEntry) -> Change:
+    return Change(op=EventOp.KV_BUILD, cube=entry.cube, actor="alice", ts=T0, derived=entry)
+
+
+def test_a_derived_entry_is_listed_until_dropped(store: Store) -> None:
+    store.create_cube(cube_info("c"), actor="alice")
+    a, b = make_item("a", "c"), make_item("b", "c")
+    store.commit([create(a), create(b)])
+    first, second = derived_entry("kv-1", "c", a, b), derived_entry("kv-2", "c", b)
+    store.commit([build(first), build(second)])
+    assert store.derived_entries("c") == [first, second]
+    assert store.derived_entries("c", "adapter") == []
+    drop = Change(op=EventOp.KV_DROP, cube="c", actor="alice", ts=T0, dropped="kv-1")
+    [event] = store.commit([drop])
+    assert event.payload is not None and event.payload["dropped"] == "kv-1"
+    assert store.derived_entries("c") == [second]
+    check_chain(store, "c")
+
+
+def test_a_new_version_of_a_source_drops_its_entries_in_the_same_commit(store: Store) -> None:
+    store.create_cube(cube_info("c"), actor="alice")
+    a, b = make_item("a", "c"), make_item("b", "c")
+    store.commit([create(a), create(b)])
+    store.commit([build(derived_entry("kv-a", "c", a)), build(derived_entry("kv-b", "c", b))])
+    change, _ = revise(a, text="new text")
+    events = store.commit([change])
+    assert [e.op for e in events] == [EventOp.UPDATE, EventOp.KV_DROP]
+    assert events[1].payload is not None and events[1].payload["dropped"] == "kv-a"
+    assert events[1].reason is not None and "a" in events[1].reason
+    assert [e.id for e in store.derived_entries("c")] == ["kv-b"]
+    check_chain(store, "c")
+
+
+def test_a_build_from_a_stale_or_missing_source_writes_nothing(store: Store) -> None:
+    store.create_cube(cube_info("c"), actor="alice")
+    store.create_cube(cube_info("other"), actor="alice")
+    a, elsewhere = make_item("a", "c"), make_item("x", "other")
+    store.commit([create(a), create(elsewhere)])
+    change, _ = revise(a, text="newer")
+    store.commit([change])
+    before = state(store)
+    with pytest.raises(VersionConflict):
+        store.commit([build(derived_entry("kv-old", "c", a))])
+    with pytest.raises(ItemNotFound):
+        store.commit([build(derived_entry("kv-x", "c", elsewhere))])
+    deleted, _ = revise(make_item("a", "c", version=2), status=ItemStatus.DELETED)
+    store.commit([deleted])
+    with pytest.raises(VersionConflict):
+        store.commit([build(derived_entry("kv-del", "c", make_item("a", "c", version=3)))])
+    assert store.derived_entries("c") == []
+    assert state(store)["other"] == before["other"]
+
+
+def test_dropping_an_unknown_entry_writes_nothing(store: Store) -> None:
+    store.create_cube(cube_info("c"), actor="alice")
+    before = state(store)
+    drop = Change(op=EventOp.KV_DROP, cube="c", actor="alice", ts=T0, dropped="kv-none")
+    with pytest.raises(NotFound):
+        store.commit([drop])
+    assert state(store) == before
+
+
+def test_access_is_counted_and_decays(store: Store) -> None:
+    store.create_cube(cube_info("c"), actor="alice")
+    day = 24 * 3600.0
+    store.record_access(["a", "b", "a"], T0, half_life_s=day)
+    store.record_access(["a"], T0 + timedelta(days=1), half_life_s=day)
+    stats = store.access_stats(["a", "b", "never"])
+    assert set(stats) == {"a", "b"}
+    assert stats["a"].count == 2 and stats["b"].count == 1
+    assert stats["a"].last_access == T0 + timedelta(days=1)
+    assert stats["a"].frequency == pytest.approx(1.5)
+    assert stats["b"].frequency == pytest.approx(1.0)

@@ -2,15 +2,22 @@
 
 fp32 is deliberate: on CPUs without native bf16, bf16 prefill measured 5× slower; artifacts
 derived from the model (KV caches, adapters) may still be stored in smaller dtypes.
+
+Generation is a plain greedy loop over the model's forward pass (no ``generate``): it streams
+token by token, computes logits for the last position only, and can start from a
+:class:`ResidentPrefix` so that only the tokens after the prefix are prefilled.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from memos.errors import ModelUnavailable
+from memos.errors import InvalidInput, ModelUnavailable
+from memos.llm._prefix import KV, ResidentPrefix
+from memos.llm._shapes import ModelShape, SplitPrompt
 from memos.llm._weights import (
     ModelFingerprint,
     bundled_gguf,
@@ -27,6 +34,10 @@ class LocalModel:
         self.tokenizer = tokenizer
         self.fingerprint = fingerprint
         self.name = name
+        self.shape = _shape(model.config)
+        self._stop_ids = _stop_ids(model, tokenizer)
+        # one forward pass at a time: torch already uses every core for one
+        self._lock = threading.Lock()
 
     @classmethod
     def load(cls, source: str | Path | None = None, *, cache_dir: Path) -> LocalModel:
@@ -44,6 +55,8 @@ class LocalModel:
         model.eval()  # type: ignore[no-untyped-call]
         return cls(model, tokenizer, fingerprint(path), name=path.name)
 
+    # prompts ----------------------------------------------------------------------------
+
     def chat_ids(
         self, messages: Sequence[Mapping[str, str]], *, add_generation_prompt: bool = True
     ) -> list[int]:
@@ -57,21 +70,135 @@ class LocalModel:
         ids = rendered["input_ids"] if hasattr(rendered, "keys") else rendered
         return [int(t) for t in ids]
 
-    def generate(self, input_ids: Sequence[int], *, max_new_tokens: int = 64) -> list[int]:
-        """Greedy continuation of ``input_ids``, stopping at the end-of-sequence token."""
+    def split_prompt(self, system: str, user: str) -> SplitPrompt:
+        """The chat ``[system, user]`` rendered by the model's template, tokenized so that the
+        system message is an exact token prefix (each part tokenized on its own: the same ids
+        serve a cached and a fully recomputed run)."""
+        head = self._render([{"role": "system", "content": system}], generation=False)
+        full = self._render(
+            [{"role": "system", "content": system}, {"role": "user", "content": user}],
+            generation=True,
+        )
+        if not full.startswith(head):
+            raise InvalidInput(
+                f"the chat template of {self.name} does not render the system message as a "
+                "prefix of the prompt; memory blocks cannot be cached for it"
+            )
+        return SplitPrompt(self._tokens(head), self._tokens(full[len(head) :]))
+
+    def template_sha256(self) -> str:
+        import hashlib
+
+        template = getattr(self.tokenizer, "chat_template", None) or ""
+        return hashlib.sha256(str(template).encode("utf-8")).hexdigest()
+
+    def _render(self, messages: list[dict[str, str]], *, generation: bool) -> str:
+        text: str = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=generation, tokenize=False
+        )
+        return text
+
+    def _tokens(self, text: str) -> tuple[int, ...]:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return tuple(int(t) for t in ids)
+
+    # inference --------------------------------------------------------------------------
+
+    def prefill(self, ids: Sequence[int]) -> list[KV]:
+        """The KV cache of ``ids`` read from position 0: ``(keys, values)`` per layer."""
         import torch
 
-        prompt = torch.tensor([list(input_ids)], dtype=torch.long)
-        with torch.inference_mode():
-            output = self.model.generate(
-                prompt,
-                attention_mask=torch.ones_like(prompt),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+        self._check_length(len(ids))
+        with self._lock, torch.inference_mode():
+            output = self.model(
+                input_ids=torch.tensor([list(ids)], dtype=torch.long),
+                use_cache=True,
+                logits_to_keep=1,
             )
-        return [int(t) for t in output[0, prompt.shape[1] :]]
+        return [(layer.keys.clone(), layer.values.clone()) for layer in output.cache.layers]
+
+    def stream(
+        self,
+        ids: Sequence[int],
+        *,
+        max_new_tokens: int = 64,
+        prefix: ResidentPrefix | None = None,
+    ) -> Iterator[int]:
+        """Greedy tokens after ``ids``, one at a time, up to a stop token. With ``prefix``
+        (whose tokens must start ``ids``) only the rest of ``ids`` is prefilled."""
+        ids = [int(t) for t in ids]
+        self._check_length(len(ids) + max_new_tokens)
+        if prefix is not None and tuple(ids[: prefix.length]) != prefix.token_ids:
+            raise InvalidInput("the prompt does not start with the cached prefix's tokens")
+        start = 0 if prefix is None else prefix.length
+        if start == len(ids):
+            raise InvalidInput("the prompt must have tokens after its cached prefix")
+        with self._lock:
+            yield from self._greedy(ids[start:], max_new_tokens, prefix)
+
+    def generate(
+        self,
+        input_ids: Sequence[int],
+        *,
+        max_new_tokens: int = 64,
+        prefix: ResidentPrefix | None = None,
+    ) -> list[int]:
+        """Greedy continuation of ``input_ids``, stopping at the end-of-sequence token."""
+        return list(self.stream(input_ids, max_new_tokens=max_new_tokens, prefix=prefix))
+
+    def _greedy(
+        self, rest: list[int], max_new_tokens: int, prefix: ResidentPrefix | None
+    ) -> Iterator[int]:
+        from transformers import DynamicCache
+
+        if prefix is None:
+            yield from self._decode(DynamicCache(config=self.model.config), rest, max_new_tokens)
+            return
+        with prefix.session(len(rest) + max_new_tokens) as cache:
+            yield from self._decode(cache, rest, max_new_tokens)
+
+    def _decode(self, cache: Any, rest: list[int], max_new_tokens: int) -> Iterator[int]:
+        import torch
+
+        step = torch.tensor([rest], dtype=torch.long)
+        for _ in range(max_new_tokens):
+            with torch.inference_mode():
+                logits = self.model(
+                    input_ids=step, cache=cache, use_cache=True, logits_to_keep=1
+                ).logits
+            token = int(logits[0, -1].argmax())
+            if token in self._stop_ids:
+                return
+            yield token
+            step = torch.tensor([[token]], dtype=torch.long)
+
+    def _check_length(self, tokens: int) -> None:
+        if tokens > self.shape.max_positions:
+            raise InvalidInput(
+                f"{tokens} tokens exceed the {self.shape.max_positions} positions of {self.name}"
+            )
 
     def decode(self, ids: Sequence[int]) -> str:
         text: str = self.tokenizer.decode(list(ids), skip_special_tokens=True)
         return text
+
+
+def _shape(config: Any) -> ModelShape:
+    heads = int(config.num_attention_heads)
+    head_dim = getattr(config, "head_dim", None) or int(config.hidden_size) // heads
+    return ModelShape(
+        layers=int(config.num_hidden_layers),
+        kv_heads=int(getattr(config, "num_key_value_heads", None) or heads),
+        head_dim=int(head_dim),
+        max_positions=int(config.max_position_embeddings),
+    )
+
+
+def _stop_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    stops: set[int] = set()
+    for value in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+        if isinstance(value, int):
+            stops.add(value)
+        elif isinstance(value, list | tuple):
+            stops.update(int(v) for v in value)
+    return frozenset(stops)

@@ -1,0 +1,35 @@
+"""A memory block: an ordered set of items rendered by one template into the system message.
+
+The block is the system message of the chat prompt, so (with the model's template) it is an
+exact token prefix of every prompt that uses those memories: its KV cache can be computed once
+and reused. Changing this template changes ``BLOCK_TEMPLATE``, and caches rendered with an
+older one are no longer matched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from memos._types import MemoryItem
+
+BLOCK_TEMPLATE = "memos-block-1"
+_HEADER = (
+    "You are a helpful assistant with a long-term memory. Answer the user's question; "
+    "use the memories below when they are relevant."
+)
+
+
+def render_block(items: Sequence[MemoryItem]) -> str:
+    """The system message holding ``items`` in order (no memories: the header alone)."""
+    if not items:
+        return _HEADER
+    lines = [
+        f"{n}. ({item.occurred_at.date().isoformat()}) {item.text}"
+        for n, item in enumerate(items, 1)
+    ]
+    return _HEADER + "\n\nMemories:\n" + "\n".join(lines)
+
+
+def template_version(chat_template_sha256: str) -> str:
+    """The name a cache records for the templates it was rendered with."""
+    return f"{BLOCK_TEMPLATE}/{chat_template_sha256[:16]}"

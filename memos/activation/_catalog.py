@@ -1,0 +1,303 @@
+"""The activation tier of a MemOS instance (``mos.kv``): build, list, load and drop KV caches.
+
+Each entry is a derived artifact of its cube: a ``kv_build`` event records it (manifest,
+sources, the sha256 of its safetensors blob) and a ``kv_drop`` event retires it, either on
+request or, in the same transaction, when one of its source items gets a new version. Loaded
+caches stay resident (least recently used first out, within a byte budget) as
+:class:`memos.llm.ResidentPrefix` objects, which generations never write into.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from memos import _validation as check
+from memos._derived import KV_KIND
+from memos._store import Change, Store
+from memos._types import (
+    CubeInfo,
+    DerivedEntry,
+    Event,
+    EventOp,
+    ItemStatus,
+    MemoryItem,
+    SourceRef,
+    utcnow,
+)
+from memos._validation import Limits
+from memos.activation._block import render_block, template_version
+from memos.activation._manifest import KV_DTYPES, KVManifest
+from memos.activation._tensors import cache_from_bytes, cache_to_bytes, token_sha256
+from memos.errors import (
+    Conflict,
+    CorruptArtifact,
+    IntegrityError,
+    InvalidInput,
+    ItemNotFound,
+    KVEntryNotFound,
+    ModelMismatch,
+)
+from memos.llm import LLMBackend, ResidentPrefix
+
+# room left after a block for the question and the answer (a quarter of a small model's)
+_ROOM_TOKENS = 256
+MAX_BLOCK_ITEMS = 512
+DEFAULT_RESIDENT_BYTES = 2 * 2**30
+
+ModelProvider = Callable[[], LLMBackend]
+Retriever = Callable[[str, str, int, "str | None"], list[MemoryItem]]
+
+
+class KVEntry(BaseModel):
+    """A stored KV cache of a memory block, as ``mos.kv.list`` reports it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    cube: str
+    blob: str
+    size: int
+    created_at: datetime
+    manifest: KVManifest
+
+    @property
+    def sources(self) -> tuple[SourceRef, ...]:
+        return self.manifest.sources
+
+    @property
+    def tokens(self) -> int:
+        return self.manifest.tokens
+
+    @classmethod
+    def from_derived(cls, entry: DerivedEntry) -> KVEntry:
+        try:
+            manifest = KVManifest.model_validate_json(_json(entry.manifest))
+        except ValidationError as exc:
+            raise CorruptArtifact(f"KV entry {entry.id} has a malformed manifest: {exc}") from exc
+        if manifest.sources != entry.sources:
+            raise CorruptArtifact(f"KV entry {entry.id}: manifest and record name other sources")
+        return cls(
+            id=entry.id,
+            cube=entry.cube,
+            blob=entry.blob,
+            size=entry.size,
+            created_at=entry.created_at,
+            manifest=manifest,
+        )
+
+
+class KVMemory:
+    """KV caches of memory blocks for one local model; see the module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        model: ModelProvider,
+        cube_info: Callable[[str], CubeInfo],
+        retrieve: Retriever,
+        actor: Callable[[str | None], str],
+        limits: Limits,
+        resident_bytes: int = DEFAULT_RESIDENT_BYTES,
+    ) -> None:
+        self._store = store
+        self._model = model
+        self._cube_info = cube_info
+        self._retrieve = retrieve
+        self._actor = actor
+        self._limits = limits
+        self._resident_bytes = resident_bytes
+        self._resident: OrderedDict[str, ResidentPrefix] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # building ---------------------------------------------------------------------------
+
+    def build(
+        self,
+        cube: str,
+        item_ids: Sequence[str] | None = None,
+        *,
+        query: str | None = None,
+        k: int = 8,
+        dtype: str | None = None,
+        user: str | None = None,
+        reason: str | None = None,
+    ) -> KVEntry:
+        """Compute and store the KV cache of a memory block: the given items in that order,
+        or the ``k`` best for ``query`` in rank order. One ``kv_build`` event."""
+        info = self._cube_info(cube)
+        storage = _checked_dtype(dtype or info.kv_dtype)
+        actor, reason = self._actor(user), check.reason(reason, self._limits)
+        if (item_ids is None) == (query is None):
+            raise InvalidInput("build a KV block from item_ids or from a query (one of them)")
+        if query is not None:
+            k = check.positive(k, "k", MAX_BLOCK_ITEMS)
+            items = self._retrieve(check.text(query, self._limits), info.name, k, user)
+            if not items:
+                raise InvalidInput(f"no memory of cube {info.name!r} matches the query")
+        else:
+            items = self._block_items(info.name, item_ids)
+        model = self._model()
+        prefix = model.split_prompt(render_block(items), "").prefix
+        if (
+            len(prefix) + min(_ROOM_TOKENS, model.shape.max_positions // 4)
+            > model.shape.max_positions
+        ):
+            raise InvalidInput(
+                f"a block of {len(prefix)} tokens leaves no room for a question in the "
+                f"{model.shape.max_positions} positions of {model.name}"
+            )
+        manifest = KVManifest(
+            model_name=model.name[:200],
+            model=model.fingerprint,
+            dtype=storage,  # type: ignore[arg-type]
+            layers=model.shape.layers,
+            kv_heads=model.shape.kv_heads,
+            head_dim=model.shape.head_dim,
+            tokens=len(prefix),
+            template_version=template_version(model.template_sha256()),
+            token_sha256=token_sha256(prefix),
+            sources=tuple(SourceRef(item_id=i.id, version=i.version) for i in items),
+        )
+        data = cache_to_bytes(manifest, prefix, model.prefill(prefix))
+        entry = DerivedEntry(
+            id=_new_entry_id(),
+            cube=info.name,
+            kind=KV_KIND,
+            blob=self._store.put_blob(data),
+            size=len(data),
+            sources=manifest.sources,
+            manifest=manifest.model_dump(mode="json"),
+            created_at=utcnow(),
+        )
+        change = Change(
+            op=EventOp.KV_BUILD, cube=info.name, actor=actor, ts=entry.created_at,
+            reason=reason, derived=entry,
+        )  # fmt: skip
+        self._store.commit([change])
+        built = KVEntry.from_derived(entry)
+        # resident as stored: an int8 or bf16 cache is used exactly as it will load later
+        self._keep(built.blob, ResidentPrefix(*cache_from_bytes(data, manifest)))
+        return built
+
+    def _block_items(self, cube: str, item_ids: Sequence[str] | None) -> list[MemoryItem]:
+        if isinstance(item_ids, str) or not isinstance(item_ids, Sequence) or not item_ids:
+            raise InvalidInput("item_ids must be a non-empty list of memory ids")
+        if len(item_ids) > MAX_BLOCK_ITEMS or len(set(item_ids)) != len(item_ids):
+            raise InvalidInput(f"a block holds up to {MAX_BLOCK_ITEMS} distinct memories")
+        if not all(isinstance(i, str) for i in item_ids):
+            raise InvalidInput("item_ids must be strings")
+        found = self._store.get_items(item_ids)
+        for item_id in item_ids:
+            item = found.get(item_id)
+            if item is None or item.cube != cube:
+                raise ItemNotFound(
+                    f"no memory with id {item_id!r} in cube {cube!r}", item_id=item_id
+                )
+            if item.status != ItemStatus.ACTIVE:
+                raise Conflict(f"memory {item_id} is {item.status.value}", item_id=item_id)
+        return [found[i] for i in item_ids]
+
+    # reading ----------------------------------------------------------------------------
+
+    def list(self, cube: str) -> list[KVEntry]:
+        """The cube's stored KV caches, oldest first."""
+        info = self._cube_info(cube)
+        return [KVEntry.from_derived(e) for e in self._store.derived_entries(info.name, KV_KIND)]
+
+    def get(self, cube: str, entry_id: str) -> KVEntry:
+        for entry in self.list(cube):
+            if entry.id == entry_id:
+                return entry
+        raise KVEntryNotFound(f"cube {cube!r} has no KV entry {entry_id!r}", entry=str(entry_id))
+
+    def drop(
+        self, cube: str, entry_id: str, *, user: str | None = None, reason: str | None = None
+    ) -> Event:
+        """Retire a KV cache (one ``kv_drop`` event); its blob stays until collected."""
+        entry = self.get(cube, entry_id)
+        change = Change(
+            op=EventOp.KV_DROP, cube=entry.cube, actor=self._actor(user), ts=utcnow(),
+            reason=check.reason(reason, self._limits), dropped=entry.id,
+        )  # fmt: skip
+        return self._store.commit([change])[0]
+
+    def covering(self, cube: str, items: Sequence[MemoryItem]) -> KVEntry | None:
+        """The smallest usable stored block holding every one of ``items`` at its current
+        version, made by the current model with the current templates."""
+        model = self._model()
+        wanted = {(i.id, i.version) for i in items}
+        version = template_version(model.template_sha256())
+        usable = [
+            entry
+            for entry in self.list(cube)
+            if entry.manifest.model == model.fingerprint
+            and entry.manifest.template_version == version
+            and wanted <= {(s.item_id, s.version) for s in entry.sources}
+        ]
+        return min(usable, key=lambda e: (e.tokens, e.created_at), default=None)
+
+    def load(self, entry: KVEntry) -> ResidentPrefix:
+        """The entry's cache, resident in RAM; refused (:class:`ModelMismatch`) unless it was
+        made by the current model, and (:class:`CorruptArtifact`) unless it checks out."""
+        model = self._model()
+        manifest = entry.manifest
+        if manifest.model != model.fingerprint:
+            raise ModelMismatch(
+                f"KV entry {entry.id} was made by model {manifest.model.short} "
+                f"({manifest.model_name}), not by the loaded {model.fingerprint.short}",
+                entry=entry.id,
+            )
+        shape = model.shape
+        if (manifest.layers, manifest.kv_heads, manifest.head_dim) != (
+            shape.layers, shape.kv_heads, shape.head_dim,
+        ):  # fmt: skip
+            raise CorruptArtifact(f"KV entry {entry.id} does not have the model's shape")
+        with self._lock:
+            resident = self._resident.get(entry.blob)
+            if resident is not None:
+                self._resident.move_to_end(entry.blob)
+                return resident
+        data = self._store.get_blob(entry.blob)
+        if data is None:
+            raise IntegrityError(f"the blob {entry.blob} of KV entry {entry.id} is missing")
+        resident = ResidentPrefix(*cache_from_bytes(data, manifest))
+        self._keep(entry.blob, resident)
+        return resident
+
+    def resident(self) -> dict[str, int]:
+        """Blob digest -> bytes of the caches held in RAM now."""
+        with self._lock:
+            return {digest: prefix.nbytes for digest, prefix in self._resident.items()}
+
+    def _keep(self, digest: str, prefix: ResidentPrefix) -> None:
+        with self._lock:
+            self._resident[digest] = prefix
+            self._resident.move_to_end(digest)
+            total = sum(p.nbytes for p in self._resident.values())
+            while len(self._resident) > 1 and total > self._resident_bytes:
+                _, evicted = self._resident.popitem(last=False)
+                total -= evicted.nbytes
+
+
+def _checked_dtype(dtype: str) -> str:
+    if dtype not in KV_DTYPES:
+        raise InvalidInput(f"KV storage dtype must be one of {', '.join(KV_DTYPES)}, not {dtype!r}")
+    return dtype
+
+
+def _new_entry_id() -> str:
+    return f"kv-{time.time_ns() // 1_000_000:012x}{os.urandom(6).hex()}"
+
+
+def _json(data: object) -> str:
+    import json
+
+    return json.dumps(data)
