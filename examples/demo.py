@@ -1,13 +1,15 @@
-"""The main job on the embedded default: remember, search, revise, audit and undo.
+"""The main job on the embedded default: remember, search, chat, revise, audit and undo.
 
-Run with ``make demo``. Uses the bundled all-MiniLM-L6-v2 embedder, fully offline, and a
-throwaway data directory (pass a path to keep it).
+Run with ``make demo``. Uses the bundled all-MiniLM-L6-v2 embedder and SmolLM2-135M-Instruct
+(converted once into ~/.cache/memos/models), fully offline, and a throwaway data directory
+(pass a path to keep it).
 """
 
 from __future__ import annotations
 
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -26,6 +28,28 @@ def show_hits(mos: MemOS, query: str, cube: str, **filters: object) -> None:
     for hit in mos.search(query, cube=cube, k=3, **filters):  # type: ignore[arg-type]
         table.add_row(f"{hit.score:.3f}", hit.item.text, hit.item.session or "")
     console.print(table)
+
+
+def chat_with_kv(mos: MemOS, cube: str) -> None:
+    console.print("\n[bold]Chat, with the memories' KV cache as the prompt prefix[/bold]")
+    entry = mos.kv.build(cube, query="Alice: home, pets and family", k=4)
+    console.print(
+        f"KV block {entry.id}: {entry.tokens} tokens of {len(entry.sources)} memories, "
+        f"{entry.size / 2**20:.1f} MiB ({entry.manifest.dtype})"
+    )
+    question = "Where does Alice live?"
+    replies = []
+    for use_kv in (True, False):
+        start = time.perf_counter()
+        reply = mos.chat(question, cube=cube, max_new_tokens=24, use_kv=use_kv)
+        seconds = time.perf_counter() - start
+        replies.append(reply)
+        label = "cached prefix" if use_kv else "recomputed   "
+        console.print(
+            f"  {label} {seconds:5.2f} s, {reply.cached_tokens:>3} of "
+            f"{reply.prompt_tokens} prompt tokens cached: {reply.answer.strip()!r}"
+        )
+    console.print(f"  same greedy tokens: {replies[0].tokens == replies[1].tokens}")
 
 
 def main(data_dir: Path) -> None:
@@ -51,8 +75,11 @@ def main(data_dir: Path) -> None:
         )
         show_hits(mos, "where does Alice live?", "alice-notes")
         show_hits(mos, "what pet does she have?", "alice-notes", session="s2")
+        chat_with_kv(mos, "alice-notes")
 
-        console.print("\n[bold]Revise, delete, roll back[/bold]")
+        console.print(
+            "\n[bold]Revise (which drops the KV block built on it), delete, roll back[/bold]"
+        )
         mos.update(item.id, "Alice moved to Porto in June 2023", user="alice", expected_version=1)
         mos.delete(item.id, user="alice", reason="user asked")
         restored = mos.rollback(item.id, to_version=1, user="alice", reason="bad edit")

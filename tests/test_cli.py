@@ -549,6 +549,7 @@ def test_the_app_has_every_command_of_the_issue() -> None:
         "cube", "cube create", "cube list", "cube reencode", "cube refit", "cube stats",
         "add", "search", "show", "update", "delete",
         "history", "log", "diff", "rollback", "verify", "export", "import",
+        "chat", "kv", "kv build", "kv ls", "kv drop",
     }  # fmt: skip
 
 

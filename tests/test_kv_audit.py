@@ -44,7 +44,8 @@ def edit_db(data_dir: Path, sql: str, *params: object) -> None:
 
 def test_standing_entries_verify(chat_mos: MemOS, built: tuple[KVEntry, KVEntry]) -> None:
     report = chat_mos.verify(CUBE)
-    assert report.ok and report.head_seq == 5
+    assert report.ok
+    assert report.head_seq == 5
 
 
 @pytest.mark.parametrize(
@@ -72,7 +73,8 @@ def test_an_edited_entry_row_is_reported_at_its_build(
         report = mos.verify(CUBE)
     assert not report.ok
     assert report.first_bad_seq in {bad_seq, 4}
-    assert report.problem is not None and "derived" in report.problem
+    assert report.problem is not None
+    assert "derived" in report.problem
 
 
 def test_an_entry_row_added_behind_the_logs_back_is_reported(
@@ -87,7 +89,9 @@ def test_an_entry_row_added_behind_the_logs_back_is_reported(
         )
     with reopened(data_dir, tiny_model) as mos:
         report = mos.verify(CUBE)
-    assert not report.ok and report.problem is not None and "kv-forged" in report.problem
+    assert not report.ok
+    assert report.problem is not None
+    assert "kv-forged" in report.problem
 
 
 @pytest.mark.parametrize("damage", ["missing", "changed"])
@@ -104,14 +108,17 @@ def test_a_missing_or_changed_blob_is_reported(
     report = chat_mos.verify(CUBE)
     assert not report.ok
     assert report.first_bad_seq == 5
-    assert report.problem is not None and built[1].blob in report.problem
+    assert report.problem is not None
+    assert built[1].blob in report.problem
 
 
 def test_a_dropped_entry_leaves_a_verifying_log(
     chat_mos: MemOS, built: tuple[KVEntry, KVEntry]
 ) -> None:
     event = chat_mos.kv.drop(CUBE, built[0].id, reason="not needed")
-    assert event.op == EventOp.KV_DROP and event.seq == 6 and event.reason == "not needed"
+    assert event.op == EventOp.KV_DROP
+    assert event.seq == 6
+    assert event.reason == "not needed"
     assert [e.id for e in chat_mos.kv.list(CUBE)] == [built[1].id]
     assert chat_mos.verify(CUBE).ok
 
@@ -129,7 +136,8 @@ def test_export_and_import_carry_the_caches(
         assert mos.verify(CUBE).ok
         assert mos.log(CUBE) == chat_mos.log(CUBE)
         reply = mos.chat("paris", cube=CUBE, k=1)
-    assert reply.kv_entry == built[1].id and reply.cached_tokens == built[1].tokens
+    assert reply.kv_entry == built[1].id
+    assert reply.cached_tokens == built[1].tokens
     assert reply.tokens == expected.tokens
 
 

@@ -882,7 +882,8 @@ def test_a_derived_entry_is_listed_until_dropped(store: Store) -> None:
     assert store.derived_entries("c", "adapter") == []
     drop = Change(op=EventOp.KV_DROP, cube="c", actor="alice", ts=T0, dropped="kv-1")
     [event] = store.commit([drop])
-    assert event.payload is not None and event.payload["dropped"] == "kv-1"
+    assert event.payload is not None
+    assert event.payload["dropped"] == "kv-1"
     assert store.derived_entries("c") == [second]
     check_chain(store, "c")
 
@@ -895,8 +896,10 @@ def test_a_new_version_of_a_source_drops_its_entries_in_the_same_commit(store: S
     change, _ = revise(a, text="new text")
     events = store.commit([change])
     assert [e.op for e in events] == [EventOp.UPDATE, EventOp.KV_DROP]
-    assert events[1].payload is not None and events[1].payload["dropped"] == "kv-a"
-    assert events[1].reason is not None and "a" in events[1].reason
+    assert events[1].payload is not None
+    assert events[1].payload["dropped"] == "kv-a"
+    assert events[1].reason is not None
+    assert "a" in events[1].reason
     assert [e.id for e in store.derived_entries("c")] == ["kv-b"]
     check_chain(store, "c")
 
@@ -937,7 +940,8 @@ def test_access_is_counted_and_decays(store: Store) -> None:
     store.record_access(["a"], T0 + timedelta(days=1), half_life_s=day)
     stats = store.access_stats(["a", "b", "never"])
     assert set(stats) == {"a", "b"}
-    assert stats["a"].count == 2 and stats["b"].count == 1
+    assert stats["a"].count == 2
+    assert stats["b"].count == 1
     assert stats["a"].last_access == T0 + timedelta(days=1)
     assert stats["a"].frequency == pytest.approx(1.5)
     assert stats["b"].frequency == pytest.approx(1.0)

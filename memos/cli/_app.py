@@ -9,8 +9,10 @@ from typing import Annotated
 import typer
 
 from memos import __version__
-from memos.cli import _audit, _read, _write
+from memos._mos import DEFAULT_MODEL_CACHE
+from memos.cli import _audit, _chat, _read, _write
 from memos.cli._cube import cube_app
+from memos.cli._kv import kv_app
 from memos.cli._session import Settings
 
 app = typer.Typer(
@@ -21,6 +23,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(cube_app, name="cube")
+app.add_typer(kv_app, name="kv")
 app.command("add")(_write.add)
 app.command("search")(_read.search)
 app.command("show")(_read.show)
@@ -33,6 +36,7 @@ app.command("log")(_audit.log)
 app.command("verify")(_audit.verify)
 app.command("export")(_audit.export)
 app.command("import")(_audit.import_)
+app.command("chat")(_chat.chat)
 
 
 def _print_version(value: bool) -> None:
@@ -54,6 +58,25 @@ def root(
             show_default=True,
         ),
     ] = Path(".memos"),
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            envvar="MEMOS_MODEL",
+            help="The language model for chat and KV caches: a Hugging Face model directory "
+            "or a .gguf file. Default: the bundled SmolLM2-135M-Instruct.",
+            show_default=False,
+        ),
+    ] = None,
+    model_cache: Annotated[
+        Path,
+        typer.Option(
+            "--model-cache",
+            envvar="MEMOS_MODEL_CACHE",
+            help="Where a .gguf model (the bundled one too) is converted once for loading.",
+            show_default=True,
+        ),
+    ] = DEFAULT_MODEL_CACHE,
     version: Annotated[
         bool,
         typer.Option(
@@ -62,7 +85,7 @@ def root(
     ] = False,
 ) -> None:
     """Inspect, search, diff, verify and roll back what MemOS memory holds."""
-    ctx.obj = Settings(data_dir=data_dir)
+    ctx.obj = Settings(data_dir=data_dir, model=model, model_cache=model_cache)
 
 
 def main() -> None:

@@ -41,13 +41,21 @@ def create(
         str | None,
         typer.Option("--codec", help=CODEC_HELP + " Default: pca{dim/2-4}+fp8 (8x smaller)."),
     ] = None,
+    kv_dtype: Annotated[
+        str,
+        typer.Option(
+            "--kv-dtype",
+            help="How the cube's KV caches are stored: fp32 (exact), bf16 (half the size) or "
+            "int8 (a quarter); `memos kv build --dtype` overrides it per cache.",
+        ),
+    ] = "fp32",
 ) -> None:
     """Create a cube (and the data dir, if it does not exist yet)."""
     with open_memos(ctx, create=True) as mos:
-        info = mos.create_cube(name, owner=owner, embedder=embedder, codec=codec)
+        info = mos.create_cube(name, owner=owner, embedder=embedder, codec=codec, kv_dtype=kv_dtype)
     typer.echo(
         f"created cube {info.name!r} (owner {info.owner}, embedder {info.embedder}, "
-        f"{info.dim}-d, {info.codec})"
+        f"{info.dim}-d, {info.codec}, KV caches {info.kv_dtype})"
     )
 
 

@@ -5,7 +5,7 @@ import os
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from pydantic import BaseModel
@@ -24,6 +24,10 @@ from memos import (
     SearchHit,
     VerifyReport,
 )
+from memos._types import ChatReply
+
+if TYPE_CHECKING:  # memos.activation imports torch; only KV commands should pay for that
+    from memos.activation import KVEntry
 
 _HASH_PREFIX = 8
 _PIPE_WIDTH = 200
@@ -52,7 +56,9 @@ def when(value: datetime) -> str:
 
 
 # Ids and short fixed-width values never wrap; free text (memory texts, reasons) does.
-_NO_WRAP = frozenset({"id", "item", "seq", "op", "hash", "score", "version", "status"})
+_NO_WRAP = frozenset(
+    {"id", "item", "seq", "op", "hash", "score", "version", "status", "dtype", "model"}
+)
 
 
 def _table(*columns: str) -> Table:
@@ -187,6 +193,34 @@ def cube_stats(stats: CubeStats) -> None:
     for name, value in rows.items():
         table.add_row(name, value)
     console().print(table)
+
+
+def kv_entries(entries: Sequence["KVEntry"]) -> None:
+    table = _table("id", "tokens", "dtype", "size", "sources", "model", "created")
+    for entry in entries:
+        table.add_row(
+            entry.id,
+            str(entry.tokens),
+            entry.manifest.dtype,
+            str(entry.size),
+            str(len(entry.sources)),
+            entry.manifest.model.short,
+            when(entry.created_at),
+        )
+    _print_or_none(table, entries, "no KV entries")
+
+
+def chat_summary(reply: ChatReply) -> str:
+    """One line: the memories in the prompt, and how much of it a stored KV cache served."""
+    used = ", ".join(memory.id for memory in reply.memories) or "none"
+    if reply.kv_entry is None:
+        kv = f"none ({reply.prompt_tokens} prompt tokens computed)"
+    else:
+        kv = (
+            f"{reply.kv_entry} ({reply.cached_tokens} of {reply.prompt_tokens} "
+            "prompt tokens cached)"
+        )
+    return f"memories: {used}; kv: {kv}"
 
 
 def _plain(value: Any) -> str:

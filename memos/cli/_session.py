@@ -51,6 +51,9 @@ class Settings:
     """Everything the root command reads from options and the environment."""
 
     data_dir: Path
+    # the language model for chat and KV caches: a HF model dir or .gguf; None: the bundled one
+    model: Path | None = None
+    model_cache: Path | None = None
 
 
 def settings(ctx: typer.Context) -> Settings:
@@ -101,8 +104,11 @@ def open_memos(
     Only commands that bring data in (``cube create``, ``import``) pass ``create=True``; every
     other command on a missing data dir fails rather than leaving an empty one behind.
     """
+    edge = settings(ctx)
     with (
         reporting(json_errors=json_errors),
-        MemOS.open(settings(ctx).data_dir, create=create) as mos,
+        MemOS.open(
+            edge.data_dir, create=create, model=edge.model, model_cache=edge.model_cache
+        ) as mos,
     ):
         yield mos

@@ -23,6 +23,7 @@ from memos.llm._weights import (
     bundled_gguf,
     fingerprint,
     materialized_gguf,
+    quiet_progress,
 )
 
 
@@ -50,8 +51,9 @@ class LocalModel:
             raise ModelUnavailable(f"{path} is not a model directory (no config.json)")
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+        with quiet_progress():
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
         model.eval()  # type: ignore[no-untyped-call]
         return cls(model, tokenizer, fingerprint(path), name=path.name)
 

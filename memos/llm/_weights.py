@@ -13,7 +13,10 @@ import hashlib
 import importlib.util
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -98,27 +101,38 @@ def materialized_gguf(gguf: Path, cache_dir: Path) -> Path:
     return target
 
 
-def _dequantize(gguf: Path, out_dir: Path) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+@contextmanager
+def quiet_progress() -> Iterator[None]:
+    """transformers' progress bars off for the duration (loading prints one per call)."""
     from transformers.utils import logging as hf_logging
 
     bar_was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-        )
+        yield
+    finally:
+        if bar_was_enabled:
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+
+
+def _dequantize(gguf: Path, out_dir: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with quiet_progress():
+        _convert(gguf, out_dir, torch.float32, AutoModelForCausalLM, AutoTokenizer)
+
+
+def _convert(gguf: Path, out_dir: Path, dtype: Any, model_cls: Any, tokenizer_cls: Any) -> None:
+    try:
+        tokenizer = tokenizer_cls.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = model_cls.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
         # A GGUF-loaded model carries quantizer markers that make save_pretrained refuse;
         # the weights are already plain fp32 tensors, so the markers can go.
-        model.hf_quantizer = None  # type: ignore[assignment]
+        model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(out_dir, safe_serialization=True)
         tokenizer.save_pretrained(out_dir)
     except (OSError, ValueError) as exc:
         raise ModelUnavailable(f"could not convert {gguf.name}: {exc}") from exc
-    finally:
-        if bar_was_enabled:
-            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]

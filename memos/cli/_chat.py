@@ -1,0 +1,60 @@
+"""``memos chat``: answer a question with a cube's memories, streamed as it is generated."""
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from memos.cli import _render
+from memos.cli._options import CubeOption
+from memos.cli._session import open_memos
+
+if TYPE_CHECKING:  # memos._chat imports torch; only a chat should pay for that
+    from memos._chat import ChatStream
+
+
+def chat(
+    ctx: typer.Context,
+    query: Annotated[str, typer.Argument(help="The question, in plain words.")],
+    cube: CubeOption,
+    user: Annotated[
+        str | None, typer.Option("--user", "-u", help="Only memories of this user.")
+    ] = None,
+    k: Annotated[
+        int, typer.Option("-k", "--k", help="How many memories to put in the prompt.")
+    ] = 5,
+    max_new_tokens: Annotated[
+        int, typer.Option("--max-new-tokens", help="The most tokens the answer may have.")
+    ] = 128,
+    no_kv: Annotated[
+        bool,
+        typer.Option(
+            "--no-kv", help="Recompute the whole prompt even when a stored KV cache covers it."
+        ),
+    ] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the whole reply as JSON once it is complete.")
+    ] = False,
+) -> None:
+    """Answer a question with a cube's memories in the prompt, streaming the answer.
+
+    Then the memories used, and the KV cache that served the prompt if one did, go to stderr.
+    """
+    with open_memos(ctx, json_errors=json_out) as mos:
+        stream = mos.chat_stream(
+            query, cube=cube, user=user, k=k, max_new_tokens=max_new_tokens, use_kv=not no_kv
+        )
+        if json_out:
+            stream.run()
+        else:
+            _echo(stream)
+    if json_out:
+        _render.print_json(stream.reply.model_dump(mode="json"))
+    else:
+        typer.echo(_render.chat_summary(stream.reply), err=True)
+
+
+def _echo(stream: "ChatStream") -> None:
+    """The answer on stdout piece by piece, as it is generated (click flushes every echo)."""
+    for piece in stream:
+        typer.echo(piece, nl=False)
+    typer.echo()
