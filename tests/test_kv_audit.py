@@ -160,3 +160,17 @@ def test_an_export_with_a_damaged_cache_is_refused(
         with pytest.raises(TamperedExport):
             mos.import_cube(exported)
         assert mos.list_cubes() == []
+
+
+def test_a_damaged_entry_record_makes_chat_recompute_and_verify_fail(
+    chat_mos: MemOS, built: tuple[KVEntry, KVEntry], data_dir: Path, tiny_model: LocalModel
+) -> None:
+    chat_mos.close()
+    edit_db(data_dir, "UPDATE derived SET body = replace(body, '\"layers\":', '\"layers\":-')")
+    with reopened(data_dir, tiny_model) as mos:
+        reply = mos.chat("paris", cube=CUBE, k=1)
+        assert not mos.verify(CUBE).ok
+    assert reply.kv_entry is None
+    assert reply.cached_tokens == 0
+    # every record is damaged, so the prompt holds the retrieved memory, not a block's
+    assert [m.text for m in reply.memories] == ["the capital of france is paris"]

@@ -9,10 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from _models import model_cache, tiny_model_dir
 
 from memos.errors import ModelUnavailable
 from memos.llm import LocalModel, bundled_gguf, fingerprint, materialized_gguf
-from _models import model_cache, tiny_model_dir
+
 
 def test_tiny_model_loads_renders_and_generates_greedily(tmp_path: Path) -> None:
     model = LocalModel.load(tiny_model_dir(tmp_path), cache_dir=tmp_path / "cache")

@@ -9,6 +9,7 @@ caches stay resident (least recently used first out, within a byte budget) as
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -133,7 +134,7 @@ class KVMemory:
         """Compute and store the KV cache of a memory block: the given items in that order,
         or the ``k`` best for ``query`` in rank order. One ``kv_build`` event."""
         info = self._cube_info(cube)
-        storage = _checked_dtype(dtype or info.kv_dtype)
+        storage = _checked_dtype(info.kv_dtype if dtype is None else dtype)
         actor, reason = self._actor(user), check.reason(reason, self._limits)
         if (item_ids is None) == (query is None):
             raise InvalidInput("build a KV block from item_ids or from a query (one of them)")
@@ -190,10 +191,10 @@ class KVMemory:
     def _block_items(self, cube: str, item_ids: Sequence[str] | None) -> list[MemoryItem]:
         if isinstance(item_ids, str) or not isinstance(item_ids, Sequence) or not item_ids:
             raise InvalidInput("item_ids must be a non-empty list of memory ids")
-        if len(item_ids) > MAX_BLOCK_ITEMS or len(set(item_ids)) != len(item_ids):
-            raise InvalidInput(f"a block holds up to {MAX_BLOCK_ITEMS} distinct memories")
         if not all(isinstance(i, str) for i in item_ids):
             raise InvalidInput("item_ids must be strings")
+        if len(item_ids) > MAX_BLOCK_ITEMS or len(set(item_ids)) != len(item_ids):
+            raise InvalidInput(f"a block holds up to {MAX_BLOCK_ITEMS} distinct memories")
         found = self._store.get_items(item_ids)
         for item_id in item_ids:
             item = found.get(item_id)
@@ -211,6 +212,16 @@ class KVMemory:
         """The cube's stored KV caches, oldest first."""
         info = self._cube_info(cube)
         return [KVEntry.from_derived(e) for e in self._store.derived_entries(info.name, KV_KIND)]
+
+    def _readable(self, cube: str) -> Sequence[KVEntry]:
+        """The entries whose records parse: a damaged record (which ``verify`` reports) makes
+        chat recompute rather than fail."""
+        info = self._cube_info(cube)
+        entries = []
+        for derived in self._store.derived_entries(info.name, KV_KIND):
+            with contextlib.suppress(CorruptArtifact):
+                entries.append(KVEntry.from_derived(derived))
+        return entries
 
     def get(self, cube: str, entry_id: str) -> KVEntry:
         for entry in self.list(cube):
@@ -237,7 +248,7 @@ class KVMemory:
         version = template_version(model.template_sha256())
         usable = [
             entry
-            for entry in self.list(cube)
+            for entry in self._readable(cube)
             if entry.manifest.model == model.fingerprint
             and entry.manifest.template_version == version
             and wanted <= {(s.item_id, s.version) for s in entry.sources}

@@ -52,7 +52,7 @@ def cache_from_bytes(data: bytes, manifest: KVManifest) -> tuple[list[int], list
     try:
         tensors = load(data)
         header = _header_metadata(data)
-    except (SafetensorError, ValueError, RuntimeError, OverflowError) as exc:
+    except (SafetensorError, ValueError, RuntimeError, OverflowError, KeyError) as exc:
         raise CorruptArtifact(f"the KV cache file is not valid safetensors: {exc}") from exc
     if header.get("manifest") != manifest.model_dump_json():
         raise CorruptArtifact("the KV cache file's header does not carry its recorded manifest")
@@ -75,6 +75,9 @@ def cache_from_bytes(data: bytes, manifest: KVManifest) -> tuple[list[int], list
         )
         for index in range(manifest.layers)
     ]
+    # finite codes and scales can still decode to inf (a crafted scale near the fp32 limit)
+    if not all(bool(torch.isfinite(k).all() and torch.isfinite(v).all()) for k, v in layers):
+        raise CorruptArtifact("the KV cache decodes to non-finite values")
     return token_ids, layers
 
 

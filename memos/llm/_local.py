@@ -37,7 +37,8 @@ class LocalModel:
         self.name = name
         self.shape = _shape(model.config)
         self._stop_ids = _stop_ids(model, tokenizer)
-        # one forward pass at a time: torch already uses every core for one
+        # one forward pass at a time (torch already uses every core for one); held per pass,
+        # never across a stream's yields, so concurrent streams interleave
         self._lock = threading.Lock()
 
     @classmethod
@@ -135,8 +136,7 @@ class LocalModel:
         start = 0 if prefix is None else prefix.length
         if start == len(ids):
             raise InvalidInput("the prompt must have tokens after its cached prefix")
-        with self._lock:
-            yield from self._greedy(ids[start:], max_new_tokens, prefix)
+        yield from self._greedy(ids[start:], max_new_tokens, prefix)
 
     def generate(
         self,
@@ -164,7 +164,7 @@ class LocalModel:
 
         step = torch.tensor([rest], dtype=torch.long)
         for _ in range(max_new_tokens):
-            with torch.inference_mode():
+            with self._lock, torch.inference_mode():
                 logits = self.model(
                     input_ids=step, cache=cache, use_cache=True, logits_to_keep=1
                 ).logits

@@ -4,7 +4,9 @@ A stored memory block's keys and values are loaded once into per-layer buffers w
 after them. A generation appends its own tokens into that room and attends to a view of the
 buffer: the prefix positions ``[0, P)`` are never written, so the prefix stays exactly what
 was loaded (invariant 6) while no request pays for a copy of it. The room is reused by the
-next generation; a lock lets one generation at a time use a prefix.
+next generation. One generation at a time owns the room; one that starts while it is taken
+(another thread, or a second stream opened before the first finished) gets a private copy
+of the prefix instead of waiting, so streams never block each other.
 
 Caches built separately are never concatenated: a prefix is always the cache of one token
 sequence computed from position 0, so its rotary positions are those of the prompt.
@@ -61,10 +63,26 @@ class ResidentPrefix:
     @contextmanager
     def session(self, extra_tokens: int) -> Iterator[Cache]:
         """A cache that starts as this prefix and takes up to ``extra_tokens`` more."""
-        with self._lock:
+        if not self._lock.acquire(blocking=False):
+            yield self._private(extra_tokens)
+            return
+        try:
             self._reserve(self.length + extra_tokens)
             layers = [_PrefixLayer(k, v, self.length) for k, v in self._buffers]
             yield Cache(layers=list(layers))
+        finally:
+            self._lock.release()
+
+    def _private(self, extra_tokens: int) -> Cache:
+        layers = []
+        for keys, values in self.layers:
+            shape = (*keys.shape[:2], self.length + extra_tokens, keys.shape[-1])
+            own_keys = torch.empty(shape, dtype=keys.dtype)
+            own_values = torch.empty(shape, dtype=values.dtype)
+            own_keys[:, :, : self.length] = keys
+            own_values[:, :, : self.length] = values
+            layers.append(_PrefixLayer(own_keys, own_values, self.length))
+        return Cache(layers=list(layers))
 
     def _reserve(self, capacity: int) -> None:
         if capacity <= self._capacity:
