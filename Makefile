@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test lint typecheck demo bench bench-locomo clean
+.PHONY: install test lint typecheck demo bench bench-locomo bench-kv clean
 
 install: $(STAMP)
 
@@ -41,6 +41,11 @@ bench: install
 bench-locomo: install
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/locomo_retrieval.py ../shared/data/locomo/locomo_dev.json
+
+# Activation memory: a stored KV prefix against recomputing it, SmolLM2-135M on 2 threads
+# (the first run converts the bundled GGUF into ~/.cache/memos/models).
+bench-kv: install
+	$(PY) benchmarks/kv_prefix.py ../shared/data/locomo/locomo_dev.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
