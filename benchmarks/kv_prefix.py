@@ -77,7 +77,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("locomo", nargs="?", type=Path, default=DEFAULT_LOCOMO)
     parser.add_argument("--sizes", default="256,1024,2048", help="block sizes P in tokens")
-    parser.add_argument("--questions", type=int, default=5, help="questions per P (exactness)")
+    parser.add_argument("--questions", type=int, default=10, help="questions per P (exactness)")
     parser.add_argument("--new-tokens", type=int, default=32, help="greedy tokens per answer")
     parser.add_argument("--reps", type=int, default=7, help="TTFT repetitions per path")
     parser.add_argument("--load-reps", type=int, default=5, help="repetitions of a cache load")

@@ -521,7 +521,9 @@ def test_bf16_and_int8_caches_are_smaller_and_decode_close_to_fp32(notes: Notes)
     assert fp32.manifest.token_sha256 == bf16.manifest.token_sha256 == int8.manifest.token_sha256
     shape, tokens = mos.model().shape, fp32.tokens
     values = shape.layers * 2 * shape.kv_heads * tokens * shape.head_dim
-    stats = shape.layers * 2 * 4 * shape.kv_heads * (shape.head_dim + tokens)
+    # fp16 scale and min: keys per channel for each group of 32 tokens, values per token
+    key_groups = -(-tokens // 32)
+    stats = shape.layers * 2 * 2 * shape.kv_heads * (shape.head_dim * key_groups + tokens)
     sizes = {
         e.manifest.dtype: tensor_bytes(blob_path(notes.data_dir, e).read_bytes())
         for e in (fp32, bf16, int8)

@@ -369,15 +369,23 @@ def test_a_malformed_int8_file_is_corrupt(case: str) -> None:
     refused(INT8_WRONG[case](file), file.manifest)
 
 
-def test_an_int8_file_whose_values_overflow_when_decoded_is_corrupt() -> None:
-    """Finite codes, scales and minimums can still decode to inf (a scale near the fp32
-    maximum): such a file must be refused too, not handed to the model as inf keys."""
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_an_int8_file_with_a_non_finite_statistic_is_corrupt(value: float) -> None:
+    """int8 statistics are fp16, so finite codes and statistics always decode to finite
+    values (65504 x 255 is far below fp32's range); a non-finite statistic is refused."""
     file = valid("int8")
-    data = _poisoned("0.k.scale", 3e38)(file)
-    tensors = load(data)
-    assert bool(torch.isfinite(tensors["0.k.scale"]).all())
-    assert int(tensors["0.k.q"][0, :, 0].max()) > 1  # some code decodes past fp32's range
-    refused(data, file.manifest)
+    for name in ("0.k.scale", "0.k.min", "1.v.scale", "1.v.min"):
+        refused(_poisoned(name, value)(file), file.manifest)
+
+
+def test_the_largest_finite_int8_statistics_decode_to_finite_values() -> None:
+    file = valid("int8")
+    tensors = file.tensors()
+    tensors["0.k.scale"].fill_(65504.0)
+    tensors["0.k.min"].fill_(65504.0)
+    tensors["0.k.q"].fill_(255)
+    _, layers = cache_from_bytes(file.resaved(tensors), file.manifest)
+    assert all(bool(torch.isfinite(k).all() and torch.isfinite(v).all()) for k, v in layers)
 
 
 def test_a_file_for_another_manifest_dtype_is_corrupt() -> None:

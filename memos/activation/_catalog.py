@@ -10,6 +10,7 @@ caches stay resident (least recently used first out, within a byte budget) as
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 import time
@@ -79,7 +80,8 @@ class KVEntry(BaseModel):
     @classmethod
     def from_derived(cls, entry: DerivedEntry) -> KVEntry:
         try:
-            manifest = KVManifest.model_validate_json(_json(entry.manifest))
+            # through JSON: the manifest is strict, and JSON is where its tuples are arrays
+            manifest = KVManifest.model_validate_json(json.dumps(entry.manifest))
         except ValidationError as exc:
             raise CorruptArtifact(f"KV entry {entry.id} has a malformed manifest: {exc}") from exc
         if manifest.sources != entry.sources:
@@ -306,9 +308,3 @@ def _checked_dtype(dtype: str) -> str:
 
 def _new_entry_id() -> str:
     return f"kv-{time.time_ns() // 1_000_000:012x}{os.urandom(6).hex()}"
-
-
-def _json(data: object) -> str:
-    import json
-
-    return json.dumps(data)

@@ -4,9 +4,14 @@ Layout (batch dimension dropped; ``H`` KV heads, ``T`` tokens, ``D`` head dim)::
 
     token_ids            int64 [T]          the prefix the cache is of
     {layer}.k, {layer}.v  fp32 or bf16 [H, T, D]
-    int8 (KIVI-style asymmetric quantisation):
-    {layer}.k.q uint8 [H, T, D]   {layer}.k.scale, {layer}.k.min  fp32 [H, 1, D]  per channel
-    {layer}.v.q uint8 [H, T, D]   {layer}.v.scale, {layer}.v.min  fp32 [H, T, 1]  per token
+    int8 (KIVI-style asymmetric quantisation, value = code × scale + min):
+    {layer}.k.q uint8 [H, T, D]   {layer}.k.scale, {layer}.k.min  fp16 [H, ⌈T/32⌉, D]
+                                  per channel, for each group of 32 tokens
+    {layer}.v.q uint8 [H, T, D]   {layer}.v.scale, {layer}.v.min  fp16 [H, T, 1]  per token
+
+Keys have outlier channels, hence a range per channel; over a whole block a channel's range
+is wide, hence groups of 32 tokens (which halved the keys' error and made SmolLM2's greedy
+answers agree with fp32's where one range per channel did not). 3.65x smaller than fp32.
 
 The header's metadata carries the manifest as JSON. Loading trusts nothing: the header must
 hold exactly the manifest the catalogue recorded, exactly the expected tensor names, dtypes
@@ -25,10 +30,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save
 
 from memos.activation._manifest import KVManifest
-from memos.errors import CorruptArtifact
+from memos.errors import CorruptArtifact, InvalidInput
 from memos.llm import KV
 
 _LEVELS = 255.0
+KEY_GROUP = 32
 
 
 def token_sha256(token_ids: Sequence[int]) -> str:
@@ -89,20 +95,45 @@ def _encoded(
         return {name: tensor}
     if dtype == "bf16":
         return {name: tensor.to(torch.bfloat16)}
-    # keys have outlier channels, so they get a range per channel (over tokens); values one
-    # per token (over channels), as in KIVI
-    axis = 1 if per_channel else 2
-    low = tensor.amin(dim=axis, keepdim=True)
-    scale = (tensor.amax(dim=axis, keepdim=True) - low) / _LEVELS
+    if per_channel:
+        low, high = _grouped_range(tensor)
+    else:
+        low, high = tensor.amin(dim=2, keepdim=True), tensor.amax(dim=2, keepdim=True)
+    scale = (high - low) / _LEVELS
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    codes = torch.round((tensor - low) / scale).clamp_(0, _LEVELS).to(torch.uint8)
-    return {f"{name}.q": codes, f"{name}.scale": scale, f"{name}.min": low}
+    # the fp16 statistics are what decoding will use, so the codes are computed with them
+    low16, scale16 = low.to(torch.float16), scale.to(torch.float16)
+    if not bool(torch.isfinite(low16).all() and torch.isfinite(scale16).all()):
+        raise InvalidInput("the cache's values exceed int8 storage's range; store bf16 or fp32")
+    tokens = tensor.shape[1]
+    codes = (tensor - _expanded(low16, tokens)) / _expanded(scale16, tokens)
+    codes = torch.round(codes).clamp_(0, _LEVELS).to(torch.uint8)
+    return {f"{name}.q": codes, f"{name}.scale": scale16, f"{name}.min": low16}
+
+
+def _grouped_range(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per channel min and max of each group of ``KEY_GROUP`` tokens: ``[H, ⌈T/G⌉, D]``."""
+    heads, tokens, dim = tensor.shape
+    groups = -(-tokens // KEY_GROUP)
+    # the last group is padded with its own last token, which leaves its range as it is
+    padded = torch.cat([tensor, tensor[:, -1:].expand(heads, groups * KEY_GROUP - tokens, dim)], 1)
+    grouped = padded.reshape(heads, groups, KEY_GROUP, dim)
+    return grouped.amin(dim=2), grouped.amax(dim=2)
+
+
+def _expanded(stats: torch.Tensor, tokens: int) -> torch.Tensor:
+    """Grouped key statistics repeated to one row per token (per-token ones as they are)."""
+    if stats.shape[1] == tokens or stats.shape[1] == 1:
+        return stats.to(torch.float32)
+    return stats.to(torch.float32).repeat_interleave(KEY_GROUP, dim=1)[:, :tokens]
 
 
 def _decoded(tensors: dict[str, torch.Tensor], name: str, dtype: str) -> torch.Tensor:
     if dtype == "int8":
-        codes = tensors[f"{name}.q"].to(torch.float32)
-        return codes * tensors[f"{name}.scale"] + tensors[f"{name}.min"]
+        codes = tensors[f"{name}.q"]
+        tokens = codes.shape[1]
+        scale = _expanded(tensors[f"{name}.scale"], tokens)
+        return codes.to(torch.float32) * scale + _expanded(tensors[f"{name}.min"], tokens)
     return tensors[name].to(torch.float32).contiguous()
 
 
@@ -111,12 +142,13 @@ def _expected_layout(manifest: KVManifest) -> dict[str, tuple[torch.dtype, tuple
     full = (heads, tokens, dim)
     layout: dict[str, tuple[torch.dtype, tuple[int, ...]]] = {"token_ids": (torch.int64, (tokens,))}
     for index in range(manifest.layers):
-        for part, stats in (("k", (heads, 1, dim)), ("v", (heads, tokens, 1))):
+        key_stats = (heads, -(-tokens // KEY_GROUP), dim)
+        for part, stats in (("k", key_stats), ("v", (heads, tokens, 1))):
             name = f"{index}.{part}"
             if manifest.dtype == "int8":
                 layout[f"{name}.q"] = (torch.uint8, full)
-                layout[f"{name}.scale"] = (torch.float32, stats)
-                layout[f"{name}.min"] = (torch.float32, stats)
+                layout[f"{name}.scale"] = (torch.float16, stats)
+                layout[f"{name}.min"] = (torch.float16, stats)
             else:
                 stored = torch.float32 if manifest.dtype == "fp32" else torch.bfloat16
                 layout[name] = (stored, full)

@@ -10,6 +10,7 @@ token by token, computes logits for the last position only, and can start from a
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -90,8 +91,6 @@ class LocalModel:
         return SplitPrompt(self._tokens(head), self._tokens(full[len(head) :]))
 
     def template_sha256(self) -> str:
-        import hashlib
-
         template = getattr(self.tokenizer, "chat_template", None) or ""
         return hashlib.sha256(str(template).encode("utf-8")).hexdigest()
 
@@ -128,7 +127,8 @@ class LocalModel:
         prefix: ResidentPrefix | None = None,
     ) -> Iterator[int]:
         """Greedy tokens after ``ids``, one at a time, up to a stop token. With ``prefix``
-        (whose tokens must start ``ids``) only the rest of ``ids`` is prefilled."""
+        (whose tokens must start ``ids``) only the rest of ``ids`` is prefilled. The prompt
+        is checked here, before the first token is asked for."""
         ids = [int(t) for t in ids]
         self._check_length(len(ids) + max_new_tokens)
         if prefix is not None and tuple(ids[: prefix.length]) != prefix.token_ids:
@@ -136,7 +136,7 @@ class LocalModel:
         start = 0 if prefix is None else prefix.length
         if start == len(ids):
             raise InvalidInput("the prompt must have tokens after its cached prefix")
-        yield from self._greedy(ids[start:], max_new_tokens, prefix)
+        return self._greedy(ids[start:], max_new_tokens, prefix)
 
     def generate(
         self,
