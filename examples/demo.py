@@ -91,7 +91,8 @@ def main(data_dir: Path) -> None:
         console.print("[bold]The audit log[/bold]")
         for event in mos.log("alice-notes"):
             console.print(
-                f"  #{event.seq} {event.op.value:<11} by {event.actor:<6} {event.hash[:12]}"
+                f"  #{event.seq:<2} {event.op.value:<11} by {event.actor:<6} {event.hash[:12]}"
+                + (f"  ({event.reason})" if event.reason else "")
             )
         report = mos.verify("alice-notes")
         console.print(f"verify: ok={report.ok} events={report.events}")
