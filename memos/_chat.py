@@ -23,6 +23,7 @@ class ChatPlan:
     prompt: SplitPrompt
     kv_entry: str | None
     prefix: ResidentPrefix | None
+    adapter: str | None = None  # the loaded adapter slot to generate through
 
 
 def plan_chat(
@@ -34,15 +35,17 @@ def plan_chat(
     retrieved: Sequence[MemoryItem],
     block_items: Callable[[Sequence[str]], list[MemoryItem]],
     use_kv: bool,
+    adapter: str | None = None,
 ) -> ChatPlan:
-    """The prompt for ``query``: a covering stored block's memories, else the retrieved ones."""
+    """The prompt for ``query``: a covering stored block's memories, else the retrieved ones.
+    A KV cache is the base model's, so a chat through an adapter prefills everything."""
     entry = kv.covering(cube, retrieved) if retrieved else None
     memories = list(retrieved)
     if entry is not None:
         memories = block_items([s.item_id for s in entry.sources])
     prompt = model.split_prompt(render_block(memories), query)
     prefix = None
-    if entry is not None and use_kv:
+    if entry is not None and use_kv and adapter is None:
         prefix = kv.load(entry)
         if prefix.token_ids != prompt.prefix:
             prefix = None  # rendered differently now: recompute rather than risk a mismatch
@@ -52,6 +55,7 @@ def plan_chat(
         prompt=prompt,
         kv_entry=None if entry is None else entry.id,
         prefix=prefix,
+        adapter=adapter,
     )
 
 
@@ -76,7 +80,10 @@ class ChatStream:
         shown = ""
         plan = self._plan
         for token in self._model.stream(
-            plan.prompt.ids, max_new_tokens=self._max_new_tokens, prefix=plan.prefix
+            plan.prompt.ids,
+            max_new_tokens=self._max_new_tokens,
+            prefix=plan.prefix,
+            adapter=plan.adapter,
         ):
             tokens.append(token)
             text = self._model.decode(tokens)
@@ -93,6 +100,7 @@ class ChatStream:
             tokens=tuple(tokens),
             memories=plan.memories,
             kv_entry=plan.kv_entry,
+            adapter=plan.adapter,
             prompt_tokens=len(plan.prompt.ids),
             cached_tokens=0 if plan.prefix is None else plan.prefix.length,
         )

@@ -14,39 +14,45 @@ from memos._store import Change
 from memos._types import DerivedEntry, Event, EventOp, ItemStatus, MemoryItem
 
 KV_KIND = "kv"
+ADAPTER_KIND = "adapter"
 # the event that builds / drops an artifact of each kind
-BUILD_OPS = {KV_KIND: EventOp.KV_BUILD}
-DROP_OPS = {KV_KIND: EventOp.KV_DROP}
+BUILD_OPS = {KV_KIND: EventOp.KV_BUILD, ADAPTER_KIND: EventOp.ADAPTER_BUILD}
+DROP_OPS = {KV_KIND: EventOp.KV_DROP, ADAPTER_KIND: EventOp.ADAPTER_DROP}
+# events whose ``derived`` replaces the standing record of the same id
+REPLACE_OPS = frozenset({EventOp.ADAPTER_STALE})
 
 
 def invalidations(
     entries: Sequence[DerivedEntry], item: MemoryItem, *, actor: str, ts: datetime
 ) -> list[Change]:
-    """The changes that retire the artifacts built from an older version of ``item``."""
+    """The changes that retire the artifacts built from an older version of ``item``: a KV
+    cache is dropped; an adapter is kept (its versions can be rolled back to) but marked stale,
+    so chat stops using it until it is retrained or rolled back."""
     changes = []
     for entry in entries:
         stale = [s for s in entry.sources if s.item_id == item.id and s.version != item.version]
-        if not stale:
+        if not stale or entry.stale:
             continue
         what = "was deleted" if item.status == ItemStatus.DELETED else "changed"
         reason = f"source {item.id} {what} (v{stale[0].version} -> v{item.version})"
-        changes.append(
-            Change(
-                op=DROP_OPS[entry.kind],
-                cube=entry.cube,
-                actor=actor,
-                ts=ts,
-                reason=reason,
+        if entry.kind == ADAPTER_KIND:
+            change = Change(
+                op=EventOp.ADAPTER_STALE, cube=entry.cube, actor=actor, ts=ts, reason=reason,
+                derived=entry.model_copy(update={"stale": True}),
+            )  # fmt: skip
+        else:
+            change = Change(
+                op=DROP_OPS[entry.kind], cube=entry.cube, actor=actor, ts=ts, reason=reason,
                 dropped=entry.id,
-            )
-        )
+            )  # fmt: skip
+        changes.append(change)
     return changes
 
 
 def standing(events: Iterable[Event]) -> dict[str, DerivedEntry]:
     """The derived artifacts the log leaves standing, by id, in build order."""
     entries: dict[str, DerivedEntry] = {}
-    builds = set(BUILD_OPS.values())
+    builds = set(BUILD_OPS.values()) | REPLACE_OPS
     drops = set(DROP_OPS.values())
     for event in events:
         if event.payload is None:

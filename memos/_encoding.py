@@ -21,7 +21,9 @@ from memos._types import CubeInfo, Event, EventOp, ItemFilter, utcnow
 from memos.codecs import FIT_SAMPLE_MAX, fit_sample_size, make_codec, state_to_bytes
 from memos.errors import InvalidInput
 
-CONFIG_OPS = frozenset({EventOp.CUBE_CREATE, EventOp.CODEC_FIT, EventOp.REENCODE})
+CONFIG_OPS = frozenset(
+    {EventOp.CUBE_CREATE, EventOp.CODEC_FIT, EventOp.REENCODE, EventOp.ADAPTER_ATTACH}
+)
 _SAMPLE_SEED = 0
 _CHUNK = 4096
 

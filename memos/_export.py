@@ -30,7 +30,7 @@ from safetensors.numpy import save_file
 
 from memos._chain import vector_digest, verify_chain
 from memos._codec_state import codec_from_blob
-from memos._derived import standing
+from memos._derived import ADAPTER_KIND, KV_KIND, standing
 from memos._encoding import configured_cube
 from memos._store import CubeImport, Store, Vector
 from memos._types import CubeInfo, DerivedEntry, Event, EventOp, MemoryItem, utcnow
@@ -150,13 +150,26 @@ def _derived_blob(directory: Path, entry: DerivedEntry) -> bytes:
         raise TamperedExport(f"the blob of derived artifact {entry.id} is missing") from exc
     if hashlib.sha256(data).hexdigest() != entry.blob:
         raise TamperedExport(f"the blob of derived artifact {entry.id} is not the one logged")
-    from memos.activation import KVEntry, cache_from_bytes
-
     try:
-        cache_from_bytes(data, KVEntry.from_derived(entry).manifest)
+        _check_artifact(entry, data)
     except CorruptArtifact as exc:
         raise TamperedExport(f"derived artifact {entry.id}: {exc.message}") from exc
     return data
+
+
+def _check_artifact(entry: DerivedEntry, data: bytes) -> None:
+    """The strict loader of the artifact's kind accepts ``data``; no model is needed."""
+    if entry.kind == KV_KIND:
+        from memos.activation import KVEntry, cache_from_bytes
+
+        cache_from_bytes(data, KVEntry.from_derived(entry).manifest)
+    elif entry.kind == ADAPTER_KIND:
+        from memos.parametric import AdapterEntry
+        from memos.parametric._weights import check_blob
+
+        check_blob(data, AdapterEntry.from_derived(entry).manifest)
+    else:
+        raise CorruptArtifact(f"unknown kind of derived artifact {entry.kind!r}")
 
 
 def _manifest(directory: Path) -> dict[str, Any]:

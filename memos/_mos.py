@@ -50,13 +50,15 @@ from memos.errors import (
     IntegrityError,
     InvalidInput,
     ItemNotFound,
+    ModelUnavailable,
     VersionConflict,
 )
 
 if TYPE_CHECKING:
     from memos._chat import ChatStream
     from memos.activation import KVMemory
-    from memos.llm import LLMBackend
+    from memos.llm import LLMBackend, LocalModel
+    from memos.parametric import LoraMemory
 
 LOCAL_ACTOR = "local"
 DEFAULT_MODEL_CACHE = Path("~/.cache/memos/models")
@@ -98,6 +100,7 @@ class MemOS:
         self._model_cache = (model_cache or DEFAULT_MODEL_CACHE).expanduser()
         self._model_lock = threading.Lock()
         self._kv: KVMemory | None = None
+        self._lora: LoraMemory | None = None
 
     @classmethod
     def open(
@@ -721,6 +724,32 @@ class MemOS:
             )
         return self._kv
 
+    @property
+    def lora(self) -> LoraMemory:
+        """The parametric tier: ``consolidate``, ``list``, ``show``, ``attach``, ``rollback``,
+        ``retrain``, ``export``, ``import_adapter``, ``delete`` LoRA adapters (see
+        :class:`memos.parametric.LoraMemory`)."""
+        if self._lora is None:
+            from memos.parametric import LoraMemory
+
+            self._lora = LoraMemory(
+                self.store,
+                model=self._local_model,
+                cube_info=self.get_cube,
+                retrieve=self._retrieve,
+                actor=self._actor,
+                limits=self.limits,
+            )
+        return self._lora
+
+    def _local_model(self) -> LocalModel:
+        from memos.llm import LocalModel
+
+        model = self.model()
+        if not isinstance(model, LocalModel):
+            raise ModelUnavailable("LoRA adapters need a local model whose weights run here")
+        return model
+
     def chat(
         self,
         query: str,
@@ -730,15 +759,26 @@ class MemOS:
         k: int = 5,
         max_new_tokens: int = 128,
         use_kv: bool = True,
+        adapter: str | None = None,
+        retrieve: bool = True,
     ) -> ChatReply:
         """Answer ``query`` with the cube's memories in the prompt (greedy decoding).
 
         The ``k`` best memories (of ``user``, when given) are retrieved; when a stored KV
         block holds all of them, the prompt is built from that block and, with ``use_kv``,
         its cache replaces prefilling it. ``use_kv=False`` recomputes the same prompt in full.
+        ``adapter`` (or else the cube's attached one) answers through that LoRA adapter;
+        ``retrieve=False`` puts no memory in the prompt (recall from parameters alone).
         The memories used get an access counted (:meth:`access_stats`)."""
         return self.chat_stream(
-            query, cube=cube, user=user, k=k, max_new_tokens=max_new_tokens, use_kv=use_kv
+            query,
+            cube=cube,
+            user=user,
+            k=k,
+            max_new_tokens=max_new_tokens,
+            use_kv=use_kv,
+            adapter=adapter,
+            retrieve=retrieve,
         ).run()
 
     def chat_stream(
@@ -750,6 +790,8 @@ class MemOS:
         k: int = 5,
         max_new_tokens: int = 128,
         use_kv: bool = True,
+        adapter: str | None = None,
+        retrieve: bool = True,
     ) -> ChatStream:
         """:meth:`chat`, streamed: iterate for text pieces, then read ``.reply``."""
         from memos._chat import ChatStream, plan_chat
@@ -757,7 +799,10 @@ class MemOS:
         query = check.text(query, self.limits)
         max_new_tokens = check.positive(max_new_tokens, "max_new_tokens", 4096)
         info = self.get_cube(cube)
-        retrieved = self._retrieve(query, info.name, k, user)
+        slot = None
+        if adapter is not None or info.default_adapter is not None:
+            slot = self.lora.for_chat(info.name, adapter)
+        retrieved = self._retrieve(query, info.name, k, user) if retrieve else []
         plan = plan_chat(
             self.model(),
             self.kv,
@@ -766,6 +811,7 @@ class MemOS:
             retrieved=retrieved,
             block_items=self._active_items,
             use_kv=bool(use_kv),
+            adapter=slot,
         )
 
         def count_use(reply: ChatReply) -> None:

@@ -41,6 +41,12 @@ class EventOp(StrEnum):
     # derived artifacts: payload["derived"] holds the entry built / payload["dropped"] its id
     KV_BUILD = "kv_build"
     KV_DROP = "kv_drop"
+    # a new version of a named adapter (consolidated, imported, retrained or rolled back) /
+    # one marked stale because a source changed / one removed / the cube's default adapter set
+    ADAPTER_BUILD = "adapter_build"
+    ADAPTER_STALE = "adapter_stale"
+    ADAPTER_DROP = "adapter_drop"
+    ADAPTER_ATTACH = "adapter_attach"
 
 
 class _Frozen(BaseModel):
@@ -93,6 +99,8 @@ class CubeInfo(_Frozen):
     codec_version: int = 0
     # how the cube's KV caches (activation memory) are stored: fp32, bf16 or int8
     kv_dtype: str = "fp32"
+    # the adapter chat uses when none is named (``adapter_attach`` events set it)
+    default_adapter: str | None = None
 
 
 class SourceRef(_Frozen):
@@ -114,6 +122,8 @@ class DerivedEntry(_Frozen):
     sources: tuple[SourceRef, ...]
     manifest: dict[str, Any]
     created_at: datetime
+    # built from item versions that are no longer current (adapters are kept, marked stale)
+    stale: bool = False
 
 
 class AccessStats(_Frozen):
@@ -212,3 +222,5 @@ class ChatReply(_Frozen):
     kv_entry: str | None
     prompt_tokens: int
     cached_tokens: int
+    # the adapter version (its id in ``mos.lora.list``) the answer was generated through
+    adapter: str | None = None

@@ -27,7 +27,7 @@ import numpy as np
 
 from memos._access import accessed
 from memos._chain import GENESIS_HASH, seal
-from memos._derived import invalidations
+from memos._derived import REPLACE_OPS, invalidations
 from memos._store import Change, CubeImport, Vector
 from memos._types import (
     AccessStats,
@@ -60,6 +60,9 @@ _DIGEST = re.compile(r"[0-9a-f]{64}")
 # 2: a keyword (FTS5) table per cube; a format-1 data dir gets them built on open.
 FORMAT_VERSION = 2
 _BUSY_TIMEOUT_MS = 60_000
+# what a codec change / an adapter_attach may change in a cube's configuration
+_CODEC_FIELDS = {"codec", "codec_state", "codec_version"}
+_ADAPTER_FIELDS = {"default_adapter"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -320,7 +323,9 @@ class SQLiteStore:
                 "UPDATE cubes SET info = ? WHERE name = ?",
                 (change.cube_info.model_dump_json(), change.cube),
             )
-        if change.derived is not None:
+        if change.derived is not None and change.op in REPLACE_OPS:
+            self._replace_derived(conn, change.derived)
+        elif change.derived is not None:
             self._insert_derived(conn, change.derived)
         if change.dropped is not None:
             self._delete_derived(conn, change.cube, change.dropped)
@@ -339,10 +344,12 @@ class SQLiteStore:
 
     @staticmethod
     def _check_sources(conn: sqlite3.Connection, change: Change) -> None:
+        """A new artifact's sources are items of its cube; unless it is built stale, each is
+        at the active version it names."""
         entry = change.derived
-        if entry is None:
+        if entry is None or change.op in REPLACE_OPS:
             return
-        if entry.cube != change.cube or change.item_id is not None or not entry.sources:
+        if entry.cube != change.cube or change.item_id is not None:
             raise InvalidInput("a derived artifact comes with a cube-level event of its cube")
         if conn.execute("SELECT 1 FROM derived WHERE id = ?", (entry.id,)).fetchone():
             raise Conflict(f"a derived artifact with id {entry.id} exists", derived=entry.id)
@@ -355,7 +362,8 @@ class SQLiteStore:
                     f"no memory with id {source.item_id!r} in cube {change.cube!r}",
                     item_id=source.item_id,
                 )
-            if int(row[0]) != source.version or row[1] != ItemStatus.ACTIVE.value:
+            current = int(row[0]) == source.version and row[1] == ItemStatus.ACTIVE.value
+            if not current and not entry.stale:
                 raise VersionConflict(
                     f"memory {source.item_id} is at version {row[0]} ({row[1]}), "
                     f"not the active version {source.version} the artifact was built from",
@@ -374,6 +382,15 @@ class SQLiteStore:
             "INSERT OR IGNORE INTO derived_sources VALUES (?, ?)",
             [(entry.id, source.item_id) for source in entry.sources],
         )
+
+    @staticmethod
+    def _replace_derived(conn: sqlite3.Connection, entry: DerivedEntry) -> None:
+        replaced = conn.execute(
+            "UPDATE derived SET body = ? WHERE id = ? AND cube = ? AND kind = ?",
+            (entry.model_dump_json(), entry.id, entry.cube, entry.kind),
+        ).rowcount
+        if not replaced:
+            raise NotFound(f"cube {entry.cube!r} has no derived artifact {entry.id!r}")
 
     @staticmethod
     def _delete_derived(conn: sqlite3.Connection, cube: str, derived_id: str) -> None:
@@ -413,6 +430,9 @@ class SQLiteStore:
 
     @staticmethod
     def _check_cube_info(conn: sqlite3.Connection, change: Change) -> None:
+        """A new configuration follows the stored one: a codec change (fit, re-encode) bumps
+        ``codec_version`` by one, an ``adapter_attach`` changes ``default_adapter`` alone;
+        nothing else of the cube changes, so no concurrent change is overwritten."""
         new = change.cube_info
         if new is None:
             return
@@ -420,13 +440,21 @@ class SQLiteStore:
             raise InvalidInput("a cube's new configuration comes with a cube-level event")
         row = conn.execute("SELECT info FROM cubes WHERE name = ?", (change.cube,)).fetchone()
         current = CubeInfo.model_validate_json(row[0])
-        if new.codec_version != current.codec_version + 1:
+        attach = change.op == EventOp.ADAPTER_ATTACH
+        expected_version = current.codec_version + (0 if attach else 1)
+        if new.codec_version != expected_version:
             raise VersionConflict(
                 f"cube {change.cube!r} is at codec version {current.codec_version}; "
                 f"version {new.codec_version} does not follow it",
                 cube=change.cube,
                 current=current.codec_version,
                 expected=new.codec_version - 1,
+            )
+        kept = _ADAPTER_FIELDS if attach else _CODEC_FIELDS
+        if new.model_dump(exclude=kept) != current.model_dump(exclude=kept):
+            raise VersionConflict(
+                f"cube {change.cube!r} changed meanwhile; its new configuration is stale",
+                cube=change.cube,
             )
 
     @staticmethod

@@ -55,6 +55,7 @@ def test_errors_all_lists_every_error_class() -> None:
 def test_subpackages_pin_their_surface() -> None:
     import memos.activation
     import memos.llm
+    import memos.parametric
 
     assert set(memos.activation.__all__) == {
         "BLOCK_TEMPLATE",
@@ -65,6 +66,14 @@ def test_subpackages_pin_their_surface() -> None:
         "cache_from_bytes",
         "cache_to_bytes",
         "render_block",
+    }
+    assert set(memos.parametric.__all__) == {
+        "AdapterEntry",
+        "AdapterManifest",
+        "LoraMemory",
+        "LoraSettings",
+        "compress",
+        "decompress",
     }
     assert set(memos.llm.__all__) == {
         "KV",

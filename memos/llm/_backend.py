@@ -39,8 +39,10 @@ class LLMBackend(Protocol):
         *,
         max_new_tokens: int = 64,
         prefix: ResidentPrefix | None = None,
+        adapter: str | None = None,
     ) -> Iterator[int]:
-        """Greedy tokens after ``ids``; with ``prefix`` only the rest is prefilled."""
+        """Greedy tokens after ``ids``; with ``prefix`` only the rest is prefilled; with
+        ``adapter`` through that loaded LoRA adapter."""
         ...
 
     def decode(self, ids: Sequence[int]) -> str: ...

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from memos.errors import InvalidInput, ModelUnavailable
+from memos.llm._adapters import AdapterSlots
 from memos.llm._prefix import KV, ResidentPrefix
 from memos.llm._shapes import ModelShape, SplitPrompt
 from memos.llm._weights import (
@@ -38,6 +39,7 @@ class LocalModel:
         self.name = name
         self.shape = _shape(model.config)
         self._stop_ids = _stop_ids(model, tokenizer)
+        self.adapters = AdapterSlots(model)
         # one forward pass at a time (torch already uses every core for one); held per pass,
         # never across a stream's yields, so concurrent streams interleave
         self._lock = threading.Lock()
@@ -111,8 +113,8 @@ class LocalModel:
         import torch
 
         self._check_length(len(ids))
-        with self._lock, torch.inference_mode():
-            output = self.model(
+        with self._lock, self.adapters.active(None) as net, torch.inference_mode():
+            output = net(
                 input_ids=torch.tensor([list(ids)], dtype=torch.long),
                 use_cache=True,
                 logits_to_keep=1,
@@ -125,18 +127,24 @@ class LocalModel:
         *,
         max_new_tokens: int = 64,
         prefix: ResidentPrefix | None = None,
+        adapter: str | None = None,
     ) -> Iterator[int]:
         """Greedy tokens after ``ids``, one at a time, up to a stop token. With ``prefix``
-        (whose tokens must start ``ids``) only the rest of ``ids`` is prefilled. The prompt
-        is checked here, before the first token is asked for."""
+        (whose tokens must start ``ids``) only the rest of ``ids`` is prefilled; with
+        ``adapter`` that loaded LoRA adapter is active. The prompt is checked here, before the
+        first token is asked for."""
         ids = [int(t) for t in ids]
+        if prefix is not None and adapter is not None:
+            raise InvalidInput("a KV cache is the base model's: it cannot serve an adapter")
         self._check_length(len(ids) + max_new_tokens)
         if prefix is not None and tuple(ids[: prefix.length]) != prefix.token_ids:
             raise InvalidInput("the prompt does not start with the cached prefix's tokens")
         start = 0 if prefix is None else prefix.length
         if start == len(ids):
             raise InvalidInput("the prompt must have tokens after its cached prefix")
-        return self._greedy(ids[start:], max_new_tokens, prefix)
+        if adapter is not None and adapter not in self.adapters.names:
+            raise InvalidInput(f"no adapter named {adapter!r} is loaded")
+        return self._greedy(ids[start:], max_new_tokens, prefix, adapter)
 
     def generate(
         self,
@@ -144,30 +152,39 @@ class LocalModel:
         *,
         max_new_tokens: int = 64,
         prefix: ResidentPrefix | None = None,
+        adapter: str | None = None,
     ) -> list[int]:
         """Greedy continuation of ``input_ids``, stopping at the end-of-sequence token."""
-        return list(self.stream(input_ids, max_new_tokens=max_new_tokens, prefix=prefix))
+        return list(
+            self.stream(input_ids, max_new_tokens=max_new_tokens, prefix=prefix, adapter=adapter)
+        )
 
     def _greedy(
-        self, rest: list[int], max_new_tokens: int, prefix: ResidentPrefix | None
+        self,
+        rest: list[int],
+        max_new_tokens: int,
+        prefix: ResidentPrefix | None,
+        adapter: str | None,
     ) -> Iterator[int]:
         from transformers import DynamicCache
 
         if prefix is None:
-            yield from self._decode(DynamicCache(config=self.model.config), rest, max_new_tokens)
+            fresh = DynamicCache(config=self.model.config)
+            yield from self._decode(fresh, rest, max_new_tokens, adapter)
             return
         with prefix.session(len(rest) + max_new_tokens) as cache:
-            yield from self._decode(cache, rest, max_new_tokens)
+            yield from self._decode(cache, rest, max_new_tokens, adapter)
 
-    def _decode(self, cache: Any, rest: list[int], max_new_tokens: int) -> Iterator[int]:
+    def _decode(
+        self, cache: Any, rest: list[int], max_new_tokens: int, adapter: str | None
+    ) -> Iterator[int]:
         import torch
 
         step = torch.tensor([rest], dtype=torch.long)
         for _ in range(max_new_tokens):
-            with self._lock, torch.inference_mode():
-                logits = self.model(
-                    input_ids=step, cache=cache, use_cache=True, logits_to_keep=1
-                ).logits
+            # the adapter is set per pass: streams through different adapters interleave
+            with self._lock, self.adapters.active(adapter) as net, torch.inference_mode():
+                logits = net(input_ids=step, cache=cache, use_cache=True, logits_to_keep=1).logits
             token = int(logits[0, -1].argmax())
             if token in self._stop_ids:
                 return

@@ -1,0 +1,536 @@
+"""The parametric tier of a MemOS instance (``mos.lora``): named, versioned LoRA adapters.
+
+Every version of an adapter is a derived artifact of its cube: an ``adapter_build`` event
+records it (manifest, sources, the sha256 of its weights blob); versions are never rewritten,
+so a rollback is a new version restoring an old one's weights. When a source memory changes,
+the store marks the versions trained on it stale (``adapter_stale``) in the same transaction;
+chat does not use a stale adapter until it is retrained without the change or rolled back to
+a version that never saw it. ``adapter_attach`` sets the adapter chat uses by default.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from memos import _validation as check
+from memos._derived import ADAPTER_KIND
+from memos._store import Change, Store
+from memos._types import (
+    CubeInfo,
+    DerivedEntry,
+    Event,
+    EventOp,
+    ItemStatus,
+    MemoryItem,
+    SourceRef,
+    utcnow,
+)
+from memos._validation import Limits
+from memos.errors import (
+    Conflict,
+    CorruptArtifact,
+    IntegrityError,
+    InvalidInput,
+    ItemNotFound,
+    ModelMismatch,
+    NotFound,
+)
+from memos.llm import LocalModel
+from memos.parametric._manifest import AdapterManifest, LoraSettings
+from memos.parametric._weights import Weights, decode, encode
+
+MAX_FACTS = 512
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+DEFAULT_DENSITY = 0.1
+Retriever = Callable[[str, str, int, "str | None"], list[MemoryItem]]
+Progress = Callable[[int, int, float], None]
+
+
+class AdapterEntry(BaseModel):
+    """One stored version of a named adapter, as ``mos.lora.list`` reports it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    cube: str
+    blob: str
+    size: int
+    created_at: datetime
+    stale: bool
+    manifest: AdapterManifest
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> int:
+        return self.manifest.version
+
+    @property
+    def sources(self) -> tuple[SourceRef, ...]:
+        return self.manifest.sources
+
+    @classmethod
+    def from_derived(cls, entry: DerivedEntry) -> AdapterEntry:
+        try:
+            # through JSON: the manifest is strict, and JSON is where its tuples are arrays
+            manifest = AdapterManifest.model_validate_json(json.dumps(entry.manifest))
+        except ValidationError as exc:
+            raise CorruptArtifact(f"adapter {entry.id} has a malformed manifest: {exc}") from exc
+        if manifest.sources != entry.sources:
+            raise CorruptArtifact(f"adapter {entry.id}: manifest and record name other sources")
+        return cls(
+            id=entry.id,
+            cube=entry.cube,
+            blob=entry.blob,
+            size=entry.size,
+            created_at=entry.created_at,
+            stale=entry.stale,
+            manifest=manifest,
+        )
+
+
+class LoraMemory:
+    """Adapters of one local base model; see the module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        model: Callable[[], LocalModel],
+        cube_info: Callable[[str], CubeInfo],
+        retrieve: Retriever,
+        actor: Callable[[str | None], str],
+        limits: Limits,
+    ) -> None:
+        self._store = store
+        self._model = model
+        self._cube_info = cube_info
+        self._retrieve = retrieve
+        self._actor = actor
+        self._limits = limits
+        self._loaded: set[str] = set()
+        self._lock = threading.Lock()
+
+    # reading ----------------------------------------------------------------------------
+
+    def list(self, cube: str, name: str | None = None) -> list[AdapterEntry]:
+        """Every stored version (of adapter ``name``), oldest first."""
+        info = self._cube_info(cube)
+        entries = [
+            AdapterEntry.from_derived(e)
+            for e in self._store.derived_entries(info.name, ADAPTER_KIND)
+        ]
+        return [e for e in entries if name is None or e.name == name]
+
+    def show(self, cube: str, name: str, version: int | None = None) -> AdapterEntry:
+        """Adapter ``name`` at ``version`` (its latest by default)."""
+        versions = self.list(cube, _checked_name(name))
+        if version is not None:
+            versions = [e for e in versions if e.version == version]
+        if not versions:
+            at = "" if version is None else f" version {version}"
+            raise NotFound(f"cube {cube!r} has no adapter {name!r}{at}", adapter=name)
+        return max(versions, key=lambda e: e.version)
+
+    # making versions --------------------------------------------------------------------
+
+    def consolidate(
+        self,
+        cube: str,
+        item_ids: Sequence[str] | None = None,
+        *,
+        name: str,
+        query: str | None = None,
+        k: int = 20,
+        recipe: Any = None,
+        density: float | None = DEFAULT_DENSITY,
+        user: str | None = None,
+        reason: str | None = None,
+        progress: Progress | None = None,
+    ) -> AdapterEntry:
+        """Train a new version of adapter ``name`` on memories (given ids, or the ``k`` best
+        for ``query``), stored ComPEFT-compressed at ``density`` when that keeps its recall
+        (``density=None``: fp32). One ``adapter_build`` event."""
+        info = self._cube_info(cube)
+        name = _checked_name(name)
+        if (item_ids is None) == (query is None):
+            raise InvalidInput("consolidate memories given by item_ids or by a query (one)")
+        if query is not None:
+            k = check.positive(k, "k", MAX_FACTS)
+            items = self._retrieve(check.text(query, self._limits), info.name, k, user)
+        else:
+            items = self._items(info.name, item_ids)
+        if not items:
+            raise InvalidInput(f"no memory of cube {info.name!r} to consolidate")
+        return self._train_version(info, name, items, recipe, density, "consolidate", None,
+                                   user, reason, progress)  # fmt: skip
+
+    def retrain(
+        self,
+        cube: str,
+        name: str,
+        *,
+        user: str | None = None,
+        reason: str | None = None,
+        progress: Progress | None = None,
+    ) -> AdapterEntry:
+        """A new version trained on the current versions of the latest one's sources that are
+        still active: a deleted memory is left out, a changed one is learned as it is now."""
+        info = self._cube_info(cube)
+        latest = self.show(info.name, name)
+        found = self._store.get_items([s.item_id for s in latest.sources])
+        items = [
+            found[s.item_id]
+            for s in latest.sources
+            if s.item_id in found and found[s.item_id].status == ItemStatus.ACTIVE
+        ]
+        if not items:
+            raise Conflict(f"no source of adapter {name!r} is left; delete the adapter instead")
+        recipe = latest.manifest.recipe
+        density = latest.manifest.density
+        return self._train_version(info, latest.name, items, recipe, density, "retrain",
+                                   latest.version, user, reason, progress)  # fmt: skip
+
+    def rollback(
+        self,
+        cube: str,
+        name: str,
+        *,
+        to_version: int,
+        user: str | None = None,
+        reason: str | None = None,
+    ) -> AdapterEntry:
+        """A new version with version ``to_version``'s weights (history only moves forward);
+        stale if any of its sources changed since."""
+        info = self._cube_info(cube)
+        target = self.show(info.name, name, check.positive(to_version, "to_version", 2**31))
+        latest = self.show(info.name, name)
+        manifest = target.manifest.model_copy(
+            update={
+                "version": latest.version + 1,
+                "origin": "rollback",
+                "from_version": target.version,
+            }
+        )
+        stale = not self._current(target.sources)
+        return self._commit(info, manifest, target.blob, target.size, stale, user, reason)
+
+    def import_adapter(
+        self,
+        cube: str,
+        directory: str | Path,
+        *,
+        name: str,
+        density: float | None = None,
+        user: str | None = None,
+        reason: str | None = None,
+    ) -> AdapterEntry:
+        """A new version of ``name`` from a peft adapter directory (``adapter_config.json`` +
+        ``adapter_model.safetensors``; pickled ``.bin`` weights are refused). A directory this
+        library exported must be for the loaded base model (:class:`ModelMismatch`)."""
+        from memos.parametric._peftdir import read_adapter_dir
+
+        info = self._cube_info(cube)
+        name = _checked_name(name)
+        model = self._model()
+        lora, weights, exported = read_adapter_dir(Path(directory), model)
+        if exported is not None and exported.base_model != model.fingerprint:
+            raise ModelMismatch(
+                f"the adapter in {directory} was made for base model "
+                f"{exported.base_model.short}, not the loaded {model.fingerprint.short}"
+            )
+        manifest = self._manifest(
+            model, name, "import", lora, weights, density, (), None, {}, None,
+            self._next_version(info, name),
+        )  # fmt: skip
+        data = encode(weights, manifest.storage, manifest.density)
+        return self._commit(
+            info, manifest, self._store.put_blob(data), len(data), False, user, reason
+        )
+
+    def export(
+        self, cube: str, name: str, directory: str | Path, *, version: int | None = None
+    ) -> Path:
+        """Write a peft adapter directory (fp32 safetensors, ``adapter_config.json``) and the
+        manifest, loadable by peft itself or by :meth:`import_adapter`."""
+        from memos.parametric._peftdir import write_adapter_dir
+
+        entry = self.show(cube, name, version)
+        weights = self._weights(entry)
+        written: Path = write_adapter_dir(Path(directory), entry.manifest, weights)
+        return written
+
+    # chat -------------------------------------------------------------------------------
+
+    def attach(
+        self, cube: str, name: str | None, *, user: str | None = None, reason: str | None = None
+    ) -> CubeInfo:
+        """Make ``name`` the adapter chat uses on this cube when none is named (``None``:
+        none). One ``adapter_attach`` event."""
+        info = self._cube_info(cube)
+        if name is not None:
+            name = self.show(info.name, name).name
+        new = info.model_copy(update={"default_adapter": name})
+        change = Change(
+            op=EventOp.ADAPTER_ATTACH, cube=info.name, actor=self._actor(user), ts=utcnow(),
+            reason=check.reason(reason, self._limits), cube_info=new,
+        )  # fmt: skip
+        self._store.commit([change])
+        return new
+
+    def delete(
+        self, cube: str, name: str, *, user: str | None = None, reason: str | None = None
+    ) -> builtins.list[Event]:
+        """Remove every version of adapter ``name`` (one ``adapter_drop`` event each), and
+        detach it if it is the cube's default."""
+        info = self._cube_info(cube)
+        versions = self.list(info.name, _checked_name(name))
+        if not versions:
+            raise NotFound(f"cube {info.name!r} has no adapter {name!r}", adapter=name)
+        actor, reason, now = self._actor(user), check.reason(reason, self._limits), utcnow()
+        changes = [
+            Change(
+                op=EventOp.ADAPTER_DROP,
+                cube=info.name,
+                actor=actor,
+                ts=now,
+                reason=reason,
+                dropped=entry.id,
+            )
+            for entry in versions
+        ]
+        if info.default_adapter == name:
+            changes.append(
+                Change(op=EventOp.ADAPTER_ATTACH, cube=info.name, actor=actor, ts=now,
+                       reason=reason, cube_info=info.model_copy(update={"default_adapter": None}))
+            )  # fmt: skip
+        return self._store.commit(changes)
+
+    def for_chat(self, cube: str, name: str | None) -> str | None:
+        """The loaded adapter slot chat should use: ``name``'s latest version (refused while
+        it is stale), else the cube's default (skipped while stale), else none."""
+        info = self._cube_info(cube)
+        wanted = name if name is not None else info.default_adapter
+        if wanted is None:
+            return None
+        entry = self.show(info.name, wanted)
+        if entry.stale:
+            if name is None:
+                return None
+            raise Conflict(
+                f"adapter {wanted!r} (v{entry.version}) was trained on memories that changed; "
+                "retrain it or roll it back to a version that never saw them",
+                adapter=wanted,
+            )
+        return self.activate(entry)
+
+    def activate(self, entry: AdapterEntry) -> str:
+        """Load ``entry`` onto the model (once) and return the slot to generate with."""
+        model = self._model()
+        if entry.manifest.base_model != model.fingerprint:
+            raise ModelMismatch(
+                f"adapter {entry.name} v{entry.version} was trained on base model "
+                f"{entry.manifest.base_model.short}, not the loaded {model.fingerprint.short}",
+                adapter=entry.name,
+            )
+        with self._lock:
+            if entry.id not in self._loaded:
+                model.adapters.add(
+                    entry.id, entry.manifest.lora.peft_kwargs(), self._weights(entry)
+                )
+                self._loaded.add(entry.id)
+        return entry.id
+
+    # internals --------------------------------------------------------------------------
+
+    def _train_version(
+        self,
+        info: CubeInfo,
+        name: str,
+        items: Sequence[MemoryItem],
+        recipe: Any,
+        density: float | None,
+        origin: str,
+        from_version: int | None,
+        user: str | None,
+        reason: str | None,
+        progress: Progress | None,
+    ) -> AdapterEntry:
+        from memos.parametric._train import consolidate
+
+        model, recipe = self._model(), _recipe(recipe)
+        facts = [item.text for item in items]
+        slot = _slot("training")
+        with self._lock:
+            result = consolidate(model, facts, recipe, adapter=slot, progress=progress)
+            weights = model.adapters.weights(slot)
+            model.adapters.remove(slot)
+            density, kept = self._keeping_recall(model, weights, recipe, facts, density)
+        metrics: dict[str, float | int | bool | str] = dict(result.model_dump())
+        if kept is not None:
+            metrics["compressed_recall"] = kept
+        sources = tuple(SourceRef(item_id=i.id, version=i.version) for i in items)
+        manifest = self._manifest(
+            model, name, origin, _settings(recipe), weights, density, sources,
+            recipe.model_dump(mode="json"), metrics, from_version, self._next_version(info, name),
+        )  # fmt: skip
+        data = encode(weights, manifest.storage, manifest.density)
+        return self._commit(
+            info, manifest, self._store.put_blob(data), len(data), False, user, reason
+        )
+
+    def _keeping_recall(
+        self,
+        model: LocalModel,
+        weights: Weights,
+        recipe: Any,
+        facts: builtins.list[str],
+        density: float | None,
+    ) -> tuple[float | None, float | None]:
+        """``density`` (and the compressed adapter's recall) when compressing at it keeps
+        the raw adapter's recall of the facts, else ``None`` (store fp32)."""
+        from memos.parametric._compress import compress, decompress
+        from memos.parametric._train import recall
+
+        if density is None:
+            return None, None
+        recalls = []
+        for candidate in (weights, decompress(compress(weights, density=density))):
+            slot = _slot("check")
+            model.adapters.add(slot, _settings(recipe).peft_kwargs(), candidate)
+            try:
+                recalls.append(recall(model, facts, adapter=slot, recipe=recipe))
+            finally:
+                model.adapters.remove(slot)
+        raw, compressed = recalls
+        return (density if compressed >= raw else None), compressed
+
+    def _manifest(
+        self,
+        model: LocalModel,
+        name: str,
+        origin: str,
+        lora: LoraSettings,
+        weights: Weights,
+        density: float | None,
+        sources: tuple[SourceRef, ...],
+        recipe: dict[str, Any] | None,
+        metrics: dict[str, Any],
+        from_version: int | None,
+        version: int,
+    ) -> AdapterManifest:
+        return AdapterManifest(
+            name=name, version=version, origin=origin,  # type: ignore[arg-type]
+            base_model_name=model.name[:200], base_model=model.fingerprint, lora=lora,
+            parameters=sum(t.numel() for t in weights.values()),
+            storage="fp32" if density is None else "compeft", density=density,
+            sources=sources, recipe=recipe, metrics=metrics, from_version=from_version,
+        )  # fmt: skip
+
+    def _next_version(self, info: CubeInfo, name: str) -> int:
+        return 1 + max((e.version for e in self.list(info.name, name)), default=0)
+
+    def _commit(
+        self,
+        info: CubeInfo,
+        manifest: AdapterManifest,
+        blob: str,
+        size: int,
+        stale: bool,
+        user: str | None,
+        reason: str | None,
+    ) -> AdapterEntry:
+        entry = DerivedEntry(
+            id=f"lora-{time.time_ns() // 1_000_000:012x}{os.urandom(6).hex()}",
+            cube=info.name, kind=ADAPTER_KIND, blob=blob, size=size, sources=manifest.sources,
+            manifest=manifest.model_dump(mode="json"), created_at=utcnow(), stale=stale,
+        )  # fmt: skip
+        change = Change(
+            op=EventOp.ADAPTER_BUILD, cube=info.name, actor=self._actor(user), ts=entry.created_at,
+            reason=check.reason(reason, self._limits), derived=entry,
+        )  # fmt: skip
+        self._store.commit([change])
+        return AdapterEntry.from_derived(entry)
+
+    def _weights(self, entry: AdapterEntry) -> Weights:
+        data = self._store.get_blob(entry.blob)
+        if data is None:
+            raise IntegrityError(
+                f"the blob {entry.blob} of adapter {entry.name} v{entry.version} is missing"
+            )
+        return decode(data, entry.manifest, self._model().model)
+
+    def _current(self, sources: Sequence[SourceRef]) -> bool:
+        found = self._store.get_items([s.item_id for s in sources])
+        return all(
+            s.item_id in found
+            and found[s.item_id].version == s.version
+            and found[s.item_id].status == ItemStatus.ACTIVE
+            for s in sources
+        )
+
+    def _items(self, cube: str, item_ids: Sequence[str] | None) -> builtins.list[MemoryItem]:
+        if isinstance(item_ids, str) or not isinstance(item_ids, Sequence) or not item_ids:
+            raise InvalidInput("item_ids must be a non-empty list of memory ids")
+        if not all(isinstance(i, str) for i in item_ids):
+            raise InvalidInput("item_ids must be strings")
+        if len(item_ids) > MAX_FACTS or len(set(item_ids)) != len(item_ids):
+            raise InvalidInput(f"an adapter is trained on up to {MAX_FACTS} distinct memories")
+        found = self._store.get_items(item_ids)
+        for item_id in item_ids:
+            item = found.get(item_id)
+            if item is None or item.cube != cube:
+                raise ItemNotFound(
+                    f"no memory with id {item_id!r} in cube {cube!r}", item_id=item_id
+                )
+            if item.status != ItemStatus.ACTIVE:
+                raise Conflict(f"memory {item_id} is {item.status.value}", item_id=item_id)
+        return [found[i] for i in item_ids]
+
+
+def _recipe(recipe: Any) -> Any:
+    from memos.parametric._train import TrainingRecipe
+
+    if isinstance(recipe, TrainingRecipe):
+        return recipe
+    try:
+        # through JSON: the recipe is strict, and a stored one has its tuples as arrays
+        return TrainingRecipe.model_validate_json(json.dumps(recipe or {}))
+    except (ValidationError, TypeError) as exc:
+        raise InvalidInput(f"not a training recipe: {exc}") from exc
+
+
+def _slot(purpose: str) -> str:
+    return f"{purpose}-{os.getpid()}-{time.time_ns()}"
+
+
+def _settings(recipe: Any) -> LoraSettings:
+    config = recipe.lora_config()
+    return LoraSettings(
+        r=int(config["r"]),
+        lora_alpha=int(config["lora_alpha"]),
+        target_modules=tuple(config["target_modules"]),
+        lora_dropout=float(config.get("lora_dropout", 0.0)),
+    )
+
+
+def _checked_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise InvalidInput(
+            f"adapter name {name!r}: 1-64 letters, digits, '_', '.' or '-', starting with a "
+            "letter or digit"
+        )
+    return name

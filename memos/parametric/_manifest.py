@@ -1,0 +1,58 @@
+"""The manifest of a stored adapter version: which base model, which LoRA, from what, how."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from memos._types import SourceRef
+from memos.llm import ModelFingerprint
+
+AdapterOrigin = Literal["consolidate", "import", "retrain", "rollback"]
+AdapterStorage = Literal["fp32", "compeft"]
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class LoraSettings(BaseModel):
+    """The LoRA configuration an adapter was made with (what ``peft.LoraConfig`` needs)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    r: int = Field(ge=1, le=256)
+    lora_alpha: int = Field(ge=1, le=4096)
+    target_modules: tuple[str, ...] = Field(min_length=1, max_length=64)
+    lora_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+    def peft_kwargs(self) -> dict[str, Any]:
+        return {
+            "r": self.r,
+            "lora_alpha": self.lora_alpha,
+            "target_modules": list(self.target_modules),
+            "lora_dropout": self.lora_dropout,
+            "bias": "none",
+            "task_type": "CAUSAL_LM",
+        }
+
+
+class AdapterManifest(BaseModel):
+    """Everything checked before an adapter's tensors are loaded onto a model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    format: Literal["memos-lora"] = "memos-lora"
+    format_version: Literal[1] = 1
+    name: str = Field(pattern=_NAME)
+    version: int = Field(ge=1)
+    origin: AdapterOrigin
+    base_model_name: str = Field(max_length=200)
+    base_model: ModelFingerprint
+    lora: LoraSettings
+    parameters: int = Field(ge=1, le=2**31)
+    storage: AdapterStorage
+    density: float | None = Field(default=None, gt=0.0, le=1.0)
+    sources: tuple[SourceRef, ...] = ()
+    recipe: dict[str, Any] | None = None
+    metrics: dict[str, float | int | bool | str] = Field(default_factory=dict)
+    # the version this one restores (origin "rollback") or retrains (origin "retrain")
+    from_version: int | None = Field(default=None, ge=1)
