@@ -24,6 +24,7 @@ class ChatPlan:
     kv_entry: str | None
     prefix: ResidentPrefix | None
     adapter: str | None = None  # the loaded adapter slot to generate through
+    adapter_id: str | None = None  # and the adapter version it holds
 
 
 def plan_chat(
@@ -35,10 +36,11 @@ def plan_chat(
     retrieved: Sequence[MemoryItem],
     block_items: Callable[[Sequence[str]], list[MemoryItem]],
     use_kv: bool,
-    adapter: str | None = None,
+    adapter: tuple[str, str] | None = None,
 ) -> ChatPlan:
     """The prompt for ``query``: a covering stored block's memories, else the retrieved ones.
-    A KV cache is the base model's, so a chat through an adapter prefills everything."""
+    A KV cache is the base model's, so a chat through an adapter (``(version id, loaded
+    slot)``) prefills everything."""
     entry = kv.covering(cube, retrieved) if retrieved else None
     memories = list(retrieved)
     if entry is not None:
@@ -55,7 +57,8 @@ def plan_chat(
         prompt=prompt,
         kv_entry=None if entry is None else entry.id,
         prefix=prefix,
-        adapter=adapter,
+        adapter=None if adapter is None else adapter[1],
+        adapter_id=None if adapter is None else adapter[0],
     )
 
 
@@ -100,7 +103,7 @@ class ChatStream:
             tokens=tuple(tokens),
             memories=plan.memories,
             kv_entry=plan.kv_entry,
-            adapter=plan.adapter,
+            adapter=plan.adapter_id,
             prompt_tokens=len(plan.prompt.ids),
             cached_tokens=0 if plan.prefix is None else plan.prefix.length,
         )

@@ -799,9 +799,10 @@ class MemOS:
         query = check.text(query, self.limits)
         max_new_tokens = check.positive(max_new_tokens, "max_new_tokens", 4096)
         info = self.get_cube(cube)
-        slot = None
+        through = None
         if adapter is not None or info.default_adapter is not None:
-            slot = self.lora.for_chat(info.name, adapter)
+            entry = self.lora.for_chat(info.name, adapter)
+            through = None if entry is None else (entry.id, self.lora.activate(entry))
         retrieved = self._retrieve(query, info.name, k, user) if retrieve else []
         plan = plan_chat(
             self.model(),
@@ -811,7 +812,7 @@ class MemOS:
             retrieved=retrieved,
             block_items=self._active_items,
             use_kv=bool(use_kv),
-            adapter=slot,
+            adapter=through,
         )
 
         def count_use(reply: ChatReply) -> None:

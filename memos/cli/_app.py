@@ -13,6 +13,7 @@ from memos._mos import DEFAULT_MODEL_CACHE
 from memos.cli import _audit, _chat, _read, _write
 from memos.cli._cube import cube_app
 from memos.cli._kv import kv_app
+from memos.cli._lora import lora_app
 from memos.cli._session import Settings
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app = typer.Typer(
 )
 app.add_typer(cube_app, name="cube")
 app.add_typer(kv_app, name="kv")
+app.add_typer(lora_app, name="lora")
 app.command("add")(_write.add)
 app.command("search")(_read.search)
 app.command("show")(_read.show)
@@ -63,8 +65,8 @@ def root(
         typer.Option(
             "--model",
             envvar="MEMOS_MODEL",
-            help="The language model for chat and KV caches: a Hugging Face model directory "
-            "or a .gguf file. Default: the bundled SmolLM2-135M-Instruct.",
+            help="The language model for chat, KV caches and LoRA adapters: a Hugging Face model "
+            "directory or a .gguf file. Default: the bundled SmolLM2-135M-Instruct.",
             show_default=False,
         ),
     ] = None,

@@ -4,6 +4,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from memos import MemOS
+from memos._types import ChatReply
 from memos.cli import _render
 from memos.cli._options import CubeOption
 from memos.cli._session import open_memos
@@ -31,26 +33,60 @@ def chat(
             "--no-kv", help="Recompute the whole prompt even when a stored KV cache covers it."
         ),
     ] = False,
+    adapter: Annotated[
+        str | None,
+        typer.Option(
+            "--adapter",
+            help="Answer through this LoRA adapter (`memos lora ls`). Default: the cube's "
+            "attached one, if any.",
+        ),
+    ] = None,
+    no_retrieve: Annotated[
+        bool,
+        typer.Option(
+            "--no-retrieve",
+            help="Put no memory in the prompt: the model (and its adapter) answers alone.",
+        ),
+    ] = False,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the whole reply as JSON once it is complete.")
     ] = False,
 ) -> None:
     """Answer a question with a cube's memories in the prompt, streaming the answer.
 
-    Then the memories used, and the KV cache that served the prompt if one did, go to stderr.
+    Then the memories used, the KV cache that served the prompt if one did, and the LoRA
+    adapter the answer came through if one did, go to stderr.
     """
     with open_memos(ctx, json_errors=json_out) as mos:
         stream = mos.chat_stream(
-            query, cube=cube, user=user, k=k, max_new_tokens=max_new_tokens, use_kv=not no_kv
+            query,
+            cube=cube,
+            user=user,
+            k=k,
+            max_new_tokens=max_new_tokens,
+            use_kv=not no_kv,
+            adapter=adapter,
+            retrieve=not no_retrieve,
         )
         if json_out:
             stream.run()
         else:
             _echo(stream)
+            summary = _summary(mos, cube, stream.reply)
     if json_out:
         _render.print_json(stream.reply.model_dump(mode="json"))
     else:
-        typer.echo(_render.chat_summary(stream.reply), err=True)
+        typer.echo(summary, err=True)
+
+
+def _summary(mos: MemOS, cube: str, reply: ChatReply) -> str:
+    """The memories and KV cache of the reply, then the adapter version it came through."""
+    summary = _render.chat_summary(reply)
+    if reply.adapter is None:
+        return summary
+    entry = {e.id: e for e in mos.lora.list(cube)}.get(reply.adapter)
+    used = reply.adapter if entry is None else f"{entry.name} v{entry.version} ({entry.id})"
+    return f"{summary}; adapter: {used}"
 
 
 def _echo(stream: "ChatStream") -> None:

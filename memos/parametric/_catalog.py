@@ -121,7 +121,6 @@ class LoraMemory:
         self._retrieve = retrieve
         self._actor = actor
         self._limits = limits
-        self._loaded: set[str] = set()
         self._lock = threading.Lock()
 
     # reading ----------------------------------------------------------------------------
@@ -319,23 +318,23 @@ class LoraMemory:
             )  # fmt: skip
         return self._store.commit(changes)
 
-    def for_chat(self, cube: str, name: str | None) -> str | None:
-        """The loaded adapter slot chat should use: ``name``'s latest version (refused while
-        it is stale), else the cube's default (skipped while stale), else none."""
+    def for_chat(self, cube: str, name: str | None) -> AdapterEntry | None:
+        """The adapter version chat should use: ``name``'s latest (refused while it is
+        stale), else the cube's default (skipped while stale), else none."""
         info = self._cube_info(cube)
         wanted = name if name is not None else info.default_adapter
         if wanted is None:
             return None
         entry = self.show(info.name, wanted)
-        if entry.stale:
-            if name is None:
-                return None
-            raise Conflict(
-                f"adapter {wanted!r} (v{entry.version}) was trained on memories that changed; "
-                "retrain it or roll it back to a version that never saw them",
-                adapter=wanted,
-            )
-        return self.activate(entry)
+        if not entry.stale:
+            return entry
+        if name is None:
+            return None
+        raise Conflict(
+            f"adapter {wanted!r} (v{entry.version}) was trained on memories that changed; "
+            "retrain it or roll it back to a version that never saw them",
+            adapter=wanted,
+        )
 
     def activate(self, entry: AdapterEntry) -> str:
         """Load ``entry`` onto the model (once) and return the slot to generate with."""
@@ -346,13 +345,13 @@ class LoraMemory:
                 f"{entry.manifest.base_model.short}, not the loaded {model.fingerprint.short}",
                 adapter=entry.name,
             )
+        # the slot names the weights (their blob), so every MemOS sharing this model object
+        # finds an adapter loaded once, and two versions never share a slot
+        slot = f"{entry.id}-{entry.blob[:16]}"
         with self._lock:
-            if entry.id not in self._loaded:
-                model.adapters.add(
-                    entry.id, entry.manifest.lora.peft_kwargs(), self._weights(entry)
-                )
-                self._loaded.add(entry.id)
-        return entry.id
+            if slot not in model.adapters.names:
+                model.adapters.add(slot, entry.manifest.lora.peft_kwargs(), self._weights(entry))
+        return slot
 
     # internals --------------------------------------------------------------------------
 
