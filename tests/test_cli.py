@@ -550,6 +550,8 @@ def test_the_app_has_every_command_of_the_issue() -> None:
         "add", "search", "show", "update", "delete",
         "history", "log", "diff", "rollback", "verify", "export", "import",
         "chat", "kv", "kv build", "kv ls", "kv drop",
+        "lora", "lora consolidate", "lora ls", "lora show", "lora attach", "lora export",
+        "lora import", "lora retrain", "lora rollback", "lora rm",
     }  # fmt: skip
 
 

@@ -203,12 +203,11 @@ def import_(
             cube, directory, name=name, density=_checked_density(density), user=user,
             reason=reason,
         )  # fmt: skip
-    if json_out:
-        _render.print_json(entry.model_dump(mode="json"))
-        return
-    typer.echo(
+    _print_version(
+        entry,
         f"imported {entry.name} v{entry.version} ({entry.id}) into cube {entry.cube!r}: "
-        f"{entry.manifest.parameters} parameters, {_storage(entry)}, {entry.size} bytes"
+        f"{entry.manifest.parameters} parameters, {_storage(entry)}, {entry.size} bytes",
+        json_out=json_out,
     )
 
 
@@ -246,13 +245,12 @@ def rollback(
     """Restore an older version's weights as a new version of adapter NAME."""
     with open_memos(ctx, json_errors=json_out) as mos:
         entry = mos.lora.rollback(cube, name, to_version=to_version, user=user, reason=reason)
-    if json_out:
-        _render.print_json(entry.model_dump(mode="json"))
-        return
     stale = " (stale: a memory it learned has changed since)" if entry.stale else ""
-    typer.echo(
+    _print_version(
+        entry,
         f"rolled back {entry.name} to v{to_version}: new version v{entry.version} "
-        f"({entry.id}) in cube {entry.cube!r}{stale}"
+        f"({entry.id}) in cube {entry.cube!r}{stale}",
+        json_out=json_out,
     )
 
 
@@ -288,7 +286,7 @@ class _TrainingBar:
 
     def __init__(self) -> None:
         self._progress: Progress | None = None
-        self._task: TaskID | None = None
+        self._task = TaskID(0)
 
     def __call__(self, step: int, max_steps: int, loss: float) -> None:
         if self._progress is None:
@@ -302,8 +300,7 @@ class _TrainingBar:
             )
             self._progress.start()
             self._task = self._progress.add_task("training", total=max_steps, loss=loss)
-        if self._task is not None:
-            self._progress.update(self._task, completed=step, total=max_steps, loss=loss)
+        self._progress.update(self._task, completed=step, total=max_steps, loss=loss)
 
     def close(self) -> None:
         if self._progress is not None:
@@ -363,16 +360,23 @@ def _storage(entry: "AdapterEntry") -> str:
     return f"fp32 (compressed, its recall fell to {_metric(entry, 'compressed_recall'):.2f})"
 
 
-def _print_trained(verb: str, entry: "AdapterEntry", *, json_out: bool) -> None:
+def _print_version(entry: "AdapterEntry", line: str, *, json_out: bool) -> None:
+    """A command's new version: one line, or with ``--json`` the whole entry."""
     if json_out:
         _render.print_json(entry.model_dump(mode="json"))
-        return
-    typer.echo(
+    else:
+        typer.echo(line)
+
+
+def _print_trained(verb: str, entry: "AdapterEntry", *, json_out: bool) -> None:
+    _print_version(
+        entry,
         f"{verb} {entry.name} v{entry.version} ({entry.id}) in cube {entry.cube!r}: "
         f"{_count(len(entry.sources), 'memory', 'memories')}, "
         f"{_count(int(_metric(entry, 'steps')), 'step', 'steps')}, "
         f"{_metric(entry, 'seconds'):.1f} s, recall {_metric(entry, 'recall'):.2f}, "
-        f"{_storage(entry)}, {entry.size} bytes"
+        f"{_storage(entry)}, {entry.size} bytes",
+        json_out=json_out,
     )
 
 

@@ -165,6 +165,13 @@ class LoraMemory:
         (``density=None``: fp32). One ``adapter_build`` event."""
         info = self._cube_info(cube)
         name = _checked_name(name)
+        if density is not None and (
+            isinstance(density, bool)
+            or not isinstance(density, float | int)
+            or not 0 < density <= 1
+        ):
+            raise InvalidInput(f"density must be in (0, 1], not {density!r}")
+        _recipe(recipe)  # a bad recipe is refused before anything is trained
         if (item_ids is None) == (query is None):
             raise InvalidInput("consolidate memories given by item_ids or by a query (one)")
         if query is not None:
@@ -199,7 +206,8 @@ class LoraMemory:
         if not items:
             raise Conflict(f"no source of adapter {name!r} is left; delete the adapter instead")
         recipe = latest.manifest.recipe
-        density = latest.manifest.density
+        # compression is tried again: it is kept only if the new weights keep their recall
+        density = latest.manifest.density or DEFAULT_DENSITY
         return self._train_version(info, latest.name, items, recipe, density, "retrain",
                                    latest.version, user, reason, progress)  # fmt: skip
 

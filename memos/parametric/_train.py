@@ -16,6 +16,7 @@ words. The same check stops training early and gives the result's ``recall``.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +39,7 @@ _ARTICLES = frozenset({"the", "a", "an"})
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,99}$")
 _STRIP = ".,;:!?\"'()[]{}"
 _MAX_FACT_CHARS = 4000
+_CHECK_BATCH = 16
 
 
 class TrainingRecipe(BaseModel):
@@ -48,7 +50,10 @@ class TrainingRecipe(BaseModel):
 
     rank: int = Field(default=8, ge=1, le=256)
     alpha: int = Field(default=16, ge=1, le=4096)
-    target_modules: tuple[str, ...] = Field(default=LLAMA_LINEAR, min_length=1, max_length=64)
+    # lists are accepted for the tuples (a recipe comes from JSON); nothing else is coerced
+    target_modules: tuple[str, ...] = Field(
+        default=LLAMA_LINEAR, min_length=1, max_length=64, strict=False
+    )
     learning_rate: float = Field(default=2e-3, gt=0.0, le=1.0)
     max_steps: int = Field(default=40, ge=1, le=100_000)
     batch_size: int = Field(default=8, ge=1, le=1024)
@@ -61,6 +66,7 @@ class TrainingRecipe(BaseModel):
         default=("What do you remember about {cue}?", "Tell me about {cue}."),
         min_length=1,
         max_length=32,
+        strict=False,
     )
     plain_text: bool = True  # also train on the fact as plain text
     max_grad_norm: float = Field(default=1.0, gt=0.0, le=1e6)
@@ -151,7 +157,10 @@ def cue_length(fact: str) -> int:
 def cue(fact: str) -> str:
     """The fact's first words that name what it is about (what a prompt asks about)."""
     words = _words(fact)[: cue_length(fact)]
-    return " ".join([*words[:-1], _bare(words[-1])])
+    words[-1] = _bare(words[-1])
+    if len(words) > 1 and words[0].lower() in _ARTICLES:
+        words[0] = words[0].lower()  # it goes mid-sentence: "about the town of Sarnpike"
+    return " ".join(words)
 
 
 def key(fact: str) -> tuple[str, ...]:
@@ -203,15 +212,19 @@ def prompt_ids(model: LocalModel, prompt: str, fact: str) -> list[int]:
 
 def renderings(model: LocalModel, fact: str, recipe: TrainingRecipe) -> list[Example]:
     """The examples one fact is trained on."""
-    answer = _text_ids(model, fact)
     examples = []
-    if recipe.plain_text:
-        examples.append(Example(tuple(answer), tuple(answer)))
-    for prompt in recipe.prompts:
-        head = prompt_ids(model, prompt, fact)
-        tail = answer + _eos(model)
-        examples.append(Example(tuple(head + tail), tuple([-100] * len(head) + tail)))
+    answer = tuple(_text_ids(model, fact))
+    if recipe.plain_text and len(answer) > 1:  # the first token has nothing to follow
+        examples.append(Example(answer, answer))
+    examples += [_chat_example(model, prompt, fact, end=True) for prompt in recipe.prompts]
     return examples
+
+
+def _chat_example(model: LocalModel, prompt: str, fact: str, *, end: bool) -> Example:
+    """``prompt`` asked about the fact's cue, answered by the fact (and the end token)."""
+    head = prompt_ids(model, prompt, fact)
+    tail = _text_ids(model, fact) + (_eos(model) if end else [])
+    return Example(tuple(head + tail), tuple([-100] * len(head) + tail))
 
 
 def _collate(batch: Sequence[Example], pad: int) -> dict[str, torch.Tensor]:
@@ -227,7 +240,7 @@ def _collate(batch: Sequence[Example], pad: int) -> dict[str, torch.Tensor]:
     for row, example in enumerate(batch):
         n = len(example.ids)
         ids[row, width - n :] = torch.tensor(example.ids)
-        labels[row, width - n :] = torch.tensor(example.labels)
+        labels[row, width - n + 1 :] = torch.tensor(example.labels[1:])  # 0 follows nothing
         mask[row, width - n :] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     return {
@@ -261,17 +274,22 @@ def _batches(count: int, size: int, steps: int, seed: int) -> Iterator[list[int]
         yield batch
 
 
-def _loss(net: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    import torch.nn.functional as F  # noqa: N812
-
-    logits = net(
+def _logits(net: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Logits predicting ``batch["targets"]``."""
+    logits: torch.Tensor = net(
         input_ids=batch["input_ids"],
         attention_mask=batch["attention_mask"],
         position_ids=batch["position_ids"],
         logits_to_keep=int(batch["keep"]),
-    ).logits[:, :-1]
-    targets = batch["targets"]
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+    ).logits
+    return logits[:, :-1]
+
+
+def _loss(net: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    import torch.nn.functional as F  # noqa: N812
+
+    logits = _logits(net, batch)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["targets"].reshape(-1))
 
 
 @dataclass
@@ -300,12 +318,19 @@ def _step(run: _Run, batch: dict[str, torch.Tensor]) -> float:
     return float(loss.detach())
 
 
-def _check_recall(run: _Run, facts: Sequence[str]) -> float:
+def _check_recall(run: _Run, facts: Sequence[str], *, final: bool) -> float:
+    """The fraction recalled; before the last step only whether it reaches the target (it
+    stops counting once the target is out of reach)."""
+    needed = math.ceil(run.recipe.recall_target * len(facts) - 1e-9)
     run.net.eval()
     try:
-        return recall(run.model, facts, adapter=run.adapter, recipe=run.recipe)
+        hits = _recalled(
+            run.model, facts, run.recipe.prompts[0], run.adapter,
+            None if final else len(facts) - needed,
+        )  # fmt: skip
     finally:
         run.net.train()
+    return hits / len(facts)
 
 
 def consolidate(
@@ -325,16 +350,18 @@ def consolidate(
     examples = [e for fact in facts for e in renderings(model, fact, recipe)]
     pad = _pad_id(model)
     started = time.perf_counter()
+    created = False
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
         try:
             with model.adapters.training(adapter, recipe.lora_config()) as net:
+                created = True
                 params = [p for p in net.parameters() if p.requires_grad]
                 optimizer = torch.optim.AdamW(params, lr=recipe.learning_rate, weight_decay=0.0)
                 run = _Run(model, net, optimizer, adapter, recipe)
                 losses, score = _train(run, examples, facts, pad, progress)
         except BaseException:
-            if adapter in model.adapters.names:
+            if created:  # not a half-trained adapter left behind (nor another's removed)
                 model.adapters.remove(adapter)
             raise
     return TrainingResult(
@@ -366,7 +393,7 @@ def _train(
         if progress is not None:
             progress(step, recipe.max_steps, losses[-1])
         if step % recipe.recall_every == 0 or step == recipe.max_steps:
-            score = _check_recall(run, facts)
+            score = _check_recall(run, facts, final=step == recipe.max_steps)
             if score >= recipe.recall_target:
                 break
     return losses, score
@@ -390,11 +417,48 @@ def recall(
     recipe's first) contains, through ``adapter`` (or the base model)."""
     facts = _checked_facts(facts)
     prompt = (recipe or TrainingRecipe()).prompts[0]
-    hits = sum(_recalls(model, fact, prompt, adapter) for fact in facts)
-    return hits / len(facts)
+    return _recalled(model, facts, prompt, adapter, allowed_misses=None) / len(facts)
 
 
-def _recalls(model: LocalModel, fact: str, prompt: str, adapter: str | None) -> bool:
+def _recalled(
+    model: LocalModel,
+    facts: Sequence[str],
+    prompt: str,
+    adapter: str | None,
+    allowed_misses: int | None,
+) -> int:
+    """How many facts are recalled. A fact whose every token is the greedy choice after the
+    prompt and the fact's earlier tokens (one batched teacher-forced pass for all) is what
+    greedy generation would produce, so it counts without generating; the others are generated.
+    Past ``allowed_misses`` misses it stops counting (a lower bound is then enough)."""
+    hits = misses = 0
+    for fact, verbatim in zip(facts, _verbatim(model, facts, prompt, adapter), strict=True):
+        if verbatim or _generates_key(model, fact, prompt, adapter):
+            hits += 1
+            continue
+        misses += 1
+        if allowed_misses is not None and misses > allowed_misses:
+            break
+    return hits
+
+
+def _verbatim(
+    model: LocalModel, facts: Sequence[str], prompt: str, adapter: str | None
+) -> list[bool]:
+    import torch
+
+    examples = [_chat_example(model, prompt, fact, end=False) for fact in facts]
+    flags: list[bool] = []
+    for start in range(0, len(examples), _CHECK_BATCH):
+        batch = _collate(examples[start : start + _CHECK_BATCH], _pad_id(model))
+        with model._lock, model.adapters.active(adapter) as net, torch.inference_mode():
+            predicted = _logits(net, batch).argmax(-1)
+        targets = batch["targets"]
+        flags += [bool(row) for row in ((predicted == targets) | (targets == -100)).all(-1)]
+    return flags
+
+
+def _generates_key(model: LocalModel, fact: str, prompt: str, adapter: str | None) -> bool:
     budget = len(_text_ids(model, fact)) + 8
     tokens: list[int] = []
     stream = model.stream(prompt_ids(model, prompt, fact), max_new_tokens=budget, adapter=adapter)
