@@ -66,6 +66,12 @@ class AdapterSlots:
             warnings.filterwarnings("ignore", r"Adapter .* was active which is now deleted")
             self._peft.delete_adapter(name)
         self._names.discard(name)
+        if not self._names:
+            # peft keeps no usable state with no adapter left: put the plain layers back
+            self._peft.unload()
+            self._peft = None
+        elif self._peft.active_adapter not in self._names:
+            self._peft.set_adapter(sorted(self._names)[0])
 
     def weights(self, name: str) -> dict[str, torch.Tensor]:
         """The adapter's trained tensors, keyed as peft saves them."""
