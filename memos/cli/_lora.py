@@ -73,7 +73,7 @@ def consolidate(
         typer.Option(
             "--density",
             help="Store the adapter ComPEFT-compressed, keeping this fraction of its entries, "
-            "when that keeps its recall (default 0.1).",
+            "when that keeps its recall (default 0.5).",
         ),
     ] = None,
     fp32: Annotated[

@@ -88,7 +88,8 @@ def _settings(config: dict[str, Any]) -> LoraSettings:
         return LoraSettings(
             r=config.get("r"),  # type: ignore[arg-type]
             lora_alpha=int(alpha) if isinstance(alpha, float) and alpha.is_integer() else alpha,  # type: ignore[arg-type]
-            target_modules=tuple(targets) if isinstance(targets, list) else targets,  # type: ignore[arg-type]
+            # peft writes a set of names, in no fixed order
+            target_modules=tuple(sorted(targets)) if isinstance(targets, list) else targets,  # type: ignore[arg-type]
             lora_dropout=float(config.get("lora_dropout") or 0.0),
         )
     except (ValidationError, TypeError, ValueError) as exc:

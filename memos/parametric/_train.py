@@ -60,8 +60,8 @@ class TrainingRecipe(BaseModel):
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     recall_every: int = Field(default=10, ge=1, le=100_000)
     recall_target: float = Field(default=1.0, gt=0.0, le=1.0)
-    # user messages of the chat renderings; "{cue}" is replaced by the fact's cue. The first
-    # is also the recall check's prompt.
+    # user messages of the chat renderings: "{cue}" is replaced by the fact's cue, "{blanked}"
+    # by the fact with its key blanked out. The first is also the recall check's prompt.
     prompts: tuple[str, ...] = Field(
         default=("What do you remember about {cue}?", "Tell me about {cue}."),
         min_length=1,
@@ -84,8 +84,10 @@ class TrainingRecipe(BaseModel):
     def _prompts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for prompt in value:
             fields = {f for _, f, _, _ in Formatter().parse(prompt) if f is not None}
-            if not prompt.strip() or len(prompt) > 500 or not fields <= {"cue"}:
-                raise ValueError(f"a prompt is 1-500 characters with only {{cue}}: {prompt!r}")
+            if not prompt.strip() or len(prompt) > 500 or not fields <= {"cue", "blanked"}:
+                raise ValueError(
+                    f"a prompt is 1-500 characters, fields {{cue}} or {{blanked}}: {prompt!r}"
+                )
         return value
 
     def lora_config(self) -> dict[str, Any]:
@@ -163,18 +165,38 @@ def cue(fact: str) -> str:
     return " ".join(words)
 
 
+def _named(word: str) -> bool:
+    bare = _bare(word)
+    return (
+        bool(bare)
+        and (bare[0].isupper() or any(c.isdigit() for c in bare))
+        and (bare.lower() not in _ARTICLES)
+    )
+
+
+def _key_words(fact: str) -> tuple[list[int], bool]:
+    """Indices of the key's words, and whether they are named (else the last two words)."""
+    words = _words(fact)
+    named = [n for n in range(cue_length(fact), len(words)) if _named(words[n])]
+    return (named, True) if named else (list(range(max(0, len(words) - 2), len(words))), False)
+
+
 def key(fact: str) -> tuple[str, ...]:
     """What an answer must contain for the fact to count as recalled."""
     words = _words(fact)
-    rest = [_bare(w) for w in words[cue_length(fact) :]]
-    named = [
-        w
-        for w in rest
-        if w and (w[0].isupper() or any(c.isdigit() for c in w)) and w.lower() not in _ARTICLES
-    ]
+    indices, named = _key_words(fact)
     if named:
-        return tuple(dict.fromkeys(named))
-    return (" ".join(_bare(w) for w in words[-2:]).strip(),)
+        return tuple(dict.fromkeys(_bare(words[n]) for n in indices))
+    return (" ".join(_bare(words[n]) for n in indices).strip(),)
+
+
+def blanked(fact: str) -> str:
+    """The fact with its key's words blanked out (a cloze of it)."""
+    words = _words(fact)
+    for n in _key_words(fact)[0]:
+        word = words[n]
+        words[n] = word.replace(_bare(word), "___", 1) if _bare(word) else word
+    return " ".join(words)
 
 
 def recalled(fact: str, answer: str) -> bool:
@@ -206,7 +228,7 @@ def _eos(model: LocalModel) -> list[int]:
 
 def prompt_ids(model: LocalModel, prompt: str, fact: str) -> list[int]:
     """The chat prompt asking ``prompt`` about ``fact``'s cue, ready for the answer."""
-    user = prompt.format(cue=cue(fact))
+    user = prompt.format(cue=cue(fact), blanked=blanked(fact))
     return model.chat_ids([{"role": "user", "content": user}])
 
 
