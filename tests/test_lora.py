@@ -423,7 +423,9 @@ def test_smollm2_recalls_consolidated_facts_and_forgets_a_deleted_one(
         mos.create_cube(CUBE)
         items = [mos.add(fact, cube=CUBE) for fact in SMOL_FACTS]
         assert recall(smollm2, list(SMOL_FACTS), adapter=None) == 0.0
-        entry = mos.lora.consolidate(CUBE, [i.id for i in items], name="smol")
+        recipe = {"max_steps": 24, "recall_every": 6}
+        ids = [i.id for i in items]
+        entry = mos.lora.consolidate(CUBE, ids, name="smol", recipe=recipe, density=None)
         slot = mos.lora.activate(entry)
         assert recall(smollm2, list(SMOL_FACTS), adapter=slot) >= 2 / 3
         mos.delete(items[0].id)
