@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from memos._types import SourceRef
 from memos.llm import ModelFingerprint
@@ -23,6 +23,12 @@ class LoraSettings(BaseModel):
     lora_alpha: int = Field(ge=1, le=4096)
     target_modules: tuple[str, ...] = Field(min_length=1, max_length=64)
     lora_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+    @field_validator("target_modules")
+    @classmethod
+    def _sorted(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # one spelling of a set of modules: peft itself stores them as a set, in no order
+        return tuple(sorted(value))
 
     def peft_kwargs(self) -> dict[str, Any]:
         return {
