@@ -237,7 +237,7 @@ def test_show_prints_the_manifest_readably(cli: Cli, seeded: Template) -> None:
     assert f"base model tiny-0 ({short})" in lines
     assert f"parameters {manifest['parameters']}" in lines
     assert f"sources 2: {seeded.paris.id} v1, {seeded.alice.id} v1" in lines
-    assert any(line.startswith("lora r=8, alpha=16 on q_proj, k_proj") for line in lines)
+    assert any(line.startswith("lora r=8, alpha=16 on down_proj, gate_proj") for line in lines)
     assert any(line.startswith("storage ") and f"{facts['size']} bytes" in line for line in lines)
     assert "max_steps=3" in text
     assert "first_loss=" in text
