@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 from memos._chain import vector_digest
 from memos._types import (
     AccessStats,
+    ApiKey,
     CubeInfo,
     DerivedEntry,
     Event,
@@ -151,6 +152,21 @@ class Store(Protocol):
 
     def access_stats(self, item_ids: Sequence[str]) -> dict[str, AccessStats]:
         """The recorded stats of those items that were ever used."""
+        ...
+
+    # server API keys: only the sha256 of each secret is kept
+    def put_api_key(self, key: ApiKey) -> None:
+        """Store a new key; ``Conflict`` when its id is taken."""
+        ...
+
+    def get_api_key(self, key_id: str) -> ApiKey | None: ...
+    def list_api_keys(self) -> list[ApiKey]:
+        """Every key, revoked ones too, oldest first."""
+        ...
+
+    def revoke_api_key(self, key_id: str, at: datetime) -> ApiKey:
+        """Mark the key revoked at ``at`` (a revoked key stays revoked at its first time);
+        ``NotFound`` when there is no such key."""
         ...
 
     # blobs: immutable, content-addressed; written before any commit that names them

@@ -47,6 +47,17 @@ class EventOp(StrEnum):
     ADAPTER_STALE = "adapter_stale"
     ADAPTER_DROP = "adapter_drop"
     ADAPTER_ATTACH = "adapter_attach"
+    # cube-level: a principal was given / lost access to the cube (payload["cube"] holds the
+    # new configuration, whose ``grants`` alone changed)
+    GRANT = "grant"
+    REVOKE = "revoke"
+
+
+class Access(StrEnum):
+    """What a grant lets a principal do with a cube; an owner may do everything."""
+
+    READ = "read"
+    WRITE = "write"
 
 
 class _Frozen(BaseModel):
@@ -84,8 +95,9 @@ class MemoryItem(_Frozen):
 
 
 class CubeInfo(_Frozen):
-    """A cube's identity and configuration: fixed at creation except for the codec's fitted
-    state and version, which only ``codec_fit`` and ``reencode`` events change."""
+    """A cube's identity and configuration. Fixed at creation except for the codec's fitted
+    state and version (``codec_fit``, ``reencode`` events), the default adapter
+    (``adapter_attach``) and the grants (``grant``, ``revoke``)."""
 
     name: str
     owner: str
@@ -101,6 +113,20 @@ class CubeInfo(_Frozen):
     kv_dtype: str = "fp32"
     # the adapter chat uses when none is named (``adapter_attach`` events set it)
     default_adapter: str | None = None
+    # principals other than the owner who may read (or read and write) the cube; ``grant`` and
+    # ``revoke`` events change it
+    grants: dict[str, Access] = Field(default_factory=dict)
+
+
+class ApiKey(_Frozen):
+    """A server API key as the store holds it: the principal it stands for and the sha256 of
+    its secret (the secret itself is shown once, when the key is made, and never stored)."""
+
+    id: str
+    principal: str
+    secret_sha256: str
+    created_at: datetime
+    revoked_at: datetime | None = None
 
 
 class SourceRef(_Frozen):

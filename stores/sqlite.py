@@ -25,12 +25,14 @@ from typing import Any
 
 import numpy as np
 
+from memos import _commit_rules as rules
 from memos._access import accessed
 from memos._chain import GENESIS_HASH, seal
 from memos._derived import REPLACE_OPS, invalidations
 from memos._store import Change, CubeImport, Vector
 from memos._types import (
     AccessStats,
+    ApiKey,
     CubeInfo,
     DerivedEntry,
     Event,
@@ -46,10 +48,8 @@ from memos.errors import (
     DataDirError,
     IntegrityError,
     InvalidInput,
-    ItemNotFound,
     NotFound,
     StorageError,
-    VersionConflict,
 )
 
 from . import _fts5  # relative: this package is installed as memos.stores
@@ -60,9 +60,6 @@ _DIGEST = re.compile(r"[0-9a-f]{64}")
 # 2: a keyword (FTS5) table per cube; a format-1 data dir gets them built on open.
 FORMAT_VERSION = 2
 _BUSY_TIMEOUT_MS = 60_000
-# what a codec change / an adapter_attach may change in a cube's configuration
-_CODEC_FIELDS = {"codec", "codec_state", "codec_version"}
-_ADAPTER_FIELDS = {"default_adapter"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -128,6 +125,7 @@ CREATE TABLE IF NOT EXISTS access (
     last_access TEXT NOT NULL,
     frequency REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS api_keys (id TEXT PRIMARY KEY, body TEXT NOT NULL);
 """
 
 
@@ -342,35 +340,27 @@ class SQLiteStore:
         entries = [DerivedEntry.model_validate_json(body) for (body,) in rows]
         return invalidations(entries, item, actor=change.actor, ts=change.ts)
 
-    @staticmethod
-    def _check_sources(conn: sqlite3.Connection, change: Change) -> None:
-        """A new artifact's sources are items of its cube; unless it is built stale, each is
-        at the active version it names."""
+    def _check_sources(self, conn: sqlite3.Connection, change: Change) -> None:
         entry = change.derived
         if entry is None or change.op in REPLACE_OPS:
             return
-        if entry.cube != change.cube or change.item_id is not None:
-            raise InvalidInput("a derived artifact comes with a cube-level event of its cube")
-        if conn.execute("SELECT 1 FROM derived WHERE id = ?", (entry.id,)).fetchone():
-            raise Conflict(f"a derived artifact with id {entry.id} exists", derived=entry.id)
-        for source in entry.sources:
-            row = conn.execute(
-                "SELECT version, status, cube FROM items WHERE id = ?", (source.item_id,)
-            ).fetchone()
-            if row is None or row[2] != change.cube:
-                raise ItemNotFound(
-                    f"no memory with id {source.item_id!r} in cube {change.cube!r}",
-                    item_id=source.item_id,
-                )
-            current = int(row[0]) == source.version and row[1] == ItemStatus.ACTIVE.value
-            if not current and not entry.stale:
-                raise VersionConflict(
-                    f"memory {source.item_id} is at version {row[0]} ({row[1]}), "
-                    f"not the active version {source.version} the artifact was built from",
-                    item_id=source.item_id,
-                    current=int(row[0]),
-                    expected=source.version,
-                )
+        taken = conn.execute("SELECT 1 FROM derived WHERE id = ?", (entry.id,)).fetchone()
+        sources = self._items(conn, [s.item_id for s in entry.sources])
+        rules.check_new_derived(
+            change,
+            id_taken=taken is not None,
+            sources={s.item_id: sources.get(s.item_id) for s in entry.sources},
+        )
+
+    @staticmethod
+    def _items(conn: sqlite3.Connection, item_ids: list[str]) -> dict[str, MemoryItem]:
+        found: dict[str, MemoryItem] = {}
+        for chunk in _chunks(item_ids):
+            marks = ",".join("?" * len(chunk))
+            for (body,) in conn.execute(f"SELECT body FROM items WHERE id IN ({marks})", chunk):
+                item = MemoryItem.model_validate_json(body)
+                found[item.id] = item
+        return found
 
     @staticmethod
     def _insert_derived(conn: sqlite3.Connection, entry: DerivedEntry) -> None:
@@ -415,47 +405,14 @@ class SQLiteStore:
         if change.item_id is None or change.expected_version is None:
             return
         row = conn.execute("SELECT version FROM items WHERE id = ?", (change.item_id,)).fetchone()
-        current = 0 if row is None else int(row[0])
-        if current == change.expected_version:
-            return
-        if row is None:
-            raise ItemNotFound(f"no memory with id {change.item_id!r}", item_id=change.item_id)
-        raise VersionConflict(
-            f"memory {change.item_id} is at version {current}, "
-            f"not the expected {change.expected_version}",
-            item_id=change.item_id,
-            current=current,
-            expected=change.expected_version,
-        )
+        rules.check_version(change, None if row is None else int(row[0]))
 
     @staticmethod
     def _check_cube_info(conn: sqlite3.Connection, change: Change) -> None:
-        """A new configuration follows the stored one: a codec change (fit, re-encode) bumps
-        ``codec_version`` by one, an ``adapter_attach`` changes ``default_adapter`` alone;
-        nothing else of the cube changes, so no concurrent change is overwritten."""
-        new = change.cube_info
-        if new is None:
+        if change.cube_info is None:
             return
-        if new.name != change.cube or change.item_id is not None:
-            raise InvalidInput("a cube's new configuration comes with a cube-level event")
         row = conn.execute("SELECT info FROM cubes WHERE name = ?", (change.cube,)).fetchone()
-        current = CubeInfo.model_validate_json(row[0])
-        attach = change.op == EventOp.ADAPTER_ATTACH
-        expected_version = current.codec_version + (0 if attach else 1)
-        if new.codec_version != expected_version:
-            raise VersionConflict(
-                f"cube {change.cube!r} is at codec version {current.codec_version}; "
-                f"version {new.codec_version} does not follow it",
-                cube=change.cube,
-                current=current.codec_version,
-                expected=new.codec_version - 1,
-            )
-        kept = _ADAPTER_FIELDS if attach else _CODEC_FIELDS
-        if new.model_dump(exclude=kept) != current.model_dump(exclude=kept):
-            raise VersionConflict(
-                f"cube {change.cube!r} changed meanwhile; its new configuration is stale",
-                cube=change.cube,
-            )
+        rules.check_cube_successor(change, CubeInfo.model_validate_json(row[0]))
 
     @staticmethod
     def _insert_event(conn: sqlite3.Connection, event: Event) -> None:
@@ -688,6 +645,38 @@ class SQLiteStore:
                     frequency=frequency,
                 )
         return found
+
+    # API keys --------------------------------------------------------------------------
+
+    def put_api_key(self, key: ApiKey) -> None:
+        with self._write() as conn:
+            try:
+                conn.execute("INSERT INTO api_keys VALUES (?, ?)", (key.id, key.model_dump_json()))
+            except sqlite3.IntegrityError:
+                raise Conflict(f"an API key with id {key.id!r} exists", key_id=key.id) from None
+
+    def get_api_key(self, key_id: str) -> ApiKey | None:
+        rows = self._read("SELECT body FROM api_keys WHERE id = ?", (key_id,))
+        return ApiKey.model_validate_json(rows[0][0]) if rows else None
+
+    def list_api_keys(self) -> list[ApiKey]:
+        keys = [ApiKey.model_validate_json(body) for (body,) in self._read(
+            "SELECT body FROM api_keys"
+        )]  # fmt: skip
+        return sorted(keys, key=lambda k: (k.created_at, k.id))
+
+    def revoke_api_key(self, key_id: str, at: datetime) -> ApiKey:
+        with self._write() as conn:
+            row = conn.execute("SELECT body FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no API key with id {key_id!r}", key_id=key_id)
+            key = ApiKey.model_validate_json(row[0])
+            if key.revoked_at is None:
+                key = key.model_copy(update={"revoked_at": at})
+                conn.execute(
+                    "UPDATE api_keys SET body = ? WHERE id = ?", (key.model_dump_json(), key_id)
+                )
+        return key
 
     def changed_since(self, cube: str, after_seq: int) -> tuple[set[str], int]:
         rows = self._read(

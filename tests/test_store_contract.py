@@ -22,8 +22,9 @@ import pytest
 from memos import Change, CubeImport, CubeInfo, Event, EventOp, ItemFilter, MemoryItem, Store
 from memos._chain import GENESIS_HASH, verify_chain
 from memos._store import Vector, open_store
-from memos._types import DerivedEntry, ItemStatus, SourceRef
+from memos._types import Access, ApiKey, DerivedEntry, ItemStatus, SourceRef
 from memos.errors import (
+    Conflict,
     CubeExists,
     CubeNotFound,
     InvalidInput,
@@ -339,6 +340,65 @@ def test_a_configuration_that_does_not_follow_is_refused(store: Store, wrong: st
         # in a batch: the item change before it is not written either
         store.commit([create(make_item("b", "notes")), change])
     assert state(store) == before
+
+
+def test_a_grant_changes_the_grants_alone(store: Store) -> None:
+    info = cube_info("notes")
+    store.create_cube(info, actor="alice")
+    granted = info.model_copy(update={"grants": {"bob": Access.READ}})
+    change = Change(op=EventOp.GRANT, cube="notes", actor="alice", ts=T0, cube_info=granted)
+    (event,) = store.commit([change])
+    assert store.get_cube("notes") == granted
+    assert event.payload is not None
+    assert event.payload["cube"]["grants"] == {"bob": "read"}
+    before = state(store)
+    # a grant that would also change the codec, or one computed from a stale configuration
+    sneaky = granted.model_copy(update={"grants": {"bob": Access.WRITE}, "codec": "int8"})
+    stale = info.model_copy(update={"grants": {"carol": Access.WRITE}, "owner": "mallory"})
+    for wrong in (sneaky, stale):
+        with pytest.raises(VersionConflict):
+            store.commit([dataclasses.replace(change, cube_info=wrong)])
+    # a new configuration only comes with the cube-level events that may change it
+    with pytest.raises(InvalidInput):
+        store.commit([dataclasses.replace(change, op=EventOp.KV_DROP)])
+    assert state(store) == before
+    revoked = granted.model_copy(update={"grants": {}})
+    store.commit([dataclasses.replace(change, op=EventOp.REVOKE, cube_info=revoked)])
+    assert store.get_cube("notes") == revoked
+    check_chain(store, "notes")
+
+
+def api_key(key_id: str, principal: str = "alice", minutes: int = 0) -> ApiKey:
+    return ApiKey(
+        id=key_id,
+        principal=principal,
+        secret_sha256=hashlib.sha256(key_id.encode()).hexdigest(),
+        created_at=T0 + timedelta(minutes=minutes),
+    )
+
+
+def test_api_keys_round_trip_and_revoke(make_store: StoreFactory) -> None:
+    store = make_store()
+    assert store.list_api_keys() == []
+    first, second = api_key("k2", minutes=0), api_key("k1", principal="bob", minutes=1)
+    store.put_api_key(first)
+    store.put_api_key(second)
+    with pytest.raises(Conflict):
+        store.put_api_key(api_key("k1", principal="mallory"))
+    assert store.get_api_key("k1") == second
+    assert store.get_api_key("nope") is None
+    assert store.list_api_keys() == [first, second]
+    revoked = store.revoke_api_key("k1", T0 + timedelta(hours=1))
+    assert revoked == second.model_copy(update={"revoked_at": T0 + timedelta(hours=1)})
+    assert store.revoke_api_key("k1", T0 + timedelta(hours=2)) == revoked
+    with pytest.raises(NotFound):
+        store.revoke_api_key("nope", T0)
+    store.close()
+    again = open_store(store.url)
+    try:
+        assert again.list_api_keys() == [first, revoked]
+    finally:
+        again.close()
 
 
 def test_blobs_are_content_addressed(store: Store) -> None:
