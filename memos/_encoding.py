@@ -22,7 +22,14 @@ from memos.codecs import FIT_SAMPLE_MAX, fit_sample_size, make_codec, state_to_b
 from memos.errors import InvalidInput
 
 CONFIG_OPS = frozenset(
-    {EventOp.CUBE_CREATE, EventOp.CODEC_FIT, EventOp.REENCODE, EventOp.ADAPTER_ATTACH}
+    {
+        EventOp.CUBE_CREATE,
+        EventOp.CODEC_FIT,
+        EventOp.REENCODE,
+        EventOp.ADAPTER_ATTACH,
+        EventOp.GRANT,
+        EventOp.REVOKE,
+    }
 )
 _SAMPLE_SEED = 0
 _CHUNK = 4096
@@ -109,7 +116,8 @@ def reconfigure(
 
 
 def configured_cube(events: Sequence[Event]) -> CubeInfo | None:
-    """The cube's configuration as the log last set it (creation, fit or re-encode)."""
+    """The cube's configuration as the log last set it (creation, fit, re-encode, attached
+    adapter, grants)."""
     for event in reversed(events):
         if event.op in CONFIG_OPS and event.payload is not None and "cube" in event.payload:
             return CubeInfo.model_validate(event.payload["cube"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,9 +24,11 @@ from memos._history import ItemDiff
 from memos._indexes import CubeIndexes
 from memos._partition import SCHEDULER_ACTOR, due_repartition
 from memos._records import Record, parse_records
+from memos._scope import Scope
 from memos._search import DEFAULT_MODE as DEFAULT_SEARCH_MODE
 from memos._store import Change, Store, Vector, open_store
 from memos._types import (
+    Access,
     AccessStats,
     ChatReply,
     CubeInfo,
@@ -46,11 +49,10 @@ from memos.embedding import Embedder, make_embedder
 from memos.embedding._minilm import MODEL_NAME as DEFAULT_EMBEDDER
 from memos.errors import (
     Conflict,
-    CubeNotFound,
     IntegrityError,
     InvalidInput,
-    ItemNotFound,
     ModelUnavailable,
+    NotFound,
     VersionConflict,
 )
 
@@ -60,7 +62,6 @@ if TYPE_CHECKING:
     from memos.llm import LLMBackend, LocalModel
     from memos.parametric import LoraMemory
 
-LOCAL_ACTOR = "local"
 DEFAULT_MODEL_CACHE = Path("~/.cache/memos/models")
 _RETRIES = 20
 _EMBED_CHUNK = 4096
@@ -101,6 +102,9 @@ class MemOS:
         self._model_lock = threading.Lock()
         self._kv: KVMemory | None = None
         self._lora: LoraMemory | None = None
+        self._scope = Scope(store, None, self.limits)
+        # the handle that owns the shared state; a principal's view (as_principal) points here
+        self._root = self
 
     @classmethod
     def open(
@@ -129,7 +133,23 @@ class MemOS:
             model_cache=model_cache,
         )
 
+    def as_principal(self, principal: str) -> MemOS:
+        """A handle over the same store, indexes and model that acts as ``principal``: it sees
+        only the cubes the principal owns or was granted, and the log names the principal for
+        everything it does (see :mod:`memos._scope`). Closing it closes nothing."""
+        view = copy.copy(self._root)
+        view._scope = Scope(self.store, principal, self.limits)
+        view._kv = view._lora = None
+        return view
+
+    @property
+    def principal(self) -> str | None:
+        """Whom this handle acts as; ``None`` for the operator of an embedded data directory."""
+        return self._scope.principal
+
     def close(self) -> None:
+        if self._root is not self:
+            return
         self._aside.shutdown(wait=True)
         self._indexes.save_all()
         self.store.close()
@@ -151,16 +171,17 @@ class MemOS:
         self,
         name: str,
         *,
-        owner: str = LOCAL_ACTOR,
+        owner: str | None = None,
         embedder: str | None = None,
         codec: str | None = None,
         kv_dtype: str = "fp32",
     ) -> CubeInfo:
         """Create a cube. ``codec`` (how its vectors are held in RAM) defaults to
         :func:`memos.codecs.default_codec` for the embedder's dimension; ``kv_dtype`` is how
-        its KV caches are stored (``fp32``, ``bf16`` or ``int8``)."""
+        its KV caches are stored (``fp32``, ``bf16`` or ``int8``). ``owner`` defaults to the
+        handle's principal (``local`` for the operator)."""
         name = check.cube_name(name)
-        owner = check.principal(owner, "owner", self.limits)
+        owner = self._scope.owner(owner)
         embedder_name = embedder or self._default_embedder_name()
         model = self._embedder_named(embedder_name)
         info = CubeInfo(
@@ -176,13 +197,50 @@ class MemOS:
         return info
 
     def get_cube(self, name: str) -> CubeInfo:
-        info = self.store.get_cube(check.cube_name(name))
-        if info is None:
-            raise CubeNotFound(f"no cube named {name!r}", cube=name)
-        return info
+        return self._scope.cube(name, Access.READ)
 
     def list_cubes(self) -> list[CubeInfo]:
-        return self.store.list_cubes()
+        """The cubes this handle may read, by name."""
+        return self._scope.visible(self.store.list_cubes())
+
+    def grant(
+        self, cube: str, principal: str, access: str = "read", *, reason: str | None = None
+    ) -> CubeInfo:
+        """Let ``principal`` read (``access="read"``) or read and change (``"write"``) the
+        cube; one ``grant`` event. Only the owner (or the operator) grants."""
+        grantee = check.principal(principal, "principal", self.limits)
+        level = _checked_access(access)
+        return self._change_grants(cube, grantee, level, EventOp.GRANT, reason)
+
+    def revoke(self, cube: str, principal: str, *, reason: str | None = None) -> CubeInfo:
+        """Take ``principal``'s grant on the cube away; one ``revoke`` event."""
+        grantee = check.principal(principal, "principal", self.limits)
+        return self._change_grants(cube, grantee, None, EventOp.REVOKE, reason)
+
+    def _change_grants(
+        self, cube: str, grantee: str, level: Access | None, op: EventOp, reason: str | None
+    ) -> CubeInfo:
+        reason = check.reason(reason, self.limits)
+        for _ in range(_RETRIES):
+            info = self._scope.owned(cube)
+            if grantee == info.owner:
+                raise InvalidInput(f"{grantee!r} owns cube {info.name!r}", principal=grantee)
+            grants = {p: a for p, a in info.grants.items() if p != grantee}
+            if level is None and grantee not in info.grants:
+                raise NotFound(f"{grantee!r} holds no grant on cube {info.name!r}")
+            if level is not None:
+                grants[grantee] = level
+            new = info.model_copy(update={"grants": dict(sorted(grants.items()))})
+            change = Change(
+                op=op, cube=info.name, actor=self._actor(None), ts=utcnow(), reason=reason,
+                cube_info=new, extra={"principal": grantee, "access": level},
+            )  # fmt: skip
+            try:
+                self.store.commit([change])
+            except VersionConflict:
+                continue
+            return new
+        raise VersionConflict(f"cube {cube} kept changing; gave up after {_RETRIES} tries")
 
     # writes -----------------------------------------------------------------------------
 
@@ -252,7 +310,7 @@ class MemOS:
     ) -> list[MemoryItem]:
         """Ingest many memories: all are validated first, then embedded and committed in
         batches (one transaction and one event per memory)."""
-        info = self.get_cube(cube)
+        info = self._scope.cube(cube, Access.WRITE)
         batch_size = check.positive(batch_size, "batch_size", 100_000)
         parsed = parse_records(
             records, user=user, tags=tags, metadata=metadata, session=session, limits=self.limits
@@ -292,7 +350,7 @@ class MemOS:
                 Change(
                     op=EventOp.CREATE,
                     cube=info.name,
-                    actor=record.user or LOCAL_ACTOR,
+                    actor=self._actor(record.user),
                     ts=now,
                     item_id=item.id,
                     after=item,
@@ -320,7 +378,7 @@ class MemOS:
         new_meta = None if metadata is None else check.metadata(metadata, self.limits)
         if new_text is None and new_tags is None and new_meta is None:
             raise InvalidInput("update needs a new text, tags or metadata")
-        current = self.get(item_id)
+        current = self._scope.item(item_id, Access.WRITE)
         vector = None
         if new_text is not None and new_text != current.text:
             vector = self._embedder_for(self.get_cube(current.cube)).embed([new_text])[0]
@@ -376,6 +434,7 @@ class MemOS:
         expected_version: int | None = None,
     ) -> MemoryItem:
         """Bring back an item's content as of ``to_version``, as a new version."""
+        self._scope.item(item_id, Access.WRITE)
         entries = self.history(item_id)
         target = _history.version(entries, item_id, to_version)
         vector = self._vector_for(target, entries[-1].item)
@@ -403,7 +462,7 @@ class MemOS:
         after ``to_seq`` are deleted. Nothing is erased: the undone events stay in the log.
         A concurrent writer's change is not overwritten: the rollback is recomputed on it.
         """
-        info = self.get_cube(cube)
+        info = self._scope.cube(cube, Access.WRITE)
         head_seq, _ = self.store.head(info.name)
         to_seq = check.positive(to_seq, "to_seq", max(head_seq, 1))
         actor, reason = self._actor(user), check.reason(reason, self.limits)
@@ -474,7 +533,7 @@ class MemOS:
         actor = self._actor(user)
         reason = check.reason(reason, self.limits)
         for _ in range(_RETRIES):
-            current = self.get(item_id)
+            current = self._scope.item(item_id, Access.WRITE)
             if expected_version is not None and expected_version != current.version:
                 raise VersionConflict(
                     f"memory {item_id} is at version {current.version}, "
@@ -518,10 +577,7 @@ class MemOS:
     # reads ------------------------------------------------------------------------------
 
     def get(self, item_id: str) -> MemoryItem:
-        item = self.store.get_item(item_id) if isinstance(item_id, str) else None
-        if item is None:
-            raise ItemNotFound(f"no memory with id {item_id!r}", item_id=str(item_id))
-        return item
+        return self._scope.item(item_id, Access.READ)
 
     def search(
         self,
@@ -615,6 +671,7 @@ class MemOS:
         """Import an export after checking its checksums, chain and items; the imported log is
         identical to the exported one, hashes included."""
         data = read_export(Path(directory))
+        self._scope.owner(data.cube.owner)
         for blob in data.blobs.values():
             self.store.put_blob(blob)
         self.store.import_cube(data)
@@ -629,7 +686,7 @@ class MemOS:
         ``codec_fit`` event). Only for codecs that are fitted (``int8``, ``pca{k}+fp8``,
         ``ivf{nlist}+sq8``), and only once the cube holds the codec's ``fit_min`` active
         memories."""
-        info = self.get_cube(cube)
+        info = self._scope.cube(cube, Access.WRITE)
         if not make_codec(info.codec).fit_min:
             raise InvalidInput(f"codec {info.codec} of cube {info.name!r} is not fitted")
         return reconfigure(
@@ -649,7 +706,7 @@ class MemOS:
         """Switch the cube to another codec (one ``reencode`` event): the index is rebuilt
         from the full-precision vectors in the store and swapped in when complete. A codec
         that needs fitting is fitted at once when the cube holds enough memories."""
-        info = self.get_cube(cube)
+        info = self._scope.cube(cube, Access.WRITE)
         name = _checked_codec(codec, info.dim)
         return reconfigure(
             self.store,
@@ -700,6 +757,8 @@ class MemOS:
 
     def model(self) -> LLMBackend:
         """The language model chat and KV caches use, loaded on first call."""
+        if self._root is not self:
+            return self._root.model()
         with self._model_lock:
             if self._model is None:
                 from memos.llm import LocalModel
@@ -711,13 +770,15 @@ class MemOS:
     def kv(self) -> KVMemory:
         """The activation tier: ``build``, ``list``, ``get``, ``drop`` KV caches of memory
         blocks (see :class:`memos.activation.KVMemory`)."""
+        if self._kv is None and self._root is not self:
+            self._kv = self._root.kv.scoped(self._scope.cube, self._actor)
         if self._kv is None:
             from memos.activation import KVMemory
 
             self._kv = KVMemory(
                 self.store,
                 model=self.model,
-                cube_info=self.get_cube,
+                cube_info=self._scope.cube,
                 retrieve=self._retrieve,
                 actor=self._actor,
                 limits=self.limits,
@@ -729,13 +790,15 @@ class MemOS:
         """The parametric tier: ``consolidate``, ``list``, ``show``, ``attach``, ``rollback``,
         ``retrain``, ``export``, ``import_adapter``, ``delete`` LoRA adapters (see
         :class:`memos.parametric.LoraMemory`)."""
+        if self._lora is None and self._root is not self:
+            self._lora = self._root.lora.scoped(self._scope.cube, self._actor)
         if self._lora is None:
             from memos.parametric import LoraMemory
 
             self._lora = LoraMemory(
                 self.store,
                 model=self._local_model,
-                cube_info=self.get_cube,
+                cube_info=self._scope.cube,
                 retrieve=self._retrieve,
                 actor=self._actor,
                 limits=self.limits,
@@ -823,10 +886,13 @@ class MemOS:
         return ChatStream(self.model(), plan, max_new_tokens, count_use)
 
     def access_stats(self, item_ids: Sequence[str]) -> dict[str, AccessStats]:
-        """Use counts and decayed frequencies of the given items (absent: never used)."""
+        """Use counts and decayed frequencies of the given items (absent: never used, or not
+        visible to this handle)."""
         if isinstance(item_ids, str):
             raise InvalidInput("access_stats takes a list of memory ids")
-        return self.store.access_stats(list(item_ids))
+        items = self.store.get_items(list(item_ids))
+        readable = {c.name for c in self._scope.visible(self.store.list_cubes())}
+        return self.store.access_stats([i for i, item in items.items() if item.cube in readable])
 
     def _retrieve(self, query: str, cube: str, k: int, user: str | None) -> list[MemoryItem]:
         return [hit.item for hit in self.search(query, cube=cube, k=k, user=user)]
@@ -859,7 +925,13 @@ class MemOS:
         return model
 
     def _actor(self, user: str | None) -> str:
-        return check.optional_principal(user, "user", self.limits) or LOCAL_ACTOR
+        return self._scope.actor(user)
+
+
+def _checked_access(access: object) -> Access:
+    if access not in ("read", "write"):
+        raise InvalidInput(f"access is 'read' or 'write', not {access!r}", field="access")
+    return Access(access)
 
 
 def _checked_kv_dtype(dtype: str) -> str:

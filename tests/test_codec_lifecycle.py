@@ -322,7 +322,11 @@ def test_another_process_reencoding_is_picked_up(data_dir: Path) -> None:
         writer.reencode(CUBE, codec="fp16")
         after = _answers(reader)
         assert reader._indexes.current(reader.get_cube(CUBE)).codec.name == "fp16"
-        assert [[i for i, _ in a] for a in after] == [[i for i, _ in a] for a in before]
+        # the same hits at the same scores; fp32 scan and fp16 re-rank round differently, so
+        # exact ties (the hash embedder makes some) may come out in either order
+        for old, new in zip(before, after, strict=True):
+            assert {i for i, _ in new} == {i for i, _ in old}
+            assert [s for _, s in new] == pytest.approx([s for _, s in old], abs=1e-6)
 
 
 # the chain ------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ caches stay resident (least recently used first out, within a byte budget) as
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import threading
@@ -17,6 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -24,6 +26,7 @@ from memos import _validation as check
 from memos._derived import KV_KIND
 from memos._store import Change, Store
 from memos._types import (
+    Access,
     CubeInfo,
     DerivedEntry,
     Event,
@@ -104,7 +107,7 @@ class KVMemory:
         store: Store,
         *,
         model: ModelProvider,
-        cube_info: Callable[[str], CubeInfo],
+        cube_info: Callable[[str, Access], CubeInfo],
         retrieve: Retriever,
         actor: Callable[[str | None], str],
         limits: Limits,
@@ -119,6 +122,15 @@ class KVMemory:
         self._resident_bytes = resident_bytes
         self._resident: OrderedDict[str, ResidentPrefix] = OrderedDict()
         self._lock = threading.Lock()
+
+    def scoped(
+        self, cube_info: Callable[[str, Access], CubeInfo], actor: Callable[[str | None], str]
+    ) -> Self:
+        """This catalog as another principal sees it: the same store, model and loaded state,
+        other access rules (see :class:`memos.MemOS.as_principal`)."""
+        view = copy.copy(self)
+        view._cube_info, view._actor = cube_info, actor
+        return view
 
     # building ---------------------------------------------------------------------------
 
@@ -135,7 +147,7 @@ class KVMemory:
     ) -> KVEntry:
         """Compute and store the KV cache of a memory block: the given items in that order,
         or the ``k`` best for ``query`` in rank order. One ``kv_build`` event."""
-        info = self._cube_info(cube)
+        info = self._cube_info(cube, Access.WRITE)
         storage = _checked_dtype(info.kv_dtype if dtype is None else dtype)
         actor, reason = self._actor(user), check.reason(reason, self._limits)
         if (item_ids is None) == (query is None):
@@ -212,13 +224,13 @@ class KVMemory:
 
     def list(self, cube: str) -> list[KVEntry]:
         """The cube's stored KV caches, oldest first."""
-        info = self._cube_info(cube)
+        info = self._cube_info(cube, Access.READ)
         return [KVEntry.from_derived(e) for e in self._store.derived_entries(info.name, KV_KIND)]
 
     def _readable(self, cube: str) -> Sequence[KVEntry]:
         """The entries whose records parse: a damaged record (which ``verify`` reports) makes
         chat recompute rather than fail."""
-        info = self._cube_info(cube)
+        info = self._cube_info(cube, Access.READ)
         entries = []
         for derived in self._store.derived_entries(info.name, KV_KIND):
             with contextlib.suppress(CorruptArtifact):
@@ -235,6 +247,7 @@ class KVMemory:
         self, cube: str, entry_id: str, *, user: str | None = None, reason: str | None = None
     ) -> Event:
         """Retire a KV cache (one ``kv_drop`` event); its blob stays until collected."""
+        self._cube_info(cube, Access.WRITE)
         entry = self.get(cube, entry_id)
         change = Change(
             op=EventOp.KV_DROP, cube=entry.cube, actor=self._actor(user), ts=utcnow(),

@@ -11,6 +11,7 @@ a version that never saw it. ``adapter_attach`` sets the adapter chat uses by de
 from __future__ import annotations
 
 import builtins
+import copy
 import json
 import os
 import re
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -27,6 +28,7 @@ from memos import _validation as check
 from memos._derived import ADAPTER_KIND
 from memos._store import Change, Store
 from memos._types import (
+    Access,
     CubeInfo,
     DerivedEntry,
     Event,
@@ -113,7 +115,7 @@ class LoraMemory:
         store: Store,
         *,
         model: Callable[[], LocalModel],
-        cube_info: Callable[[str], CubeInfo],
+        cube_info: Callable[[str, Access], CubeInfo],
         retrieve: Retriever,
         actor: Callable[[str | None], str],
         limits: Limits,
@@ -126,11 +128,20 @@ class LoraMemory:
         self._limits = limits
         self._lock = threading.Lock()
 
+    def scoped(
+        self, cube_info: Callable[[str, Access], CubeInfo], actor: Callable[[str | None], str]
+    ) -> Self:
+        """This catalog as another principal sees it: the same store, model and loaded state,
+        other access rules (see :class:`memos.MemOS.as_principal`)."""
+        view = copy.copy(self)
+        view._cube_info, view._actor = cube_info, actor
+        return view
+
     # reading ----------------------------------------------------------------------------
 
     def list(self, cube: str, name: str | None = None) -> list[AdapterEntry]:
         """Every stored version (of adapter ``name``), oldest first."""
-        info = self._cube_info(cube)
+        info = self._cube_info(cube, Access.READ)
         entries = [
             AdapterEntry.from_derived(e)
             for e in self._store.derived_entries(info.name, ADAPTER_KIND)
@@ -166,7 +177,7 @@ class LoraMemory:
         """Train a new version of adapter ``name`` on memories (given ids, or the ``k`` best
         for ``query``), stored ComPEFT-compressed at ``density`` when that keeps its recall
         (``density=None``: fp32). One ``adapter_build`` event."""
-        info = self._cube_info(cube)
+        info = self._cube_info(cube, Access.WRITE)
         name = _checked_name(name)
         if density is not None and (
             isinstance(density, bool)
@@ -198,7 +209,7 @@ class LoraMemory:
     ) -> AdapterEntry:
         """A new version trained on the current versions of the latest one's sources that are
         still active: a deleted memory is left out, a changed one is learned as it is now."""
-        info = self._cube_info(cube)
+        info = self._cube_info(cube, Access.WRITE)
         latest = self.show(info.name, name)
         found = self._store.get_items([s.item_id for s in latest.sources])
         items = [
@@ -225,7 +236,7 @@ class LoraMemory:
     ) -> AdapterEntry:
         """A new version with version ``to_version``'s weights (history only moves forward);
         stale if any of its sources changed since."""
-        info = self._cube_info(cube)
+        info = self._cube_info(cube, Access.WRITE)
         target = self.show(info.name, name, check.positive(to_version, "to_version", 2**31))
         latest = self.show(info.name, name)
         manifest = target.manifest.model_copy(
@@ -253,7 +264,7 @@ class LoraMemory:
         library exported must be for the loaded base model (:class:`ModelMismatch`)."""
         from memos.parametric._peftdir import read_adapter_dir
 
-        info = self._cube_info(cube)
+        info = self._cube_info(cube, Access.WRITE)
         name = _checked_name(name)
         model = self._model()
         lora, weights, exported = read_adapter_dir(Path(directory), model)
@@ -290,7 +301,7 @@ class LoraMemory:
     ) -> CubeInfo:
         """Make ``name`` the adapter chat uses on this cube when none is named (``None``:
         none). One ``adapter_attach`` event."""
-        info = self._cube_info(cube)
+        info = self._cube_info(cube, Access.WRITE)
         if name is not None:
             name = self.show(info.name, name).name
         new = info.model_copy(update={"default_adapter": name})
@@ -306,7 +317,7 @@ class LoraMemory:
     ) -> builtins.list[Event]:
         """Remove every version of adapter ``name`` (one ``adapter_drop`` event each), and
         detach it if it is the cube's default."""
-        info = self._cube_info(cube)
+        info = self._cube_info(cube, Access.WRITE)
         versions = self.list(info.name, _checked_name(name))
         if not versions:
             raise NotFound(f"cube {info.name!r} has no adapter {name!r}", adapter=name)
@@ -332,7 +343,7 @@ class LoraMemory:
     def for_chat(self, cube: str, name: str | None) -> AdapterEntry | None:
         """The adapter version chat should use: ``name``'s latest (refused while it is
         stale), else the cube's default (skipped while stale), else none."""
-        info = self._cube_info(cube)
+        info = self._cube_info(cube, Access.READ)
         wanted = name if name is not None else info.default_adapter
         if wanted is None:
             return None

@@ -1,0 +1,85 @@
+"""Who is acting, and what they may do with each cube (DESIGN invariant 7).
+
+A :class:`Scope` answers every access question of one :class:`memos.MemOS` handle. The handle an
+embedded data directory opens acts as the operator (``principal=None``): whoever can open the
+files can read them, so it may do anything and names the acting user per call. A handle made by
+``mos.as_principal(name)`` — what the server makes for each authenticated request — sees a cube
+only as its owner or through a grant: a cube it may not read does not exist for it
+(:class:`CubeNotFound`, and an item of such a cube is an :class:`ItemNotFound`), so ids and names
+probed from another tenant reveal nothing; a cube it may read but not change answers a write with
+:class:`AccessDenied`. Its actions are logged under its own name whatever ``user`` it passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from memos import _validation as check
+from memos._store import Store
+from memos._types import Access, CubeInfo, MemoryItem
+from memos._validation import Limits
+from memos.errors import AccessDenied, CubeNotFound, ItemNotFound
+
+LOCAL_ACTOR = "local"
+
+
+class Scope:
+    """The access rules of one principal (``None``: the operator) over one store."""
+
+    def __init__(self, store: Store, principal: str | None, limits: Limits) -> None:
+        self._store = store
+        self._limits = limits
+        self.principal = (
+            None if principal is None else check.principal(principal, "principal", limits)
+        )
+
+    def allows(self, info: CubeInfo, need: Access) -> bool:
+        if self.principal is None or info.owner == self.principal:
+            return True
+        granted = info.grants.get(self.principal)
+        return granted == Access.WRITE or (granted == Access.READ and need == Access.READ)
+
+    def cube(self, name: str, need: Access = Access.READ) -> CubeInfo:
+        """The cube ``name`` if this scope may ``need`` it, else a typed error."""
+        name = check.cube_name(name)
+        info = self._store.get_cube(name)
+        if info is None or not self.allows(info, Access.READ):
+            raise CubeNotFound(f"no cube named {name!r}", cube=name)
+        if not self.allows(info, need):
+            raise AccessDenied(
+                f"{self.principal!r} may read cube {name!r} but not change it", cube=name
+            )
+        return info
+
+    def owned(self, name: str) -> CubeInfo:
+        """The cube ``name`` if this scope may manage who can access it (its owner)."""
+        info = self.cube(name)
+        if self.principal is not None and info.owner != self.principal:
+            raise AccessDenied(f"only the owner of cube {name!r} grants access", cube=name)
+        return info
+
+    def item(self, item_id: str, need: Access = Access.READ) -> MemoryItem:
+        """The item ``item_id`` if this scope may ``need`` its cube."""
+        item = self._store.get_item(item_id) if isinstance(item_id, str) else None
+        info = None if item is None else self._store.get_cube(item.cube)
+        if item is None or info is None or not self.allows(info, Access.READ):
+            raise ItemNotFound(f"no memory with id {item_id!r}", item_id=str(item_id))
+        self.cube(item.cube, need)
+        return item
+
+    def visible(self, cubes: Iterable[CubeInfo]) -> list[CubeInfo]:
+        return [info for info in cubes if self.allows(info, Access.READ)]
+
+    def owner(self, requested: str | None) -> str:
+        """The owner of a cube this scope creates: a principal creates cubes for itself."""
+        if self.principal is None:
+            owner = LOCAL_ACTOR if requested is None else requested
+            return check.principal(owner, "owner", self._limits)
+        if requested is not None and requested != self.principal:
+            raise AccessDenied(f"{self.principal!r} cannot create a cube owned by {requested!r}")
+        return self.principal
+
+    def actor(self, user: str | None) -> str:
+        """Whom the log names for an action: the principal, else the given user or ``local``."""
+        named = check.optional_principal(user, "user", self._limits)
+        return self.principal or named or LOCAL_ACTOR
