@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
-from memos import _history, _mutations, _search
+from memos import _history, _keys, _mutations, _search
 from memos import _validation as check
 from memos._access import DEFAULT_HALF_LIFE_S
 from memos._cube_stats import CubeStats, cube_stats
@@ -30,6 +30,7 @@ from memos._store import Change, Store, Vector, open_store
 from memos._types import (
     Access,
     AccessStats,
+    ApiKey,
     ChatReply,
     CubeInfo,
     Event,
@@ -48,6 +49,7 @@ from memos.codecs import default_codec, make_codec
 from memos.embedding import Embedder, make_embedder
 from memos.embedding._minilm import MODEL_NAME as DEFAULT_EMBEDDER
 from memos.errors import (
+    AccessDenied,
     Conflict,
     IntegrityError,
     InvalidInput,
@@ -133,12 +135,14 @@ class MemOS:
             model_cache=model_cache,
         )
 
-    def as_principal(self, principal: str) -> MemOS:
+    def as_principal(self, principal: str, *, limits: Limits | None = None) -> MemOS:
         """A handle over the same store, indexes and model that acts as ``principal``: it sees
         only the cubes the principal owns or was granted, and the log names the principal for
-        everything it does (see :mod:`memos._scope`). Closing it closes nothing."""
+        everything it does (see :mod:`memos._scope`). ``limits`` (a server's) replace the
+        handle's input limits. Closing it closes nothing."""
         view = copy.copy(self._root)
-        view._scope = Scope(self.store, principal, self.limits)
+        view.limits = limits or self.limits
+        view._scope = Scope(self.store, principal, view.limits)
         view._kv = view._lora = None
         return view
 
@@ -241,6 +245,27 @@ class MemOS:
                 continue
             return new
         raise VersionConflict(f"cube {cube} kept changing; gave up after {_RETRIES} tries")
+
+    # API keys of the server ------------------------------------------------------------
+
+    def create_api_key(self, principal: str) -> tuple[ApiKey, str]:
+        """Make an API key for ``principal``: its record and the token, shown this once."""
+        self._operator_only("create API keys")
+        return _keys.create_key(self.store, principal, self.limits)
+
+    def list_api_keys(self) -> list[ApiKey]:
+        self._operator_only("list API keys")
+        return self.store.list_api_keys()
+
+    def revoke_api_key(self, key_id: str) -> ApiKey:
+        self._operator_only("revoke API keys")
+        if not isinstance(key_id, str):
+            raise InvalidInput("a key id is a string", field="key_id")
+        return self.store.revoke_api_key(key_id, utcnow())
+
+    def _operator_only(self, what: str) -> None:
+        if self.principal is not None:
+            raise AccessDenied(f"only the operator may {what}")
 
     # writes -----------------------------------------------------------------------------
 

@@ -183,6 +183,7 @@ class Store(Protocol):
 # scheme -> "module:Class"; backends live in memos.stores and are imported on first use.
 _BACKENDS: dict[str, str] = {
     "sqlite": "memos.stores.sqlite:SQLiteStore",
+    "redis": "memos.stores.redis:RedisStore",
 }
 
 

@@ -6,7 +6,9 @@ the SDK, the CLI and the server report the same failure the same way::
 
     MemosError (500, internal)
     ├── InvalidInput (422, invalid_input)           bad text, metadata, names, arguments
-    │   └── TextTooLong (413, text_too_long)
+    │   ├── TextTooLong (413, text_too_long)
+    │   └── RequestTooLarge (413, request_too_large)  a request body over the server's limit
+    ├── Unauthenticated (401, unauthenticated)     no, unknown or revoked API key
     ├── AccessDenied (403, access_denied)           principal may not touch the cube
     ├── NotFound (404, not_found)
     │   ├── CubeNotFound (404, cube_not_found)
@@ -46,9 +48,11 @@ __all__ = [
     "ModelMismatch",
     "ModelUnavailable",
     "NotFound",
+    "RequestTooLarge",
     "StorageError",
     "TamperedExport",
     "TextTooLong",
+    "Unauthenticated",
     "VersionConflict",
     "VersionNotFound",
 ]
@@ -82,6 +86,20 @@ class TextTooLong(InvalidInput):
 
     status = 413
     code = "text_too_long"
+
+
+class RequestTooLarge(InvalidInput):
+    """A request body exceeds the server's size limit."""
+
+    status = 413
+    code = "request_too_large"
+
+
+class Unauthenticated(MemosError):
+    """The request carries no API key, or one the server does not know or has revoked."""
+
+    status = 401
+    code = "unauthenticated"
 
 
 class AccessDenied(MemosError):

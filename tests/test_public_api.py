@@ -116,4 +116,13 @@ def test_every_subpackage_is_installed() -> None:
         ".".join(init.parent.relative_to(root).parts)
         for init in (root / "memos").rglob("__init__.py")
     }
-    assert found | {"memos.stores"} == listed
+    # stores/ and api/ are top-level folders mapped into the package (DESIGN.md, Layout)
+    mapped = config["tool"]["setuptools"]["package-dir"]
+    assert mapped == {"memos.stores": "stores", "memos.api": "api"}
+    assert found | set(mapped) == listed
+
+
+def test_api_all() -> None:
+    import memos.api
+
+    assert set(memos.api.__all__) == {"ServerSettings", "create_app", "open_memos"}

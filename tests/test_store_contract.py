@@ -2,22 +2,28 @@
 
 The tests talk to a store only through the ``Store`` protocol; what a backend needs to exist
 (a file, a server, a key prefix) lives in the ``make_store`` factory below, so adding a backend
-means adding one entry to ``BACKENDS`` and nothing else.
+means adding one entry to ``BACKENDS`` (and, for one that keeps data outside the tmp dir, a
+cleanup in ``CLEANUPS``) and nothing else.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
+import os
+import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlparse
 
 import numpy as np
 import pytest
+import redis
 
 from memos import Change, CubeImport, CubeInfo, Event, EventOp, ItemFilter, MemoryItem, Store
 from memos._chain import GENESIS_HASH, verify_chain
@@ -43,9 +49,46 @@ def _sqlite_url(root: Path, n: int) -> str:
     return f"sqlite:///{root / f'sqlite-store-{n}'}"
 
 
+REDIS_URL = os.environ.get("MEMOS_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+@functools.cache
+def _redis_reachable() -> bool:
+    try:
+        with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2) as client:
+            return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+def _redis_url(root: Path, n: int) -> str:
+    # A fresh key prefix per store: stores never share keys, and the prefix is all that
+    # drop_redis_store needs to delete the store when the test ends.
+    if not _redis_reachable():
+        pytest.skip(f"no Redis at {REDIS_URL} (set MEMOS_TEST_REDIS)")
+    return f"{REDIS_URL}?prefix=memos-test-{uuid.uuid4().hex}"
+
+
+def prefix_of(url: str) -> str:
+    return dict(parse_qsl(urlparse(url).query))["prefix"]
+
+
+def drop_redis_store(url: str) -> None:
+    """Delete every key under the store's prefix."""
+    with redis.Redis.from_url(REDIS_URL) as client:
+        keys = list(client.scan_iter(match=f"{prefix_of(url)}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+
+
 # backend name -> function(tmp dir, instance number) -> store URL
 BACKENDS: dict[str, Callable[[Path, int], str]] = {
     "sqlite": _sqlite_url,
+    "redis": _redis_url,
+}
+# backend name -> function(store URL) deleting what a store keeps outside the tmp dir
+CLEANUPS: dict[str, Callable[[str], None]] = {
+    "redis": drop_redis_store,
 }
 
 
@@ -61,8 +104,11 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store
         return store
 
     yield make
+    cleanup = CLEANUPS.get(request.param)
     for store in opened:
         store.close()
+        if cleanup is not None:
+            cleanup(store.url)
 
 
 @pytest.fixture

@@ -10,8 +10,9 @@ import typer
 
 from memos import __version__
 from memos._mos import DEFAULT_MODEL_CACHE
-from memos.cli import _audit, _chat, _read, _write
+from memos.cli import _audit, _chat, _read, _serve, _write
 from memos.cli._cube import cube_app
+from memos.cli._keys import keys_app
 from memos.cli._kv import kv_app
 from memos.cli._lora import lora_app
 from memos.cli._session import Settings
@@ -26,6 +27,8 @@ app = typer.Typer(
 app.add_typer(cube_app, name="cube")
 app.add_typer(kv_app, name="kv")
 app.add_typer(lora_app, name="lora")
+app.add_typer(keys_app, name="keys")
+app.command("serve")(_serve.serve)
 app.command("add")(_write.add)
 app.command("search")(_read.search)
 app.command("show")(_read.show)
@@ -60,6 +63,16 @@ def root(
             show_default=True,
         ),
     ] = Path(".memos"),
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            envvar="MEMOS_STORE",
+            help="A store URL to use instead of the data dir, e.g. "
+            "redis://127.0.0.1:6379/0?prefix=memos (the Redis store servers share).",
+            show_default=False,
+        ),
+    ] = None,
     model: Annotated[
         Path | None,
         typer.Option(
@@ -87,7 +100,7 @@ def root(
     ] = False,
 ) -> None:
     """Inspect, search, diff, verify and roll back what MemOS memory holds."""
-    ctx.obj = Settings(data_dir=data_dir, model=model, model_cache=model_cache)
+    ctx.obj = Settings(data_dir=data_dir, store=store, model=model, model_cache=model_cache)
 
 
 def main() -> None:

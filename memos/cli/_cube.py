@@ -121,3 +121,32 @@ def _configured(done: str, info: CubeInfo) -> str:
     else:
         state = ""
     return f"{done} cube {info.name!r}: codec {info.codec} version {info.codec_version}{state}"
+
+
+@cube_app.command("grant")
+def grant(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The cube to share.")],
+    principal: Annotated[str, typer.Argument(help="Who gets access (an API key's principal).")],
+    access: Annotated[
+        str, typer.Option("--access", "-a", help="read, or write (read and change).")
+    ] = "read",
+    reason: ReasonOption = None,
+) -> None:
+    """Let a principal read (or read and change) a cube; one `grant` event."""
+    with open_memos(ctx) as mos:
+        info = mos.grant(name, principal, access, reason=reason)
+    typer.echo(f"granted {access} on cube {info.name!r} to {principal}")
+
+
+@cube_app.command("revoke")
+def revoke(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The shared cube.")],
+    principal: Annotated[str, typer.Argument(help="Whose grant to take away.")],
+    reason: ReasonOption = None,
+) -> None:
+    """Take a principal's grant on a cube away; one `revoke` event."""
+    with open_memos(ctx) as mos:
+        info = mos.revoke(name, principal, reason=reason)
+    typer.echo(f"revoked {principal}'s access to cube {info.name!r}")

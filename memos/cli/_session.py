@@ -11,7 +11,7 @@ from typing import NoReturn
 
 import typer
 
-from memos import MemOS
+from memos import MemOS, open_store
 from memos.errors import (
     AccessDenied,
     Conflict,
@@ -51,6 +51,8 @@ class Settings:
     """Everything the root command reads from options and the environment."""
 
     data_dir: Path
+    # a store URL (redis://...) used instead of the data dir's embedded SQLite store
+    store: str | None = None
     # the language model for chat and KV caches: a HF model dir or .gguf; None: the bundled one
     model: Path | None = None
     model_cache: Path | None = None
@@ -99,16 +101,21 @@ def reporting(*, json_errors: bool = False) -> Iterator[None]:
 def open_memos(
     ctx: typer.Context, *, json_errors: bool = False, create: bool = False
 ) -> Iterator[MemOS]:
-    """The data dir named by ``--data-dir``, closed on exit; errors become :func:`fail`.
+    """The data dir named by ``--data-dir`` (or the store ``--store`` names), closed on exit;
+    errors become :func:`fail`.
 
     Only commands that bring data in (``cube create``, ``import``) pass ``create=True``; every
     other command on a missing data dir fails rather than leaving an empty one behind.
     """
     edge = settings(ctx)
-    with (
-        reporting(json_errors=json_errors),
-        MemOS.open(
-            edge.data_dir, create=create, model=edge.model, model_cache=edge.model_cache
-        ) as mos,
-    ):
+    with reporting(json_errors=json_errors), _opened(edge, create) as mos:
         yield mos
+
+
+def _opened(edge: Settings, create: bool) -> MemOS:
+    if edge.store is None:
+        return MemOS.open(
+            edge.data_dir, create=create, model=edge.model, model_cache=edge.model_cache
+        )
+    store = open_store(edge.store, create=create)
+    return MemOS(store, model=edge.model, model_cache=edge.model_cache)

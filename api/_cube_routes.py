@@ -1,0 +1,106 @@
+"""Cubes: create, list, read, grants, log, verify, statistics, codecs, rollback, export and
+import."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from memos import CubeInfo, CubeStats, Event, MemoryItem, MemOS, VerifyReport
+from memos._archive import pack, unpack
+
+from ._deps import Caller
+from ._schemas import CubeCreate, CubeRollback, GrantBody, Reason, Reencode
+
+router = APIRouter(prefix="/v1/cubes", tags=["cubes"])
+TAR = "application/x-tar"
+
+
+@router.post("", status_code=201)
+def create_cube(body: CubeCreate, mos: Caller) -> CubeInfo:
+    return mos.create_cube(
+        body.name, embedder=body.embedder, codec=body.codec, kv_dtype=body.kv_dtype
+    )
+
+
+@router.get("")
+def list_cubes(mos: Caller) -> list[CubeInfo]:
+    return mos.list_cubes()
+
+
+@router.get("/{cube}")
+def get_cube(cube: str, mos: Caller) -> CubeInfo:
+    return mos.get_cube(cube)
+
+
+@router.get("/{cube}/stats")
+def cube_stats(cube: str, mos: Caller) -> CubeStats:
+    return mos.cube_stats(cube)
+
+
+@router.post("/{cube}/grants")
+def grant(cube: str, body: GrantBody, mos: Caller) -> CubeInfo:
+    return mos.grant(cube, body.principal, body.access, reason=body.reason)
+
+
+@router.delete("/{cube}/grants/{principal}")
+def revoke(cube: str, principal: str, mos: Caller) -> CubeInfo:
+    return mos.revoke(cube, principal)
+
+
+@router.get("/{cube}/log")
+def log(
+    cube: str,
+    mos: Caller,
+    after_seq: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int | None, Query(ge=0, le=100_000)] = None,
+) -> list[Event]:
+    return mos.log(cube, after_seq=after_seq, limit=limit)
+
+
+@router.get("/{cube}/verify")
+def verify(cube: str, mos: Caller) -> VerifyReport:
+    return mos.verify(cube)
+
+
+@router.post("/{cube}/rollback")
+def rollback_cube(cube: str, body: CubeRollback, mos: Caller) -> list[MemoryItem]:
+    return mos.rollback_cube(cube, to_seq=body.to_seq, reason=body.reason)
+
+
+@router.post("/{cube}/refit")
+def refit(cube: str, body: Reason, mos: Caller) -> CubeInfo:
+    return mos.refit(cube, reason=body.reason)
+
+
+@router.post("/{cube}/reencode")
+def reencode(cube: str, body: Reencode, mos: Caller) -> CubeInfo:
+    return mos.reencode(cube, codec=body.codec, reason=body.reason)
+
+
+@router.get("/{cube}/export", response_class=Response, responses={200: {"content": {TAR: {}}}})
+def export_cube(cube: str, mos: Caller) -> Response:
+    """The cube as a tar of its export directory (see ``memos cube export``)."""
+    with tempfile.TemporaryDirectory(prefix="memos-export-") as tmp:
+        directory = mos.export_cube(cube, Path(tmp) / "export")
+        return Response(pack(directory), media_type=TAR)
+
+
+@router.post(
+    "/import",
+    status_code=201,
+    openapi_extra={"requestBody": {"required": True, "content": {TAR: {"schema": {}}}}},
+)
+async def import_cube(request: Request, mos: Caller) -> CubeInfo:
+    """Import a tar made by the export route; the caller must be the cube's recorded owner."""
+    data = await request.body()
+    return await run_in_threadpool(_import, mos, data)
+
+
+def _import(mos: MemOS, data: bytes) -> CubeInfo:
+    with tempfile.TemporaryDirectory(prefix="memos-import-") as tmp:
+        return mos.import_cube(unpack(data, Path(tmp) / "export"))

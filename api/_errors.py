@@ -1,0 +1,67 @@
+"""One JSON error envelope for every failure the server answers with.
+
+``{"error": {"code": ..., "message": ..., "details": {...}}}`` with the status of the
+:class:`memos.errors.MemosError` class: the same body the CLI prints with ``--json``. FastAPI's
+own failures (a malformed body, an unknown route, a wrong method) are put in the same shape, so a
+client parses one thing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from memos.errors import MemosError
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "access_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def envelope(status: int, code: str, message: str, **details: Any) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "details": jsonable_encoder(details)}}
+    return JSONResponse(body, status_code=status)
+
+
+def error_response(error: MemosError) -> JSONResponse:
+    response = envelope(error.status, error.code, error.message, **error.details)
+    if error.status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every error into the envelope."""
+
+    async def memos_error(_: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, MemosError)
+        return error_response(error)
+
+    async def invalid_request(_: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, RequestValidationError)
+        problems = [
+            {"loc": [str(part) for part in e.get("loc", ())], "msg": str(e.get("msg", ""))}
+            for e in error.errors()
+        ]
+        return envelope(422, "invalid_input", "the request does not match its schema",
+                        problems=problems)  # fmt: skip
+
+    async def http_error(_: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, HTTPException)
+        code = _HTTP_CODES.get(error.status_code, "http_error")
+        return envelope(error.status_code, code, str(error.detail))
+
+    app.add_exception_handler(MemosError, memos_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(HTTPException, http_error)

@@ -1,0 +1,29 @@
+"""The server's settings, read once by ``memos serve`` (or a caller) and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ServerSettings(BaseModel):
+    """What a server process needs: where its memory lives and the limits it enforces.
+
+    ``store`` is a store URL (``sqlite:///dir`` or ``redis://host:port/db?prefix=...``).
+    ``snapshot_dir`` keeps FAISS index snapshots between restarts (embedded store only).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    store: str
+    snapshot_dir: Path | None = None
+    model: str | None = None  # a local model directory or .gguf; None: the bundled SmolLM2
+    model_cache: Path | None = None
+    embedder: str | None = None  # the default embedder of new cubes (a registered name)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_text_chars: int = Field(default=16_000, ge=1)
+    max_batch: int = Field(default=1_000, ge=1)
+    max_k: int = Field(default=100, ge=1)
+    max_new_tokens: int = Field(default=512, ge=1)
+    faiss_threads: int = Field(default=1, ge=1, le=256)
