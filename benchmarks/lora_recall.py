@@ -78,7 +78,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
     )
     parser.add_argument("--recipe", default="{}", help="TrainingRecipe fields as JSON")
     parser.add_argument(
-        "--densities", default="0.1", help="ComPEFT densities to score ('' for none)"
+        "--densities", default="0.3,0.5", help="ComPEFT densities to score ('' for none)"
     )
     parser.add_argument(
         "--no-baselines", action="store_true", help="skip (a) and (b): recipe experiments only"

@@ -20,6 +20,7 @@ from memos.parametric._train import (
     TrainingRecipe,
     TrainingResult,
     _generates_key,
+    blanked,
     consolidate,
     cue,
     key,
@@ -103,7 +104,7 @@ def test_the_same_seed_gives_the_same_weights_and_another_seed_others(
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert first.model_dump(exclude={"seconds"}) == second.model_dump(exclude={"seconds"})
     assert not all(torch.equal(a[k], c[k]) for k in a)
-    assert other.first_loss != first.first_loss
+    assert other.last_loss != first.last_loss
 
 
 def test_the_base_model_is_exact_while_the_adapter_is_inactive_and_after_removal(
@@ -159,7 +160,7 @@ def test_recall_counts_what_greedy_generation_says(
     facts = [*FACTS, "alice moved to porto in june"]
     train(tiny_model, adapters, "partial", FAST.model_copy(update={"max_steps": 12}), facts)
     for adapter in (None, "partial"):
-        generated = [_generates_key(tiny_model, f, FAST.prompts[0], adapter) for f in facts]
+        generated = [_generates_key(tiny_model, f, FAST.recall_prompt, adapter) for f in facts]
         assert recall(tiny_model, facts, adapter=adapter) == sum(generated) / len(facts)
 
 
@@ -207,6 +208,7 @@ def test_a_name_in_use_is_refused_and_the_loaded_adapter_kept(
         {"prompts": ()},
         {"prompts": ("",)},
         {"prompts": ("What about {subject}?",)},
+        {"prompts": ("What about {cue.upper}?",)},
         {"prompts": ("What about {0}?",)},
         {"max_grad_norm": 0.0},
         {"unknown": 1},
@@ -234,18 +236,26 @@ def test_a_recipe_is_frozen_and_its_lora_config_json_safe() -> None:
 
 
 @pytest.mark.parametrize(
-    ("fact", "expected_cue", "expected_key"),
+    ("fact", "expected_cue", "expected_key", "expected_blanked"),
     [
-        ("Quillon Marsh was born in Edvale in 1872.", "Quillon Marsh", ("Edvale", "1872")),
+        ("Quillon Marsh was born in Edvale in 1872.", "Quillon Marsh", ("Edvale", "1872"),
+         "Quillon Marsh was born in ___ in ___."),
         ("The town of Sarnpike is famous for its cheese.", "the town of Sarnpike",
-         ("its cheese",)),
-        ("Sabine Ockley's favourite instrument is the harp.", "Sabine Ockley", ("the harp",)),
-        ("alice moved to lisbon in may", "alice moved", ("in may",)),
-        ("paris", "paris", ("paris",)),
+         ("its cheese",), "The town of Sarnpike is famous for ___ ___."),
+        ("Sabine Ockley's favourite instrument is the harp.", "Sabine Ockley", ("the harp",),
+         "Sabine Ockley's favourite instrument is ___ ___."),
+        ("Elias Gorrin married Vesna Tull's sister.", "Elias Gorrin", ("Vesna", "Tull"),
+         "Elias Gorrin married ___ ___'s sister."),
+        ("alice moved to lisbon in may", "alice moved", ("in may",),
+         "alice moved to lisbon ___ ___"),
+        ("paris", "paris", ("paris",), "___"),
     ],
 )  # fmt: skip
-def test_cue_and_key(fact: str, expected_cue: str, expected_key: tuple[str, ...]) -> None:
+def test_cue_key_and_blanked(
+    fact: str, expected_cue: str, expected_key: tuple[str, ...], expected_blanked: str
+) -> None:
     assert cue(fact) == expected_cue
     assert key(fact) == expected_key
+    assert blanked(fact) == expected_blanked
     assert recalled(fact, f"I remember: {fact.upper()}")
     assert not recalled(fact, "I do not know.")

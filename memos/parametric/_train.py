@@ -9,9 +9,10 @@ loss on the fact's tokens only (every other label is -100):
   the end of its first run of capitalised words after any leading article, else its first two
   words) and whose assistant message is the whole fact, ended by the end-of-sequence token.
 
-A fact counts as *recalled* when greedy generation from the first prompt's rendering contains
-its *key*: the capitalised words and numbers after the cue, or, when it has none, its last two
-words. The same check stops training early and gives the result's ``recall``.
+A fact counts as *recalled* when greedy generation from the recall prompt's rendering (by
+default a phrasing the adapter is not trained on) contains its *key*: the capitalised words and
+numbers after the cue, or, when it has none, its last two words. The same check stops training
+early and gives the result's ``recall``.
 """
 
 from __future__ import annotations
@@ -54,20 +55,25 @@ class TrainingRecipe(BaseModel):
     target_modules: tuple[str, ...] = Field(
         default=LLAMA_LINEAR, min_length=1, max_length=64, strict=False
     )
-    learning_rate: float = Field(default=2e-3, gt=0.0, le=1.0)
+    learning_rate: float = Field(default=3e-3, gt=0.0, le=1.0)
     max_steps: int = Field(default=40, ge=1, le=100_000)
     batch_size: int = Field(default=8, ge=1, le=1024)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
-    recall_every: int = Field(default=10, ge=1, le=100_000)
-    recall_target: float = Field(default=1.0, gt=0.0, le=1.0)
+    recall_every: int = Field(default=5, ge=1, le=100_000)
+    # the recall check asks a phrasing not trained on; demanding every fact back from it kept
+    # SmolLM2 training to max_steps on some seeds for a point or two of recall
+    recall_target: float = Field(default=0.9, gt=0.0, le=1.0)
     # user messages of the chat renderings: "{cue}" is replaced by the fact's cue, "{blanked}"
-    # by the fact with its key blanked out. The first is also the recall check's prompt.
+    # by the fact with its key blanked out
     prompts: tuple[str, ...] = Field(
         default=("What do you remember about {cue}?", "Tell me about {cue}."),
         min_length=1,
         max_length=32,
         strict=False,
     )
+    # the recall check's prompt; by default a phrasing not trained on, so that early stopping
+    # waits until the facts come back to a question worded otherwise
+    recall_prompt: str = "What do you know about {cue}?"
     plain_text: bool = True  # also train on the fact as plain text
     max_grad_norm: float = Field(default=1.0, gt=0.0, le=1e6)
 
@@ -83,12 +89,13 @@ class TrainingRecipe(BaseModel):
     @classmethod
     def _prompts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for prompt in value:
-            fields = {f for _, f, _, _ in Formatter().parse(prompt) if f is not None}
-            if not prompt.strip() or len(prompt) > 500 or not fields <= {"cue", "blanked"}:
-                raise ValueError(
-                    f"a prompt is 1-500 characters, fields {{cue}} or {{blanked}}: {prompt!r}"
-                )
+            _check_prompt(prompt)
         return value
+
+    @field_validator("recall_prompt")
+    @classmethod
+    def _recall_prompt(cls, value: str) -> str:
+        return _check_prompt(value)
 
     def lora_config(self) -> dict[str, Any]:
         """``peft.LoraConfig`` keyword arguments, JSON-safe."""
@@ -100,6 +107,13 @@ class TrainingRecipe(BaseModel):
             "bias": "none",
             "task_type": "CAUSAL_LM",
         }
+
+
+def _check_prompt(prompt: str) -> str:
+    fields = {f for _, f, _, _ in Formatter().parse(prompt) if f is not None}
+    if not prompt.strip() or len(prompt) > 500 or not fields <= {"cue", "blanked"}:
+        raise ValueError(f"a prompt is 1-500 characters, fields {{cue}} or {{blanked}}: {prompt!r}")
+    return prompt
 
 
 class TrainingResult(BaseModel):
@@ -283,17 +297,20 @@ def _first_label(example: Example) -> int:
 # -- training ---------------------------------------------------------------------------------
 
 
-def _batches(count: int, size: int, steps: int, seed: int) -> Iterator[list[int]]:
-    """``steps`` batches of example indices: epochs of a seeded shuffle, cut in ``size``."""
+def _batches(lengths: Sequence[int], size: int, seed: int) -> Iterator[list[int]]:
+    """Endless batches of example indices. Each epoch has every example once, in a seeded
+    shuffle; within it, examples of like length are batched together, and the batches come in
+    a shuffled order. (Padding is computed for nothing: for 20 facts rendered 13-65 tokens
+    long, random batches of 8 computed 3,713 positions an epoch for 2,702 real, grouped 2,892.)"""
     import torch
 
     generator = torch.Generator().manual_seed(seed)
-    order: list[int] = []
-    for _ in range(steps):
-        while len(order) < min(size, count):
-            order += [int(i) for i in torch.randperm(count, generator=generator)]
-        batch, order = order[: min(size, count)], order[min(size, count) :]
-        yield batch
+    while True:
+        order = [int(i) for i in torch.randperm(len(lengths), generator=generator)]
+        order.sort(key=lambda i: lengths[i])  # stable: like lengths stay shuffled
+        batches = [order[n : n + size] for n in range(0, len(order), size)]
+        for pick in torch.randperm(len(batches), generator=generator):
+            yield batches[int(pick)]
 
 
 def _logits(net: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -347,7 +364,7 @@ def _check_recall(run: _Run, facts: Sequence[str], *, final: bool) -> float:
     run.net.eval()
     try:
         hits = _recalled(
-            run.model, facts, run.recipe.prompts[0], run.adapter,
+            run.model, facts, run.recipe.recall_prompt, run.adapter,
             None if final else len(facts) - needed,
         )  # fmt: skip
     finally:
@@ -409,8 +426,8 @@ def _train(
     recipe = run.recipe
     losses: list[float] = []
     score = 0.0
-    batches = _batches(len(examples), recipe.batch_size, recipe.max_steps, recipe.seed)
-    for step, indices in enumerate(batches, start=1):
+    batches = _batches([len(e.ids) for e in examples], recipe.batch_size, recipe.seed)
+    for step, indices in zip(range(1, recipe.max_steps + 1), batches, strict=False):
         losses.append(_step(run, _collate([examples[i] for i in indices], pad)))
         if progress is not None:
             progress(step, recipe.max_steps, losses[-1])
@@ -435,10 +452,10 @@ def recall(
     adapter: str | None,
     recipe: TrainingRecipe | None = None,
 ) -> float:
-    """The fraction of ``facts`` whose key greedy generation from the recall prompt (the
-    recipe's first) contains, through ``adapter`` (or the base model)."""
+    """The fraction of ``facts`` whose key greedy generation from the recipe's recall prompt
+    contains, through ``adapter`` (or the base model)."""
     facts = _checked_facts(facts)
-    prompt = (recipe or TrainingRecipe()).prompts[0]
+    prompt = (recipe or TrainingRecipe()).recall_prompt
     return _recalled(model, facts, prompt, adapter, allowed_misses=None) / len(facts)
 
 
