@@ -50,7 +50,11 @@ def create_app(settings: ServerSettings, mos: MemOS | None = None) -> FastAPI:
     for module in (_cube_routes, _memory_routes, _model_routes):
         app.include_router(module.router)
     _add_health_and_metrics(app)
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        limit=settings.max_body_bytes,
+        by_path={"/v1/cubes/import": settings.max_import_bytes},
+    )
     return app
 
 

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from memos import CubeInfo, CubeStats, Event, MemoryItem, MemOS, VerifyReport
 from memos._archive import pack, unpack
 
-from ._deps import Caller
+from ._deps import Caller, ReasonQuery
 from ._schemas import CubeCreate, CubeRollback, GrantBody, Reason, Reencode
 
 router = APIRouter(prefix="/v1/cubes", tags=["cubes"])
@@ -47,9 +47,9 @@ def grant(cube: str, body: GrantBody, mos: Caller) -> CubeInfo:
     return mos.grant(cube, body.principal, body.access, reason=body.reason)
 
 
-@router.delete("/{cube}/grants/{principal}")
-def revoke(cube: str, principal: str, mos: Caller) -> CubeInfo:
-    return mos.revoke(cube, principal)
+@router.delete("/{cube}/grants/{principal:path}")
+def revoke(cube: str, principal: str, mos: Caller, reason: ReasonQuery = None) -> CubeInfo:
+    return mos.revoke(cube, principal, reason=reason)
 
 
 @router.get("/{cube}/log")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from memos import MemOS
@@ -36,4 +36,6 @@ def principal_handle(
 
 
 Caller = Annotated[MemOS, Depends(principal_handle)]
+# why a DELETE was made; it has no body, so the reason travels in the query
+ReasonQuery = Annotated[str | None, Query(max_length=4096, description="why; kept in the log")]
 Settings = Annotated[ServerSettings, Depends(settings)]

@@ -3,14 +3,14 @@ access statistics."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from memos import AccessStats, HistoryEntry, ItemDiff, MemoryItem, SearchHit
 from memos.errors import InvalidInput
 
-from ._deps import Caller, Settings
+from ._deps import Caller, ReasonQuery, Settings
 from ._schemas import (
     AccessStatsBody,
     ItemRollback,
@@ -77,7 +77,7 @@ def delete(
     item_id: str,
     mos: Caller,
     expected_version: int | None = None,
-    reason: Annotated[str | None, Query(max_length=4096)] = None,
+    reason: ReasonQuery = None,
 ) -> MemoryItem:
     return mos.delete(item_id, expected_version=expected_version, reason=reason)
 

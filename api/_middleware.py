@@ -28,20 +28,23 @@ def _too_large_body(limit: int) -> bytes:
 
 
 class BodyLimit:
-    """Answer 413 to a request whose body is over ``limit`` bytes."""
+    """Answer 413 to a request whose body is over ``limit`` bytes (``by_path`` names other
+    limits for some paths)."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, by_path: dict[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.by_path = by_path or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.by_path.get(scope["path"], self.limit)
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length", b"").decode("latin-1")
-        if declared.isdigit() and int(declared) > self.limit:
-            await self._reject(send)
+        if declared.isdigit() and int(declared) > limit:
+            await self._reject(send, limit)
             return
         body = bytearray()
         more = True
@@ -52,14 +55,15 @@ class BodyLimit:
                 return
             body += message.get("body", b"")
             more = bool(message.get("more_body", False))
-            if len(body) > self.limit:
-                await self._reject(send)
+            if len(body) > limit:
+                await self._reject(send, limit)
                 return
         whole = {"type": "http.request", "body": bytes(body), "more_body": False}
         await self.app(scope, _replay(whole, receive), send)
 
-    async def _reject(self, send: Send) -> None:
-        body = _too_large_body(self.limit)
+    @staticmethod
+    async def _reject(send: Send, limit: int) -> None:
+        body = _too_large_body(limit)
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from memos import ChatReply, CubeInfo, Event
 from memos.errors import InvalidInput
 
-from ._deps import Caller, Settings
+from ._deps import Caller, ReasonQuery, Settings
 from ._schemas import AdapterRollback, ChatBody, Consolidate, KVBuild, Reason
 
 if TYPE_CHECKING:
@@ -46,8 +46,8 @@ def kv_list(cube: str, mos: Caller) -> list[dict[str, Any]]:
 
 
 @router.delete("/kv/{entry_id}")
-def kv_drop(cube: str, entry_id: str, mos: Caller) -> Event:
-    return mos.kv.drop(cube, entry_id)
+def kv_drop(cube: str, entry_id: str, mos: Caller, reason: ReasonQuery = None) -> Event:
+    return mos.kv.drop(cube, entry_id, reason=reason)
 
 
 @router.get("/adapters")
@@ -91,8 +91,8 @@ def detach(cube: str, body: Reason, mos: Caller) -> CubeInfo:
 
 
 @router.delete("/adapters/{name}")
-def delete_adapter(cube: str, name: str, mos: Caller) -> list[Event]:
-    return mos.lora.delete(cube, name)
+def delete_adapter(cube: str, name: str, mos: Caller, reason: ReasonQuery = None) -> list[Event]:
+    return mos.lora.delete(cube, name, reason=reason)
 
 
 def _kv(entry: KVEntry) -> dict[str, Any]:

@@ -22,6 +22,8 @@ class ServerSettings(BaseModel):
     model_cache: Path | None = None
     embedder: str | None = None  # the default embedder of new cubes (a registered name)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # a cube import (a tar of an export) may be larger than any other request
+    max_import_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
     max_text_chars: int = Field(default=16_000, ge=1)
     max_batch: int = Field(default=1_000, ge=1)
     max_k: int = Field(default=100, ge=1)

@@ -23,9 +23,11 @@ def pack(directory: Path) -> bytes:
     """The export in ``directory`` as tar bytes (files in name order, no owners or times)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        names = (p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
+        for name in sorted(n for n in names if _NAME.fullmatch(n)):  # an export's files only
+            path = directory / name
             data = path.read_bytes()
-            info = tarfile.TarInfo(path.relative_to(directory).as_posix())
+            info = tarfile.TarInfo(name)
             info.size = len(data)
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))

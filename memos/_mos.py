@@ -60,6 +60,7 @@ from memos.errors import (
 
 if TYPE_CHECKING:
     from memos._chat import ChatStream
+    from memos._remote import RemoteMemOS
     from memos.activation import KVMemory
     from memos.llm import LLMBackend, LocalModel
     from memos.parametric import LoraMemory
@@ -134,6 +135,16 @@ class MemOS:
             model=model,
             model_cache=model_cache,
         )
+
+    @classmethod
+    def connect(cls, url: str, *, api_key: str, timeout: float = 600.0) -> RemoteMemOS:
+        """A client of a MemOS server with the same methods as an embedded MemOS.
+
+        It acts as the principal of ``api_key`` (made by ``memos keys create``); ``timeout``
+        is how long to wait for an answer, in seconds (chat and consolidation are slow)."""
+        from memos._remote import RemoteMemOS
+
+        return RemoteMemOS(url, api_key=api_key, timeout=timeout)
 
     def as_principal(self, principal: str, *, limits: Limits | None = None) -> MemOS:
         """A handle over the same store, indexes and model that acts as ``principal``: it sees

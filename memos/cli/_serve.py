@@ -14,6 +14,9 @@ def serve(
     max_body_bytes: Annotated[
         int, typer.Option("--max-body-bytes", help="The largest request body accepted.")
     ] = 4 * 1024 * 1024,
+    max_import_bytes: Annotated[
+        int, typer.Option("--max-import-bytes", help="The largest cube import (a tar) accepted.")
+    ] = 256 * 1024 * 1024,
     max_text_chars: Annotated[
         int, typer.Option("--max-text-chars", help="The longest memory text accepted.")
     ] = 16_000,
@@ -38,6 +41,7 @@ def serve(
             model=None if edge.model is None else str(edge.model),
             model_cache=edge.model_cache,
             max_body_bytes=max_body_bytes,
+            max_import_bytes=max_import_bytes,
             max_text_chars=max_text_chars,
             max_batch=max_batch,
             max_k=max_k,

@@ -1,0 +1,717 @@
+"""``MemOS.connect(url, api_key=...)``: the SDK's methods over a MemOS server's HTTP API.
+
+:class:`RemoteMemOS` has the methods of an embedded :class:`memos.MemOS` that the server exposes,
+with the same signatures, and returns the SDK's own models, so code (and a test suite) runs
+unchanged against either face. It acts as the API key's principal, exactly as
+``mos.as_principal(principal)`` does embedded: ``user=`` names no actor (the log names the
+principal), and is only checked.
+
+A failure the server reports in its JSON error envelope is raised as the
+:class:`memos.errors.MemosError` subclass with the same ``code``, message and details; a server
+that cannot be reached is a :class:`memos.errors.StorageError` naming the URL.
+
+What HTTP cannot mirror exactly: ``create_cube(owner=...)`` is refused (a key's cubes are its
+principal's); ``add_many`` sends one request per ``batch_size`` records, so a bad record in a
+later batch leaves the earlier batches added; ``chat_stream``, API keys and adapter
+import/export have no route and are absent.
+"""
+
+from __future__ import annotations
+
+import builtins
+import functools
+import itertools
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self, TypeVar, cast, overload
+from urllib.parse import quote
+
+import httpx
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError, to_jsonable_python
+
+from memos import _validation as check
+from memos import errors
+from memos._archive import pack, unpack
+from memos._cube_stats import CubeStats
+from memos._history import ItemDiff
+from memos._types import (
+    AccessStats,
+    ChatReply,
+    CubeInfo,
+    Event,
+    HistoryEntry,
+    MemoryItem,
+    MetadataValue,
+    SearchHit,
+    VerifyReport,
+)
+from memos._validation import Limits
+from memos.errors import (
+    InvalidInput,
+    ItemNotFound,
+    KVEntryNotFound,
+    MemosError,
+    StorageError,
+)
+
+if TYPE_CHECKING:
+    from memos.activation import KVEntry
+    from memos.parametric import AdapterEntry
+
+T = TypeVar("T")
+Progress = Callable[[int], None]
+TrainProgress = Callable[[int, int, float], None]
+
+CONNECT_TIMEOUT_S = 5.0
+TAR = "application/x-tar"
+_LIMITS = Limits()  # for arguments the server never sees (user=, batch_size=)
+
+_ERRORS: dict[str, type[MemosError]] = {
+    cls.code: cls
+    for cls in (getattr(errors, name) for name in errors.__all__)
+    if isinstance(cls, type) and issubclass(cls, MemosError)
+}
+
+_ITEM = TypeAdapter(MemoryItem)
+_ITEMS = TypeAdapter(list[MemoryItem])
+_CUBE = TypeAdapter(CubeInfo)
+_CUBES = TypeAdapter(list[CubeInfo])
+_EVENT = TypeAdapter(Event)
+_EVENTS = TypeAdapter(list[Event])
+_HITS = TypeAdapter(list[SearchHit])
+_HISTORY = TypeAdapter(list[HistoryEntry])
+_DIFF = TypeAdapter(ItemDiff)
+_REPORT = TypeAdapter(VerifyReport)
+_STATS = TypeAdapter(CubeStats)
+_REPLY = TypeAdapter(ChatReply)
+_ACCESS = TypeAdapter(dict[str, AccessStats])
+
+
+# errors -------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _unknown_error(code: str, status: int) -> type[MemosError]:
+    """A ``MemosError`` class for a code this client does not know (a newer server, a proxy)."""
+    attributes = {"code": code, "status": status, "__module__": __name__}
+    return cast(type[MemosError], type("ServerError", (MemosError,), attributes))
+
+
+def _envelope(response: httpx.Response) -> tuple[str, str, dict[str, Any]]:
+    """The code, message and details of an error answer; a body that is not the envelope
+    (a proxy's page) is reported with the HTTP status."""
+    try:
+        error = response.json().get("error")
+        code, message, details = error["code"], error["message"], error.get("details") or {}
+    except (ValueError, AttributeError, TypeError, KeyError):
+        code = message = details = None
+    if isinstance(code, str) and isinstance(message, str) and isinstance(details, dict):
+        return code, message, details
+    snippet = response.text[:200]
+    message = f"the server answered {response.status_code} {response.reason_phrase}: {snippet}"
+    return "http_error", message, {"status": response.status_code}
+
+
+def error_from(response: httpx.Response) -> MemosError:
+    """The typed error an error answer stands for: the class whose ``code`` it names."""
+    code, message, details = _envelope(response)
+    cls = _ERRORS.get(code) or _unknown_error(code, response.status_code)
+    error = cls(message)
+    error.details = details  # set, not passed: a detail may be named like a parameter
+    return error
+
+
+# the wire -----------------------------------------------------------------------------------
+
+
+def _encode(body: object) -> bytes:
+    try:
+        return json.dumps(to_jsonable_python(body), allow_nan=False).encode()
+    except (PydanticSerializationError, ValueError) as exc:
+        raise InvalidInput(f"the arguments cannot be sent as JSON: {exc}") from None
+
+
+def _parsed(adapter: TypeAdapter[T], response: httpx.Response) -> T:
+    try:
+        return adapter.validate_json(response.content)
+    except ValidationError as exc:
+        raise MemosError(
+            f"the server's answer to {response.request.method} {response.request.url.path} "
+            f"is not what this client reads: {exc}"
+        ) from exc
+
+
+class _Connection:
+    """One keep-alive HTTP client of a server, authenticated as one API key."""
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        timeout: float,
+        transport: httpx.BaseTransport | None,
+    ) -> None:
+        self.url = url
+        self._client = httpx.Client(
+            base_url=url,
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S),
+            transport=transport,
+        )
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: object = None,
+        params: Mapping[str, object] | None = None,
+        content: bytes | None = None,
+        content_type: str = "application/json",
+    ) -> httpx.Response:
+        """The server's 2xx answer to the request, else its error raised as a ``MemosError``."""
+        if content is None and body is not None:
+            content = _encode(body)
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        headers = {} if content is None else {"Content-Type": content_type}
+        try:
+            response = self._client.request(
+                method, path, content=content, params=cast(Any, query), headers=headers
+            )
+        except httpx.RequestError as exc:
+            raise StorageError(
+                f"cannot reach the MemOS server at {self.url}: {type(exc).__name__}: {exc}",
+                url=self.url,
+            ) from exc
+        if not response.is_success:
+            raise error_from(response)
+        return response
+
+    def call(self, adapter: TypeAdapter[T], method: str, path: str, **kwargs: Any) -> T:
+        return _parsed(adapter, self.send(method, path, **kwargs))
+
+    def close(self) -> None:
+        self._client.close()
+
+
+# paths --------------------------------------------------------------------------------------
+
+
+def _routable(segment: str) -> bool:
+    """Whether ``segment`` survives as one path segment: URL normalisation drops ``.`` and
+    ``..``, and the server decodes ``%2F`` before routing."""
+    return segment not in ("", ".", "..") and "/" not in segment
+
+
+def _cube_path(cube: str) -> str:
+    return f"/v1/cubes/{quote(check.cube_name(cube), safe='')}"
+
+
+def _item_path(item_id: str) -> str:
+    if not isinstance(item_id, str) or not _routable(item_id):
+        raise ItemNotFound(f"no memory with id {item_id!r}", item_id=str(item_id))
+    return f"/v1/memories/{quote(item_id, safe='')}"
+
+
+def _segment(value: object, field: str) -> str:
+    if not isinstance(value, str) or not _routable(value):
+        raise InvalidInput(f"{field} {value!r} cannot name a resource over HTTP", field=field)
+    return quote(value, safe="")
+
+
+def _listed(values: object) -> object:
+    """A list for the JSON body; a lone string (or a non-iterable) is sent as it is, for the
+    server to refuse as the embedded SDK does."""
+    return list(values) if isinstance(values, Iterable) and not isinstance(values, str) else values
+
+
+def _mapped(values: object) -> object:
+    return dict(values) if isinstance(values, Mapping) else values
+
+
+def _record(record: object) -> object:
+    return {"text": record} if isinstance(record, str) else _mapped(record)
+
+
+def _actor(user: str | None) -> None:
+    """Check ``user`` as the embedded SDK does; the log names the key's principal anyway."""
+    check.optional_principal(user, "user", _LIMITS)
+
+
+# the client ---------------------------------------------------------------------------------
+
+
+class RemoteMemOS:
+    """A MemOS server, as its API key's principal sees it; see the module docstring."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        api_key: str,
+        timeout: float = 600.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise InvalidInput(f"a server URL starts with http:// or https://, not {url!r}")
+        if not isinstance(api_key, str) or not api_key.isascii() or not api_key.isprintable():
+            raise InvalidInput("api_key must be a printable ASCII string", field="api_key")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise InvalidInput(f"timeout must be a positive number of seconds, not {timeout!r}")
+        self._http = _Connection(url.rstrip("/"), api_key, float(timeout), transport)
+        self._kv: RemoteKV | None = None
+        self._lora: RemoteLora | None = None
+
+    @property
+    def url(self) -> str:
+        return self._http.url
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # cubes ------------------------------------------------------------------------------
+
+    def create_cube(
+        self,
+        name: str,
+        *,
+        owner: str | None = None,
+        embedder: str | None = None,
+        codec: str | None = None,
+        kv_dtype: str = "fp32",
+    ) -> CubeInfo:
+        """Create a cube owned by the key's principal."""
+        if owner is not None:
+            raise InvalidInput(
+                "over HTTP a cube is owned by the API key's principal; leave owner unset",
+                field="owner",
+            )
+        body = {"name": name, "embedder": embedder, "codec": codec, "kv_dtype": kv_dtype}
+        return self._http.call(_CUBE, "POST", "/v1/cubes", body=body)
+
+    def get_cube(self, name: str) -> CubeInfo:
+        return self._http.call(_CUBE, "GET", _cube_path(name))
+
+    def list_cubes(self) -> list[CubeInfo]:
+        return self._http.call(_CUBES, "GET", "/v1/cubes")
+
+    def grant(
+        self, cube: str, principal: str, access: str = "read", *, reason: str | None = None
+    ) -> CubeInfo:
+        body = {"principal": principal, "access": access, "reason": reason}
+        return self._http.call(_CUBE, "POST", f"{_cube_path(cube)}/grants", body=body)
+
+    def revoke(self, cube: str, principal: str, *, reason: str | None = None) -> CubeInfo:
+        check.principal(principal, "principal", _LIMITS)
+        if principal in (".", ".."):  # URL normalisation would drop the segment
+            raise InvalidInput(f"principal {principal!r} cannot be revoked over HTTP")
+        path = f"{_cube_path(cube)}/grants/{quote(principal, safe='')}"
+        return self._http.call(_CUBE, "DELETE", path, params={"reason": reason})
+
+    # writes -----------------------------------------------------------------------------
+
+    @overload
+    def add(
+        self,
+        content: str,
+        *,
+        cube: str,
+        user: str | None = None,
+        tags: Iterable[str] | None = None,
+        metadata: Mapping[str, MetadataValue] | None = None,
+        session: str | None = None,
+        occurred_at: datetime | str | None = None,
+    ) -> MemoryItem: ...
+
+    @overload
+    def add(
+        self,
+        content: Sequence[Mapping[str, Any]],
+        *,
+        cube: str,
+        user: str | None = None,
+        tags: Iterable[str] | None = None,
+        metadata: Mapping[str, MetadataValue] | None = None,
+        session: str | None = None,
+        occurred_at: None = None,
+    ) -> list[MemoryItem]: ...
+
+    def add(
+        self,
+        content: str | Sequence[Mapping[str, Any]],
+        *,
+        cube: str,
+        user: str | None = None,
+        tags: Iterable[str] | None = None,
+        metadata: Mapping[str, MetadataValue] | None = None,
+        session: str | None = None,
+        occurred_at: datetime | str | None = None,
+    ) -> MemoryItem | list[MemoryItem]:
+        """Add one memory from a text, or one memory per chat message from a message list."""
+        if isinstance(content, str):
+            body = {
+                "text": content, "user": user, "tags": _listed(tags),
+                "metadata": _mapped(metadata), "session": session, "occurred_at": occurred_at,
+            }  # fmt: skip
+            return self._http.call(_ITEM, "POST", f"{_cube_path(cube)}/memories", body=body)
+        if not isinstance(content, Sequence) or not content:
+            raise InvalidInput("add takes a text or a non-empty list of chat messages")
+        return self.add_many(
+            content, cube=cube, user=user, tags=tags, metadata=metadata, session=session
+        )
+
+    def add_many(
+        self,
+        records: Iterable[str | Mapping[str, Any]],
+        *,
+        cube: str,
+        user: str | None = None,
+        tags: Iterable[str] | None = None,
+        metadata: Mapping[str, MetadataValue] | None = None,
+        session: str | None = None,
+        batch_size: int = 256,
+        progress: Progress | None = None,
+    ) -> list[MemoryItem]:
+        """Add many memories, ``batch_size`` records per request (texts or record mappings)."""
+        if isinstance(records, str | bytes) or not isinstance(records, Iterable):
+            raise InvalidInput("add_many takes a list of texts or records")
+        batch_size = check.positive(batch_size, "batch_size", 100_000)
+        path = f"{_cube_path(cube)}/memories/batch"
+        shared = {
+            "user": user, "tags": _listed(tags), "metadata": _mapped(metadata), "session": session,
+        }  # fmt: skip
+        pending, added = iter(records), []
+        while batch := list(itertools.islice(pending, batch_size)):
+            body = {"records": [_record(r) for r in batch], **shared}
+            items: list[MemoryItem] = self._http.call(_ITEMS, "POST", path, body=body)
+            added.extend(items)
+            if progress is not None:
+                progress(len(batch))
+        if not added:
+            raise InvalidInput("nothing to add: the list of records is empty")
+        return added
+
+    def update(
+        self,
+        item_id: str,
+        text: str | None = None,
+        *,
+        user: str | None = None,
+        tags: Iterable[str] | None = None,
+        metadata: Mapping[str, MetadataValue] | None = None,
+        expected_version: int | None = None,
+        reason: str | None = None,
+    ) -> MemoryItem:
+        _actor(user)
+        body = {
+            "text": text, "tags": _listed(tags), "metadata": _mapped(metadata),
+            "expected_version": expected_version, "reason": reason,
+        }  # fmt: skip
+        return self._http.call(_ITEM, "PATCH", _item_path(item_id), body=body)
+
+    def delete(
+        self,
+        item_id: str,
+        *,
+        user: str | None = None,
+        reason: str | None = None,
+        expected_version: int | None = None,
+    ) -> MemoryItem:
+        _actor(user)
+        params = {"expected_version": expected_version, "reason": reason}
+        return self._http.call(_ITEM, "DELETE", _item_path(item_id), params=params)
+
+    def rollback(
+        self,
+        item_id: str,
+        *,
+        to_version: int,
+        user: str | None = None,
+        reason: str | None = None,
+        expected_version: int | None = None,
+    ) -> MemoryItem:
+        _actor(user)
+        body = {"to_version": to_version, "expected_version": expected_version, "reason": reason}
+        return self._http.call(_ITEM, "POST", f"{_item_path(item_id)}/rollback", body=body)
+
+    def rollback_cube(
+        self, cube: str, *, to_seq: int, user: str | None = None, reason: str | None = None
+    ) -> list[MemoryItem]:
+        _actor(user)
+        body = {"to_seq": to_seq, "reason": reason}
+        return self._http.call(_ITEMS, "POST", f"{_cube_path(cube)}/rollback", body=body)
+
+    # reads ------------------------------------------------------------------------------
+
+    def get(self, item_id: str) -> MemoryItem:
+        return self._http.call(_ITEM, "GET", _item_path(item_id))
+
+    def search(
+        self,
+        query: str,
+        *,
+        cube: str,
+        k: int = 5,
+        user: str | None = None,
+        tags: Iterable[str] | None = None,
+        session: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        where: Mapping[str, MetadataValue] | None = None,
+        mode: str = "hybrid",
+    ) -> list[SearchHit]:
+        body = {
+            "query": query, "k": k, "user": user, "tags": _listed(tags), "session": session,
+            "since": since, "until": until, "where": _mapped(where), "mode": mode,
+        }  # fmt: skip
+        return self._http.call(_HITS, "POST", f"{_cube_path(cube)}/search", body=body)
+
+    def history(self, item_id: str) -> list[HistoryEntry]:
+        return self._http.call(_HISTORY, "GET", f"{_item_path(item_id)}/history")
+
+    def diff(self, item_id: str, from_version: int, to_version: int) -> ItemDiff:
+        params = {"from_version": from_version, "to_version": to_version}
+        return self._http.call(_DIFF, "GET", f"{_item_path(item_id)}/diff", params=params)
+
+    def log(self, cube: str, *, after_seq: int = 0, limit: int | None = None) -> list[Event]:
+        params = {"after_seq": after_seq, "limit": limit}
+        return self._http.call(_EVENTS, "GET", f"{_cube_path(cube)}/log", params=params)
+
+    def verify(self, cube: str) -> VerifyReport:
+        return self._http.call(_REPORT, "GET", f"{_cube_path(cube)}/verify")
+
+    def verify_all(self) -> list[VerifyReport]:
+        return [self.verify(info.name) for info in self.list_cubes()]
+
+    def cube_stats(self, cube: str) -> CubeStats:
+        return self._http.call(_STATS, "GET", f"{_cube_path(cube)}/stats")
+
+    def access_stats(self, item_ids: Sequence[str]) -> dict[str, AccessStats]:
+        if isinstance(item_ids, str):
+            raise InvalidInput("access_stats takes a list of memory ids")
+        body = {"item_ids": _listed(item_ids)}
+        return self._http.call(_ACCESS, "POST", "/v1/access-stats", body=body)
+
+    # portability and codecs -------------------------------------------------------------
+
+    def export_cube(self, cube: str, directory: str | Path) -> Path:
+        """Download the cube's export and unpack it into ``directory`` (new, or empty)."""
+        data = self._http.send("GET", f"{_cube_path(cube)}/export").content
+        target = Path(directory)
+        try:
+            if target.exists():
+                if not target.is_dir() or any(target.iterdir()):
+                    raise InvalidInput(f"export directory {target} exists and is not empty")
+                target.rmdir()  # unpack makes it afresh
+            return unpack(data, target)
+        except OSError as exc:
+            raise StorageError(f"cannot write the export to {target}: {exc}") from exc
+
+    def import_cube(self, directory: str | Path) -> CubeInfo:
+        """Upload the export in ``directory``; the server checks it as an embedded import."""
+        source = Path(directory)
+        if not (source / "manifest.json").is_file():
+            raise InvalidInput(f"{source} is not a MemOS export (no manifest.json)")
+        try:
+            data = pack(source)
+        except OSError as exc:
+            raise StorageError(f"cannot read the export in {source}: {exc}") from exc
+        return self._http.call(_CUBE, "POST", "/v1/cubes/import", content=data, content_type=TAR)
+
+    def refit(self, cube: str, *, user: str | None = None, reason: str | None = None) -> CubeInfo:
+        _actor(user)
+        return self._http.call(_CUBE, "POST", f"{_cube_path(cube)}/refit", body={"reason": reason})
+
+    def reencode(
+        self, cube: str, *, codec: str, user: str | None = None, reason: str | None = None
+    ) -> CubeInfo:
+        _actor(user)
+        body = {"codec": codec, "reason": reason}
+        return self._http.call(_CUBE, "POST", f"{_cube_path(cube)}/reencode", body=body)
+
+    # chat and the model tiers -----------------------------------------------------------
+
+    def chat(
+        self,
+        query: str,
+        *,
+        cube: str,
+        user: str | None = None,
+        k: int = 5,
+        max_new_tokens: int = 128,
+        use_kv: bool = True,
+        adapter: str | None = None,
+        retrieve: bool = True,
+    ) -> ChatReply:
+        """Answer ``query`` with the cube's memories, on the server's model."""
+        body = {
+            "query": query, "user": user, "k": k, "max_new_tokens": max_new_tokens,
+            "use_kv": use_kv, "adapter": adapter, "retrieve": retrieve,
+        }  # fmt: skip
+        return self._http.call(_REPLY, "POST", f"{_cube_path(cube)}/chat", body=body)
+
+    @property
+    def kv(self) -> RemoteKV:
+        """The activation tier on the server: ``build``, ``list``, ``get``, ``drop``."""
+        if self._kv is None:
+            self._kv = RemoteKV(self._http)
+        return self._kv
+
+    @property
+    def lora(self) -> RemoteLora:
+        """The parametric tier on the server: ``list``, ``show``, ``consolidate``,
+        ``retrain``, ``rollback``, ``attach``, ``delete``."""
+        if self._lora is None:
+            self._lora = RemoteLora(self._http)
+        return self._lora
+
+
+class RemoteKV:
+    """KV caches of memory blocks, built and kept by the server (``mos.kv`` embedded)."""
+
+    def __init__(self, http: _Connection) -> None:
+        self._http = http
+
+    def build(
+        self,
+        cube: str,
+        item_ids: Sequence[str] | None = None,
+        *,
+        query: str | None = None,
+        k: int = 8,
+        dtype: str | None = None,
+        user: str | None = None,
+        reason: str | None = None,
+    ) -> KVEntry:
+        from memos.activation import KVEntry
+
+        _actor(user)
+        body = {
+            "item_ids": _listed(item_ids), "query": query, "k": k, "dtype": dtype,
+            "reason": reason,
+        }  # fmt: skip
+        return self._http.call(TypeAdapter(KVEntry), "POST", f"{_cube_path(cube)}/kv", body=body)
+
+    def list(self, cube: str) -> list[KVEntry]:
+        from memos.activation import KVEntry
+
+        return self._http.call(TypeAdapter(list[KVEntry]), "GET", f"{_cube_path(cube)}/kv")
+
+    def get(self, cube: str, entry_id: str) -> KVEntry:
+        for entry in self.list(cube):
+            if entry.id == entry_id:
+                return entry
+        raise KVEntryNotFound(f"cube {cube!r} has no KV entry {entry_id!r}", entry=str(entry_id))
+
+    def drop(
+        self, cube: str, entry_id: str, *, user: str | None = None, reason: str | None = None
+    ) -> Event:
+        _actor(user)
+        if not isinstance(entry_id, str) or not _routable(entry_id):
+            raise KVEntryNotFound(
+                f"cube {cube!r} has no KV entry {entry_id!r}", entry=str(entry_id)
+            )
+        path = f"{_cube_path(cube)}/kv/{quote(entry_id, safe='')}"
+        return self._http.call(_EVENT, "DELETE", path, params={"reason": reason})
+
+
+class RemoteLora:
+    """LoRA adapters, trained and kept by the server (``mos.lora`` embedded). Training
+    progress is not reported over HTTP: ``progress`` is accepted and never called."""
+
+    def __init__(self, http: _Connection) -> None:
+        self._http = http
+
+    def _path(self, cube: str, name: str | None = None) -> str:
+        base = f"{_cube_path(cube)}/adapters"
+        return base if name is None else f"{base}/{_segment(name, 'adapter name')}"
+
+    def _entry(self, method: str, path: str, **kwargs: Any) -> AdapterEntry:
+        from memos.parametric import AdapterEntry
+
+        return self._http.call(TypeAdapter(AdapterEntry), method, path, **kwargs)
+
+    def list(self, cube: str, name: str | None = None) -> list[AdapterEntry]:
+        from memos.parametric import AdapterEntry
+
+        adapter = TypeAdapter(list[AdapterEntry])
+        return self._http.call(adapter, "GET", self._path(cube), params={"name": name})
+
+    def show(self, cube: str, name: str, version: int | None = None) -> AdapterEntry:
+        return self._entry("GET", self._path(cube, name), params={"version": version})
+
+    def consolidate(
+        self,
+        cube: str,
+        item_ids: Sequence[str] | None = None,
+        *,
+        name: str,
+        query: str | None = None,
+        k: int = 20,
+        recipe: Any = None,
+        density: float | None = 0.5,
+        user: str | None = None,
+        reason: str | None = None,
+        progress: TrainProgress | None = None,
+    ) -> AdapterEntry:
+        _actor(user)
+        body = {
+            "name": name, "item_ids": _listed(item_ids), "query": query, "k": k,
+            "recipe": recipe, "density": density, "reason": reason,
+        }  # fmt: skip
+        return self._entry("POST", self._path(cube), body=body)
+
+    def retrain(
+        self,
+        cube: str,
+        name: str,
+        *,
+        user: str | None = None,
+        reason: str | None = None,
+        progress: TrainProgress | None = None,
+    ) -> AdapterEntry:
+        _actor(user)
+        return self._entry("POST", f"{self._path(cube, name)}/retrain", body={"reason": reason})
+
+    def rollback(
+        self,
+        cube: str,
+        name: str,
+        *,
+        to_version: int,
+        user: str | None = None,
+        reason: str | None = None,
+    ) -> AdapterEntry:
+        _actor(user)
+        body = {"to_version": to_version, "reason": reason}
+        return self._entry("POST", f"{self._path(cube, name)}/rollback", body=body)
+
+    def attach(
+        self, cube: str, name: str | None, *, user: str | None = None, reason: str | None = None
+    ) -> CubeInfo:
+        """Make ``name`` the cube's default adapter for chat (``None``: detach)."""
+        _actor(user)
+        path = f"{self._path(cube)}/detach" if name is None else f"{self._path(cube, name)}/attach"
+        return self._http.call(_CUBE, "POST", path, body={"reason": reason})
+
+    def delete(
+        self, cube: str, name: str, *, user: str | None = None, reason: str | None = None
+    ) -> builtins.list[Event]:
+        _actor(user)
+        path = self._path(cube, name)
+        return self._http.call(_EVENTS, "DELETE", path, params={"reason": reason})

@@ -1,0 +1,70 @@
+"""A real MemOS server for tests: uvicorn on a free loopback port, in a background thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import uvicorn
+from memos.api import ServerSettings, create_app
+
+from memos import MemOS
+
+STARTUP_TIMEOUT_S = 30.0
+
+
+@contextmanager
+def serve(mos: MemOS, settings: ServerSettings) -> Iterator[str]:
+    """Serve ``create_app(settings, mos=mos)`` on 127.0.0.1 until the block ends; yields the
+    base URL. The app closes ``mos`` when it shuts down (its lifespan owns it)."""
+    config = uvicorn.Config(
+        create_app(settings, mos=mos),
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        log_config=None,  # leave the test process's logging alone
+        lifespan="on",
+        http="h11",
+        ws="none",
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="memos-test-server", daemon=True)
+    thread.start()
+    try:
+        url = _started(server, thread)
+        _wait_healthy(url)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(STARTUP_TIMEOUT_S)
+    if thread.is_alive():  # pragma: no cover - a server that would not stop
+        raise RuntimeError("the test server did not shut down")
+
+
+def _started(server: uvicorn.Server, thread: threading.Thread) -> str:
+    """The URL of the server once it listens (port 0: the OS picked a free port)."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.01)
+    host, port = server.servers[0].sockets[0].getsockname()[:2]
+    return f"http://{host}:{port}"
+
+
+def _wait_healthy(url: str) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    with httpx.Client(base_url=url, timeout=5.0) as client:
+        while True:
+            try:
+                if client.get("/healthz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the test server at {url} never became healthy")
+            time.sleep(0.02)
