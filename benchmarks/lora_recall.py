@@ -391,10 +391,13 @@ def goals(runs: Sequence[SeedRun], times: SwitchTimes | None) -> list[tuple[str,
              max(sizes) <= MAX_COMPRESSED_BYTES and min(kept) >= MIN_ACCURACY)
         )  # fmt: skip
     if times is not None:
+        # the switch itself (pointing the layers at the other adapter), and what a request
+        # through the other adapter costs over one through the same; both must be in budget
         overhead = times.switch_ms - times.stay_ms
+        switch = times.active_alternating_ms
         verdicts.append(
-            (f"switches in ≤ {MAX_SWITCH_MS:.0f} ms: {overhead:.2f} ms per request "
-             f"(set_adapter {times.active_alternating_ms:.2f} ms)", overhead <= MAX_SWITCH_MS)
+            (f"switches in ≤ {MAX_SWITCH_MS:.0f} ms: {switch:.3f} ms to switch, "
+             f"{overhead:+.2f} ms per request", max(switch, overhead) <= MAX_SWITCH_MS)
         )  # fmt: skip
     return verdicts
 
