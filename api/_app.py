@@ -99,7 +99,7 @@ def _add_health_and_metrics(app: FastAPI) -> None:
         tags=["server"],
         response_class=Response,
         dependencies=[Depends(principal_handle)],
-        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, **_errors.documented(401, 500)},
     )
     def metrics(request: Request) -> Response:
         for tier, count in tier_counts(root(request).store).items():

@@ -14,9 +14,10 @@ from memos import CubeInfo, CubeStats, Event, MemoryItem, MemOS, VerifyReport
 from memos._archive import pack, unpack
 
 from ._deps import Caller, ReasonQuery
+from ._errors import COMMON_ERRORS
 from ._schemas import CubeCreate, CubeRollback, GrantBody, Reason, Reencode
 
-router = APIRouter(prefix="/v1/cubes", tags=["cubes"])
+router = APIRouter(prefix="/v1/cubes", tags=["cubes"], responses=COMMON_ERRORS)
 TAR = "application/x-tar"
 
 

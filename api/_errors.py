@@ -14,9 +14,31 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from memos.errors import MemosError
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any]
+
+
+class ErrorEnvelope(BaseModel):
+    """What every failed request answers."""
+
+    error: ErrorBody
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` naming the envelope for each of ``statuses``."""
+    return {status: {"model": ErrorEnvelope} for status in statuses}
+
+
+# what any authenticated route may answer besides its success
+COMMON_ERRORS = documented(400, 401, 403, 404, 409, 413, 422, 500, 503)
 
 _HTTP_CODES = {
     400: "bad_request",

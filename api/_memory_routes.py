@@ -11,6 +11,7 @@ from memos import AccessStats, HistoryEntry, ItemDiff, MemoryItem, SearchHit
 from memos.errors import InvalidInput
 
 from ._deps import Caller, ReasonQuery, Settings
+from ._errors import COMMON_ERRORS
 from ._schemas import (
     AccessStatsBody,
     ItemRollback,
@@ -20,7 +21,7 @@ from ._schemas import (
     SearchBody,
 )
 
-router = APIRouter(prefix="/v1", tags=["memories"])
+router = APIRouter(prefix="/v1", tags=["memories"], responses=COMMON_ERRORS)
 
 
 @router.post("/cubes/{cube}/memories", status_code=201)

@@ -11,13 +11,14 @@ from memos import ChatReply, CubeInfo, Event
 from memos.errors import InvalidInput
 
 from ._deps import Caller, ReasonQuery, Settings
+from ._errors import COMMON_ERRORS
 from ._schemas import AdapterRollback, ChatBody, Consolidate, KVBuild, Reason
 
 if TYPE_CHECKING:
     from memos.activation import KVEntry
     from memos.parametric import AdapterEntry
 
-router = APIRouter(prefix="/v1/cubes/{cube}", tags=["models"])
+router = APIRouter(prefix="/v1/cubes/{cube}", tags=["models"], responses=COMMON_ERRORS)
 
 
 @router.post("/chat")

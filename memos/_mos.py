@@ -678,6 +678,8 @@ class MemOS:
     def log(self, cube: str, *, after_seq: int = 0, limit: int | None = None) -> list[Event]:
         """The cube's events in order, oldest first (``limit`` keeps the newest ones)."""
         info = self.get_cube(cube)
+        after_seq = check.count(after_seq, "after_seq")
+        limit = None if limit is None else check.count(limit, "limit")
         events = self.store.events(info.name, after_seq=after_seq)
         return events if limit is None else events[-limit:] if limit > 0 else []
 

@@ -162,3 +162,10 @@ def positive(value: object, field: str, maximum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
         raise InvalidInput(f"{field} must be an integer from 1 to {maximum}", field=field)
     return value
+
+
+def count(value: object, field: str) -> int:
+    """A non-negative integer that fits the store's 64-bit columns (a seq, a limit)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _INT64:
+        raise InvalidInput(f"{field} must be an integer from 0 to {_INT64 - 1}", field=field)
+    return value

@@ -19,19 +19,16 @@ from urllib.parse import quote
 
 import pytest
 import redis
+from _redis import REDIS_URL, drop_redis_store, fresh_redis_url, prefix_of
 from memos.stores import _keywords
 from memos.stores.redis import RedisStore
 from redis.crc import key_slot
 from test_store_contract import (
-    REDIS_URL,
     T0,
-    _redis_url,
     create,
     cube_info,
     derived_entry,
-    drop_redis_store,
     make_item,
-    prefix_of,
     revise,
     vec,
 )
@@ -61,7 +58,7 @@ def new_url(tmp_path: Path) -> Iterator[Callable[[], str]]:
     urls: list[str] = []
 
     def make() -> str:
-        urls.append(_redis_url(tmp_path, len(urls)))
+        urls.append(fresh_redis_url())
         return urls[-1]
 
     yield make

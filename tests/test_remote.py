@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _redis import drop_redis_store, fresh_redis_url
 from _servers import serve
 from memos.api import ServerSettings
 
@@ -33,6 +34,7 @@ from memos import (
     MemOS,
     SearchHit,
     VerifyReport,
+    open_store,
 )
 from memos._remote import RemoteMemOS
 from memos.errors import (
@@ -53,22 +55,29 @@ Client = MemOS | RemoteMemOS
 Connect = Callable[[str], Any]  # principal -> a client acting as it (MemOS or RemoteMemOS)
 
 
-@pytest.fixture(params=["embedded", "http"])
+@pytest.fixture(params=["embedded", "http", "redis-http"])
 def connect(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Connect]:
-    """Make clients that act as a principal, on the face the test is parametrized with."""
-    mos = MemOS.open(tmp_path / "data", embedder=HashEmbedder(64))
+    """Make clients that act as a principal, on the face the test is parametrized with: the
+    embedded SDK, HTTP to a server on an embedded (SQLite) store, or HTTP to a server on the
+    Redis store."""
     if request.param == "embedded":
+        mos = MemOS.open(tmp_path / "data", embedder=HashEmbedder(64))
         yield mos.as_principal
         mos.close()
         return
-    settings = ServerSettings(store=f"sqlite:///{tmp_path / 'data'}")
-    with serve(mos, settings) as url, contextlib.ExitStack() as clients:
+    url = fresh_redis_url() if request.param == "redis-http" else f"sqlite:///{tmp_path / 'data'}"
+    mos = MemOS(open_store(url), embedder=HashEmbedder(64))
+    try:
+        with serve(mos, ServerSettings(store=url)) as base, contextlib.ExitStack() as clients:
 
-        def client(principal: str) -> RemoteMemOS:
-            _, token = mos.create_api_key(principal)
-            return clients.enter_context(MemOS.connect(url, api_key=token))
+            def client(principal: str) -> RemoteMemOS:
+                _, token = mos.create_api_key(principal)
+                return clients.enter_context(MemOS.connect(base, api_key=token))
 
-        yield client
+            yield client
+    finally:
+        if request.param == "redis-http":
+            drop_redis_store(url)
 
 
 @pytest.fixture

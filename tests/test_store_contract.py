@@ -10,20 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import hashlib
-import os
-import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlparse
 
 import numpy as np
 import pytest
-import redis
+from _redis import drop_redis_store, fresh_redis_url
 
 from memos import Change, CubeImport, CubeInfo, Event, EventOp, ItemFilter, MemoryItem, Store
 from memos._chain import GENESIS_HASH, verify_chain
@@ -49,36 +45,8 @@ def _sqlite_url(root: Path, n: int) -> str:
     return f"sqlite:///{root / f'sqlite-store-{n}'}"
 
 
-REDIS_URL = os.environ.get("MEMOS_TEST_REDIS", "redis://127.0.0.1:6379/0")
-
-
-@functools.cache
-def _redis_reachable() -> bool:
-    try:
-        with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2) as client:
-            return bool(client.ping())
-    except redis.RedisError:
-        return False
-
-
 def _redis_url(root: Path, n: int) -> str:
-    # A fresh key prefix per store: stores never share keys, and the prefix is all that
-    # drop_redis_store needs to delete the store when the test ends.
-    if not _redis_reachable():
-        pytest.skip(f"no Redis at {REDIS_URL} (set MEMOS_TEST_REDIS)")
-    return f"{REDIS_URL}?prefix=memos-test-{uuid.uuid4().hex}"
-
-
-def prefix_of(url: str) -> str:
-    return dict(parse_qsl(urlparse(url).query))["prefix"]
-
-
-def drop_redis_store(url: str) -> None:
-    """Delete every key under the store's prefix."""
-    with redis.Redis.from_url(REDIS_URL) as client:
-        keys = list(client.scan_iter(match=f"{prefix_of(url)}:*", count=1000))
-        if keys:
-            client.delete(*keys)
+    return fresh_redis_url()
 
 
 # backend name -> function(tmp dir, instance number) -> store URL
