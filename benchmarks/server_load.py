@@ -169,7 +169,7 @@ def generate(args: argparse.Namespace) -> None:
         make = sdk_client(target.removeprefix("sdk:"))
     else:
         make = http_client(target.split(","), args.token)
-    timings = run_clients(make, texts, args.clients, args.requests, args.max_seconds)
+    timings = run_clients(make, texts, int(args.clients), args.requests, args.max_seconds)
     print(json.dumps(asdict(timings)))
 
 
@@ -278,7 +278,9 @@ def run_level(target: str, token: str, texts_file: Path, clients: int, config: C
         "--texts", str(texts_file), "--clients", str(clients), "--requests",
         str(config.requests), "--max-seconds", str(config.max_seconds),
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"the load generator failed:\n{done.stderr[-3000:]}")
     return Timings(**json.loads(done.stdout.strip().splitlines()[-1]))
 
 
