@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test lint typecheck demo bench bench-locomo bench-kv bench-lora clean
+.PHONY: install test lint typecheck demo bench bench-locomo bench-kv bench-lora bench-server clean
 
 install: $(STAMP)
 
@@ -51,6 +51,11 @@ bench-kv: install
 # with no context, against the base model with and without the facts; 3 seeds, 2 threads.
 bench-lora: install
 	$(PY) benchmarks/lora_recall.py
+
+# The memory server under load (1, 8, 32 clients; 80% search, 20% add) next to the embedded
+# SDK: one SQLite-store server, and two server processes on the local Redis; then a 10-minute soak.
+bench-server: install
+	$(PY) benchmarks/server_load.py ../shared/data/locomo/locomo_dev.json --soak 600
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -2,8 +2,9 @@
 
 The model is a dict of item id -> the list of versions of ``(text, status, tags)`` and the list
 of events (one ``(item id, content)`` per mutation). Every step, the real MemOS (SQLite in a
-temp dir, the deterministic ``HashEmbedder``) must hold the same items, a verifying log of the
-same length, answer a search with exactly the active items, and say the same after reopening.
+temp dir, and again on the Redis store; the deterministic ``HashEmbedder``) must hold the same
+items, a verifying log of the same length, answer a search with exactly the active items, and
+say the same after reopening.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from _redis import drop_redis_store, fresh_redis_url
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -24,7 +26,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from memos import HashEmbedder, ItemStatus, MemoryItem, MemOS
+from memos import HashEmbedder, ItemStatus, MemoryItem, MemOS, open_store
 from memos.errors import Conflict, InvalidInput, VersionConflict, VersionNotFound
 
 CUBE = "model"
@@ -51,10 +53,14 @@ class MemOSMachine(RuleBasedStateMachine):
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="memos-sm-"))
         self.data_dir = self.tmp / "data"
-        self.mos = MemOS.open(self.data_dir, embedder=HashEmbedder(64))
+        self.mos = self.open()
         self.mos.create_cube(CUBE, owner="alice")
         self.versions: dict[str, list[Content]] = {}
         self.log: list[tuple[str, Content]] = []  # the events after cube_create, in order
+
+    def open(self) -> MemOS:
+        """The MemOS under test, opened again on the same data by ``survives_reopen``."""
+        return MemOS.open(self.data_dir, embedder=HashEmbedder(64))
 
     def teardown(self) -> None:
         self.mos.close()
@@ -241,10 +247,29 @@ class MemOSMachine(RuleBasedStateMachine):
     def survives_reopen(self) -> None:
         before = self.check_search(self.mos, "gamma x")
         self.mos.close()
-        self.mos = MemOS.open(self.data_dir, embedder=HashEmbedder(64))
+        self.mos = self.open()
         self.check_state(self.mos)
         assert self.check_search(self.mos, "gamma x") == before
 
 
+class RedisMemOSMachine(MemOSMachine):
+    """The same histories on the Redis store (a fresh key prefix per history)."""
+
+    def __init__(self) -> None:
+        self.url = fresh_redis_url()
+        super().__init__()
+
+    def open(self) -> MemOS:
+        return MemOS(open_store(self.url), embedder=HashEmbedder(64))
+
+    def teardown(self) -> None:
+        super().teardown()
+        drop_redis_store(self.url)
+
+
 MemOSMachine.TestCase.settings = settings(max_examples=30, stateful_step_count=25, deadline=None)
 TestMemOSStateMachine = MemOSMachine.TestCase
+RedisMemOSMachine.TestCase.settings = settings(
+    max_examples=15, stateful_step_count=25, deadline=None
+)
+TestRedisMemOSStateMachine = RedisMemOSMachine.TestCase
