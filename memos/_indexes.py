@@ -101,7 +101,7 @@ class CubeIndexes:
         )
         head_seq, head_hash = self._store.head(cube.name)
         ids = self._store.filter_item_ids(cube.name, ItemFilter())
-        self._upsert_from_store(index, ids)
+        self._upsert_from_store(index, ids, cube.name)
         index.seq, index.head_hash = head_seq, head_hash
         return index
 
@@ -112,15 +112,15 @@ class CubeIndexes:
         items = self._store.get_items(sorted(changed))
         active = [i for i in sorted(changed) if i in items and items[i].status == ItemStatus.ACTIVE]
         index.remove(changed.difference(active))
-        self._upsert_from_store(index, active)
+        self._upsert_from_store(index, active, cube)
         events = self._store.events(cube, after_seq=last_seq - 1, until_seq=last_seq)
         index.seq = last_seq
         index.head_hash = events[0].hash if events else index.head_hash
 
-    def _upsert_from_store(self, index: VectorIndex, ids: list[str]) -> None:
+    def _upsert_from_store(self, index: VectorIndex, ids: list[str], cube: str) -> None:
         for start in range(0, len(ids), 4096):
             chunk = ids[start : start + 4096]
-            vectors = self._store.get_vectors(chunk)
+            vectors = self._store.get_vectors(chunk, cube=cube)
             present = [i for i in chunk if i in vectors]
             if present:
                 index.upsert(present, np.stack([vectors[i] for i in present]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -652,7 +653,8 @@ class MemOS:
         def dense(n: int, allowed: Collection[str] | None) -> list[tuple[str, float]]:
             vector = self._embedder_for(info).embed([query])[0]
             index = self._indexes.current(info)
-            return index.search(vector, n, allowed, exact=self.store.get_vectors)
+            exact = functools.partial(self.store.get_vectors, cube=info.name)
+            return index.search(vector, n, allowed, exact=exact)
 
         return _search.search(
             self.store,

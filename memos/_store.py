@@ -130,7 +130,11 @@ class Store(Protocol):
         before the ``k`` best are taken."""
         ...
 
-    def get_vectors(self, item_ids: Sequence[str]) -> dict[str, Vector]: ...
+    def get_vectors(self, item_ids: Sequence[str], cube: str | None = None) -> dict[str, Vector]:
+        """The full-precision vectors of those items that exist (of ``cube``, when given: a
+        backend may read them in one request then)."""
+        ...
+
     def events(
         self,
         cube: str,

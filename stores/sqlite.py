@@ -568,12 +568,19 @@ class SQLiteStore:
         # Ties go to the row written first (an order an export and import keep).
         return [(item_id, -float(score)) for item_id, score in rows]
 
-    def get_vectors(self, item_ids: Sequence[str]) -> dict[str, Vector]:
+    def get_vectors(self, item_ids: Sequence[str], cube: str | None = None) -> dict[str, Vector]:
         found: dict[str, Vector] = {}
         for chunk in _chunks(item_ids):
             marks = ",".join("?" * len(chunk))
             sql = f"SELECT item_id, data FROM vectors WHERE item_id IN ({marks})"
-            for item_id, data in self._read(sql, chunk):
+            params: list[str] = list(chunk)
+            if cube is not None:
+                sql = (
+                    "SELECT v.item_id, v.data FROM vectors v JOIN items i ON i.id = v.item_id"
+                    f" WHERE v.item_id IN ({marks}) AND i.cube = ?"
+                )
+                params.append(cube)
+            for item_id, data in self._read(sql, params):
                 found[item_id] = np.frombuffer(data, dtype=np.float32)
         return found
 

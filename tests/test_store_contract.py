@@ -620,6 +620,18 @@ def test_vectors_round_trip_exactly(store: Store) -> None:
     assert store.get_vectors(["a"])["a"].tobytes() == vec(8).tobytes()
 
 
+def test_vectors_of_one_cube(store: Store) -> None:
+    store.create_cube(cube_info("notes"), actor="alice")
+    store.create_cube(cube_info("other"), actor="alice")
+    a, b, x = make_item("a", "notes"), make_item("b", "notes"), make_item("x", "other")
+    store.commit([create(a, vector=vec(1)), create(b, vector=vec(2)), create(x, vector=vec(3))])
+    got = store.get_vectors(["a", "x", "b", "a", "missing"], cube="notes")
+    assert got.keys() == {"a", "b"}
+    assert got["b"].tobytes() == vec(2).tobytes()
+    assert store.get_vectors(["x"], cube="other")["x"].tobytes() == vec(3).tobytes()
+    assert store.get_vectors([], cube="notes") == {}
+
+
 @pytest.fixture
 def filter_store(store: Store) -> Store:
     """Items that differ in exactly the ways filters look at."""
