@@ -1,6 +1,8 @@
 """MemOS: a memory operating system for LLM applications.
 
-Open an embedded data directory with :meth:`MemOS.open`; everything else hangs off it.
+Open an embedded data directory with :meth:`MemOS.open`, or a server with
+:meth:`MemOS.connect` (a client with the same methods; httpx is imported then, not here);
+everything else hangs off it.
 Errors live in :mod:`memos.errors`, embedders in :mod:`memos.embedding`, vector codecs in
 :mod:`memos.codecs`, storage backends in :mod:`memos.stores`, the local language model in
 :mod:`memos.llm` and activation memory (KV caches) in :mod:`memos.activation`; the last two
@@ -12,7 +14,9 @@ from memos._history import FieldChange, ItemDiff
 from memos._mos import MemOS
 from memos._store import Change, CubeImport, Store, open_store, register_backend
 from memos._types import (
+    Access,
     AccessStats,
+    ApiKey,
     ChatReply,
     CubeInfo,
     DerivedEntry,
@@ -33,7 +37,9 @@ from memos.embedding import Embedder, HashEmbedder, MiniLMEmbedder
 __version__ = "0.1.0"
 
 __all__ = [
+    "Access",
     "AccessStats",
+    "ApiKey",
     "Change",
     "ChatReply",
     "CubeImport",

@@ -6,6 +6,8 @@ import memos
 import memos.errors
 
 EXPECTED = {
+    "Access",
+    "ApiKey",
     "AccessStats",
     "Change",
     "ChatReply",
