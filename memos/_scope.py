@@ -45,9 +45,14 @@ class Scope:
         info = self._store.get_cube(name)
         if info is None or not self.allows(info, Access.READ):
             raise CubeNotFound(f"no cube named {name!r}", cube=name)
-        if not self.allows(info, need):
+        return self._writable(info) if need == Access.WRITE else info
+
+    def _writable(self, info: CubeInfo) -> CubeInfo:
+        """``info``, which this scope may read, if it may also change it."""
+        if not self.allows(info, Access.WRITE):
             raise AccessDenied(
-                f"{self.principal!r} may read cube {name!r} but not change it", cube=name
+                f"{self.principal!r} may read cube {info.name!r} but not change it",
+                cube=info.name,
             )
         return info
 
@@ -64,7 +69,8 @@ class Scope:
         info = None if item is None else self._store.get_cube(item.cube)
         if item is None or info is None or not self.allows(info, Access.READ):
             raise ItemNotFound(f"no memory with id {item_id!r}", item_id=str(item_id))
-        self.cube(item.cube, need)
+        if need == Access.WRITE:
+            self._writable(info)
         return item
 
     def visible(self, cubes: Iterable[CubeInfo]) -> list[CubeInfo]:

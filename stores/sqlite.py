@@ -514,13 +514,8 @@ class SQLiteStore:
         return MemoryItem.model_validate_json(rows[0][0]) if rows else None
 
     def get_items(self, item_ids: Sequence[str]) -> dict[str, MemoryItem]:
-        found: dict[str, MemoryItem] = {}
-        for chunk in _chunks(item_ids):
-            marks = ",".join("?" * len(chunk))
-            for (body,) in self._read(f"SELECT body FROM items WHERE id IN ({marks})", chunk):
-                item = MemoryItem.model_validate_json(body)
-                found[item.id] = item
-        return found
+        with self._lock:
+            return self._items(self._conn, list(item_ids))
 
     def iter_items(self, cube: str) -> Iterator[MemoryItem]:
         # The columns and tags that filters read come back too, so that an edit to them alone

@@ -1,11 +1,17 @@
-"""A real MemOS server for tests: uvicorn on a free loopback port, in a background thread."""
+"""Real MemOS servers for tests: uvicorn on a free loopback port in a background thread, or a
+``memos serve`` process."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -68,3 +74,32 @@ def _wait_healthy(url: str) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the test server at {url} never became healthy")
             time.sleep(0.02)
+
+
+@contextmanager
+def serve_process(*root_options: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``memos ROOT_OPTIONS serve`` as its own process on a free port until the block ends;
+    yields its base URL and the process (a test may kill it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    memos = Path(sys.executable).parent / "memos"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    command = [str(memos), *root_options, "serve", "--port", str(port)]
+    process = subprocess.Popen(command, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz").is_success:
+                    break
+            except httpx.TransportError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("memos serve did not start") from None
+                time.sleep(0.1)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        process.wait(timeout=30)

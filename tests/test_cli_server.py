@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from test_cli import MEMOS, Cli, Seeded, assert_error, cli, run_memos, sdk, seeded
+from _servers import serve_process
+from test_cli import Cli, Seeded, assert_error, cli, run_memos, sdk, seeded
 
 from memos import MemOS
 from memos._keys import authenticate
@@ -52,36 +49,15 @@ def test_cube_grant_and_revoke_are_logged(cli: Cli, seeded: Seeded) -> None:
     assert cli("verify", "--cube", "notes").code == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_serve_answers_with_the_keys_of_its_data_dir(cli: Cli, data_dir: Path) -> None:
     token = cli("keys", "create", "--principal", "alice").out.strip()
-    port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    server = subprocess.Popen(
-        [str(MEMOS), "--data-dir", str(data_dir), "serve", "--port", str(port)], env=env
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                if httpx.get(f"{base}/healthz").is_success:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+    with serve_process("--data-dir", str(data_dir)) as (base, _):
         headers = {"Authorization": f"Bearer {token}"}
         made = httpx.post(f"{base}/v1/cubes", json={"name": "notes", "embedder": "hash-64"},
                           headers=headers)  # fmt: skip
         assert made.status_code == 201, made.text
         assert made.json()["owner"] == "alice"
         assert httpx.get(f"{base}/v1/cubes").status_code == 401
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     listed = json.loads(run_memos("cube", "list", "--json", data_dir=data_dir).out)
     assert [c["name"] for c in listed] == ["notes"]

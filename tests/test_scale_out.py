@@ -9,54 +9,22 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import pytest
 from _redis import drop_redis_store, fresh_redis_url
+from _servers import serve_process
 
 from memos import MemOS, open_store
 
 MEMOS = Path(sys.executable).parent / "memos"
 VISIBLE_WITHIN_S = 2.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def _server(store_url: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(
-        [str(MEMOS), "--store", store_url, "serve", "--port", str(port)], env=env
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz").is_success:
-                    break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("memos serve did not start") from None
-                time.sleep(0.1)
-        yield base, process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-        process.wait(timeout=30)
 
 
 @pytest.fixture
@@ -90,8 +58,8 @@ def _visible(client: httpx.Client, base: str, text: str) -> float:
 def test_a_write_through_one_process_is_seen_through_the_other(store_url: str, token: str) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     with ExitStack() as stack:
-        first, _ = stack.enter_context(_server(store_url))
-        second, _ = stack.enter_context(_server(store_url))
+        first, _ = stack.enter_context(serve_process("--store", store_url))
+        second, _ = stack.enter_context(serve_process("--store", store_url))
         client = stack.enter_context(httpx.Client(headers=headers, timeout=30))
         made = client.post(f"{first}/v1/cubes", json={"name": "shared", "embedder": "hash-64"})
         assert made.status_code == 201, made.text
@@ -116,8 +84,8 @@ def test_a_killed_process_loses_no_acknowledged_write(store_url: str, token: str
     headers = {"Authorization": f"Bearer {token}"}
     acknowledged: list[str] = []
     with ExitStack() as stack:
-        victim, process = stack.enter_context(_server(store_url))
-        survivor, _ = stack.enter_context(_server(store_url))
+        victim, process = stack.enter_context(serve_process("--store", store_url))
+        survivor, _ = stack.enter_context(serve_process("--store", store_url))
         client = stack.enter_context(httpx.Client(headers=headers, timeout=30))
         made = client.post(f"{victim}/v1/cubes", json={"name": "shared", "embedder": "hash-64"})
         assert made.status_code == 201, made.text
