@@ -21,7 +21,7 @@ from memos import ItemFilter, Limits, MemOS, Store, __version__, open_store
 from memos._derived import KV_KIND
 from memos.embedding import make_embedder
 
-from . import _cube_routes, _errors, _memory_routes, _model_routes
+from . import _cube_routes, _errors, _job_routes, _memory_routes, _model_routes
 from ._deps import principal_handle, root
 from ._middleware import BodyLimit, Timing
 from ._settings import ServerSettings
@@ -47,7 +47,7 @@ def create_app(settings: ServerSettings, mos: MemOS | None = None) -> FastAPI:
     app.state.mos, app.state.settings = mos, settings
     app.state.limits = server_limits(settings, mos.limits)
     _errors.install(app)
-    for module in (_cube_routes, _memory_routes, _model_routes):
+    for module in (_cube_routes, _memory_routes, _model_routes, _job_routes):
         app.include_router(module.router)
     _add_health_and_metrics(app)
     app.add_middleware(
@@ -88,6 +88,12 @@ def _add_health_and_metrics(app: FastAPI) -> None:
     items = Gauge(
         "memos_items", "Memories and derived entries per tier", ("tier",), registry=registry
     )
+    queue = Gauge(
+        "memos_queue_depth",
+        "Background jobs not finished yet, by state",
+        ("state",),
+        registry=registry,
+    )
     app.add_middleware(Timing, histogram=latency)
 
     @app.get("/healthz", tags=["server"])
@@ -104,6 +110,8 @@ def _add_health_and_metrics(app: FastAPI) -> None:
     def metrics(request: Request) -> Response:
         for tier, count in tier_counts(root(request).store).items():
             items.labels(tier).set(count)
+        for state, count in root(request).store.job_counts().items():
+            queue.labels(state.value).set(count)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -11,6 +11,7 @@ import torch, so ``import memos`` does not load them.
 
 from memos._cube_stats import CubeStats
 from memos._history import FieldChange, ItemDiff
+from memos._jobs import Job, JobFailure, JobKind, JobState
 from memos._mos import MemOS
 from memos._store import Change, CubeImport, Store, open_store, register_backend
 from memos._types import (
@@ -55,6 +56,10 @@ __all__ = [
     "ItemDiff",
     "ItemFilter",
     "ItemStatus",
+    "Job",
+    "JobFailure",
+    "JobKind",
+    "JobState",
     "Limits",
     "MemOS",
     "MemoryItem",

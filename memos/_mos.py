@@ -23,6 +23,15 @@ from memos._encoding import reconfigure
 from memos._export import export_cube, read_export
 from memos._history import ItemDiff
 from memos._indexes import CubeIndexes
+from memos._jobs import (
+    Job,
+    JobKind,
+    checked_job_id,
+    checked_kind,
+    checked_params,
+    new_job_id,
+    waited,
+)
 from memos._partition import SCHEDULER_ACTOR, due_repartition
 from memos._records import Record, parse_records
 from memos._scope import Scope
@@ -54,6 +63,7 @@ from memos.errors import (
     Conflict,
     IntegrityError,
     InvalidInput,
+    JobNotFound,
     ModelUnavailable,
     NotFound,
     VersionConflict,
@@ -763,6 +773,57 @@ class MemOS:
         index holds in RAM against the full-precision copy on disk."""
         info = self.get_cube(cube)
         return cube_stats(self.store, info, self._indexes.current(info))
+
+    # background jobs --------------------------------------------------------------------
+
+    def submit_job(
+        self,
+        cube: str,
+        kind: JobKind | str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        user: str | None = None,
+        reason: str | None = None,
+    ) -> Job:
+        """Queue a background job on ``cube`` and return it, queued: ``consolidate`` (params as
+        ``lora.consolidate``: ``name`` and ``item_ids`` or ``query``), ``retrain``
+        (``name``), ``refit``, ``reencode`` (``codec``). A worker (``memos worker``) runs it
+        with this handle's rights; the events it makes name the acting user and begin their
+        reason with the job's id. The job is stored before this returns: no worker crash
+        loses it (see :mod:`memos._jobs`)."""
+        info = self._scope.cube(cube, Access.WRITE)
+        job_kind = checked_kind(kind)
+        checked = checked_params(job_kind, dict(params) if isinstance(params, Mapping) else params)
+        if job_kind == JobKind.REENCODE:
+            _checked_codec(getattr(checked, "codec", ""), info.dim)
+        elif job_kind == JobKind.REFIT and not make_codec(info.codec).fit_min:
+            raise InvalidInput(f"codec {info.codec} of cube {info.name!r} is not fitted")
+        job = Job(
+            id=new_job_id(), cube=info.name, kind=job_kind, principal=self.principal,
+            params=checked.model_dump(mode="json"), actor=self._actor(user),
+            reason=check.reason(reason, self.limits), after_seq=self.store.head(info.name)[0],
+            submitted_at=utcnow(),
+        )  # fmt: skip
+        check.reason(job.event_reason, self.limits)  # the events' reasons must fit too
+        self.store.enqueue_job(job)
+        return job
+
+    def get_job(self, job_id: str) -> Job:
+        """The job as it stands; :class:`JobNotFound` also for a job of a cube this handle may
+        not read."""
+        job = self.store.get_job(checked_job_id(job_id))
+        if job is None or not self._scope.can_read(job.cube):
+            raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
+        return job
+
+    def list_jobs(self, cube: str) -> list[Job]:
+        """The cube's jobs, oldest first."""
+        return self.store.list_jobs(self._scope.cube(cube).name)
+
+    def wait_for_job(self, job_id: str, *, timeout: float = 600.0, poll_s: float = 0.2) -> Job:
+        """The job once a worker finished it (``done`` or ``failed``), or as it stands when
+        ``timeout`` seconds ran out."""
+        return waited(lambda: self.get_job(job_id), timeout, poll_s)
 
     def _after_write(self, info: CubeInfo, actor: str, *, grew: bool = True) -> None:
         """Catch the cube's index up with a write; when the write may have grown the cube,

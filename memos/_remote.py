@@ -38,6 +38,7 @@ from memos import errors
 from memos._archive import pack, unpack
 from memos._cube_stats import CubeStats
 from memos._history import ItemDiff
+from memos._jobs import Job, JobKind, checked_job_id, waited
 from memos._types import (
     AccessStats,
     ChatReply,
@@ -89,6 +90,8 @@ _REPORT = TypeAdapter(VerifyReport)
 _STATS = TypeAdapter(CubeStats)
 _REPLY = TypeAdapter(ChatReply)
 _ACCESS = TypeAdapter(dict[str, AccessStats])
+_JOB = TypeAdapter(Job)
+_JOBS = TypeAdapter(list[Job])
 
 
 # errors -------------------------------------------------------------------------------------
@@ -543,6 +546,31 @@ class RemoteMemOS:
         _actor(user)
         body = {"codec": codec, "reason": reason}
         return self._http.call(_CUBE, "POST", f"{_cube_path(cube)}/reencode", body=body)
+
+    # background jobs --------------------------------------------------------------------
+
+    def submit_job(
+        self,
+        cube: str,
+        kind: JobKind | str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        user: str | None = None,
+        reason: str | None = None,
+    ) -> Job:
+        _actor(user)
+        body = {"kind": kind, "params": _mapped(params or {}), "reason": reason}
+        return self._http.call(_JOB, "POST", f"{_cube_path(cube)}/jobs", body=body)
+
+    def get_job(self, job_id: str) -> Job:
+        path = f"/v1/jobs/{quote(checked_job_id(job_id), safe='')}"
+        return self._http.call(_JOB, "GET", path)
+
+    def list_jobs(self, cube: str) -> list[Job]:
+        return self._http.call(_JOBS, "GET", f"{_cube_path(cube)}/jobs")
+
+    def wait_for_job(self, job_id: str, *, timeout: float = 600.0, poll_s: float = 0.2) -> Job:
+        return waited(lambda: self.get_job(job_id), timeout, poll_s)
 
     # chat and the model tiers -----------------------------------------------------------
 

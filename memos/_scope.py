@@ -73,6 +73,11 @@ class Scope:
             self._writable(info)
         return item
 
+    def can_read(self, cube: str) -> bool:
+        """Whether the cube named ``cube`` exists and this scope may read it."""
+        info = self._store.get_cube(cube)
+        return info is not None and self.allows(info, Access.READ)
+
     def visible(self, cubes: Iterable[CubeInfo]) -> list[CubeInfo]:
         return [info for info in cubes if self.allows(info, Access.READ)]
 

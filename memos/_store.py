@@ -22,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from memos._chain import vector_digest
+from memos._jobs import Job, JobState
 from memos._types import (
     AccessStats,
     ApiKey,
@@ -119,6 +120,7 @@ class Store(Protocol):
     # reads
     def get_item(self, item_id: str) -> MemoryItem | None: ...
     def get_items(self, item_ids: Sequence[str]) -> dict[str, MemoryItem]: ...
+
     def iter_items(self, cube: str) -> Iterator[MemoryItem]: ...
     def filter_item_ids(self, cube: str, flt: ItemFilter) -> list[str]: ...
     def keyword_search(
@@ -171,6 +173,34 @@ class Store(Protocol):
     def revoke_api_key(self, key_id: str, at: datetime) -> ApiKey:
         """Mark the key revoked at ``at`` (a revoked key stays revoked at its first time);
         ``NotFound`` when there is no such key."""
+        ...
+
+    # background jobs (see memos._jobs): a durable queue with leases
+    def enqueue_job(self, job: Job) -> None:
+        """Queue a new job; ``Conflict`` when its id is taken."""
+        ...
+
+    def claim_job(self, worker: str, now: datetime, lease_s: float) -> Job | None:
+        """Hand ``worker`` the oldest claimable job (queued, or running past its lease) as
+        running under a lease of ``lease_s`` seconds, or ``None`` when there is none."""
+        ...
+
+    def renew_job(self, job_id: str, worker: str, now: datetime, lease_s: float) -> Job:
+        """Extend the lease ``worker`` holds on the job; ``Conflict`` when it holds none."""
+        ...
+
+    def finish_job(self, job: Job) -> Job:
+        """Store ``job``, finished by ``job.worker``, and take it off the queue; ``Conflict``
+        when that worker no longer holds it (nothing is written then)."""
+        ...
+
+    def get_job(self, job_id: str) -> Job | None: ...
+    def list_jobs(self, cube: str) -> list[Job]:
+        """The cube's jobs, oldest first."""
+        ...
+
+    def job_counts(self) -> dict[JobState, int]:
+        """How many jobs are queued and how many running, over every cube."""
         ...
 
     # blobs: immutable, content-addressed; written before any commit that names them

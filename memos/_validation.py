@@ -14,6 +14,8 @@ from memos._types import MetadataValue
 from memos.errors import InvalidInput, TextTooLong
 
 _CUBE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# the name of an adapter (parametric memory), as a pattern for pydantic fields too
+ADAPTER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _META_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 _INT64 = 2**63
 

@@ -14,7 +14,8 @@ the SDK, the CLI and the server report the same failure the same way::
     │   ├── CubeNotFound (404, cube_not_found)
     │   ├── ItemNotFound (404, item_not_found)
     │   ├── VersionNotFound (404, version_not_found)
-    │   └── KVEntryNotFound (404, kv_entry_not_found)
+    │   ├── KVEntryNotFound (404, kv_entry_not_found)
+    │   └── JobNotFound (404, job_not_found)
     ├── Conflict (409, conflict)
     │   ├── CubeExists (409, cube_exists)
     │   ├── VersionConflict (409, version_conflict)  stale expected_version
@@ -43,6 +44,7 @@ __all__ = [
     "IntegrityError",
     "InvalidInput",
     "ItemNotFound",
+    "JobNotFound",
     "KVEntryNotFound",
     "MemosError",
     "ModelMismatch",
@@ -130,6 +132,10 @@ class VersionNotFound(NotFound):
 
 class KVEntryNotFound(NotFound):
     code = "kv_entry_not_found"
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
 
 
 class Conflict(MemosError):

@@ -13,6 +13,7 @@ of a cube in one slot::
     P:derived-cube:<id>           the cube that holds the derived artifact (ids are global)
     P:access:<item id>            access statistics: count, last_access, frequency (hash)
     P:api-keys, P:api-key:<id>    the key ids (set); each key's JSON
+    P:{jobs}:...                  the background job queue (see stores/_redis_jobs.py)
     P:blob:<sha256>               a blob's bytes
 
     P:{C}:info                    CubeInfo JSON
@@ -74,6 +75,7 @@ from memos import _commit_rules as rules
 from memos._access import accessed
 from memos._chain import GENESIS_HASH, seal
 from memos._derived import REPLACE_OPS, invalidations
+from memos._jobs import Job, JobState
 from memos._store import Change, CubeImport, Vector
 from memos._types import (
     AccessStats,
@@ -98,6 +100,7 @@ from memos.errors import (
 )
 
 from . import _keywords  # relative: this package is installed as memos.stores
+from ._redis_jobs import RedisJobQueue
 
 FORMAT_VERSION = "1"
 DEFAULT_PREFIX = "memos"
@@ -746,6 +749,7 @@ class RedisStore:
         self.url = url
         self._redis = client
         self._keys = _Keys(prefix)
+        self._jobs = RedisJobQueue(client, prefix)
         self._check_format(create)
 
     @classmethod
@@ -1205,3 +1209,33 @@ class RedisStore:
             return _Plan(revoked, [("SET", name, revoked.model_dump_json())])
 
         return self._transact(plan)
+
+    # background jobs: see stores/_redis_jobs.py ---------------------------------------------
+
+    @_storage_errors
+    def enqueue_job(self, job: Job) -> None:
+        self._jobs.enqueue(job)
+
+    @_storage_errors
+    def claim_job(self, worker: str, now: datetime, lease_s: float) -> Job | None:
+        return self._jobs.claim(worker, now, lease_s)
+
+    @_storage_errors
+    def renew_job(self, job_id: str, worker: str, now: datetime, lease_s: float) -> Job:
+        return self._jobs.renew(job_id, worker, now, lease_s)
+
+    @_storage_errors
+    def finish_job(self, job: Job) -> Job:
+        return self._jobs.finish(job)
+
+    @_storage_errors
+    def get_job(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    @_storage_errors
+    def list_jobs(self, cube: str) -> list[Job]:
+        return self._jobs.in_cube(cube)
+
+    @_storage_errors
+    def job_counts(self) -> dict[JobState, int]:
+        return self._jobs.counts()

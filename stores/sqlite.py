@@ -29,6 +29,7 @@ from memos import _commit_rules as rules
 from memos._access import accessed
 from memos._chain import GENESIS_HASH, seal
 from memos._derived import REPLACE_OPS, invalidations
+from memos._jobs import UNFINISHED, Job, JobState, claimable, claimed, held, renewed
 from memos._store import Change, CubeImport, Vector
 from memos._types import (
     AccessStats,
@@ -48,6 +49,7 @@ from memos.errors import (
     DataDirError,
     IntegrityError,
     InvalidInput,
+    JobNotFound,
     NotFound,
     StorageError,
 )
@@ -126,6 +128,16 @@ CREATE TABLE IF NOT EXISTS access (
     frequency REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS api_keys (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    cube TEXT NOT NULL,
+    state TEXT NOT NULL,
+    lease_until TEXT,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_cube ON jobs (cube, seq);
 """
 
 
@@ -679,6 +691,79 @@ class SQLiteStore:
                     "UPDATE api_keys SET body = ? WHERE id = ?", (key.model_dump_json(), key_id)
                 )
         return key
+
+    # background jobs ----------------------------------------------------------------------
+
+    def enqueue_job(self, job: Job) -> None:
+        with self._write() as conn:
+            try:
+                conn.execute(
+                    "INSERT INTO jobs (id, cube, state, lease_until, body) VALUES (?, ?, ?, ?, ?)",
+                    (job.id, job.cube, job.state.value, None, job.model_dump_json()),
+                )
+            except sqlite3.IntegrityError:
+                raise Conflict(f"a job with id {job.id!r} exists", job_id=job.id) from None
+
+    def claim_job(self, worker: str, now: datetime, lease_s: float) -> Job | None:
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT body FROM jobs WHERE state = 'queued'"
+                " OR (state = 'running' AND lease_until <= ?) ORDER BY seq LIMIT 1",
+                (sortable_time(now),),
+            ).fetchone()
+            if row is None:
+                return None
+            job = Job.model_validate_json(row[0])
+            if not claimable(job, now):  # the row's columns and its body disagree
+                raise IntegrityError(f"job {job.id} is stored inconsistently", job_id=job.id)
+            job = claimed(job, worker, now, lease_s)
+            self._put_job(conn, job)
+        return job
+
+    def renew_job(self, job_id: str, worker: str, now: datetime, lease_s: float) -> Job:
+        with self._write() as conn:
+            job = renewed(self._job_in(conn, job_id), worker, now, lease_s)
+            self._put_job(conn, job)
+        return job
+
+    def finish_job(self, job: Job) -> Job:
+        if job.worker is None or job.state in UNFINISHED:
+            raise InvalidInput(f"job {job.id} is not finished by a worker", job_id=job.id)
+        with self._write() as conn:
+            held(self._job_in(conn, job.id), job.worker)
+            self._put_job(conn, job)
+        return job
+
+    def get_job(self, job_id: str) -> Job | None:
+        rows = self._read("SELECT body FROM jobs WHERE id = ?", (job_id,))
+        return Job.model_validate_json(rows[0][0]) if rows else None
+
+    def list_jobs(self, cube: str) -> list[Job]:
+        rows = self._read("SELECT body FROM jobs WHERE cube = ? ORDER BY seq", (cube,))
+        return [Job.model_validate_json(body) for (body,) in rows]
+
+    def job_counts(self) -> dict[JobState, int]:
+        rows = self._read(
+            "SELECT state, count(*) FROM jobs WHERE state IN ('queued', 'running') GROUP BY state"
+        )
+        counts = dict.fromkeys(UNFINISHED, 0)
+        counts.update({JobState(state): count for state, count in rows})
+        return counts
+
+    @staticmethod
+    def _job_in(conn: sqlite3.Connection, job_id: str) -> Job:
+        row = conn.execute("SELECT body FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
+        return Job.model_validate_json(row[0])
+
+    @staticmethod
+    def _put_job(conn: sqlite3.Connection, job: Job) -> None:
+        lease = None if job.lease_until is None else sortable_time(job.lease_until)
+        conn.execute(
+            "UPDATE jobs SET state = ?, lease_until = ?, body = ? WHERE id = ?",
+            (job.state.value, lease, job.model_dump_json(), job.id),
+        )
 
     def changed_since(self, cube: str, after_seq: int) -> tuple[set[str], int]:
         rows = self._read(

@@ -103,3 +103,28 @@ def serve_process(*root_options: str) -> Iterator[tuple[str, subprocess.Popen[by
         if process.poll() is None:
             process.terminate()
         process.wait(timeout=30)
+
+
+@contextmanager
+def worker_process(*root_options: str, lease_s: float = 2.0) -> Iterator[subprocess.Popen[str]]:
+    """``memos ROOT_OPTIONS worker`` as its own process, running once it has said so on
+    stderr, until the block ends; yields the process (a test may kill it)."""
+    memos = Path(sys.executable).parent / "memos"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    command = [str(memos), *root_options, "worker", "--lease", str(lease_s), "--poll", "0.05"]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    # keep reading its log once it has started, so that a full pipe never blocks it
+    drain = threading.Thread(target=process.stderr.read, daemon=True)
+    try:
+        if not process.stderr.readline().startswith("worker "):
+            raise RuntimeError("memos worker did not start")
+        drain.start()
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        process.wait(timeout=60)
+        if drain.is_alive():
+            drain.join(timeout=10)
+        process.stderr.close()

@@ -24,6 +24,10 @@ EXPECTED = {
     "ItemDiff",
     "ItemFilter",
     "ItemStatus",
+    "Job",
+    "JobFailure",
+    "JobKind",
+    "JobState",
     "Limits",
     "MemOS",
     "MemoryItem",
@@ -52,6 +56,12 @@ def test_errors_all_lists_every_error_class() -> None:
         if isinstance(value, type) and issubclass(value, memos.errors.MemosError)
     }
     assert classes == set(memos.errors.__all__)
+
+
+def test_schedulers_pin_their_surface() -> None:
+    import memos.schedulers
+
+    assert set(memos.schedulers.__all__) == {"HANDLERS", "Worker", "run_job"}
 
 
 def test_subpackages_pin_their_surface() -> None:
@@ -118,9 +128,13 @@ def test_every_subpackage_is_installed() -> None:
         ".".join(init.parent.relative_to(root).parts)
         for init in (root / "memos").rglob("__init__.py")
     }
-    # stores/ and api/ are top-level folders mapped into the package (DESIGN.md, Layout)
+    # stores/, api/ and schedulers/ are top-level folders mapped into the package (DESIGN.md)
     mapped = config["tool"]["setuptools"]["package-dir"]
-    assert mapped == {"memos.stores": "stores", "memos.api": "api"}
+    assert mapped == {
+        "memos.stores": "stores",
+        "memos.api": "api",
+        "memos.schedulers": "schedulers",
+    }
     assert found | set(mapped) == listed
 
 

@@ -25,6 +25,7 @@ class Server:
     alice: dict[str, str]
     bob: dict[str, str]
     item: str
+    job: str
 
 
 def _bearer(token: str) -> dict[str, str]:
@@ -41,7 +42,10 @@ def server(data_dir: Path) -> Iterator[Server]:
         added = client.post(
             "/v1/cubes/diary/memories", json={"text": "the key is under the mat"}, headers=alice
         )
-        yield Server(client, mos, alice, bob, added.json()["id"])
+        queued = client.post(
+            "/v1/cubes/diary/jobs", json=BODIES[("POST", "/v1/cubes/{cube}/jobs")], headers=alice
+        )
+        yield Server(client, mos, alice, bob, added.json()["id"], queued.json()["id"])
 
 
 def _routes(server: Server) -> list[tuple[str, str]]:
@@ -70,6 +74,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/cubes/{cube}/adapters/{name}/attach"): {},
     ("POST", "/v1/cubes/{cube}/adapters/detach"): {},
     ("POST", "/v1/access-stats"): {"item_ids": []},
+    ("POST", "/v1/cubes/{cube}/jobs"): {"kind": "reencode", "params": {"codec": "fp16"}},
 }
 QUERIES = {"/v1/memories/{item_id}/diff": {"from_version": 1, "to_version": 1}}
 OPEN_ROUTES = {("GET", "/healthz")}
@@ -77,7 +82,12 @@ OPEN_ROUTES = {("GET", "/healthz")}
 
 def _call(server: Server, method: str, path: str, headers: dict[str, str]) -> Any:
     concrete = path.format(
-        cube="diary", item_id=server.item, name="facts", entry_id="kv-x", principal="carol"
+        cube="diary",
+        item_id=server.item,
+        name="facts",
+        entry_id="kv-x",
+        principal="carol",
+        job_id=server.job,
     )
     body = BODIES.get((method, path))
     if path == "/v1/cubes/import":
@@ -217,6 +227,8 @@ def test_metrics_count_requests_and_items_per_tier(server: Server) -> None:
     text = server.client.get("/metrics", headers=server.alice).text
     assert 'memos_items{tier="plaintext"} 1.0' in text
     assert 'memos_items{tier="activation"} 0.0' in text
+    assert 'memos_queue_depth{state="queued"} 1.0' in text  # the fixture's job
+    assert 'memos_queue_depth{state="running"} 0.0' in text
     assert 'route="/v1/cubes/{cube}/search",status="200"' in text
     assert server.item not in text  # labels are route templates, never ids
 

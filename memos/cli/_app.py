@@ -10,7 +10,7 @@ import typer
 
 from memos import __version__
 from memos._mos import DEFAULT_MODEL_CACHE
-from memos.cli import _audit, _chat, _read, _serve, _write
+from memos.cli import _audit, _chat, _jobs, _read, _serve, _write
 from memos.cli._cube import cube_app
 from memos.cli._keys import keys_app
 from memos.cli._kv import kv_app
@@ -28,7 +28,9 @@ app.add_typer(cube_app, name="cube")
 app.add_typer(kv_app, name="kv")
 app.add_typer(lora_app, name="lora")
 app.add_typer(keys_app, name="keys")
+app.add_typer(_jobs.jobs_app, name="jobs")
 app.command("serve")(_serve.serve)
+app.command("worker")(_jobs.worker)
 app.command("add")(_write.add)
 app.command("search")(_read.search)
 app.command("show")(_read.show)

@@ -20,6 +20,7 @@ from memos import (
     Event,
     HistoryEntry,
     ItemDiff,
+    Job,
     MemoryItem,
     SearchHit,
     VerifyReport,
@@ -208,6 +209,32 @@ def kv_entries(entries: Sequence["KVEntry"]) -> None:
             when(entry.created_at),
         )
     _print_or_none(table, entries, "no KV entries")
+
+
+def jobs(listed: Sequence[Job]) -> None:
+    table = _table("id", "kind", "state", "attempts", "actor", "submitted", "finished")
+    for job in listed:
+        finished = "" if job.finished_at is None else when(job.finished_at)
+        table.add_row(job.id, job.kind.value, job.state.value, str(job.attempts), job.actor,
+                      when(job.submitted_at), finished)  # fmt: skip
+    _print_or_none(table, listed, "no jobs")
+
+
+def job(shown: Job) -> None:
+    """A job's fields, one per line; its result or failure last."""
+    lines = {
+        "id": shown.id, "cube": shown.cube, "kind": shown.kind.value,
+        "params": json.dumps(shown.params, ensure_ascii=False), "state": shown.state.value,
+        "attempts": str(shown.attempts), "actor": shown.actor, "reason": shown.reason or "",
+        "worker": shown.worker or "", "submitted": when(shown.submitted_at),
+        "finished": "" if shown.finished_at is None else when(shown.finished_at),
+    }  # fmt: skip
+    if shown.result is not None:
+        lines["result"] = json.dumps(shown.result, ensure_ascii=False)
+    if shown.failure is not None:
+        lines["failure"] = f"{shown.failure.code}: {shown.failure.message}"
+    for name, value in lines.items():
+        typer.echo(f"{name + ':':<10} {value}")
 
 
 def chat_summary(reply: ChatReply) -> str:

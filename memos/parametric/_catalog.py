@@ -53,7 +53,7 @@ from memos.parametric._manifest import AdapterManifest, LoraSettings
 from memos.parametric._weights import Weights, decode, encode
 
 MAX_FACTS = 512
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_NAME = re.compile(check.ADAPTER_NAME)
 # SmolLM2 adapters lost all recall at density 0.1 and kept most of it at 0.5 (492 KB)
 DEFAULT_DENSITY = 0.5
 # compressed weights are kept when they recall at most this fraction fewer facts than raw

@@ -7,11 +7,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from memos._types import SourceRef
+from memos._validation import ADAPTER_NAME
 from memos.llm import ModelFingerprint
 
 AdapterOrigin = Literal["consolidate", "import", "retrain", "rollback"]
 AdapterStorage = Literal["fp32", "compeft"]
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
 class LoraSettings(BaseModel):
@@ -48,7 +48,7 @@ class AdapterManifest(BaseModel):
 
     format: Literal["memos-lora"] = "memos-lora"
     format_version: Literal[1] = 1
-    name: str = Field(pattern=_NAME)
+    name: str = Field(pattern=ADAPTER_NAME)
     version: int = Field(ge=1)
     origin: AdapterOrigin
     base_model_name: str = Field(max_length=200)

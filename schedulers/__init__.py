@@ -1,0 +1,12 @@
+"""Workers that run the background jobs of :mod:`memos._jobs` (installed as
+``memos.schedulers``).
+
+``memos worker`` runs a :class:`Worker` over a store; several workers (and the API processes
+that queue jobs) may share one Redis store. :func:`run_job` runs one claimed job and says how it
+ended; the ``HANDLERS`` registry maps each :class:`memos.JobKind` to the SDK call it makes.
+"""
+
+from ._handlers import HANDLERS, run_job
+from ._worker import Worker
+
+__all__ = ["HANDLERS", "Worker", "run_job"]

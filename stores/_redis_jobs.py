@@ -1,0 +1,236 @@
+"""The job queue of the Redis store: a stream read through one consumer group.
+
+Every key sits under the hash tag ``{jobs}``, so the whole queue lives in one slot and each
+transaction below runs unchanged on Redis Cluster::
+
+    P:{jobs}:queue            the stream of unfinished jobs (field ``job``: the job id), read by
+                              the consumer group ``workers``
+    P:{jobs}:job:<id>         the job's JSON: the authority on its state and lease
+    P:{jobs}:entry            job id -> its stream entry id, once a worker has read it (hash)
+    P:{jobs}:cube:<cube>      the cube's job ids, oldest first (list)
+
+A worker takes new jobs with ``XREADGROUP`` and finishes one by ``XACK`` + ``XDEL`` in the
+transaction that stores its result, so the stream holds exactly the unfinished jobs. An entry
+stays pending while its job runs; the job's JSON says until when its worker's lease runs, and a
+worker looking for work first scans the pending entries for a job whose lease ran out (or that
+was read by a worker that died before marking it running) and claims it with ``XCLAIM``. Each
+state change WATCHes the job's JSON, so two workers never both claim one job, and a worker whose
+lease was taken over can neither renew nor finish it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+from redis import Redis
+from redis.client import Pipeline
+from redis.exceptions import ResponseError
+
+from memos._jobs import UNFINISHED, Job, JobState, claimable, claimed, held, renewed
+from memos.errors import Conflict, IntegrityError, InvalidInput, JobNotFound
+
+GROUP = "workers"
+# pending entries examined per look for a job whose worker stopped
+_PENDING_SCAN = 100
+T = TypeVar("T")
+
+
+class RedisJobQueue:
+    """The jobs of one Redis store (one key prefix)."""
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self._redis = redis
+        self._tag = f"{prefix}:{{jobs}}"
+        self.queue = f"{self._tag}:queue"
+        self.entries = f"{self._tag}:entry"
+        self._group_ready = False
+
+    def job_key(self, job_id: str) -> str:
+        return f"{self._tag}:job:{job_id}"
+
+    def cube_key(self, cube: str) -> str:
+        return f"{self._tag}:cube:{quote(cube, safe='')}"
+
+    # writes ------------------------------------------------------------------------------
+
+    def enqueue(self, job: Job) -> None:
+        self._ensure_group()
+        key = self.job_key(job.id)
+
+        def plan(pipe: Pipeline) -> None:
+            if pipe.exists(key):
+                raise Conflict(f"a job with id {job.id!r} exists", job_id=job.id)
+            pipe.multi()
+            pipe.set(key, job.model_dump_json())
+            pipe.rpush(self.cube_key(job.cube), job.id)
+            pipe.xadd(self.queue, {"job": job.id})
+
+        self._transaction(plan, key)
+
+    def claim(self, worker: str, now: datetime, lease_s: float) -> Job | None:
+        self._ensure_group()
+        stopped: list[tuple[str, str]] = self._stopped(now)
+        for entry_id, job_id in stopped:
+            job = self._take(entry_id, job_id, worker, now, lease_s, reclaim=True)
+            if job is not None:
+                return job
+        while (entry := self._read_new(worker)) is not None:
+            job = self._take(*entry, worker, now, lease_s, reclaim=False)
+            if job is not None:
+                return job
+        return None
+
+    def renew(self, job_id: str, worker: str, now: datetime, lease_s: float) -> Job:
+        key = self.job_key(job_id)
+
+        def plan(pipe: Pipeline) -> Job:
+            job = renewed(self._job_in(pipe, job_id), worker, now, lease_s)
+            pipe.multi()
+            pipe.set(key, job.model_dump_json())
+            return job
+
+        return self._transaction(plan, key)
+
+    def finish(self, job: Job) -> Job:
+        if job.worker is None or job.state in UNFINISHED:
+            raise InvalidInput(f"job {job.id} is not finished by a worker", job_id=job.id)
+        worker, key = job.worker, self.job_key(job.id)
+
+        def plan(pipe: Pipeline) -> Job:
+            held(self._job_in(pipe, job.id), worker)
+            entry_id = pipe.hget(self.entries, job.id)
+            pipe.multi()
+            pipe.set(key, job.model_dump_json())
+            if entry_id is not None:
+                pipe.xack(self.queue, GROUP, entry_id)
+                pipe.xdel(self.queue, entry_id)
+                pipe.hdel(self.entries, job.id)
+            return job
+
+        return self._transaction(plan, key)
+
+    # reads -------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        body = self._redis.get(self.job_key(job_id))
+        return None if body is None else Job.model_validate_json(body)
+
+    def in_cube(self, cube: str) -> list[Job]:
+        ids = [_text(job_id) for job_id in self._redis.lrange(self.cube_key(cube), 0, -1)]
+        if not ids:
+            return []
+        bodies = self._redis.mget([self.job_key(job_id) for job_id in ids])
+        return [Job.model_validate_json(body) for body in bodies if body is not None]
+
+    def counts(self) -> dict[JobState, int]:
+        self._ensure_group()
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xlen(self.queue)
+            pipe.xpending(self.queue, GROUP)
+            unfinished, pending = pipe.execute()
+        running = int(pending["pending"])
+        return {JobState.QUEUED: int(unfinished) - running, JobState.RUNNING: running}
+
+    # claiming ----------------------------------------------------------------------------
+
+    def _stopped(self, now: datetime) -> list[tuple[str, str]]:
+        """Pending entries whose job may be claimed again: its lease ran out, or the worker
+        that read it stopped before marking it running."""
+        pending = self._redis.xpending_range(self.queue, GROUP, "-", "+", _PENDING_SCAN)
+        if not pending:
+            return []
+        entry_ids = [_text(p["message_id"]) for p in pending]
+        with self._redis.pipeline(transaction=False) as pipe:
+            for entry_id in entry_ids:
+                pipe.xrange(self.queue, entry_id, entry_id)
+            found = pipe.execute()
+        stopped = []
+        for entry_id, entries in zip(entry_ids, found, strict=True):
+            job_id = _job_id(entries)
+            job = None if job_id is None else self.get(job_id)
+            if job_id is not None and (job is None or claimable(job, now)):
+                stopped.append((entry_id, job_id))
+        return stopped
+
+    def _read_new(self, worker: str) -> tuple[str, str] | None:
+        reply: Any = self._redis.xreadgroup(GROUP, worker, {self.queue: ">"}, count=1)
+        for _, entries in reply or []:
+            for entry_id, fields in entries:
+                job_id = (fields or {}).get(b"job")
+                if job_id is not None:
+                    return _text(entry_id), _text(job_id)
+        return None
+
+    def _take(
+        self, entry_id: str, job_id: str, worker: str, now: datetime, lease_s: float,
+        *, reclaim: bool,
+    ) -> Job | None:  # fmt: skip
+        """Mark the job of a stream entry running under ``worker``; ``None`` when it turned
+        out not to be claimable (another worker was quicker)."""
+        key = self.job_key(job_id)
+
+        def plan(pipe: Pipeline) -> Job | None:
+            body = pipe.get(key)
+            job = None if body is None else Job.model_validate_json(body)
+            if job is None or not claimable(job, now):
+                if job is None or job.state not in UNFINISHED:
+                    self._drop_entry(pipe, entry_id)  # nothing left to run for this entry
+                return None
+            job = claimed(job, worker, now, lease_s)
+            pipe.multi()
+            if reclaim:
+                pipe.xclaim(self.queue, GROUP, worker, 0, [entry_id], justid=True)
+            pipe.set(key, job.model_dump_json())
+            pipe.hset(self.entries, job_id, entry_id)
+            return job
+
+        return self._transaction(plan, key)
+
+    def _drop_entry(self, pipe: Pipeline, entry_id: str) -> None:
+        pipe.multi()
+        pipe.xack(self.queue, GROUP, entry_id)
+        pipe.xdel(self.queue, entry_id)
+
+    def _job_in(self, pipe: Pipeline, job_id: str) -> Job:
+        body = pipe.get(self.job_key(job_id))
+        if body is None:
+            raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
+        return Job.model_validate_json(body)
+
+    # plumbing ----------------------------------------------------------------------------
+
+    def _transaction(self, plan: Callable[[Pipeline], T], *watched: str) -> T:
+        """Run ``plan`` under WATCH on ``watched`` and execute what it queued after
+        ``pipe.multi()``, again from the start while a watched key changed meanwhile."""
+        transaction: Any = self._redis.transaction
+        result: T = transaction(plan, *watched, value_from_callable=True)
+        return result
+
+    def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            self._redis.xgroup_create(self.queue, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+
+def _job_id(entries: Any) -> str | None:
+    for _, fields in entries or []:
+        job_id = (fields or {}).get(b"job")
+        if job_id is not None:
+            return _text(job_id)
+    return None
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, str):
+        return value
+    raise IntegrityError(f"unexpected value in the job queue: {value!r}")
