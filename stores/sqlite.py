@@ -525,9 +525,10 @@ class SQLiteStore:
         rows = self._read("SELECT body FROM items WHERE id = ?", (item_id,))
         return MemoryItem.model_validate_json(rows[0][0]) if rows else None
 
-    def get_items(self, item_ids: Sequence[str]) -> dict[str, MemoryItem]:
+    def get_items(self, item_ids: Sequence[str], cube: str | None = None) -> dict[str, MemoryItem]:
         with self._lock:
-            return self._items(self._conn, list(item_ids))
+            found = self._items(self._conn, list(item_ids))
+        return {i: item for i, item in found.items() if cube is None or item.cube == cube}
 
     def iter_items(self, cube: str) -> Iterator[MemoryItem]:
         # The columns and tags that filters read come back too, so that an edit to them alone
@@ -705,12 +706,15 @@ class SQLiteStore:
                 raise Conflict(f"a job with id {job.id!r} exists", job_id=job.id) from None
 
     def claim_job(self, worker: str, now: datetime, lease_s: float) -> Job | None:
+        sql = (
+            "SELECT body FROM jobs WHERE state = 'queued'"
+            " OR (state = 'running' AND lease_until <= ?) ORDER BY seq LIMIT 1"
+        )
+        # idle workers poll: look without the write lock first, so they never hold up writers
+        if not self._read(sql, (sortable_time(now),)):
+            return None
         with self._write() as conn:
-            row = conn.execute(
-                "SELECT body FROM jobs WHERE state = 'queued'"
-                " OR (state = 'running' AND lease_until <= ?) ORDER BY seq LIMIT 1",
-                (sortable_time(now),),
-            ).fetchone()
+            row = conn.execute(sql, (sortable_time(now),)).fetchone()
             if row is None:
                 return None
             job = Job.model_validate_json(row[0])
