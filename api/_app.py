@@ -4,11 +4,13 @@ metrics. Nothing happens at import; ``create_app`` is called by ``memos serve`` 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import faiss
 from fastapi import Depends, FastAPI, Request, Response
+from memos.schedulers import Worker
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -37,7 +39,8 @@ def create_app(settings: ServerSettings, mos: MemOS | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
+        with _job_workers(mos, settings):
+            yield
         mos.close()
 
     # the OpenAPI document is public (it describes routes, never data); no HTML docs pages
@@ -56,6 +59,29 @@ def create_app(settings: ServerSettings, mos: MemOS | None = None) -> FastAPI:
         by_path={"/v1/cubes/import": settings.max_import_bytes},
     )
     return app
+
+
+@contextmanager
+def _job_workers(mos: MemOS, settings: ServerSettings) -> Iterator[None]:
+    """``settings.workers`` threads running queued jobs while the block runs; each finishes
+    the job in hand before the server stops."""
+    stop = threading.Event()
+    threads = [
+        threading.Thread(
+            target=Worker(mos, lease_s=settings.worker_lease_s).run,
+            args=(stop,),
+            name=f"memos-job-worker-{n}",
+        )
+        for n in range(settings.workers)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
 
 
 def server_limits(settings: ServerSettings, base: Limits) -> Limits:

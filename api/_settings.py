@@ -29,3 +29,6 @@ class ServerSettings(BaseModel):
     max_k: int = Field(default=100, ge=1)
     max_new_tokens: int = Field(default=512, ge=1)
     faiss_threads: int = Field(default=1, ge=1, le=256)
+    # job workers in the server process (0: jobs wait for `memos worker` processes)
+    workers: int = Field(default=0, ge=0, le=64)
+    worker_lease_s: float = Field(default=60.0, gt=0)

@@ -395,3 +395,18 @@ def test_jobs_over_http(served: tuple[MemOS, str]) -> None:
         assert alice.get_cube("notes").codec == "fp16"
         assert alice.log("notes")[-1].reason == f"[{job.id}] smaller"
         assert alice.list_jobs("notes") == [done]
+
+
+def test_a_server_with_workers_runs_its_jobs_itself(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'data'}"
+    mos = MemOS(open_store(url), embedder=HashEmbedder(64))
+    with (
+        serve(mos, ServerSettings(store=url, workers=1)) as base,
+        MemOS.connect(base, api_key=mos.create_api_key("alice")[1]) as alice,
+    ):
+        alice.create_cube("notes")
+        alice.add_many([f"fact {n} about the harbour" for n in range(40)], cube="notes")
+        job = alice.submit_job("notes", "reencode", {"codec": "fp16"})
+        done = alice.wait_for_job(job.id, timeout=60, poll_s=0.05)
+        assert done.state == "done"
+        assert alice.get_cube("notes").codec == "fp16"

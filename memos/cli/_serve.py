@@ -27,6 +27,13 @@ def serve(
     faiss_threads: Annotated[
         int, typer.Option("--faiss-threads", help="OpenMP threads FAISS may use per search.")
     ] = 1,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            help="Threads in this process that run queued jobs (default 0: run `memos worker`).",
+        ),
+    ] = 0,
 ) -> None:
     """Serve the memory over HTTP (FastAPI): routes under /v1, API keys from `memos keys`."""
     import uvicorn
@@ -46,6 +53,7 @@ def serve(
             max_batch=max_batch,
             max_k=max_k,
             faiss_threads=faiss_threads,
+            workers=workers,
         )
         app = create_app(config)
     uvicorn.run(app, host=host, port=port, log_level="warning")
