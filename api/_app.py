@@ -56,7 +56,10 @@ def create_app(settings: ServerSettings, mos: MemOS | None = None) -> FastAPI:
     app.add_middleware(
         BodyLimit,
         limit=settings.max_body_bytes,
-        by_path={"/v1/cubes/import": settings.max_import_bytes},
+        by_path={
+            "/v1/cubes/import": settings.max_import_bytes,
+            _model_routes.ADAPTER_IMPORT_PATH: settings.max_import_bytes,
+        },
     )
     return app
 

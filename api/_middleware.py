@@ -8,6 +8,7 @@ a request over it is answered ``413`` in the error envelope without reaching any
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -29,18 +30,19 @@ def _too_large_body(limit: int) -> bytes:
 
 class BodyLimit:
     """Answer 413 to a request whose body is over ``limit`` bytes (``by_path`` names other
-    limits for some paths)."""
+    limits for the paths a regular expression matches whole)."""
 
     def __init__(self, app: ASGIApp, limit: int, by_path: dict[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
-        self.by_path = by_path or {}
+        self.by_path = [(re.compile(path), n) for path, n in (by_path or {}).items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.by_path.get(scope["path"], self.limit)
+        path = scope["path"]
+        limit = next((n for pattern, n in self.by_path if pattern.fullmatch(path)), self.limit)
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length", b"").decode("latin-1")
         if declared.isdigit() and int(declared) > limit:

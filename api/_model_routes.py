@@ -3,47 +3,130 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.sse import EventSourceResponse
+from starlette.concurrency import run_in_threadpool
 
-from memos import ChatReply, CubeInfo, Event
-from memos.errors import InvalidInput
+from memos import ChatReply, CubeInfo, Event, MemOS
+from memos._archive import ADAPTER_EXPORT, pack, unpack
+from memos.errors import InvalidInput, MemosError
 
+from ._cube_routes import TAR
 from ._deps import Caller, ReasonQuery, Settings
-from ._errors import COMMON_ERRORS
-from ._schemas import AdapterRollback, ChatBody, Consolidate, KVBuild, Reason
+from ._errors import COMMON_ERRORS, ErrorBody
+from ._schemas import (
+    AdapterEntry,
+    AdapterRollback,
+    ChatBody,
+    ChatDone,
+    ChatFailed,
+    ChatText,
+    Consolidate,
+    KVBuild,
+    KVEntry,
+    Reason,
+)
+from ._settings import ServerSettings
 
 if TYPE_CHECKING:
-    from memos.activation import KVEntry
-    from memos.parametric import AdapterEntry
+    from memos._chat import ChatStream
 
 router = APIRouter(prefix="/v1/cubes/{cube}", tags=["models"], responses=COMMON_ERRORS)
+# the adapter upload, which the app lets be as large as a cube import
+ADAPTER_IMPORT_PATH = r"/v1/cubes/[^/]+/adapters/[^/]+/import"
+ChatEvent = ChatText | ChatDone | ChatFailed
+# a stream refused before it starts answers the JSON envelope (the schema every other route's
+# errors publish); FastAPI would document them under the route's own media type
+_ENVELOPE = {"$ref": "#/components/schemas/ErrorEnvelope"}
+_JSON_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"content": {"application/json": {"schema": _ENVELOPE}}} for status in COMMON_ERRORS
+}
+
+CHAT_STREAM = """The answer of `POST /chat` as it is generated, as server-sent events
+(`text/event-stream`). Each event's `data` is one JSON object: `{"text": ...}` for each next piece
+of the answer, then `{"reply": ...}` (the whole reply, as `POST /chat` answers it) as the last
+event. A refusal found before generation starts (an unknown cube, a bad argument, a stale adapter)
+is answered as by `POST /chat`: its status and the error envelope. An error after that ends the
+stream with `{"error": {"code", "message", "details"}}`. Comment lines (`: ping`) keep an idle
+connection open."""
 
 
-@router.post("/chat")
-def chat(cube: str, body: ChatBody, mos: Caller, settings: Settings) -> ChatReply:
+# chat ---------------------------------------------------------------------------------------
+
+
+def _checked_tokens(body: ChatBody, settings: ServerSettings) -> None:
     if body.max_new_tokens > settings.max_new_tokens:
         raise InvalidInput(
             f"max_new_tokens is at most {settings.max_new_tokens}", field="max_new_tokens"
         )
+
+
+@router.post("/chat")
+def chat(cube: str, body: ChatBody, mos: Caller, settings: Settings) -> ChatReply:
+    _checked_tokens(body, settings)
     return mos.chat(
         body.query, cube=cube, user=body.user, k=body.k, max_new_tokens=body.max_new_tokens,
         use_kv=body.use_kv, adapter=body.adapter, retrieve=body.retrieve,
     )  # fmt: skip
 
 
+def _started_chat(
+    cube: str, body: ChatBody, mos: Caller, settings: Settings
+) -> Iterator[ChatEvent]:
+    """The chat's events, once everything ``chat_stream`` checks before generating has passed:
+    as a dependency it runs before the response starts, so a refusal is an ordinary error
+    answer rather than an event."""
+    _checked_tokens(body, settings)
+    stream = mos.chat_stream(
+        body.query, cube=cube, user=body.user, k=body.k, max_new_tokens=body.max_new_tokens,
+        use_kv=body.use_kv, adapter=body.adapter, retrieve=body.retrieve,
+    )  # fmt: skip
+    return _events(stream)
+
+
+def _events(stream: ChatStream) -> Iterator[ChatEvent]:
+    try:
+        for piece in stream:
+            yield ChatText(text=piece)
+    except MemosError as error:  # the status line is sent: the error can only be an event
+        details = jsonable_encoder(error.details)
+        yield ChatFailed(error=ErrorBody(code=error.code, message=error.message, details=details))
+        return
+    yield ChatDone(reply=stream.reply)
+
+
+@router.post(
+    "/chat/stream",
+    response_class=EventSourceResponse,
+    description=CHAT_STREAM,
+    responses=_JSON_ERRORS,
+)
+def chat_stream(
+    events: Annotated[Iterator[ChatEvent], Depends(_started_chat)],
+) -> Iterator[ChatEvent]:
+    yield from events
+
+
+# activation memory --------------------------------------------------------------------------
+
+
 @router.post("/kv", status_code=201)
-def kv_build(cube: str, body: KVBuild, mos: Caller) -> dict[str, Any]:
+def kv_build(cube: str, body: KVBuild, mos: Caller) -> KVEntry:
     entry = mos.kv.build(
         cube, body.item_ids, query=body.query, k=body.k, dtype=body.dtype, reason=body.reason
     )
-    return _kv(entry)
+    return KVEntry.model_validate(entry)
 
 
 @router.get("/kv")
-def kv_list(cube: str, mos: Caller) -> list[dict[str, Any]]:
-    return [_kv(entry) for entry in mos.kv.list(cube)]
+def kv_list(cube: str, mos: Caller) -> list[KVEntry]:
+    return [KVEntry.model_validate(entry) for entry in mos.kv.list(cube)]
 
 
 @router.delete("/kv/{entry_id}")
@@ -51,34 +134,37 @@ def kv_drop(cube: str, entry_id: str, mos: Caller, reason: ReasonQuery = None) -
     return mos.kv.drop(cube, entry_id, reason=reason)
 
 
+# parametric memory --------------------------------------------------------------------------
+
+
 @router.get("/adapters")
-def adapters(cube: str, mos: Caller, name: str | None = None) -> list[dict[str, Any]]:
-    return [_adapter(entry) for entry in mos.lora.list(cube, name)]
+def adapters(cube: str, mos: Caller, name: str | None = None) -> list[AdapterEntry]:
+    return [AdapterEntry.model_validate(entry) for entry in mos.lora.list(cube, name)]
 
 
 @router.get("/adapters/{name}")
-def adapter(cube: str, name: str, mos: Caller, version: int | None = None) -> dict[str, Any]:
-    return _adapter(mos.lora.show(cube, name, version))
+def adapter(cube: str, name: str, mos: Caller, version: int | None = None) -> AdapterEntry:
+    return AdapterEntry.model_validate(mos.lora.show(cube, name, version))
 
 
 @router.post("/adapters", status_code=201)
-def consolidate(cube: str, body: Consolidate, mos: Caller) -> dict[str, Any]:
+def consolidate(cube: str, body: Consolidate, mos: Caller) -> AdapterEntry:
     entry = mos.lora.consolidate(
         cube, body.item_ids, name=body.name, query=body.query, k=body.k, recipe=body.recipe,
         density=body.density, reason=body.reason,
     )  # fmt: skip
-    return _adapter(entry)
+    return AdapterEntry.model_validate(entry)
 
 
 @router.post("/adapters/{name}/retrain", status_code=201)
-def retrain(cube: str, name: str, body: Reason, mos: Caller) -> dict[str, Any]:
-    return _adapter(mos.lora.retrain(cube, name, reason=body.reason))
+def retrain(cube: str, name: str, body: Reason, mos: Caller) -> AdapterEntry:
+    return AdapterEntry.model_validate(mos.lora.retrain(cube, name, reason=body.reason))
 
 
 @router.post("/adapters/{name}/rollback", status_code=201)
-def adapter_rollback(cube: str, name: str, body: AdapterRollback, mos: Caller) -> dict[str, Any]:
+def adapter_rollback(cube: str, name: str, body: AdapterRollback, mos: Caller) -> AdapterEntry:
     entry = mos.lora.rollback(cube, name, to_version=body.to_version, reason=body.reason)
-    return _adapter(entry)
+    return AdapterEntry.model_validate(entry)
 
 
 @router.post("/adapters/{name}/attach")
@@ -96,9 +182,44 @@ def delete_adapter(cube: str, name: str, mos: Caller, reason: ReasonQuery = None
     return mos.lora.delete(cube, name, reason=reason)
 
 
-def _kv(entry: KVEntry) -> dict[str, Any]:
-    return entry.model_dump(mode="json")
+@router.get(
+    "/adapters/{name}/export", response_class=Response, responses={200: {"content": {TAR: {}}}}
+)
+def export_adapter(cube: str, name: str, mos: Caller, version: int | None = None) -> Response:
+    """Adapter ``name`` (at ``version``; its latest by default) as a tar of the peft directory
+    ``mos.lora.export`` writes: ``adapter_config.json``, ``adapter_model.safetensors`` (fp32)
+    and ``memos_manifest.json``."""
+    with tempfile.TemporaryDirectory(prefix="memos-adapter-") as tmp:
+        directory = mos.lora.export(cube, name, Path(tmp) / "adapter", version=version)
+        return Response(pack(directory, ADAPTER_EXPORT), media_type=TAR)
 
 
-def _adapter(entry: AdapterEntry) -> dict[str, Any]:
-    return entry.model_dump(mode="json")
+@router.post(
+    "/adapters/{name}/import",
+    status_code=201,
+    openapi_extra={"requestBody": {"required": True, "content": {TAR: {"schema": {}}}}},
+)
+async def import_adapter(
+    cube: str,
+    name: str,
+    request: Request,
+    mos: Caller,
+    density: Annotated[float | None, Query(gt=0, le=1)] = None,
+    reason: ReasonQuery = None,
+) -> AdapterEntry:
+    """A new version of adapter ``name`` from a tar of a peft directory (as the export route
+    sends): ``adapter_config.json`` and ``adapter_model.safetensors``, and optionally
+    ``memos_manifest.json``; any other entry is refused. Stored ComPEFT-compressed at
+    ``density`` when given."""
+    data = await request.body()
+    return await run_in_threadpool(_import_adapter, mos, cube, name, data, density, reason)
+
+
+def _import_adapter(
+    mos: MemOS, cube: str, name: str, data: bytes, density: float | None, reason: str | None
+) -> AdapterEntry:
+    mos.get_cube(cube)  # another tenant's cube is not found, whatever the upload holds
+    with tempfile.TemporaryDirectory(prefix="memos-adapter-") as tmp:
+        directory = unpack(data, Path(tmp) / "adapter", ADAPTER_EXPORT)
+        entry = mos.lora.import_adapter(cube, directory, name=name, density=density, reason=reason)
+    return AdapterEntry.model_validate(entry)

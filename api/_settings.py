@@ -22,7 +22,7 @@ class ServerSettings(BaseModel):
     model_cache: Path | None = None
     embedder: str | None = None  # the default embedder of new cubes (a registered name)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
-    # a cube import (a tar of an export) may be larger than any other request
+    # an import (a tar of a cube's or an adapter's export) may be larger than other requests
     max_import_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
     max_text_chars: int = Field(default=16_000, ge=1)
     max_batch: int = Field(default=1_000, ge=1)

@@ -1,9 +1,12 @@
-"""A cube export as one tar stream (what the server sends and receives), unpacked safely.
+"""Exports as one tar stream (what the server sends and receives), unpacked safely.
 
-An export is a directory (see :mod:`memos._export`); over HTTP it travels as an uncompressed
-tar of exactly that directory's files. Unpacking trusts nothing: only regular files with the
-names an export has, no links, devices, absolute paths or ``..``, within a size budget; anything
-else is a :class:`TamperedExport` before a byte is written outside the target directory.
+An export is a directory: a cube's (see :mod:`memos._export`) or an adapter's (the peft
+directory ``mos.lora.export`` writes). Over HTTP it travels as an uncompressed tar of exactly
+that directory's files, as its :class:`Layout` names them. Unpacking trusts nothing: only
+regular files with the names the layout allows, no links, devices, sparse files, absolute paths
+or ``..``; anything else is a :class:`TamperedExport` before a byte is written outside the
+target directory. An uncompressed, non-sparse tar holds no more bytes than it is, so the limit
+on the request body bounds what unpacking writes.
 """
 
 from __future__ import annotations
@@ -11,20 +14,41 @@ from __future__ import annotations
 import io
 import re
 import tarfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from memos.errors import TamperedExport
 
-_NAME = re.compile(r"(?:[a-z_]+\.(?:json|jsonl|safetensors)|derived/[0-9a-f]{64}\.safetensors)")
 MAX_FILES = 10_000
 
 
-def pack(directory: Path) -> bytes:
-    """The export in ``directory`` as tar bytes (files in name order, no owners or times)."""
+@dataclass(frozen=True)
+class Layout:
+    """The files an archive of one kind of export may hold (names matched whole, relative to
+    the export directory) and the folders those files sit in."""
+
+    files: re.Pattern[str]
+    folders: frozenset[str] = field(default_factory=frozenset)
+
+
+CUBE_EXPORT = Layout(
+    re.compile(r"(?:[a-z_]+\.(?:json|jsonl|safetensors)|derived/[0-9a-f]{64}\.safetensors)"),
+    frozenset({"derived"}),
+)
+# the files of memos.parametric._peftdir (spelled out here: that module loads torch); pickled
+# adapter_model.bin weights are not among them
+ADAPTER_EXPORT = Layout(
+    re.compile(r"adapter_config\.json|adapter_model\.safetensors|memos_manifest\.json")
+)
+
+
+def pack(directory: Path, layout: Layout = CUBE_EXPORT) -> bytes:
+    """The export in ``directory`` as tar bytes (files in name order, no owners or times);
+    files the layout does not name are left out."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         names = (p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
-        for name in sorted(n for n in names if _NAME.fullmatch(n)):  # an export's files only
+        for name in sorted(n for n in names if layout.files.fullmatch(n)):
             path = directory / name
             data = path.read_bytes()
             info = tarfile.TarInfo(name)
@@ -34,7 +58,7 @@ def pack(directory: Path) -> bytes:
     return buffer.getvalue()
 
 
-def unpack(data: bytes, directory: Path) -> Path:
+def unpack(data: bytes, directory: Path, layout: Layout = CUBE_EXPORT) -> Path:
     """Write the export in tar ``data`` into the new ``directory``."""
     directory.mkdir(parents=True)
     try:
@@ -43,16 +67,20 @@ def unpack(data: bytes, directory: Path) -> Path:
             if len(members) > MAX_FILES:
                 raise TamperedExport(f"an export has at most {MAX_FILES} files")
             for member in members:
-                _extract(tar, member, directory)
+                _extract(tar, member, directory, layout)
     except (tarfile.TarError, EOFError) as error:
         raise TamperedExport(f"not a tar archive of an export: {error}") from None
     return directory
 
 
-def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, directory: Path) -> None:
-    if member.isdir() and member.name.rstrip("/") == "derived":
+def _extract(
+    tar: tarfile.TarFile, member: tarfile.TarInfo, directory: Path, layout: Layout
+) -> None:
+    if member.isdir() and member.name.rstrip("/") in layout.folders:
         return
-    if not member.isreg() or not _NAME.fullmatch(member.name):
+    # a sparse entry is "regular" to tarfile, yet reads back as far more bytes than it holds
+    allowed = member.isreg() and not member.issparse()
+    if not allowed or not layout.files.fullmatch(member.name):
         raise TamperedExport(f"unexpected entry {member.name!r} in an export archive")
     source = tar.extractfile(member)
     if source is None:  # pragma: no cover - isreg() members always have data

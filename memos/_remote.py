@@ -12,8 +12,10 @@ that cannot be reached is a :class:`memos.errors.StorageError` naming the URL.
 
 What HTTP cannot mirror exactly: ``create_cube(owner=...)`` is refused (a key's cubes are its
 principal's); ``add_many`` sends one request per ``batch_size`` records, so a bad record in a
-later batch leaves the earlier batches added; ``chat_stream``, API keys and adapter
-import/export have no route and are absent.
+later batch leaves the earlier batches added; ``lora.import_adapter`` checks the directory's
+files before the cube (an unknown cube with a missing directory is :class:`InvalidInput`); API
+keys have no route and are absent. A ``chat_stream`` reads the server's events as they arrive
+and holds its connection until it is read to the end (or closed).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from memos import _validation as check
 from memos import errors
-from memos._archive import pack, unpack
+from memos._archive import ADAPTER_EXPORT, CUBE_EXPORT, Layout, pack, unpack
 from memos._cube_stats import CubeStats
 from memos._history import ItemDiff
 from memos._jobs import Job, JobKind, checked_job_id, waited
@@ -60,6 +62,7 @@ from memos.errors import (
 )
 
 if TYPE_CHECKING:
+    from memos._remote_chat import RemoteChatStream
     from memos.activation import KVEntry
     from memos.parametric import AdapterEntry
 
@@ -122,7 +125,13 @@ def _envelope(response: httpx.Response) -> tuple[str, str, dict[str, Any]]:
 def error_from(response: httpx.Response) -> MemosError:
     """The typed error an error answer stands for: the class whose ``code`` it names."""
     code, message, details = _envelope(response)
-    cls = _ERRORS.get(code) or _unknown_error(code, response.status_code)
+    return error_named(code, message, details, response.status_code)
+
+
+def error_named(code: str, message: str, details: dict[str, Any], status: int) -> MemosError:
+    """The typed error of an envelope's fields; ``status`` is kept for a code this client
+    does not know."""
+    cls = _ERRORS.get(code) or _unknown_error(code, status)
     error = cls(message)
     error.details = details  # set, not passed: a detail may be named like a parameter
     return error
@@ -175,24 +184,37 @@ class _Connection:
         params: Mapping[str, object] | None = None,
         content: bytes | None = None,
         content_type: str = "application/json",
+        stream: bool = False,
     ) -> httpx.Response:
-        """The server's 2xx answer to the request, else its error raised as a ``MemosError``."""
+        """The server's 2xx answer to the request, else its error raised as a ``MemosError``.
+        With ``stream``, a 2xx answer's body is left unread, for the caller to read as it
+        arrives and then close."""
         if content is None and body is not None:
             content = _encode(body)
         query = {k: v for k, v in (params or {}).items() if v is not None}
         headers = {} if content is None else {"Content-Type": content_type}
         try:
-            response = self._client.request(
+            request = self._client.build_request(
                 method, path, content=content, params=cast(Any, query), headers=headers
             )
+            response = self._client.send(request, stream=stream)
         except httpx.RequestError as exc:
-            raise StorageError(
-                f"cannot reach the MemOS server at {self.url}: {type(exc).__name__}: {exc}",
-                url=self.url,
-            ) from exc
+            raise self._unreachable(exc) from exc
         if not response.is_success:
+            try:
+                response.read()  # a streamed answer's error envelope is still to come
+            except httpx.RequestError as exc:
+                raise self._unreachable(exc) from exc
+            finally:
+                response.close()
             raise error_from(response)
         return response
+
+    def _unreachable(self, exc: httpx.RequestError) -> StorageError:
+        return StorageError(
+            f"cannot reach the MemOS server at {self.url}: {type(exc).__name__}: {exc}",
+            url=self.url,
+        )
 
     def call(self, adapter: TypeAdapter[T], method: str, path: str, **kwargs: Any) -> T:
         return _parsed(adapter, self.send(method, path, **kwargs))
@@ -243,6 +265,25 @@ def _record(record: object) -> object:
 def _actor(user: str | None) -> None:
     """Check ``user`` as the embedded SDK does; the log names the key's principal anyway."""
     check.optional_principal(user, "user", _LIMITS)
+
+
+def _unpacked(data: bytes, target: Path, layout: Layout) -> Path:
+    """Unpack a downloaded export into ``target`` (new, or an empty directory)."""
+    try:
+        if target.exists():
+            if not target.is_dir() or any(target.iterdir()):
+                raise InvalidInput(f"export directory {target} exists and is not empty")
+            target.rmdir()  # unpack makes it afresh
+        return unpack(data, target, layout)
+    except OSError as exc:
+        raise StorageError(f"cannot write the export to {target}: {exc}") from exc
+
+
+def _packed(source: Path, layout: Layout) -> bytes:
+    try:
+        return pack(source, layout)
+    except OSError as exc:
+        raise StorageError(f"cannot read the export in {source}: {exc}") from exc
 
 
 # the client ---------------------------------------------------------------------------------
@@ -515,25 +556,14 @@ class RemoteMemOS:
     def export_cube(self, cube: str, directory: str | Path) -> Path:
         """Download the cube's export and unpack it into ``directory`` (new, or empty)."""
         data = self._http.send("GET", f"{_cube_path(cube)}/export").content
-        target = Path(directory)
-        try:
-            if target.exists():
-                if not target.is_dir() or any(target.iterdir()):
-                    raise InvalidInput(f"export directory {target} exists and is not empty")
-                target.rmdir()  # unpack makes it afresh
-            return unpack(data, target)
-        except OSError as exc:
-            raise StorageError(f"cannot write the export to {target}: {exc}") from exc
+        return _unpacked(data, Path(directory), CUBE_EXPORT)
 
     def import_cube(self, directory: str | Path) -> CubeInfo:
         """Upload the export in ``directory``; the server checks it as an embedded import."""
         source = Path(directory)
         if not (source / "manifest.json").is_file():
             raise InvalidInput(f"{source} is not a MemOS export (no manifest.json)")
-        try:
-            data = pack(source)
-        except OSError as exc:
-            raise StorageError(f"cannot read the export in {source}: {exc}") from exc
+        data = _packed(source, CUBE_EXPORT)
         return self._http.call(_CUBE, "POST", "/v1/cubes/import", content=data, content_type=TAR)
 
     def refit(self, cube: str, *, user: str | None = None, reason: str | None = None) -> CubeInfo:
@@ -593,6 +623,30 @@ class RemoteMemOS:
         }  # fmt: skip
         return self._http.call(_REPLY, "POST", f"{_cube_path(cube)}/chat", body=body)
 
+    def chat_stream(
+        self,
+        query: str,
+        *,
+        cube: str,
+        user: str | None = None,
+        k: int = 5,
+        max_new_tokens: int = 128,
+        use_kv: bool = True,
+        adapter: str | None = None,
+        retrieve: bool = True,
+    ) -> RemoteChatStream:
+        """:meth:`chat`, streamed: iterate for text pieces as the server generates them, then
+        read ``.reply``. A refusal (an unknown cube, a bad argument) is raised here, before
+        any piece, as the embedded ``chat_stream`` raises it."""
+        from memos._remote_chat import RemoteChatStream
+
+        body = {
+            "query": query, "user": user, "k": k, "max_new_tokens": max_new_tokens,
+            "use_kv": use_kv, "adapter": adapter, "retrieve": retrieve,
+        }  # fmt: skip
+        path = f"{_cube_path(cube)}/chat/stream"
+        return RemoteChatStream(self._http.send("POST", path, body=body, stream=True), self.url)
+
     @property
     def kv(self) -> RemoteKV:
         """The activation tier on the server: ``build``, ``list``, ``get``, ``drop``."""
@@ -603,7 +657,7 @@ class RemoteMemOS:
     @property
     def lora(self) -> RemoteLora:
         """The parametric tier on the server: ``list``, ``show``, ``consolidate``,
-        ``retrain``, ``rollback``, ``attach``, ``delete``."""
+        ``retrain``, ``rollback``, ``import_adapter``, ``export``, ``attach``, ``delete``."""
         if self._lora is None:
             self._lora = RemoteLora(self._http)
         return self._lora
@@ -728,6 +782,37 @@ class RemoteLora:
         _actor(user)
         body = {"to_version": to_version, "reason": reason}
         return self._entry("POST", f"{self._path(cube, name)}/rollback", body=body)
+
+    def import_adapter(
+        self,
+        cube: str,
+        directory: str | Path,
+        *,
+        name: str,
+        density: float | None = None,
+        user: str | None = None,
+        reason: str | None = None,
+    ) -> AdapterEntry:
+        """Upload the peft adapter directory ``directory`` as a new version of ``name``; the
+        server checks its files as an embedded import does."""
+        from memos.parametric._peftdir import check_adapter_dir
+
+        _actor(user)
+        source = Path(directory)
+        check_adapter_dir(source)  # what is not uploaded (pickled weights) is refused here
+        data = _packed(source, ADAPTER_EXPORT)
+        path = f"{self._path(cube, name)}/import"
+        params = {"density": density, "reason": reason}
+        return self._entry("POST", path, params=params, content=data, content_type=TAR)
+
+    def export(
+        self, cube: str, name: str, directory: str | Path, *, version: int | None = None
+    ) -> Path:
+        """Download adapter ``name`` (at ``version``; its latest by default) into the peft
+        adapter directory ``directory`` (new, or empty)."""
+        path = f"{self._path(cube, name)}/export"
+        data = self._http.send("GET", path, params={"version": version}).content
+        return _unpacked(data, Path(directory), ADAPTER_EXPORT)
 
     def attach(
         self, cube: str, name: str | None, *, user: str | None = None, reason: str | None = None

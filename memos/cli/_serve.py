@@ -15,7 +15,7 @@ def serve(
         int, typer.Option("--max-body-bytes", help="The largest request body accepted.")
     ] = 4 * 1024 * 1024,
     max_import_bytes: Annotated[
-        int, typer.Option("--max-import-bytes", help="The largest cube import (a tar) accepted.")
+        int, typer.Option("--max-import-bytes", help="The largest cube or adapter tar accepted.")
     ] = 256 * 1024 * 1024,
     max_text_chars: Annotated[
         int, typer.Option("--max-text-chars", help="The longest memory text accepted.")

@@ -178,13 +178,7 @@ class LoraMemory:
         for ``query``), stored ComPEFT-compressed at ``density`` when that keeps its recall
         (``density=None``: fp32). One ``adapter_build`` event."""
         info = self._cube_info(cube, Access.WRITE)
-        name = _checked_name(name)
-        if density is not None and (
-            isinstance(density, bool)
-            or not isinstance(density, float | int)
-            or not 0 < density <= 1
-        ):
-            raise InvalidInput(f"density must be in (0, 1], not {density!r}")
+        name, density = _checked_name(name), _checked_density(density)
         _recipe(recipe)  # a bad recipe is refused before anything is trained
         if (item_ids is None) == (query is None):
             raise InvalidInput("consolidate memories given by item_ids or by a query (one)")
@@ -265,7 +259,7 @@ class LoraMemory:
         from memos.parametric._peftdir import read_adapter_dir
 
         info = self._cube_info(cube, Access.WRITE)
-        name = _checked_name(name)
+        name, density = _checked_name(name), _checked_density(density)
         model = self._model()
         lora, weights, exported = read_adapter_dir(Path(directory), model)
         if exported is not None and exported.base_model != model.fingerprint:
@@ -547,6 +541,14 @@ def _settings(recipe: Any) -> LoraSettings:
         target_modules=tuple(config["target_modules"]),
         lora_dropout=float(config.get("lora_dropout", 0.0)),
     )
+
+
+def _checked_density(density: float | None) -> float | None:
+    if density is not None and (
+        isinstance(density, bool) or not isinstance(density, float | int) or not 0 < density <= 1
+    ):
+        raise InvalidInput(f"density must be in (0, 1], not {density!r}")
+    return density
 
 
 def _checked_name(name: str) -> str:

@@ -39,12 +39,7 @@ _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 def read_adapter_dir(
     directory: Path, model: LocalModel
 ) -> tuple[LoraSettings, Weights, AdapterManifest | None]:
-    if not directory.is_dir():
-        raise InvalidInput(f"{directory} is not an adapter directory")
-    if not (directory / WEIGHTS_FILE).is_file():
-        if (directory / "adapter_model.bin").exists():
-            raise InvalidInput("pickled adapter_model.bin weights are refused; use safetensors")
-        raise InvalidInput(f"{directory} has no {WEIGHTS_FILE}")
+    check_adapter_dir(directory)
     lora = _settings(_json_file(directory / CONFIG_FILE, required=True))
     exported = _manifest(directory)
     weights = _weights(directory / WEIGHTS_FILE)
@@ -57,6 +52,17 @@ def read_adapter_dir(
         )
     check_fits(weights, shapes, sum(t.numel() for t in weights.values()))
     return lora, weights, exported
+
+
+def check_adapter_dir(directory: Path) -> None:
+    """Refuse (:class:`InvalidInput`) what is not an adapter directory with safetensors
+    weights, before anything in it is opened."""
+    if not directory.is_dir():
+        raise InvalidInput(f"{directory} is not an adapter directory")
+    if not (directory / WEIGHTS_FILE).is_file():
+        if (directory / "adapter_model.bin").exists():
+            raise InvalidInput("pickled adapter_model.bin weights are refused; use safetensors")
+        raise InvalidInput(f"{directory} has no {WEIGHTS_FILE}")
 
 
 def write_adapter_dir(directory: Path, manifest: AdapterManifest, weights: Weights) -> Path:
