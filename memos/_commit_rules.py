@@ -7,11 +7,11 @@ stores from disagreeing about what a valid change is.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
-from memos._derived import REPLACE_OPS
+from memos._derived import REPLACE_OPS, slot_key
 from memos._store import Change
-from memos._types import CubeInfo, EventOp, ItemStatus, MemoryItem
+from memos._types import CubeInfo, DerivedEntry, EventOp, ItemStatus, MemoryItem
 from memos.errors import Conflict, InvalidInput, ItemNotFound, VersionConflict
 
 # the fields of a cube's configuration each cube-level event may change
@@ -71,11 +71,18 @@ def check_cube_successor(change: Change, current: CubeInfo) -> None:
 
 
 def check_new_derived(
-    change: Change, *, id_taken: bool, sources: Mapping[str, MemoryItem | None]
+    change: Change,
+    *,
+    id_taken: bool,
+    sources: Mapping[str, MemoryItem | None],
+    standing: Iterable[DerivedEntry] = (),
 ) -> None:
     """A new artifact (``change.derived``, not a replacement) comes with a cube-level event of
-    its cube and a fresh id, and its sources are items of that cube; unless it is built stale,
-    each at the active version it names. ``sources`` maps each source id to the stored item."""
+    its cube, a fresh id and (an adapter) a fresh name and version among the cube's
+    ``standing`` artifacts of its kind, and its sources are items of that cube; unless it is
+    built stale, each at the active version it names. ``sources`` maps each source id to the
+    stored item; a store reads ``standing`` only when :func:`memos._derived.slot_key` names a
+    key for the new artifact."""
     entry = change.derived
     if entry is None or change.op in REPLACE_OPS:
         return
@@ -83,6 +90,9 @@ def check_new_derived(
         raise InvalidInput("a derived artifact comes with a cube-level event of its cube")
     if id_taken:
         raise Conflict(f"a derived artifact with id {entry.id} exists", derived=entry.id)
+    key = slot_key(entry)
+    if key is not None and any(slot_key(other) == key for other in standing):
+        raise VersionConflict(f"{entry.kind} {key} exists in cube {entry.cube!r}", taken=key)
     for source in entry.sources:
         item = sources.get(source.item_id)
         if item is None or item.cube != change.cube:

@@ -22,6 +22,14 @@ DROP_OPS = {KV_KIND: EventOp.KV_DROP, ADAPTER_KIND: EventOp.ADAPTER_DROP}
 REPLACE_OPS = frozenset({EventOp.ADAPTER_STALE})
 
 
+def slot_key(entry: DerivedEntry) -> str | None:
+    """What must be unique among a cube's standing artifacts besides the id: an adapter's
+    name and version (two trainings of one adapter finishing together must not both be v2)."""
+    if entry.kind != ADAPTER_KIND:
+        return None
+    return f"{entry.manifest.get('name')}@{entry.manifest.get('version')}"
+
+
 def invalidations(
     entries: Sequence[DerivedEntry], item: MemoryItem, *, actor: str, ts: datetime
 ) -> list[Change]:

@@ -74,7 +74,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from memos import _commit_rules as rules
 from memos._access import accessed
 from memos._chain import GENESIS_HASH, seal
-from memos._derived import REPLACE_OPS, invalidations
+from memos._derived import REPLACE_OPS, invalidations, slot_key
 from memos._jobs import Job, JobState
 from memos._store import Change, CubeImport, Vector
 from memos._types import (
@@ -516,6 +516,21 @@ class _View:
                 self._derived[(cube, derived_id)] = (entry, float(row or 0))
         return self._derived[(cube, derived_id)]
 
+    def standing(self, cube: str) -> list[DerivedEntry]:
+        """Every artifact standing in the cube, the batch's own changes included."""
+        self.load_cubes([cube])
+        bodies = self._read(lambda pipe: pipe.hgetall(self._keys.cube(cube).derived))[0]
+        found = {
+            _text(derived_id): _parsed(DerivedEntry, body, f"derived artifact {derived_id!r}")
+            for derived_id, body in bodies.items()
+        }
+        for (of_cube, derived_id), known in self._derived.items():
+            if of_cube == cube and known is None:
+                found.pop(derived_id, None)
+            elif of_cube == cube and known is not None:
+                found[derived_id] = known[0]
+        return list(found.values())
+
     def set_derived(
         self, cube: str, derived_id: str, found: tuple[DerivedEntry, float] | None
     ) -> None:
@@ -609,6 +624,7 @@ class _Batch:
             change,
             id_taken=self.view.derived_cube(entry.id) is not None,
             sources={s.item_id: self.view.item(s.item_id) for s in entry.sources},
+            standing=[] if slot_key(entry) is None else self.view.standing(entry.cube),
         )
 
     def _apply_derived(self, change: Change, *, row: int) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 from memos import _commit_rules as rules
 from memos._access import accessed
 from memos._chain import GENESIS_HASH, seal
-from memos._derived import REPLACE_OPS, invalidations
+from memos._derived import REPLACE_OPS, invalidations, slot_key
 from memos._jobs import UNFINISHED, Job, JobState, claimable, claimed, held, renewed
 from memos._store import Change, CubeImport, Vector
 from memos._types import (
@@ -358,10 +358,16 @@ class SQLiteStore:
             return
         taken = conn.execute("SELECT 1 FROM derived WHERE id = ?", (entry.id,)).fetchone()
         sources = self._items(conn, [s.item_id for s in entry.sources])
+        standing = [] if slot_key(entry) is None else [
+            DerivedEntry.model_validate_json(body) for (body,) in conn.execute(
+                "SELECT body FROM derived WHERE cube = ? AND kind = ?", (entry.cube, entry.kind)
+            )
+        ]  # fmt: skip
         rules.check_new_derived(
             change,
             id_taken=taken is not None,
             sources={s.item_id: sources.get(s.item_id) for s in entry.sources},
+            standing=standing,
         )
 
     @staticmethod

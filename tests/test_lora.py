@@ -431,3 +431,16 @@ def test_smollm2_recalls_consolidated_facts_and_forgets_a_deleted_one(
         mos.delete(items[0].id)
         retrained = mos.lora.retrain(CUBE, "smol")
         assert recall(smollm2, [SMOL_FACTS[0]], adapter=mos.lora.activate(retrained)) == 0.0
+
+
+def test_a_version_number_taken_meanwhile_goes_to_the_next(
+    facts: tuple[MemOS, MemoryItem, MemoryItem], trained: AdapterEntry
+) -> None:
+    """A training that counted the versions before another one landed (two workers training
+    one adapter) commits under the next free number instead of a second v1."""
+    mos, _, _ = facts
+    info = mos.get_cube(CUBE)
+    late = mos.lora._commit(info, trained.manifest, trained.blob, trained.size, False, None, "late")
+    assert (trained.version, late.version) == (1, 2)
+    assert [e.version for e in mos.lora.list(CUBE, "trip")] == [1, 2]
+    assert mos.verify(CUBE).ok

@@ -1031,3 +1031,30 @@ def test_access_is_counted_and_decays(store: Store) -> None:
     assert stats["a"].last_access == T0 + timedelta(days=1)
     assert stats["a"].frequency == pytest.approx(1.5)
     assert stats["b"].frequency == pytest.approx(1.0)
+
+
+def test_an_adapter_version_number_is_taken_once(store: Store) -> None:
+    """Two trainings of one adapter that finish together cannot both land as the same
+    version: the second commit is a VersionConflict naming the taken version, and writes
+    nothing."""
+    store.create_cube(cube_info("c"), actor="alice")
+    a = make_item("a", "c")
+    store.commit([create(a)])
+
+    def adapter(entry_id: str, name: str, version: int) -> Change:
+        entry = derived_entry(entry_id, "c", a).model_copy(
+            update={"kind": "adapter", "manifest": {"name": name, "version": version}}
+        )
+        return Change(op=EventOp.ADAPTER_BUILD, cube="c", actor="alice", ts=T0, derived=entry)
+
+    store.commit([adapter("lora-1", "trip", 1)])
+    before = state(store)
+    with pytest.raises(VersionConflict) as raised:
+        store.commit([adapter("lora-2", "trip", 1)])
+    assert raised.value.details["taken"] == "trip@1"
+    assert state(store) == before
+    store.commit([adapter("lora-2", "trip", 2), adapter("lora-3", "other", 1)])
+    with pytest.raises(VersionConflict):  # within one batch too
+        store.commit([adapter("lora-4", "new", 1), adapter("lora-5", "new", 1)])
+    assert [e.id for e in store.derived_entries("c", "adapter")] == ["lora-1", "lora-2", "lora-3"]
+    check_chain(store, "c")

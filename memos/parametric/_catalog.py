@@ -47,12 +47,15 @@ from memos.errors import (
     ItemNotFound,
     ModelMismatch,
     NotFound,
+    VersionConflict,
 )
 from memos.llm import LocalModel
 from memos.parametric._manifest import AdapterManifest, LoraSettings
 from memos.parametric._weights import Weights, decode, encode
 
 MAX_FACTS = 512
+# commits of one new adapter version, each after another version took its number
+_VERSION_ATTEMPTS = 10
 _NAME = re.compile(check.ADAPTER_NAME)
 # SmolLM2 adapters lost all recall at density 0.1 and kept most of it at 0.5 (492 KB)
 DEFAULT_DENSITY = 0.5
@@ -469,17 +472,28 @@ class LoraMemory:
         user: str | None,
         reason: str | None,
     ) -> AdapterEntry:
-        entry = DerivedEntry(
-            id=f"lora-{time.time_ns() // 1_000_000:012x}{os.urandom(6).hex()}",
-            cube=info.name, kind=ADAPTER_KIND, blob=blob, size=size, sources=manifest.sources,
-            manifest=manifest.model_dump(mode="json"), created_at=utcnow(), stale=stale,
-        )  # fmt: skip
-        change = Change(
-            op=EventOp.ADAPTER_BUILD, cube=info.name, actor=self._actor(user), ts=entry.created_at,
-            reason=check.reason(reason, self._limits), derived=entry,
-        )  # fmt: skip
-        self._store.commit([change])
-        return AdapterEntry.from_derived(entry)
+        """Commit a new version; when another one of the same number landed meanwhile (two
+        trainings of the adapter finishing together), this one takes the next number."""
+        for _ in range(_VERSION_ATTEMPTS):
+            entry = DerivedEntry(
+                id=f"lora-{time.time_ns() // 1_000_000:012x}{os.urandom(6).hex()}",
+                cube=info.name, kind=ADAPTER_KIND, blob=blob, size=size, sources=manifest.sources,
+                manifest=manifest.model_dump(mode="json"), created_at=utcnow(), stale=stale,
+            )  # fmt: skip
+            change = Change(
+                op=EventOp.ADAPTER_BUILD, cube=info.name, actor=self._actor(user),
+                ts=entry.created_at, reason=check.reason(reason, self._limits), derived=entry,
+            )  # fmt: skip
+            try:
+                self._store.commit([change])
+            except VersionConflict as conflict:
+                if "taken" not in conflict.details:
+                    raise
+                version = self._next_version(info, manifest.name)
+                manifest = manifest.model_copy(update={"version": version})
+                continue
+            return AdapterEntry.from_derived(entry)
+        raise Conflict(f"adapter {manifest.name!r}: other versions kept landing first")
 
     def _weights(self, entry: AdapterEntry) -> Weights:
         data = self._store.get_blob(entry.blob)
