@@ -1,5 +1,5 @@
 """Background jobs: queue one on a cube (answered 202 at once: a worker runs it later), list a
-cube's jobs, read one. ``memos worker`` processes sharing the store run them."""
+cube's jobs, read or cancel one. ``memos worker`` processes sharing the store run them."""
 
 from __future__ import annotations
 
@@ -73,3 +73,9 @@ def list_jobs(cube: str, mos: Caller) -> list[Job]:
 @router.get("/jobs/{job_id}")
 def get_job(job_id: JobId, mos: Caller) -> Job:
     return mos.get_job(job_id)
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel_job(job_id: JobId, mos: Caller) -> Job:
+    """Cancel a job no worker has taken yet (409 once one has)."""
+    return mos.cancel_job(job_id)

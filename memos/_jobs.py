@@ -46,6 +46,7 @@ class JobState(StrEnum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # by a user, before any worker took it
 
 
 UNFINISHED = (JobState.QUEUED, JobState.RUNNING)
@@ -236,6 +237,14 @@ def succeeded(job: Job, result: dict[str, Any]) -> Job:
 def failed(job: Job, error: MemosError) -> Job:
     failure = JobFailure(code=error.code, message=str(error))
     return _finished(job, JobState.FAILED, failure=failure)
+
+
+def cancelled(job: Job, now: datetime) -> Job:
+    """``job``, cancelled at ``now``; :class:`Conflict` unless it is still queued (a running
+    job is never interrupted: its change may already have landed)."""
+    if job.state != JobState.QUEUED:
+        raise Conflict(f"job {job.id} is {job.state.value}, not queued", job_id=job.id)
+    return job.model_copy(update={"state": JobState.CANCELLED, "finished_at": now})
 
 
 def _finished(job: Job, state: JobState, **update: Any) -> Job:

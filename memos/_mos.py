@@ -816,6 +816,13 @@ class MemOS:
             raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
         return job
 
+    def cancel_job(self, job_id: str) -> Job:
+        """Cancel a job no worker has taken yet (:class:`Conflict` once one has: a running job
+        is never interrupted); needs write access to its cube."""
+        job = self.get_job(job_id)
+        self._scope.cube(job.cube, Access.WRITE)
+        return self.store.cancel_job(job.id, utcnow())
+
     def list_jobs(self, cube: str) -> list[Job]:
         """The cube's jobs, oldest first."""
         return self.store.list_jobs(self._scope.cube(cube).name)

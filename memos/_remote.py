@@ -596,6 +596,10 @@ class RemoteMemOS:
         path = f"/v1/jobs/{quote(checked_job_id(job_id), safe='')}"
         return self._http.call(_JOB, "GET", path)
 
+    def cancel_job(self, job_id: str) -> Job:
+        path = f"/v1/jobs/{quote(checked_job_id(job_id), safe='')}/cancel"
+        return self._http.call(_JOB, "POST", path)
+
     def list_jobs(self, cube: str) -> list[Job]:
         return self._http.call(_JOBS, "GET", f"{_cube_path(cube)}/jobs")
 

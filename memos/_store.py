@@ -194,6 +194,11 @@ class Store(Protocol):
         when that worker no longer holds it (nothing is written then)."""
         ...
 
+    def cancel_job(self, job_id: str, now: datetime) -> Job:
+        """Cancel a queued job and take it off the queue; ``Conflict`` when a worker took it
+        already or it is finished (nothing is written then)."""
+        ...
+
     def get_job(self, job_id: str) -> Job | None: ...
     def list_jobs(self, cube: str) -> list[Job]:
         """The cube's jobs, oldest first."""

@@ -29,7 +29,16 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import ResponseError
 
-from memos._jobs import UNFINISHED, Job, JobState, claimable, claimed, held, renewed
+from memos._jobs import (
+    UNFINISHED,
+    Job,
+    JobState,
+    cancelled,
+    claimable,
+    claimed,
+    held,
+    renewed,
+)
 from memos.errors import Conflict, IntegrityError, InvalidInput, JobNotFound
 
 GROUP = "workers"
@@ -68,7 +77,10 @@ class RedisJobQueue:
             pipe.rpush(self.cube_key(job.cube), job.id)
             pipe.xadd(self.queue, {"job": job.id})
 
-        self._transaction(plan, key)
+        *_, entry_id = self._replies(plan, key)
+        # where its entry is, so that a cancel can take it off the stream at once (without
+        # it, the first worker to read the entry drops it)
+        self._redis.hset(self.entries, job.id, _text(entry_id))
 
     def claim(self, worker: str, now: datetime, lease_s: float) -> Job | None:
         self._ensure_group()
@@ -94,6 +106,20 @@ class RedisJobQueue:
 
         return self._transaction(plan, key)
 
+    def cancel(self, job_id: str, now: datetime) -> Job:
+        key = self.job_key(job_id)
+
+        def plan(pipe: Pipeline) -> Job:
+            job = cancelled(self._job_in(pipe, job_id), now)
+            entry_id = pipe.hget(self.entries, job_id)
+            pipe.multi()
+            pipe.set(key, job.model_dump_json())
+            if entry_id is not None:
+                self._unqueue(pipe, job_id, entry_id)
+            return job
+
+        return self._transaction(plan, key)
+
     def finish(self, job: Job) -> Job:
         if job.worker is None or job.state in UNFINISHED:
             raise InvalidInput(f"job {job.id} is not finished by a worker", job_id=job.id)
@@ -105,9 +131,7 @@ class RedisJobQueue:
             pipe.multi()
             pipe.set(key, job.model_dump_json())
             if entry_id is not None:
-                pipe.xack(self.queue, GROUP, entry_id)
-                pipe.xdel(self.queue, entry_id)
-                pipe.hdel(self.entries, job.id)
+                self._unqueue(pipe, job.id, entry_id)
             return job
 
         return self._transaction(plan, key)
@@ -194,6 +218,12 @@ class RedisJobQueue:
         pipe.xack(self.queue, GROUP, entry_id)
         pipe.xdel(self.queue, entry_id)
 
+    def _unqueue(self, pipe: Pipeline, job_id: str, entry_id: bytes | str) -> None:
+        """Queue, after MULTI, what takes a job's entry off the stream for good."""
+        pipe.xack(self.queue, GROUP, entry_id)
+        pipe.xdel(self.queue, entry_id)
+        pipe.hdel(self.entries, job_id)
+
     def _job_in(self, pipe: Pipeline, job_id: str) -> Job:
         body = pipe.get(self.job_key(job_id))
         if body is None:
@@ -208,6 +238,12 @@ class RedisJobQueue:
         transaction: Any = self._redis.transaction
         result: T = transaction(plan, *watched, value_from_callable=True)
         return result
+
+    def _replies(self, plan: Callable[[Pipeline], None], *watched: str) -> list[Any]:
+        """As :meth:`_transaction`, returning the replies of the commands ``plan`` queued."""
+        transaction: Any = self._redis.transaction
+        replies: list[Any] = transaction(plan, *watched)
+        return replies
 
     def _ensure_group(self) -> None:
         if self._group_ready:

@@ -1245,6 +1245,10 @@ class RedisStore:
         return self._jobs.finish(job)
 
     @_storage_errors
+    def cancel_job(self, job_id: str, now: datetime) -> Job:
+        return self._jobs.cancel(job_id, now)
+
+    @_storage_errors
     def get_job(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
 

@@ -29,7 +29,16 @@ from memos import _commit_rules as rules
 from memos._access import accessed
 from memos._chain import GENESIS_HASH, seal
 from memos._derived import REPLACE_OPS, invalidations, slot_key
-from memos._jobs import UNFINISHED, Job, JobState, claimable, claimed, held, renewed
+from memos._jobs import (
+    UNFINISHED,
+    Job,
+    JobState,
+    cancelled,
+    claimable,
+    claimed,
+    held,
+    renewed,
+)
 from memos._store import Change, CubeImport, Vector
 from memos._types import (
     AccessStats,
@@ -741,6 +750,12 @@ class SQLiteStore:
             raise InvalidInput(f"job {job.id} is not finished by a worker", job_id=job.id)
         with self._write() as conn:
             held(self._job_in(conn, job.id), job.worker)
+            self._put_job(conn, job)
+        return job
+
+    def cancel_job(self, job_id: str, now: datetime) -> Job:
+        with self._write() as conn:
+            job = cancelled(self._job_in(conn, job_id), now)
             self._put_job(conn, job)
         return job
 

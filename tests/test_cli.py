@@ -553,7 +553,7 @@ def test_the_app_has_every_command_of_the_issue() -> None:
         "lora", "lora consolidate", "lora ls", "lora show", "lora attach", "lora export",
         "lora import", "lora retrain", "lora rollback", "lora rm",
         "cube grant", "cube revoke", "keys", "keys create", "keys ls", "keys revoke", "serve",
-        "jobs", "jobs submit", "jobs ls", "jobs show", "jobs wait", "worker",
+        "jobs", "jobs submit", "jobs ls", "jobs show", "jobs wait", "jobs cancel", "worker",
     }  # fmt: skip
 
 

@@ -44,6 +44,17 @@ def test_submit_run_and_show_a_job(cli: Cli, data_dir: Path) -> None:
     waited = cli("jobs", "wait", job_id, "--json")
     assert waited.code == 0
     assert waited.json()["id"] == job_id
+    assert_error(cli("jobs", "cancel", job_id), ExitCode.CONFLICT, "is done, not queued")
+
+
+def test_cancel_a_queued_job(cli: Cli, data_dir: Path) -> None:
+    _cube(data_dir)
+    job_id = cli("jobs", "submit", "reencode", "-c", "notes", "-p", '{"codec": "fp16"}').out
+    cancelled = cli("jobs", "cancel", job_id.strip())
+    assert cancelled.code == 0, cancelled.err
+    assert cancelled.out.strip() == f"cancelled job {job_id.strip()} (reencode on notes)"
+    assert "finished 0 jobs" in cli("worker", "--once").err
+    assert cli("jobs", "show", job_id.strip(), "--json").json()["state"] == "cancelled"
 
 
 def test_bad_jobs_are_one_line_errors(cli: Cli, data_dir: Path) -> None:

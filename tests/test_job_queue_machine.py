@@ -116,6 +116,16 @@ class JobQueueMachine(RuleBasedStateMachine):
             with pytest.raises(Conflict):
                 self.store.finish_job(succeeded(mine, {"by": worker}))
 
+    @rule(job_id=jobs)
+    def cancel(self, job_id: str) -> None:
+        job = self._find(job_id)
+        if job.state == JobState.QUEUED:
+            self.store.cancel_job(job_id, self.now)
+            job.state = JobState.CANCELLED
+        else:
+            with pytest.raises(Conflict):
+                self.store.cancel_job(job_id, self.now)
+
     @invariant()
     def matches_the_model(self) -> None:
         counts = {state: sum(j.state == state for j in self.model) for state in JobState}

@@ -110,6 +110,33 @@ def test_a_lease_that_ran_out_is_claimed_again(store: Store) -> None:
     assert store.finish_job(succeeded(again, {"by": "w2"})).result == {"by": "w2"}
 
 
+def test_only_a_queued_job_can_be_cancelled(store: Store) -> None:
+    first, second, third = queued(), queued(), queued()
+    for job in (first, second, third):
+        store.enqueue_job(job)
+    gone = store.cancel_job(second.id, at(1))
+    assert (gone.state, gone.finished_at) == (JobState.CANCELLED, at(1))
+    assert store.get_job(second.id) == gone
+    assert store.job_counts() == {JobState.QUEUED: 2, JobState.RUNNING: 0}
+    running = store.claim_job("w1", at(2), LEASE_S)
+    assert running is not None
+    assert running.id == first.id
+    with pytest.raises(Conflict):
+        store.cancel_job(first.id, at(3))  # a worker has it
+    with pytest.raises(Conflict):
+        store.cancel_job(second.id, at(3))  # cancelled already
+    with pytest.raises(JobNotFound):
+        store.cancel_job(new_job_id(), at(3))
+    store.finish_job(succeeded(running, {}))
+    with pytest.raises(Conflict):
+        store.cancel_job(first.id, at(4))
+    last = store.claim_job("w1", at(5), LEASE_S)
+    assert last is not None
+    assert last.id == third.id  # the cancelled job is never handed out
+    assert store.claim_job("w1", at(6), LEASE_S) is None
+    assert store.job_counts() == {JobState.QUEUED: 0, JobState.RUNNING: 1}
+
+
 def test_bad_queue_calls_change_nothing(store: Store) -> None:
     job = queued()
     store.enqueue_job(job)
@@ -228,10 +255,14 @@ def test_jobs_are_scoped_like_their_cube(mos: MemOS, fitted: str) -> None:
         bob.list_jobs(fitted)
     with pytest.raises(CubeNotFound):
         bob.submit_job(fitted, "reencode", {"codec": "fp16"})
+    with pytest.raises(JobNotFound):
+        bob.cancel_job(job.id)
     mos.grant(fitted, "bob", "read")
     assert bob.get_job(job.id) == job
     with pytest.raises(AccessDenied):
         bob.submit_job(fitted, "reencode", {"codec": "fp16"})
+    with pytest.raises(AccessDenied):
+        bob.cancel_job(job.id)
     with pytest.raises(InvalidInput):
         bob.get_job("not-a-job")
     assert mos.list_jobs(fitted) == [job]
@@ -382,6 +413,12 @@ def test_jobs_over_http(served: tuple[MemOS, str]) -> None:
         with pytest.raises(InvalidInput):
             alice.submit_job("notes", "defrag")
         assert alice.list_jobs("notes") == [job]
+        extra = alice.submit_job("notes", "reencode", {"codec": "int8"})
+        with pytest.raises(JobNotFound):
+            bob.cancel_job(extra.id)
+        assert alice.cancel_job(extra.id).state == "cancelled"
+        with pytest.raises(Conflict):
+            alice.cancel_job(extra.id)
         stop = threading.Event()
         worker = threading.Thread(target=Worker(mos).run, args=(stop,), kwargs={"poll_s": 0.05})
         worker.start()
@@ -394,7 +431,8 @@ def test_jobs_over_http(served: tuple[MemOS, str]) -> None:
         assert done.result is not None
         assert alice.get_cube("notes").codec == "fp16"
         assert alice.log("notes")[-1].reason == f"[{job.id}] smaller"
-        assert alice.list_jobs("notes") == [done]
+        assert alice.list_jobs("notes") == [done, alice.get_job(extra.id)]
+        assert alice.get_job(extra.id).state == "cancelled"  # no worker ran it
 
 
 def test_a_server_with_workers_runs_its_jobs_itself(tmp_path: Path) -> None:

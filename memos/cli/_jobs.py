@@ -72,6 +72,17 @@ def show(ctx: typer.Context, job_id: JobId, json_out: JsonFlag = False) -> None:
     _print_job(job, json_out=json_out, brief=False)
 
 
+@jobs_app.command("cancel")
+def cancel(ctx: typer.Context, job_id: JobId, json_out: JsonFlag = False) -> None:
+    """Cancel a job no worker has taken yet (a running job is never interrupted)."""
+    with open_memos(ctx, json_errors=json_out) as mos:
+        job = mos.cancel_job(job_id)
+    if json_out:
+        _render.print_json(job.model_dump(mode="json"))
+    else:
+        typer.echo(f"cancelled job {job.id} ({job.kind.value} on {job.cube})")
+
+
 @jobs_app.command("wait")
 def wait_(
     ctx: typer.Context,
