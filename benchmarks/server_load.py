@@ -5,13 +5,16 @@ A load generator (a separate process, on loopback) runs C concurrent clients, ea
 
 (a) ``sdk``: the embedded SDK in the generator's own process (threads calling ``MemOS``), the
     baseline: what the same operations cost without a server;
-(b) ``sqlite-server``: one ``memos serve`` process over an embedded (SQLite) data dir;
-(c) ``redis-2x``: two ``memos serve`` processes over one Redis store, clients spread over both.
+(b) ``sdk-redis``: the same SDK over the Redis store of (d), so that what a search costs on
+    Redis is told apart from what the HTTP server adds;
+(c) ``sqlite-server``: one ``memos serve`` process over an embedded (SQLite) data dir;
+(d) ``redis-2x``: two ``memos serve`` processes over one Redis store, clients spread over both.
 
 Each store starts from the same cube of LoCoMo turns (all-MiniLM-L6-v2, the default codec);
 searches ask other LoCoMo turns, adds write turns not in the cube. Reported per mode and client
-count: requests/s, search and add p50/p99 (ms), errors; then the server's p50 overhead on search
-over the SDK's and its share of the SDK's search throughput at 8 clients. ``--soak SECONDS``
+count: requests/s, search and add p50/p99 (ms), errors; then each server's p50 overhead on search
+over the SDK's and its share of the SDK's search throughput at 8 clients (for ``redis-2x``
+against both SDK modes). ``--soak SECONDS``
 then drives 8 clients at the SQLite server that long and samples its resident memory.
 
     python benchmarks/server_load.py ../shared/data/locomo/locomo_dev.json
@@ -48,6 +51,9 @@ REDIS = "redis://127.0.0.1:6379/0"
 # goals of the issue
 MAX_OVERHEAD_MS = 2.0
 MIN_THROUGHPUT_SHARE = 0.80
+# (a server mode, the SDK mode it is measured against): the issue's goals are against the SDK
+# on SQLite; against the SDK on Redis, what is left is what HTTP and the server add
+COMPARISONS = (("sqlite-server", "sdk"), ("redis-2x", "sdk"), ("redis-2x", "sdk-redis"))
 
 
 # -- the texts ---------------------------------------------------------------------------------
@@ -117,13 +123,19 @@ def run_clients(make_client: Callable[[int], Operation], texts: Sequence[str], c
     return timings
 
 
-def sdk_client(data_dir: str) -> Callable[[int], Operation]:
+def sdk_client(location: str) -> Callable[[int], Operation]:
+    """Clients of one ``MemOS`` over a data dir, or over a store URL as ``memos --store`` opens
+    it (no index snapshots)."""
     import faiss
 
-    from memos import MemOS
+    from memos import MemOS, open_store
 
     faiss.omp_set_num_threads(1)  # as the server does (ServerSettings.faiss_threads)
-    mos = MemOS.open(data_dir, create=False).as_principal("bench")
+    if "://" in location:
+        root = MemOS(open_store(location, create=False))
+    else:
+        root = MemOS.open(location, create=False)
+    mos = root.as_principal("bench")
     mos.search("warm up the embedder and the index", cube=CUBE, k=10)
 
     def make(_: int) -> Operation:
@@ -358,16 +370,15 @@ def table(results: dict[str, dict[int, dict[str, Any]]]) -> str:
 
 
 def goals(results: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
-    sdk = results["sdk"]
     lines = []
-    for mode in ("sqlite-server", "redis-2x"):
-        for clients in sdk:
+    for mode, base in COMPARISONS:
+        for clients, sdk in results[base].items():
             served = results[mode][clients]
-            overhead = served["search_p50"] - sdk[clients]["search_p50"]
-            share = served["search_rps"] / sdk[clients]["search_rps"]
+            overhead = served["search_p50"] - sdk["search_p50"]
+            share = served["search_rps"] / sdk["search_rps"]
             lines.append(
-                f"{mode} at {clients} clients: search p50 overhead {overhead:+.2f} ms "
-                f"(goal <= {MAX_OVERHEAD_MS}), search throughput {share:.0%} of the SDK's "
+                f"{mode} at {clients} clients: search p50 overhead over {base} {overhead:+.2f} "
+                f"ms (goal <= {MAX_OVERHEAD_MS}), search throughput {share:.0%} of {base}'s "
                 f"(goal >= {MIN_THROUGHPUT_SHARE:.0%} at 8)"
             )
     errors = sum(s["errors"] for levels in results.values() for s in levels.values())
@@ -400,6 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         (redis_urls, _) = stack.enter_context(servers(["--store", redis_url], 2))
         targets = {
             "sdk": (f"sdk:{data_dir}", token),
+            "sdk-redis": (f"sdk:{redis_url}", redis_token),
             "sqlite-server": (sqlite_urls[0], token),
             "redis-2x": (",".join(redis_urls), redis_token),
         }

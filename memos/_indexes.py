@@ -109,13 +109,21 @@ class CubeIndexes:
         changed, last_seq = self._store.changed_since(cube, index.seq)
         if last_seq == index.seq:
             return
-        items = self._store.get_items(sorted(changed))
+        items = self._store.get_items(sorted(changed), cube=cube)
         active = [i for i in sorted(changed) if i in items and items[i].status == ItemStatus.ACTIVE]
         index.remove(changed.difference(active))
         self._upsert_from_store(index, active, cube)
-        events = self._store.events(cube, after_seq=last_seq - 1, until_seq=last_seq)
         index.seq = last_seq
-        index.head_hash = events[0].hash if events else index.head_hash
+        index.head_hash = self._hash_of(cube, last_seq) or index.head_hash
+
+    def _hash_of(self, cube: str, seq: int) -> str | None:
+        """The hash of the cube's event ``seq``: the head's (a small read), unless another
+        write landed since; then the event itself."""
+        head_seq, head_hash = self._store.head(cube)
+        if head_seq == seq:
+            return head_hash
+        events = self._store.events(cube, after_seq=seq - 1, until_seq=seq)
+        return events[0].hash if events else None
 
     def _upsert_from_store(self, index: VectorIndex, ids: list[str], cube: str) -> None:
         for start in range(0, len(ids), 4096):

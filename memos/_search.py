@@ -121,7 +121,7 @@ def search(
         keyword = store.keyword_search(cube, query, depth, flt) if words is None else words.result()
         by_words = [item_id for item_id, score in keyword if score >= MIN_KEYWORD_SCORE]
         ranked = fuse([by_meaning, by_words], weights=[DENSE_WEIGHT, KEYWORD_WEIGHT], k_rrf=RRF_K)
-    return _hits(store, ranked, k)
+    return _hits(store, cube, ranked, k)
 
 
 def fuse(
@@ -147,12 +147,13 @@ def fuse(
     return sorted(scores.items(), key=lambda pair: -pair[1])
 
 
-def _hits(store: Store, ranked: Ranking, k: int) -> list[SearchHit]:
-    """The first ``k`` ranked ids that are still active memories, with their scores."""
+def _hits(store: Store, cube: str, ranked: Ranking, k: int) -> list[SearchHit]:
+    """The first ``k`` ranked ids that are still active memories of ``cube``, with their
+    scores."""
     hits: list[SearchHit] = []
     for start in range(0, len(ranked), k):
         chunk = ranked[start : start + k]
-        items = store.get_items([item_id for item_id, _ in chunk])
+        items = store.get_items([item_id for item_id, _ in chunk], cube=cube)
         hits.extend(
             SearchHit(item=items[item_id], score=score)
             for item_id, score in chunk

@@ -1,8 +1,9 @@
 """Keyword search for stores without a search engine: FTS5's tokenizing, rebuilt, and BM25.
 
 A backend that keeps its own inverted index (Redis has no full-text search without modules)
-indexes :func:`tokens` of each active item's text and ranks with :func:`bm25_scores`, so its
-results agree with the SQLite store's FTS5 tables (``porter unicode61 remove_diacritics 2``):
+indexes :func:`tokens` of each active item's text and ranks with :func:`bm25_scores` (or
+:data:`BM25_SCRIPT`, the same inside Redis), so its results agree with the SQLite store's FTS5
+tables (``porter unicode61 remove_diacritics 2``):
 
 - words are runs of letters and digits ("_" and punctuation separate them), lowercased, Latin
   letters without their diacritics ("Café" and "cafe" are one word);
@@ -92,6 +93,114 @@ def bm25_scores(
                 norm = 1 - B + B * (length / average if average else 0.0)
                 scores[doc] += idf * tf * (K1 + 1) / (tf + K1 * norm)
     return scores
+
+
+# :func:`bm25_scores` and the top k, run inside Redis next to the index, so a search is one
+# round trip that sends back k scores instead of every posting and document length. The
+# arithmetic is the same, in the same order, on the same doubles, so the scores are equal to
+# the last bit; they come back as text ("%.17g" round-trips a double) because Redis truncates a
+# Lua number to an integer.
+#
+# KEYS: the lengths hash (item -> length in terms), the total length, the items sorted set
+#       (write order: ties go to the item written first), then each distinct term's postings.
+# ARGV: K1, B, the idf floor, k, whether a filter applies ("1" or "0"), the number of query
+#       terms, for each query term (repeats count) the index in KEYS of its postings, then, when
+#       filtered, the ids the filter allows.
+BM25_SCRIPT = """
+local k1, b, min_idf = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local k, filtered, n_terms = tonumber(ARGV[4]), ARGV[5] == '1', tonumber(ARGV[6])
+local allowed = {}
+for i = 7 + n_terms, #ARGV do allowed[ARGV[i]] = true end
+
+local documents = redis.call('HLEN', KEYS[1])
+local total = tonumber(redis.call('GET', KEYS[2]) or '0')
+local average = 0.0
+if documents > 0 then average = total / documents end
+
+-- each term's postings as Redis sends them (item, tf, item, tf, ...), and the items to score
+local postings, docs, seen = {}, {}, {}
+for i = 4, #KEYS do
+  local flat = redis.call('HGETALL', KEYS[i])
+  for j = 1, #flat, 2 do
+    local doc = flat[j]
+    if not seen[doc] and (not filtered or allowed[doc]) then
+      seen[doc] = true
+      docs[#docs + 1] = doc
+    end
+  end
+  postings[i] = flat
+end
+
+-- in chunks: unpack() is bounded by Lua's C stack
+local function each_value(command, key, ids, found)
+  for start = 1, #ids, 1000 do
+    local last = math.min(start + 999, #ids)
+    local values = redis.call(command, key, unpack(ids, start, last))
+    for j = start, last do found[ids[j]] = tonumber(values[j - start + 1]) end
+  end
+end
+-- each item's length normalisation; an item the filter rules out gets none: it is not scored
+local norms = {}
+each_value('HMGET', KEYS[1], docs, norms)
+for doc, length in pairs(norms) do
+  local relative = 0.0
+  if average ~= 0 then relative = length / average end
+  norms[doc] = 1 - b + b * relative
+end
+
+local scores, ranked = {}, {}
+for t = 1, n_terms do
+  local flat = postings[tonumber(ARGV[6 + t])]
+  local idf = math.log((documents - #flat / 2 + 0.5) / (#flat / 2 + 0.5))
+  if not (idf > 0) then idf = min_idf end
+  for j = 1, #flat, 2 do
+    local doc, tf = flat[j], tonumber(flat[j + 1])
+    local norm = norms[doc]
+    if norm and tf ~= 0 then
+      if scores[doc] == nil then scores[doc] = 0.0; ranked[#ranked + 1] = doc end
+      scores[doc] = scores[doc] + idf * tf * (k1 + 1) / (tf + k1 * norm)
+    end
+  end
+end
+
+-- the k-th best score, found by sorting bare numbers (a comparator function costs more than
+-- everything above); every item scoring at least that may reach the top k
+local values = {}
+for j = 1, #ranked do values[j] = scores[ranked[j]] end
+table.sort(values)
+local floor = values[math.max(1, #values - k + 1)]
+local best = {}
+for j = 1, #ranked do
+  if scores[ranked[j]] >= floor then best[#best + 1] = ranked[j] end
+end
+-- best first; the write order decides ties
+local rows = {}
+each_value('ZMSCORE', KEYS[3], best, rows)
+table.sort(best, function(x, y)
+  if scores[x] ~= scores[y] then return scores[x] > scores[y] end
+  local rx, ry = rows[x] or math.huge, rows[y] or math.huge
+  if rx ~= ry then return rx < ry end
+  return x < y
+end)
+local reply = {}
+for j = 1, math.min(k, #best) do
+  reply[#reply + 1] = best[j]
+  reply[#reply + 1] = string.format('%.17g', scores[best[j]])
+end
+return reply
+"""
+
+
+def bm25_script_args(
+    terms: Sequence[str], k: int, allowed: Sequence[str] | None
+) -> tuple[list[str], list[str | int]]:
+    """The distinct terms whose postings :data:`BM25_SCRIPT` reads (KEYS from the fourth on,
+    in this order), and its ARGV."""
+    unique = list(dict.fromkeys(terms))
+    at = {term: 4 + n for n, term in enumerate(unique)}
+    args: list[str | int] = [repr(K1), repr(B), repr(_MIN_IDF), k]
+    args += ["0" if allowed is None else "1", len(terms), *(at[term] for term in terms)]
+    return unique, [*args, *(allowed or ())]
 
 
 def _fold(text: str) -> str:

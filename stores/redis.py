@@ -52,7 +52,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
 import random
 import re
 import time
@@ -67,6 +66,7 @@ import numpy as np
 from pydantic import BaseModel
 from redis import Redis
 from redis.client import Pipeline
+from redis.commands.core import Script
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -985,8 +985,12 @@ class RedisStore:
         return self.get_items([item_id]).get(item_id)
 
     @_storage_errors
-    def get_items(self, item_ids: Sequence[str]) -> dict[str, MemoryItem]:
-        return {item.id: item for item in self._bodies(self._locate(item_ids))}
+    def get_items(self, item_ids: Sequence[str], cube: str | None = None) -> dict[str, MemoryItem]:
+        if cube is None:
+            located = self._locate(item_ids)
+        else:  # the keys are known: one round trip, no lookup of each item's cube
+            located = [(item_id, self._keys.cube(cube)) for item_id in dict.fromkeys(item_ids)]
+        return {item.id: item for item in self._bodies(located)}
 
     def iter_items(self, cube: str) -> Iterator[MemoryItem]:
         return iter(self._cube_items(cube))
@@ -1028,44 +1032,18 @@ class RedisStore:
         if not terms or k <= 0:
             return []
         keys = self._keys.cube(cube)
-        unique = list(dict.fromkeys(terms))
+        allowed = None if flt.is_empty else self.filter_item_ids(cube, flt)
+        unique, args = _keywords.bm25_script_args(terms, k, allowed)
+        # one script reads the postings and lengths and ranks: one round trip, k replies
+        names = [keys.lengths, keys.total_length, keys.items, *map(keys.terms, unique)]
+        reply = self._bm25(keys=names, args=args)
+        pairs = zip(reply[::2], reply[1::2], strict=True)
+        return [(_text(doc), float(score)) for doc, score in pairs]
 
-        def queue(pipe: Pipeline) -> None:
-            pipe.hlen(keys.lengths)
-            pipe.get(keys.total_length)
-            for term in unique:
-                pipe.hgetall(keys.terms(term))
-
-        documents, total, *replies = self._pipelined(queue, atomic=True)
-        postings = {
-            term: {_text(doc): int(count) for doc, count in reply.items()}
-            for term, reply in zip(unique, replies, strict=True)
-        }
-        candidates = set().union(*postings.values())
-        if not flt.is_empty:
-            candidates &= set(self.filter_item_ids(cube, flt))
-        lengths, rows = self._documents(keys, sorted(candidates))
-        scores = _keywords.bm25_scores(
-            terms, postings, lengths, documents=int(documents), total_length=int(total or 0)
-        )
-        # ties go to the item written first (an order an export and import keep)
-        best = sorted(scores, key=lambda doc: (-scores[doc], rows.get(doc, math.inf)))[:k]
-        return [(doc, scores[doc]) for doc in best]
-
-    def _documents(
-        self, keys: _CubeKeys, ids: list[str]
-    ) -> tuple[dict[str, int], dict[str, float]]:
-        """Each indexed item's length in terms, and its place in write order."""
-        if not ids:
-            return {}, {}
-
-        def queue(pipe: Pipeline) -> None:
-            pipe.hmget(keys.lengths, ids)
-            pipe.zmscore(keys.items, ids)
-
-        lengths, rows = self._pipelined(queue, atomic=True)
-        found = {i: int(n) for i, n in zip(ids, lengths, strict=True) if n is not None}
-        return found, {i: float(r) for i, r in zip(ids, rows, strict=True) if r is not None}
+    @functools.cached_property
+    def _bm25(self) -> Script:
+        # sent by digest; the text goes once to a Redis that does not know it yet
+        return self._redis.register_script(_keywords.BM25_SCRIPT)
 
     @_storage_errors
     def get_vectors(self, item_ids: Sequence[str], cube: str | None = None) -> dict[str, Vector]:

@@ -9,7 +9,9 @@ on it, export and import included.
 
 from __future__ import annotations
 
+import math
 import multiprocessing
+import random
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -35,7 +37,8 @@ from test_store_contract import (
 
 from memos import Change, EventOp, HashEmbedder, ItemFilter, MemOS, open_store
 from memos._chain import verify_chain
-from memos._types import ApiKey
+from memos._indexes import CubeIndexes
+from memos._types import ApiKey, ItemStatus
 from memos.errors import (
     CubeNotFound,
     DataDirError,
@@ -337,6 +340,73 @@ def test_keyword_ranking_agrees_with_sqlite(url: str, tmp_path: Path) -> None:
         store.close()
 
 
+def ranking_in_python(
+    url: str, cube: str, query: str, k: int, allowed: set[str] | None
+) -> list[tuple[str, float]]:
+    """What the BM25 script must answer, computed by :func:`_keywords.bm25_scores` from the
+    index read whole: postings, lengths, total length and write order."""
+    base = f"{prefix_of(url)}:{{{quote(cube, safe='')}}}"
+    terms = _keywords.query_terms(query)
+    with redis.Redis.from_url(REDIS_URL, decode_responses=True) as client:
+        postings = {
+            term: {doc: int(tf) for doc, tf in client.hgetall(f"{base}:terms:{term}").items()}
+            for term in set(terms)
+        }
+        every = {doc: int(n) for doc, n in client.hgetall(f"{base}:lengths").items()}
+        total = int(client.get(f"{base}:total-length") or 0)
+        rows = dict(client.zrange(f"{base}:items", 0, -1, withscores=True))
+    candidates = set().union(*postings.values()) & (every.keys() if allowed is None else allowed)
+    lengths = {doc: every[doc] for doc in candidates if doc in every}
+    scores = _keywords.bm25_scores(
+        terms, postings, lengths, documents=len(every), total_length=total
+    )
+    best = sorted(scores, key=lambda doc: (-scores[doc], rows.get(doc, math.inf), doc))[:k]
+    return [(doc, scores[doc]) for doc in best]
+
+
+# few words, so that terms are common (idf at its floor), texts repeat (scores tie) and a
+# query word can stem like another ("paint", "painting")
+WORDS = ["lake", "paint", "painting", "cold", "swim", "support", "group", "café", "x", "inv"]
+
+
+def test_the_bm25_script_ranks_as_python_does(url: str) -> None:
+    rng = random.Random(7)
+    store = RedisStore.from_url(url)
+    store.create_cube(cube_info(CUBE), actor="alice")
+    texts = [" ".join(rng.choices(WORDS, k=rng.randint(1, 8))) for _ in range(150)]
+    items = [
+        make_item(f"i{n:03d}", CUBE, text, tags=("odd",) if n % 2 else ())
+        for n, text in enumerate(texts)
+    ]
+    store.commit([create(item) for item in items])
+    # updates and deletes move lengths, postings and write order
+    store.commit([revise(item, text=f"{item.text} lake lake")[0] for item in items[::7]])
+    gone = [item for item in items[3::11] if item not in items[::7]]
+    store.commit([revise(item, status=ItemStatus.DELETED)[0] for item in gone])
+    odd = ItemFilter(tags=("odd",))
+    allowed = set(store.filter_item_ids(CUBE, odd))
+    for _ in range(60):
+        query = " ".join(rng.choices([*WORDS, "the", "zeppelin"], k=rng.randint(1, 4)))
+        k = rng.choice([1, 3, 10, 40, 1000])
+        for flt, only in ((ItemFilter(), None), (odd, allowed)):
+            found = store.keyword_search(CUBE, query, k, flt)
+            # the same doubles: the script does the same arithmetic in the same order
+            assert found == ranking_in_python(url, CUBE, query, k, only), (query, k, flt)
+    assert store.keyword_search(CUBE, "lake", 5, ItemFilter(tags=("none",))) == []
+    store.close()
+
+
+def test_the_bm25_script_is_loaded_into_a_redis_that_lost_it(url: str) -> None:
+    store = RedisStore.from_url(url)
+    store.create_cube(cube_info(CUBE), actor="alice")
+    store.commit([create(make_item("a", CUBE, "a cold lake"))])
+    assert [i for i, _ in store.keyword_search(CUBE, "lake", 5, ItemFilter())] == ["a"]
+    with redis.Redis.from_url(REDIS_URL) as client:
+        client.script_flush()  # as after a restart
+    assert [i for i, _ in store.keyword_search(CUBE, "lake", 5, ItemFilter())] == ["a"]
+    store.close()
+
+
 # a whole MemOS ----------------------------------------------------------------------------------
 
 
@@ -369,6 +439,43 @@ def test_memos_runs_on_redis(new_url: Callable[[], str], tmp_path: Path) -> None
         assert [h.item.id for h in other.search("cold lake", cube=CUBE, k=1)] == [lake.id]
         other.close()
     mos.close()
+
+
+def test_a_write_through_one_store_is_searched_through_another(url: str) -> None:
+    """Two handles, each with its own connections and index, as two server processes have."""
+    writer = MemOS(open_store(url), embedder=HashEmbedder(64))
+    reader = MemOS(open_store(url), embedder=HashEmbedder(64))
+
+    def found(query: str, mode: str) -> set[str]:
+        return {hit.item.id for hit in reader.search(query, cube=CUBE, k=5, mode=mode)}
+
+    writer.create_cube(CUBE)
+    lake = writer.add("We swam in the lake", cube=CUBE)
+    assert all(found("lake", mode) == {lake.id} for mode in ("keyword", "dense", "hybrid"))
+    cold = writer.add("The lake was cold", cube=CUBE)
+    assert all(found("lake", mode) == {lake.id, cold.id} for mode in ("keyword", "hybrid"))
+    writer.update(lake.id, "We hiked up the mountain")
+    assert found("lake", "keyword") == {cold.id}
+    assert found("mountain", "keyword") == {lake.id}
+    writer.delete(cold.id)
+    assert all(cold.id not in found("lake cold", mode) for mode in ("keyword", "hybrid"))
+    # the reader's index records where it caught up to, hash included
+    index = reader._indexes.current(reader.get_cube(CUBE))
+    assert (index.seq, index.head_hash) == writer.store.head(CUBE)
+    for closing in (writer, reader):
+        closing.close()
+
+
+def test_a_catch_up_names_the_hash_of_the_event_it_reached(url: str) -> None:
+    store = RedisStore.from_url(url)
+    store.create_cube(cube_info(CUBE), actor="alice")
+    store.commit([create(make_item(f"i{n}", CUBE)) for n in range(3)])
+    indexes = CubeIndexes(store, None)
+    # the head's hash for the last event; the event's own for one a later write passed
+    assert [indexes._hash_of(CUBE, e.seq) for e in store.events(CUBE)] == [
+        e.hash for e in store.events(CUBE)
+    ]
+    store.close()
 
 
 def test_a_digest_is_checked(url: str) -> None:

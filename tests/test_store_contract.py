@@ -632,6 +632,17 @@ def test_vectors_of_one_cube(store: Store) -> None:
     assert store.get_vectors([], cube="notes") == {}
 
 
+def test_items_of_one_cube(store: Store) -> None:
+    store.create_cube(cube_info("notes"), actor="alice")
+    store.create_cube(cube_info("other"), actor="alice")
+    a, b, x = make_item("a", "notes"), make_item("b", "notes"), make_item("x", "other")
+    store.commit([create(a), create(b), create(x)])
+    assert store.get_items(["a", "x", "b", "a", "missing"], cube="notes") == {"a": a, "b": b}
+    assert store.get_items(["a", "x"], cube="other") == {"x": x}
+    assert store.get_items(["a"], cube="nowhere") == {}
+    assert store.get_items([], cube="notes") == {}
+
+
 @pytest.fixture
 def filter_store(store: Store) -> Store:
     """Items that differ in exactly the ways filters look at."""
