@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -444,3 +445,37 @@ def test_a_version_number_taken_meanwhile_goes_to_the_next(
     assert (trained.version, late.version) == (1, 2)
     assert [e.version for e in mos.lora.list(CUBE, "trip")] == [1, 2]
     assert mos.verify(CUBE).ok
+
+
+def test_chats_through_an_adapter_are_unchanged_while_another_one_trains(
+    facts: tuple[MemOS, MemoryItem, MemoryItem], trained: AdapterEntry
+) -> None:
+    """Training adds, points and removes LoRA layers on the model that chats run through: each
+    of those changes waits for the pass in flight, so a concurrent chat through another adapter
+    (or none) answers exactly as it does alone."""
+    mos, _, paris = facts
+    ask = {"cube": CUBE, "max_new_tokens": 8, "retrieve": False}
+    alone = {
+        name: mos.chat("where is alice", adapter=name, **ask).tokens for name in ("trip", None)
+    }
+    answers: list[tuple[str | None, tuple[int, ...]]] = []
+    done = threading.Event()
+
+    def chat_meanwhile() -> None:
+        while not done.is_set():
+            for name in ("trip", None):
+                answers.append((name, mos.chat("where is alice", adapter=name, **ask).tokens))
+
+    chatter = threading.Thread(target=chat_meanwhile)
+    chatter.start()
+    try:
+        # each new version: a slot added, trained, checked and removed
+        for seed in range(8):
+            mos.lora.consolidate(CUBE, [paris.id], name="paris", recipe=FAST | {"seed": seed})
+            if len(answers) >= 20:
+                break
+    finally:
+        done.set()
+        chatter.join()
+    assert len(answers) >= 6
+    assert all(tokens == alone[name] for name, tokens in answers), answers

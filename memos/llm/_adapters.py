@@ -14,6 +14,7 @@ flip ``requires_grad`` on every adapter parameter, which costs SmolLM2's 210 LoR
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -29,8 +30,10 @@ _UNKNOWN = object()
 class AdapterSlots:
     """The adapters of one base model, by name."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, lock: threading.RLock) -> None:
         self._base = model
+        # the model's pass lock: every change to the layers waits for the pass in flight
+        self._lock = lock
         self._peft: Any = None
         self._names: set[str] = set()
         self._layers: list[Any] | None = None  # the LoRA layers, found once per wrapping
@@ -47,52 +50,56 @@ class AdapterSlots:
         keys, adapter name left out), or freshly initialised when ``weights`` is None."""
         from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 
-        if name in self._names:
-            raise InvalidInput(f"an adapter named {name!r} is loaded already")
-        lora = LoraConfig(**dict(config))
-        self._forget_layers()
-        if self._peft is None:
-            with warnings.catch_warnings():
-                # peft 0.21 asks transformers 5 a deprecated question; nothing for us to change
-                warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated")
-                self._peft = get_peft_model(self._base, lora, adapter_name=name)
-        else:
-            self._peft.add_adapter(name, lora)
-        self._names.add(name)
-        if weights is not None:
-            result: Any = set_peft_model_state_dict(self._peft, dict(weights), adapter_name=name)
-            unexpected = [k for k in result.unexpected_keys if "lora_" in k]
-            if unexpected:
-                self.remove(name)
-                raise InvalidInput(
-                    f"adapter {name!r} has weights the model lacks: {unexpected[:3]}"
-                )
-        self._base.eval()
+        with self._lock:
+            if name in self._names:
+                raise InvalidInput(f"an adapter named {name!r} is loaded already")
+            lora = LoraConfig(**dict(config))
+            self._forget_layers()
+            if self._peft is None:
+                with warnings.catch_warnings():
+                    # peft 0.21 asks transformers 5 a deprecated question; nothing to change
+                    warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated")
+                    self._peft = get_peft_model(self._base, lora, adapter_name=name)
+            else:
+                self._peft.add_adapter(name, lora)
+            self._names.add(name)
+            if weights is not None:
+                state = dict(weights)
+                result: Any = set_peft_model_state_dict(self._peft, state, adapter_name=name)
+                unexpected = [k for k in result.unexpected_keys if "lora_" in k]
+                if unexpected:
+                    self.remove(name)
+                    raise InvalidInput(
+                        f"adapter {name!r} has weights the model lacks: {unexpected[:3]}"
+                    )
+            self._base.eval()
 
     def remove(self, name: str) -> None:
-        if name not in self._names:
-            raise NotFound(f"no adapter named {name!r} is loaded")
-        self._forget_layers()
-        with warnings.catch_warnings():
-            # peft warns when the active adapter goes; which one is active is set per pass
-            warnings.filterwarnings("ignore", r"Adapter .* was active which is now deleted")
-            self._peft.delete_adapter(name)
-        self._names.discard(name)
-        if not self._names:
-            # peft keeps no usable state with no adapter left: put the plain layers back
-            self._peft.unload()
-            self._peft = None
-        elif self._peft.active_adapter not in self._names:
-            self._peft.set_adapter(sorted(self._names)[0])
+        with self._lock:
+            if name not in self._names:
+                raise NotFound(f"no adapter named {name!r} is loaded")
+            self._forget_layers()
+            with warnings.catch_warnings():
+                # peft warns when the active adapter goes; which one is active is set per pass
+                warnings.filterwarnings("ignore", r"Adapter .* was active which is now deleted")
+                self._peft.delete_adapter(name)
+            self._names.discard(name)
+            if not self._names:
+                # peft keeps no usable state with no adapter left: put the plain layers back
+                self._peft.unload()
+                self._peft = None
+            elif self._peft.active_adapter not in self._names:
+                self._peft.set_adapter(sorted(self._names)[0])
 
     def weights(self, name: str) -> dict[str, torch.Tensor]:
         """The adapter's trained tensors, keyed as peft saves them."""
         from peft import get_peft_model_state_dict
 
-        if name not in self._names:
-            raise NotFound(f"no adapter named {name!r} is loaded")
-        state = get_peft_model_state_dict(self._peft, adapter_name=name)
-        return {key: tensor.detach().clone() for key, tensor in state.items()}
+        with self._lock:
+            if name not in self._names:
+                raise NotFound(f"no adapter named {name!r} is loaded")
+            state = get_peft_model_state_dict(self._peft, adapter_name=name)
+            return {key: tensor.detach().clone() for key, tensor in state.items()}
 
     @contextmanager
     def active(self, name: str | None) -> Iterator[Any]:
@@ -126,11 +133,13 @@ class AdapterSlots:
     def training(self, name: str, config: Mapping[str, Any]) -> Iterator[Any]:
         """A fresh adapter ``name``, active and the only trainable parameters, in train mode;
         back in eval mode after. The caller reads its ``weights`` and ``remove``s it."""
-        self.add(name, config, None)
-        self._peft.set_adapter(name)
-        self._peft.train()
-        self._forget_layers()
+        with self._lock:
+            self.add(name, config, None)
+            self._peft.set_adapter(name)
+            self._peft.train()
+            self._forget_layers()
         try:
             yield self._peft
         finally:
-            self._peft.eval()
+            with self._lock:
+                self._peft.eval()

@@ -39,10 +39,11 @@ class LocalModel:
         self.name = name
         self.shape = _shape(model.config)
         self._stop_ids = _stop_ids(model, tokenizer)
-        self.adapters = AdapterSlots(model)
         # one forward pass at a time (torch already uses every core for one); held per pass,
-        # never across a stream's yields, so concurrent streams interleave
-        self._lock = threading.Lock()
+        # never across a stream's yields, so concurrent streams interleave. Reentrant: adding
+        # or removing an adapter takes it too, so the layers never change under a pass
+        self._lock = threading.RLock()
+        self.adapters = AdapterSlots(model, self._lock)
 
     @classmethod
     def load(cls, source: str | Path | None = None, *, cache_dir: Path) -> LocalModel:
