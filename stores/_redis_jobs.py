@@ -170,14 +170,18 @@ class RedisJobQueue:
         with self._redis.pipeline(transaction=False) as pipe:
             for entry_id in entry_ids:
                 pipe.xrange(self.queue, entry_id, entry_id)
-            found = pipe.execute()
-        stopped = []
-        for entry_id, entries in zip(entry_ids, found, strict=True):
-            job_id = _job_id(entries)
-            job = None if job_id is None else self.get(job_id)
-            if job_id is not None and (job is None or claimable(job, now)):
-                stopped.append((entry_id, job_id))
-        return stopped
+            found = [
+                (e, _job_id(entries)) for e, entries in zip(entry_ids, pipe.execute(), strict=True)
+            ]
+        located = [(entry_id, job_id) for entry_id, job_id in found if job_id is not None]
+        if not located:
+            return []
+        bodies = self._redis.mget([self.job_key(job_id) for _, job_id in located])
+        return [
+            (entry_id, job_id)
+            for (entry_id, job_id), body in zip(located, bodies, strict=True)
+            if body is None or claimable(Job.model_validate_json(body), now)
+        ]
 
     def _read_new(self, worker: str) -> tuple[str, str] | None:
         reply: Any = self._redis.xreadgroup(GROUP, worker, {self.queue: ">"}, count=1)
