@@ -31,6 +31,7 @@ from memos.errors import (
 )
 from memos.llm import LocalModel
 from memos.parametric import AdapterEntry
+from memos.parametric._catalog import MAX_LOADED_ADAPTERS
 from memos.parametric._train import recall
 
 CUBE = "facts"
@@ -479,3 +480,30 @@ def test_chats_through_an_adapter_are_unchanged_while_another_one_trains(
         chatter.join()
     assert len(answers) >= 6
     assert all(tokens == alone[name] for name, tokens in answers), answers
+
+
+def test_a_process_keeps_a_bounded_number_of_adapters_loaded(
+    facts: tuple[MemOS, MemoryItem, MemoryItem], trained: AdapterEntry, tiny_model: LocalModel
+) -> None:
+    """Each version chat asks for is loaded once; past MAX_LOADED_ADAPTERS the one asked for
+    least recently goes, unless a stream is generating through it."""
+    mos, _, _ = facts
+    versions = [trained]
+    for _ in range(MAX_LOADED_ADAPTERS + 1):
+        versions.append(mos.lora.rollback(CUBE, "trip", to_version=1))
+    first = mos.lora.activate(versions[0])
+    with tiny_model.adapters.held(first):  # a stream through it is under way
+        slots = [mos.lora.activate(entry) for entry in versions[1:]]
+        assert first in tiny_model.adapters.names
+    loaded = [s for s in tiny_model.adapters.names if s.startswith("lora-")]
+    assert len(loaded) <= MAX_LOADED_ADAPTERS + 1  # the held one stayed beyond the bound
+    assert slots[-MAX_LOADED_ADAPTERS:] == [s for s in slots if s in loaded]
+    mos.lora.activate(versions[-1])  # nothing holds the first one now
+    assert first not in tiny_model.adapters.names
+    loaded = [s for s in tiny_model.adapters.names if s.startswith("lora-")]
+    assert len(loaded) <= MAX_LOADED_ADAPTERS
+    # an evicted version loads again when asked for, and answers as before
+    ask = {"cube": CUBE, "max_new_tokens": 8, "retrieve": False}
+    before = mos.chat("where is alice", adapter="trip", **ask).tokens
+    assert mos.lora.activate(versions[0]) in tiny_model.adapters.names
+    assert mos.chat("where is alice", adapter="trip", **ask).tokens == before

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import warnings
+from collections import Counter, OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -34,6 +35,10 @@ class AdapterSlots:
         self._base = model
         # the model's pass lock: every change to the layers waits for the pass in flight
         self._lock = lock
+        # adapters that serve chats, least recently asked for first, and how many streams are
+        # generating through each now (an adapter in use is never evicted)
+        self._served: OrderedDict[str, None] = OrderedDict()
+        self._held: Counter[str] = Counter()
         self._peft: Any = None
         self._names: set[str] = set()
         self._layers: list[Any] | None = None  # the LoRA layers, found once per wrapping
@@ -84,6 +89,7 @@ class AdapterSlots:
                 warnings.filterwarnings("ignore", r"Adapter .* was active which is now deleted")
                 self._peft.delete_adapter(name)
             self._names.discard(name)
+            self._served.pop(name, None)
             if not self._names:
                 # peft keeps no usable state with no adapter left: put the plain layers back
                 self._peft.unload()
@@ -100,6 +106,40 @@ class AdapterSlots:
                 raise NotFound(f"no adapter named {name!r} is loaded")
             state = get_peft_model_state_dict(self._peft, adapter_name=name)
             return {key: tensor.detach().clone() for key, tensor in state.items()}
+
+    def touch(self, name: str) -> None:
+        """Count ``name`` as the adapter asked for most recently (see :meth:`evict`)."""
+        with self._lock:
+            if name not in self._names:
+                raise NotFound(f"no adapter named {name!r} is loaded")
+            self._served[name] = None
+            self._served.move_to_end(name)
+
+    def evict(self, keep: int) -> list[str]:
+        """Remove the touched adapters beyond the ``keep`` asked for most recently, except
+        those a stream is generating through; returns the names removed."""
+        with self._lock:
+            older = list(self._served)[: max(0, len(self._served) - keep)]
+            gone = [name for name in older if not self._held[name]]
+            for name in gone:
+                self.remove(name)
+            return gone
+
+    @contextmanager
+    def held(self, name: str | None) -> Iterator[None]:
+        """While the block runs, adapter ``name`` is in use and is not evicted."""
+        if name is None:
+            yield
+            return
+        with self._lock:
+            self._held[name] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held[name] -= 1
+                if not self._held[name]:
+                    del self._held[name]
 
     @contextmanager
     def active(self, name: str | None) -> Iterator[Any]:

@@ -169,12 +169,13 @@ class LocalModel:
     ) -> Iterator[int]:
         from transformers import DynamicCache
 
-        if prefix is None:
-            fresh = DynamicCache(config=self.model.config)
-            yield from self._decode(fresh, rest, max_new_tokens, adapter)
-            return
-        with prefix.session(len(rest) + max_new_tokens) as cache:
-            yield from self._decode(cache, rest, max_new_tokens, adapter)
+        with self.adapters.held(adapter):
+            if prefix is None:
+                fresh = DynamicCache(config=self.model.config)
+                yield from self._decode(fresh, rest, max_new_tokens, adapter)
+                return
+            with prefix.session(len(rest) + max_new_tokens) as cache:
+                yield from self._decode(cache, rest, max_new_tokens, adapter)
 
     def _decode(
         self, cache: Any, rest: list[int], max_new_tokens: int, adapter: str | None

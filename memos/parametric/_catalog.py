@@ -54,6 +54,8 @@ from memos.parametric._manifest import AdapterManifest, LoraSettings
 from memos.parametric._weights import Weights, decode, encode
 
 MAX_FACTS = 512
+# adapter versions kept loaded for chat per model (SmolLM2's: ≈ 10 MB each in fp32)
+MAX_LOADED_ADAPTERS = 8
 # commits of one new adapter version, each after another version took its number
 _VERSION_ATTEMPTS = 10
 _NAME = re.compile(check.ADAPTER_NAME)
@@ -370,6 +372,9 @@ class LoraMemory:
         with self._lock:
             if slot not in model.adapters.names:
                 model.adapters.add(slot, entry.manifest.lora.peft_kwargs(), self._weights(entry))
+            model.adapters.touch(slot)
+            # bounded RAM in a long-lived process: a stale, deleted or unused version goes
+            model.adapters.evict(keep=MAX_LOADED_ADAPTERS)
         return slot
 
     # internals --------------------------------------------------------------------------
