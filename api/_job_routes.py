@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from memos import Job
+from memos import Job, JobState
 from memos._jobs import ConsolidateParams, ReencodeParams, RefitParams, RetrainParams
 
 from ._deps import Caller
@@ -65,9 +65,19 @@ def submit_job(cube: str, body: JobCreate, mos: Caller) -> Job:
     )
 
 
+StateQuery = Annotated[JobState | None, Query(description="only the jobs in this state")]
+
+
 @router.get("/cubes/{cube}/jobs")
-def list_jobs(cube: str, mos: Caller) -> list[Job]:
-    return mos.list_jobs(cube)
+def list_jobs(cube: str, mos: Caller, state: StateQuery = None) -> list[Job]:
+    """The cube's jobs, oldest first."""
+    return mos.list_jobs(cube, state=state)
+
+
+@router.get("/jobs")
+def list_all_jobs(mos: Caller, state: StateQuery = None) -> list[Job]:
+    """The jobs of every cube the caller may read, oldest first."""
+    return mos.list_jobs(state=state)
 
 
 @router.get("/jobs/{job_id}")

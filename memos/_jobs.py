@@ -173,6 +173,16 @@ def checked_params(kind: JobKind, params: object) -> _Params:
                            field="params") from None  # fmt: skip
 
 
+def checked_state(state: object) -> JobState | None:
+    if state is None:
+        return None
+    try:
+        return JobState(state if isinstance(state, str) else "")
+    except ValueError:
+        known = ", ".join(s.value for s in JobState)
+        raise InvalidInput(f"unknown job state {state!r} (known: {known})", field="state") from None
+
+
 def checked_job_id(job_id: object) -> str:
     if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
         raise InvalidInput(f"bad job id {job_id!r}", field="job_id")

@@ -26,9 +26,11 @@ from memos._indexes import CubeIndexes
 from memos._jobs import (
     Job,
     JobKind,
+    JobState,
     checked_job_id,
     checked_kind,
     checked_params,
+    checked_state,
     new_job_id,
     waited,
 )
@@ -823,9 +825,17 @@ class MemOS:
         self._scope.cube(job.cube, Access.WRITE)
         return self.store.cancel_job(job.id, utcnow())
 
-    def list_jobs(self, cube: str) -> list[Job]:
-        """The cube's jobs, oldest first."""
-        return self.store.list_jobs(self._scope.cube(cube).name)
+    def list_jobs(
+        self, cube: str | None = None, *, state: JobState | str | None = None
+    ) -> list[Job]:
+        """The jobs of ``cube`` (default: of every cube this handle may read), oldest first;
+        only those in ``state`` when given."""
+        wanted = checked_state(state)
+        cubes = self.list_cubes() if cube is None else [self._scope.cube(cube)]
+        jobs = [job for info in cubes for job in self.store.list_jobs(info.name)]
+        if cube is None:
+            jobs.sort(key=lambda job: (job.submitted_at, job.id))
+        return [job for job in jobs if wanted is None or job.state == wanted]
 
     def wait_for_job(self, job_id: str, *, timeout: float = 600.0, poll_s: float = 0.2) -> Job:
         """The job once a worker finished it (``done`` or ``failed``), or as it stands when

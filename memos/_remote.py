@@ -40,7 +40,7 @@ from memos import errors
 from memos._archive import ADAPTER_EXPORT, CUBE_EXPORT, Layout, pack, unpack
 from memos._cube_stats import CubeStats
 from memos._history import ItemDiff
-from memos._jobs import Job, JobKind, checked_job_id, waited
+from memos._jobs import Job, JobKind, JobState, checked_job_id, waited
 from memos._types import (
     AccessStats,
     ChatReply,
@@ -600,8 +600,12 @@ class RemoteMemOS:
         path = f"/v1/jobs/{quote(checked_job_id(job_id), safe='')}/cancel"
         return self._http.call(_JOB, "POST", path)
 
-    def list_jobs(self, cube: str) -> list[Job]:
-        return self._http.call(_JOBS, "GET", f"{_cube_path(cube)}/jobs")
+    def list_jobs(
+        self, cube: str | None = None, *, state: JobState | str | None = None
+    ) -> list[Job]:
+        path = "/v1/jobs" if cube is None else f"{_cube_path(cube)}/jobs"
+        params = {} if state is None else {"state": str(state)}
+        return self._http.call(_JOBS, "GET", path, params=params)
 
     def wait_for_job(self, job_id: str, *, timeout: float = 600.0, poll_s: float = 0.2) -> Job:
         return waited(lambda: self.get_job(job_id), timeout, poll_s)

@@ -55,6 +55,12 @@ def test_cancel_a_queued_job(cli: Cli, data_dir: Path) -> None:
     assert cancelled.out.strip() == f"cancelled job {job_id.strip()} (reencode on notes)"
     assert "finished 0 jobs" in cli("worker", "--once").err
     assert cli("jobs", "show", job_id.strip(), "--json").json()["state"] == "cancelled"
+    listed = cli("jobs", "ls", "--state", "cancelled", "--json").json()  # every cube's
+    assert [j["id"] for j in listed] == [job_id.strip()]
+    assert cli("jobs", "ls", "--state", "queued", "--json").json() == []
+    assert_error(
+        cli("jobs", "ls", "--state", "finished"), ExitCode.INVALID_INPUT, "unknown job state"
+    )
 
 
 def test_bad_jobs_are_one_line_errors(cli: Cli, data_dir: Path) -> None:

@@ -257,8 +257,14 @@ def test_jobs_are_scoped_like_their_cube(mos: MemOS, fitted: str) -> None:
         bob.submit_job(fitted, "reencode", {"codec": "fp16"})
     with pytest.raises(JobNotFound):
         bob.cancel_job(job.id)
+    assert bob.list_jobs() == []
     mos.grant(fitted, "bob", "read")
     assert bob.get_job(job.id) == job
+    assert bob.list_jobs() == [job]
+    assert bob.list_jobs(state="queued") == [job]
+    assert bob.list_jobs(fitted, state=JobState.DONE) == []
+    with pytest.raises(InvalidInput):
+        bob.list_jobs(state="finished")
     with pytest.raises(AccessDenied):
         bob.submit_job(fitted, "reencode", {"codec": "fp16"})
     with pytest.raises(AccessDenied):
@@ -432,6 +438,11 @@ def test_jobs_over_http(served: tuple[MemOS, str]) -> None:
         assert alice.get_cube("notes").codec == "fp16"
         assert alice.log("notes")[-1].reason == f"[{job.id}] smaller"
         assert alice.list_jobs("notes") == [done, alice.get_job(extra.id)]
+        assert alice.list_jobs(state="cancelled") == [alice.get_job(extra.id)]
+        assert alice.list_jobs() == alice.list_jobs("notes")
+        assert bob.list_jobs() == []
+        with pytest.raises(InvalidInput):
+            alice.list_jobs(state="finished")
         assert alice.get_job(extra.id).state == "cancelled"  # no worker ran it
 
 

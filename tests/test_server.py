@@ -79,6 +79,8 @@ BODIES: dict[tuple[str, str], Any] = {
 }
 QUERIES = {"/v1/memories/{item_id}/diff": {"from_version": 1, "to_version": 1}}
 OPEN_ROUTES = {("GET", "/healthz")}
+# routes that name no cube: they answer what the caller may see, not 404
+CUBELESS_ROUTES = ("/v1/cubes", "/v1/access-stats", "/v1/jobs", "/metrics")
 
 
 def _call(server: Server, method: str, path: str, headers: dict[str, str]) -> Any:
@@ -120,7 +122,7 @@ def test_every_route_but_healthz_needs_a_valid_key(server: Server) -> None:
 def test_another_tenant_gets_not_found_or_denied_on_every_route(server: Server) -> None:
     before = _log(server)
     for method, path in _routes(server):
-        if (method, path) in OPEN_ROUTES or path in ("/v1/cubes", "/v1/access-stats", "/metrics"):
+        if (method, path) in OPEN_ROUTES or path in CUBELESS_ROUTES:
             continue
         response = _call(server, method, path, server.bob)
         expected = 422 if path == "/v1/cubes/import" else 404  # an empty archive
@@ -128,6 +130,10 @@ def test_another_tenant_gets_not_found_or_denied_on_every_route(server: Server) 
         assert "the key is under the mat" not in response.text
     # the cube-less routes show bob nothing of alice's
     assert server.client.get("/v1/cubes", headers=server.bob).json() == []
+    assert server.client.get("/v1/jobs", headers=server.bob).json() == []
+    assert [j["id"] for j in server.client.get("/v1/jobs", headers=server.alice).json()] == [
+        server.job
+    ]
     stats = server.client.post(
         "/v1/access-stats", json={"item_ids": [server.item]}, headers=server.bob
     )

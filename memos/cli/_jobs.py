@@ -54,10 +54,22 @@ def submit(
 
 
 @jobs_app.command("ls")
-def list_(ctx: typer.Context, cube: CubeOption, json_out: JsonFlag = False) -> None:
-    """List a cube's jobs, oldest first."""
+def list_(
+    ctx: typer.Context,
+    cube: Annotated[
+        str | None, typer.Option("--cube", "-c", help="Only this cube's (default: every cube's).")
+    ] = None,
+    state: Annotated[
+        str | None,
+        typer.Option(
+            "--state", help="Only jobs in this state: queued, running, done, failed, cancelled."
+        ),
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """List jobs, oldest first."""
     with open_memos(ctx, json_errors=json_out) as mos:
-        jobs = mos.list_jobs(cube)
+        jobs = mos.list_jobs(cube, state=state)
     if json_out:
         _render.print_json(_render.dumps(jobs))
     else:
