@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test lint typecheck demo bench bench-locomo bench-kv bench-lora bench-server clean
+.PHONY: install test lint typecheck demo bench bench-locomo bench-kv bench-lora bench-server bench-jobs clean
 
 install: $(STAMP)
 
@@ -56,6 +56,9 @@ bench-lora: install
 # SDK: one SQLite-store server, and two server processes on the local Redis; then a 10-minute soak.
 bench-server: install
 	$(PY) benchmarks/server_load.py ../shared/data/locomo/locomo_dev.json --soak 600
+
+bench-jobs: install
+	$(PY) benchmarks/job_queue.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
