@@ -17,13 +17,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
+from memos._wire import ErrorBody
 from memos.errors import MemosError
-
-
-class ErrorBody(BaseModel):
-    code: str
-    message: str
-    details: dict[str, Any]
 
 
 class ErrorEnvelope(BaseModel):

@@ -15,18 +15,16 @@ from starlette.concurrency import run_in_threadpool
 
 from memos import ChatReply, CubeInfo, Event, MemOS
 from memos._archive import ADAPTER_EXPORT, pack, unpack
+from memos._wire import ChatDone, ChatEvent, ChatFailed, ChatText, ErrorBody
 from memos.errors import InvalidInput, MemosError
 
 from ._cube_routes import TAR
 from ._deps import Caller, ReasonQuery, Settings
-from ._errors import COMMON_ERRORS, ErrorBody
+from ._errors import COMMON_ERRORS
 from ._schemas import (
     AdapterEntry,
     AdapterRollback,
     ChatBody,
-    ChatDone,
-    ChatFailed,
-    ChatText,
     Consolidate,
     KVBuild,
     KVEntry,
@@ -40,7 +38,6 @@ if TYPE_CHECKING:
 router = APIRouter(prefix="/v1/cubes/{cube}", tags=["models"], responses=COMMON_ERRORS)
 # the adapter upload, which the app lets be as large as a cube import
 ADAPTER_IMPORT_PATH = r"/v1/cubes/[^/]+/adapters/[^/]+/import"
-ChatEvent = ChatText | ChatDone | ChatFailed
 # a stream refused before it starts answers the JSON envelope (the schema every other route's
 # errors publish); FastAPI would document them under the route's own media type
 _ENVELOPE = {"$ref": "#/components/schemas/ErrorEnvelope"}

@@ -14,10 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from memos import ChatReply, SourceRef
+from memos import SourceRef
 from memos._types import MetadataValue
-
-from ._errors import ErrorBody
 
 
 class _Body(BaseModel):
@@ -220,25 +218,3 @@ class AdapterEntry(_Answer):
     created_at: datetime
     stale: bool
     manifest: AdapterManifest
-
-
-class ChatText(BaseModel):
-    """The next piece of the answer."""
-
-    model_config = ConfigDict(extra="forbid")
-    text: str
-
-
-class ChatDone(BaseModel):
-    """The whole reply, as ``POST /chat`` answers it; the stream's last event."""
-
-    model_config = ConfigDict(extra="forbid")
-    reply: ChatReply
-
-
-class ChatFailed(BaseModel):
-    """An error after the stream began (before, the request fails with the error envelope);
-    the stream's last event."""
-
-    model_config = ConfigDict(extra="forbid")
-    error: ErrorBody

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from memos._types import ChatReply, MemoryItem
+from memos._types import ChatReply, MemoryItem, ReplyStream
 from memos.activation import KVMemory, render_block
 from memos.llm import LLMBackend, ResidentPrefix, SplitPrompt
 
@@ -62,7 +62,7 @@ def plan_chat(
     )
 
 
-class ChatStream:
+class ChatStream(ReplyStream):
     """Text pieces of an answer as they are generated; ``reply`` once it is exhausted."""
 
     def __init__(
@@ -76,7 +76,6 @@ class ChatStream:
         self._plan = plan
         self._max_new_tokens = max_new_tokens
         self._on_done = on_done
-        self._reply: ChatReply | None = None
 
     def __iter__(self) -> Iterator[str]:
         tokens: list[int] = []
@@ -108,14 +107,3 @@ class ChatStream:
             cached_tokens=0 if plan.prefix is None else plan.prefix.length,
         )
         self._on_done(self._reply)
-
-    @property
-    def reply(self) -> ChatReply:
-        if self._reply is None:
-            raise RuntimeError("the reply is complete only once the stream is exhausted")
-        return self._reply
-
-    def run(self) -> ChatReply:
-        for _ in self:
-            pass
-        return self.reply

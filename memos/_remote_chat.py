@@ -9,39 +9,16 @@ ordinary error answer, raised when the stream is opened (see :meth:`_Connection.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from memos._remote import error_named
-from memos._types import ChatReply
+from memos._types import ReplyStream
+from memos._wire import ChatDone, ChatEvent, ChatText
 from memos.errors import MemosError, StorageError
 
-
-class _Event(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class _Text(_Event):
-    text: str
-
-
-class _Done(_Event):
-    reply: ChatReply
-
-
-class _ErrorBody(_Event):
-    code: str
-    message: str
-    details: dict[str, Any]
-
-
-class _Failed(_Event):
-    error: _ErrorBody
-
-
-_EVENT: TypeAdapter[_Text | _Done | _Failed] = TypeAdapter(_Text | _Done | _Failed)
+_EVENT: TypeAdapter[ChatEvent] = TypeAdapter(ChatEvent)
 
 
 def event_data(lines: Iterable[str]) -> Iterator[str]:
@@ -57,22 +34,21 @@ def event_data(lines: Iterable[str]) -> Iterator[str]:
             data.append(line[5:].removeprefix(" "))
 
 
-class RemoteChatStream:
+class RemoteChatStream(ReplyStream):
     """Text pieces of an answer as the server sends them; ``reply`` once it is exhausted (the
     embedded :class:`memos._chat.ChatStream`, over HTTP)."""
 
     def __init__(self, response: httpx.Response, url: str) -> None:
         self._response = response
         self._url = url
-        self._reply: ChatReply | None = None
 
     def __iter__(self) -> Iterator[str]:
         try:
             for data in event_data(self._response.iter_lines()):
                 event = self._parsed(data)
-                if isinstance(event, _Text):
+                if isinstance(event, ChatText):
                     yield event.text
-                elif isinstance(event, _Done):
+                elif isinstance(event, ChatDone):
                     self._reply = event.reply
                     return
                 else:
@@ -87,24 +63,13 @@ class RemoteChatStream:
             self.close()
         raise StorageError(f"the chat stream from {self._url} ended before its reply")
 
-    def _parsed(self, data: str) -> _Text | _Done | _Failed:
+    def _parsed(self, data: str) -> ChatEvent:
         try:
             return _EVENT.validate_json(data)
         except ValidationError as exc:
             raise MemosError(
                 f"a chat event from {self._url} is not one this client reads: {exc}"
             ) from exc
-
-    @property
-    def reply(self) -> ChatReply:
-        if self._reply is None:
-            raise RuntimeError("the reply is complete only once the stream is exhausted")
-        return self._reply
-
-    def run(self) -> ChatReply:
-        for _ in self:
-            pass
-        return self.reply
 
     def close(self) -> None:
         """Let go of the connection (a stream read to its end lets go by itself)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -250,3 +252,25 @@ class ChatReply(_Frozen):
     cached_tokens: int
     # the adapter version (its id in ``mos.lora.list``) the answer was generated through
     adapter: str | None = None
+
+
+class ReplyStream(ABC):
+    """An answer's text pieces as they are generated; ``reply`` once the stream is exhausted.
+    Embedded (:class:`memos._chat.ChatStream`) and over HTTP alike."""
+
+    _reply: ChatReply | None = None
+
+    @abstractmethod
+    def __iter__(self) -> Iterator[str]: ...
+
+    @property
+    def reply(self) -> ChatReply:
+        if self._reply is None:
+            raise RuntimeError("the reply is complete only once the stream is exhausted")
+        return self._reply
+
+    def run(self) -> ChatReply:
+        """Read the stream to its end and return the reply."""
+        for _ in self:
+            pass
+        return self.reply
