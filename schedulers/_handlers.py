@@ -59,24 +59,24 @@ def run_job(mos: MemOS, job: Job) -> Job:
     """Run a claimed ``job`` on the store of ``mos`` (the operator's handle) and return it
     finished: done, or failed with the typed error that stopped it.
 
-    A job whose event is already in its cube's log was run before by a worker that stopped
-    before recording the result: it is marked done again, not run twice.
+    A job taken again (its worker stopped) whose event is already in its cube's log was run
+    to its commit before: it is marked done, not run twice.
     """
     try:
-        earlier = made_by(mos, job)
-        if earlier is not None:
+        if job.attempts > 1 and (earlier := made_by(mos, job, job.after_seq)) is not None:
             return succeeded(job, {**_event_summary(earlier), "recovered": True})
+        before = mos.store.head(job.cube)[0]
         handle = mos if job.principal is None else mos.as_principal(job.principal)
         summary = HANDLERS[job.kind](handle, job)
-        made = made_by(mos, job)
+        made = made_by(mos, job, before)
     except MemosError as error:
         return failed(job, error)
     return succeeded(job, {**summary, **({} if made is None else _event_summary(made))})
 
 
-def made_by(mos: MemOS, job: Job) -> Event | None:
-    """The event ``job`` made in its cube's log, if any."""
-    events = mos.store.events(job.cube, after_seq=job.after_seq)
+def made_by(mos: MemOS, job: Job, after_seq: int) -> Event | None:
+    """The event ``job`` made in its cube's log after ``after_seq``, if any."""
+    events = mos.store.events(job.cube, after_seq=max(after_seq, job.after_seq))
     return next((event for event in events if job.made(event)), None)
 
 
