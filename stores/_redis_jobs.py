@@ -205,7 +205,8 @@ class RedisJobQueue:
             job = None if body is None else Job.model_validate_json(body)
             if job is None or not claimable(job, now):
                 if job is None or job.state not in UNFINISHED:
-                    self._drop_entry(pipe, entry_id)  # nothing left to run for this entry
+                    pipe.multi()  # nothing left to run for this entry
+                    self._unqueue(pipe, job_id, entry_id)
                 return None
             job = claimed(job, worker, now, lease_s)
             pipe.multi()
@@ -216,11 +217,6 @@ class RedisJobQueue:
             return job
 
         return self._transaction(plan, key)
-
-    def _drop_entry(self, pipe: Pipeline, entry_id: str) -> None:
-        pipe.multi()
-        pipe.xack(self.queue, GROUP, entry_id)
-        pipe.xdel(self.queue, entry_id)
 
     def _unqueue(self, pipe: Pipeline, job_id: str, entry_id: bytes | str) -> None:
         """Queue, after MULTI, what takes a job's entry off the stream for good."""
