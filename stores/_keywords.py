@@ -1,8 +1,8 @@
 """Keyword search for stores without a search engine: FTS5's tokenizing, rebuilt, and BM25.
 
 A backend that keeps its own inverted index (Redis has no full-text search without modules)
-indexes :func:`tokens` of each active item's text and ranks with :func:`bm25_scores` (or
-:data:`BM25_SCRIPT`, the same inside Redis), so its results agree with the SQLite store's FTS5
+indexes :func:`tokens` of each active item's text and ranks with FTS5's bm25 (Redis:
+:data:`BM25_SCRIPT`, run next to its index), so its results agree with the SQLite store's FTS5
 tables (``porter unicode61 remove_diacritics 2``):
 
 - words are runs of letters and digits ("_" and punctuation separate them), lowercased, Latin
@@ -27,11 +27,10 @@ split differently).
 
 from __future__ import annotations
 
-import math
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 
 from ._fts5 import MAX_TERMS, STOP_WORDS  # relative: this package is installed as memos.stores
@@ -40,7 +39,7 @@ from ._fts5 import MAX_TERMS, STOP_WORDS  # relative: this package is installed 
 K1 = 1.2
 B = 0.75
 # FTS5 floors the idf of a term found in half the documents or more at this (never zero)
-_MIN_IDF = 1e-6
+MIN_IDF = 1e-6
 # FTS5's porter tokenizer passes shorter and longer tokens through unstemmed
 _STEM_BYTES = range(3, 65)
 
@@ -68,38 +67,11 @@ def query_terms(text: str) -> list[str]:
     return [term for word in kept[:MAX_TERMS] for term in tokens(word)]
 
 
-def bm25_scores(
-    terms: Sequence[str],
-    postings: Mapping[str, Mapping[str, int]],
-    lengths: Mapping[str, int],
-    *,
-    documents: int,
-    total_length: int,
-) -> dict[str, float]:
-    """FTS5's bm25, negated so higher is better, of each document in ``lengths``.
-
-    ``postings`` maps each term to ``{document: term frequency}`` over the whole index,
-    ``lengths`` each document to score to its length in terms; ``documents`` and
-    ``total_length`` describe the whole index (they give the idf and the average length)."""
-    average = total_length / documents if documents else 0.0
-    scores = dict.fromkeys(lengths, 0.0)
-    for term in terms:
-        posting = postings.get(term, {})
-        idf = math.log((documents - len(posting) + 0.5) / (len(posting) + 0.5))
-        idf = idf if idf > 0 else _MIN_IDF
-        for doc, length in lengths.items():
-            tf = posting.get(doc, 0)
-            if tf:
-                norm = 1 - B + B * (length / average if average else 0.0)
-                scores[doc] += idf * tf * (K1 + 1) / (tf + K1 * norm)
-    return scores
-
-
-# :func:`bm25_scores` and the top k, run inside Redis next to the index, so a search is one
-# round trip that sends back k scores instead of every posting and document length. The
-# arithmetic is the same, in the same order, on the same doubles, so the scores are equal to
-# the last bit; they come back as text ("%.17g" round-trips a double) because Redis truncates a
-# Lua number to an integer.
+# FTS5's bm25 (negated so higher is better) and the top k, run inside Redis next to the index,
+# so a search is one round trip that sends back k scores instead of every posting and document
+# length. tests/test_redis_store.py holds the same arithmetic in Python, in the same order, on
+# the same doubles, and checks the scores are equal to the last bit. Scores come back as text
+# ("%.17g" round-trips a double) because Redis truncates a Lua number to an integer.
 #
 # KEYS: the lengths hash (item -> length in terms), the total length, the items sorted set
 #       (write order: ties go to the item written first), then each distinct term's postings.
@@ -198,7 +170,7 @@ def bm25_script_args(
     in this order), and its ARGV."""
     unique = list(dict.fromkeys(terms))
     at = {term: 4 + n for n, term in enumerate(unique)}
-    args: list[str | int] = [repr(K1), repr(B), repr(_MIN_IDF), k]
+    args: list[str | int] = [repr(K1), repr(B), repr(MIN_IDF), k]
     args += ["0" if allowed is None else "1", len(terms), *(at[term] for term in terms)]
     return unique, [*args, *(allowed or ())]
 

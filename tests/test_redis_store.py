@@ -14,7 +14,7 @@ import multiprocessing
 import random
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -340,10 +340,38 @@ def test_keyword_ranking_agrees_with_sqlite(url: str, tmp_path: Path) -> None:
         store.close()
 
 
+def bm25_scores(
+    terms: Sequence[str],
+    postings: Mapping[str, Mapping[str, int]],
+    lengths: Mapping[str, int],
+    *,
+    documents: int,
+    total_length: int,
+) -> dict[str, float]:
+    """FTS5's bm25, negated so higher is better, of each document in ``lengths``: the
+    arithmetic :data:`_keywords.BM25_SCRIPT` runs, in the same order.
+
+    ``postings`` maps each term to ``{document: term frequency}`` over the whole index,
+    ``lengths`` each document to score to its length in terms; ``documents`` and
+    ``total_length`` describe the whole index (they give the idf and the average length)."""
+    average = total_length / documents if documents else 0.0
+    scores = dict.fromkeys(lengths, 0.0)
+    for term in terms:
+        posting = postings.get(term, {})
+        idf = math.log((documents - len(posting) + 0.5) / (len(posting) + 0.5))
+        idf = idf if idf > 0 else _keywords.MIN_IDF
+        for doc, length in lengths.items():
+            tf = posting.get(doc, 0)
+            if tf:
+                norm = 1 - _keywords.B + _keywords.B * (length / average if average else 0.0)
+                scores[doc] += idf * tf * (_keywords.K1 + 1) / (tf + _keywords.K1 * norm)
+    return scores
+
+
 def ranking_in_python(
     url: str, cube: str, query: str, k: int, allowed: set[str] | None
 ) -> list[tuple[str, float]]:
-    """What the BM25 script must answer, computed by :func:`_keywords.bm25_scores` from the
+    """What the BM25 script must answer, computed by :func:`bm25_scores` from the
     index read whole: postings, lengths, total length and write order."""
     base = f"{prefix_of(url)}:{{{quote(cube, safe='')}}}"
     terms = _keywords.query_terms(query)
@@ -357,9 +385,7 @@ def ranking_in_python(
         rows = dict(client.zrange(f"{base}:items", 0, -1, withscores=True))
     candidates = set().union(*postings.values()) & (every.keys() if allowed is None else allowed)
     lengths = {doc: every[doc] for doc in candidates if doc in every}
-    scores = _keywords.bm25_scores(
-        terms, postings, lengths, documents=len(every), total_length=total
-    )
+    scores = bm25_scores(terms, postings, lengths, documents=len(every), total_length=total)
     best = sorted(scores, key=lambda doc: (-scores[doc], rows.get(doc, math.inf), doc))[:k]
     return [(doc, scores[doc]) for doc in best]
 
