@@ -27,6 +27,7 @@ from memos._jobs import (
     Job,
     JobKind,
     JobState,
+    ReencodeParams,
     checked_job_id,
     checked_kind,
     checked_params,
@@ -738,9 +739,7 @@ class MemOS:
         ``codec_fit`` event). Only for codecs that are fitted (``int8``, ``pca{k}+fp8``,
         ``ivf{nlist}+sq8``), and only once the cube holds the codec's ``fit_min`` active
         memories."""
-        info = self._scope.cube(cube, Access.WRITE)
-        if not make_codec(info.codec).fit_min:
-            raise InvalidInput(f"codec {info.codec} of cube {info.name!r} is not fitted")
+        info = _fitted(self._scope.cube(cube, Access.WRITE))
         return reconfigure(
             self.store,
             self._indexes,
@@ -796,10 +795,11 @@ class MemOS:
         info = self._scope.cube(cube, Access.WRITE)
         job_kind = checked_kind(kind)
         checked = checked_params(job_kind, dict(params) if isinstance(params, Mapping) else params)
-        if job_kind == JobKind.REENCODE:
-            _checked_codec(getattr(checked, "codec", ""), info.dim)
-        elif job_kind == JobKind.REFIT and not make_codec(info.codec).fit_min:
-            raise InvalidInput(f"codec {info.codec} of cube {info.name!r} is not fitted")
+        # what the worker's call would refuse at once is refused now, before anything queues
+        if isinstance(checked, ReencodeParams):
+            _checked_codec(checked.codec, info.dim)
+        elif job_kind == JobKind.REFIT:
+            _fitted(info)
         job = Job(
             id=new_job_id(), cube=info.name, kind=job_kind, principal=self.principal,
             params=checked.model_dump(mode="json"), actor=self._actor(user),
@@ -1050,6 +1050,13 @@ def _checked_access(access: object) -> Access:
     if access not in ("read", "write"):
         raise InvalidInput(f"access is 'read' or 'write', not {access!r}", field="access")
     return Access(access)
+
+
+def _fitted(info: CubeInfo) -> CubeInfo:
+    """``info``, whose codec is one that is fitted (refit refuses any other)."""
+    if not make_codec(info.codec).fit_min:
+        raise InvalidInput(f"codec {info.codec} of cube {info.name!r} is not fitted")
+    return info
 
 
 def _checked_kv_dtype(dtype: str) -> str:
