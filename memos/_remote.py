@@ -242,6 +242,10 @@ def _item_path(item_id: str) -> str:
     return f"/v1/memories/{quote(item_id, safe='')}"
 
 
+def _job_path(job_id: str) -> str:
+    return f"/v1/jobs/{checked_job_id(job_id)}"  # the id's characters need no quoting
+
+
 def _segment(value: object, field: str) -> str:
     if not isinstance(value, str) or not _routable(value):
         raise InvalidInput(f"{field} {value!r} cannot name a resource over HTTP", field=field)
@@ -593,18 +597,16 @@ class RemoteMemOS:
         return self._http.call(_JOB, "POST", f"{_cube_path(cube)}/jobs", body=body)
 
     def get_job(self, job_id: str) -> Job:
-        path = f"/v1/jobs/{quote(checked_job_id(job_id), safe='')}"
-        return self._http.call(_JOB, "GET", path)
+        return self._http.call(_JOB, "GET", _job_path(job_id))
 
     def cancel_job(self, job_id: str) -> Job:
-        path = f"/v1/jobs/{quote(checked_job_id(job_id), safe='')}/cancel"
-        return self._http.call(_JOB, "POST", path)
+        return self._http.call(_JOB, "POST", f"{_job_path(job_id)}/cancel")
 
     def list_jobs(
         self, cube: str | None = None, *, state: JobState | str | None = None
     ) -> list[Job]:
         path = "/v1/jobs" if cube is None else f"{_cube_path(cube)}/jobs"
-        params = {} if state is None else {"state": str(state)}
+        params = {"state": None if state is None else str(state)}  # None is left out
         return self._http.call(_JOBS, "GET", path, params=params)
 
     def wait_for_job(self, job_id: str, *, timeout: float = 600.0, poll_s: float = 0.2) -> Job:
