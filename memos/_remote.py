@@ -41,6 +41,7 @@ from memos._archive import ADAPTER_EXPORT, CUBE_EXPORT, Layout, pack, unpack
 from memos._cube_stats import CubeStats
 from memos._history import ItemDiff
 from memos._jobs import Job, JobKind, JobState, checked_job_id, waited
+from memos._records import parse_records
 from memos._types import (
     AccessStats,
     ChatReply,
@@ -191,7 +192,7 @@ class _Connection:
         arrives and then close."""
         if content is None and body is not None:
             content = _encode(body)
-        query = {k: v for k, v in (params or {}).items() if v is not None}
+        query = {k: _query_value(k, v) for k, v in (params or {}).items() if v is not None}
         headers = {} if content is None else {"Content-Type": content_type}
         try:
             request = self._client.build_request(
@@ -228,8 +229,8 @@ class _Connection:
 
 def _routable(segment: str) -> bool:
     """Whether ``segment`` survives as one path segment: URL normalisation drops ``.`` and
-    ``..``, and the server decodes ``%2F`` before routing."""
-    return segment not in ("", ".", "..") and "/" not in segment
+    ``..``, the server decodes ``%2F`` before routing, and a lone surrogate has no UTF-8."""
+    return segment not in ("", ".", "..") and "/" not in segment and check.is_unicode(segment)
 
 
 def _cube_path(cube: str) -> str:
@@ -244,6 +245,11 @@ def _item_path(item_id: str) -> str:
 
 def _job_path(job_id: str) -> str:
     return f"/v1/jobs/{checked_job_id(job_id)}"  # the id's characters need no quoting
+
+
+def _query_value(field: str, value: object) -> object:
+    """A query parameter as sent: a string must be valid Unicode to be percent-encoded."""
+    return check.unicode(value, field) if isinstance(value, str) else value
 
 
 def _segment(value: object, field: str) -> str:
@@ -435,10 +441,18 @@ class RemoteMemOS:
         batch_size: int = 256,
         progress: Progress | None = None,
     ) -> list[MemoryItem]:
-        """Add many memories, ``batch_size`` records per request (texts or record mappings)."""
+        """Add many memories, ``batch_size`` records per request (texts or record mappings).
+
+        Every record is checked here before the first request, as the embedded SDK checks
+        them before the first commit, so a bad record makes the call write nothing. (A server
+        with tighter size limits than the SDK's defaults may still refuse a later request.)"""
         if isinstance(records, str | bytes) or not isinstance(records, Iterable):
             raise InvalidInput("add_many takes a list of texts or records")
         batch_size = check.positive(batch_size, "batch_size", 100_000)
+        records = list(records)
+        parse_records(
+            records, user=user, tags=tags, metadata=metadata, session=session, limits=Limits()
+        )
         path = f"{_cube_path(cube)}/memories/batch"
         shared = {
             "user": user, "tags": _listed(tags), "metadata": _mapped(metadata), "session": session,

@@ -65,7 +65,7 @@ class Scope:
 
     def item(self, item_id: str, need: Access = Access.READ) -> MemoryItem:
         """The item ``item_id`` if this scope may ``need`` its cube."""
-        item = self._store.get_item(item_id) if isinstance(item_id, str) else None
+        item = self._store.get_item(item_id) if check.is_unicode(item_id) else None
         info = None if item is None else self._store.get_cube(item.cube)
         if item is None or info is None or not self.allows(info, Access.READ):
             raise ItemNotFound(f"no memory with id {item_id!r}", item_id=str(item_id))

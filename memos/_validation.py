@@ -62,7 +62,31 @@ def text(value: object, limits: Limits) -> str:
         )
     if "\x00" in value:
         raise InvalidInput("memory text contains a NUL character", field="text")
+    return unicode(value, "text")
+
+
+def unicode(value: str, field: str) -> str:
+    """``value`` if it is valid Unicode: a lone surrogate (what ``"\\ud800"`` in JSON or a
+    non-UTF-8 command-line argument decodes to) can be neither stored nor sent."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(
+            f"{field} is not valid Unicode: a lone surrogate at position {exc.start}",
+            field=field,
+        ) from None
     return value
+
+
+def is_unicode(value: object) -> bool:
+    """Whether ``value`` is a string that is valid Unicode (an id that can exist)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def principal(value: object, field: str, limits: Limits) -> str:
@@ -71,7 +95,7 @@ def principal(value: object, field: str, limits: Limits) -> str:
             f"{field} must be a non-empty string of at most {limits.max_name_chars} characters",
             field=field,
         )
-    return value
+    return unicode(value, field)
 
 
 def optional_principal(value: object, field: str, limits: Limits) -> str | None:
@@ -86,7 +110,7 @@ def reason(value: object, limits: Limits) -> str | None:
             f"reason must be a string of at most {limits.max_metadata_value_chars} characters",
             field="reason",
         )
-    return value
+    return unicode(value, "reason")
 
 
 def tags(values: Iterable[object] | None, limits: Limits) -> tuple[str, ...]:
@@ -102,6 +126,7 @@ def tags(values: Iterable[object] | None, limits: Limits) -> tuple[str, ...]:
                 f"{limits.max_tag_chars} characters",
                 field="tags",
             )
+        unicode(tag, "tags")
         if tag not in checked:
             checked.append(tag)
     if len(checked) > limits.max_tags:
@@ -134,6 +159,8 @@ def _metadata_value(key: str, value: object, limits: Limits) -> MetadataValue:
     if value is None or isinstance(value, bool | str | int | float):
         if isinstance(value, str) and len(value) > limits.max_metadata_value_chars:
             raise InvalidInput(f"metadata {key!r} is too long", field="metadata")
+        if isinstance(value, str):
+            unicode(value, f"metadata {key!r}")
         if isinstance(value, float) and not math.isfinite(value):
             raise InvalidInput(f"metadata {key!r} must be a finite number", field="metadata")
         if isinstance(value, int) and not -_INT64 <= value < _INT64:
@@ -157,7 +184,14 @@ def timestamp(value: object, field: str) -> datetime:
         raise InvalidInput(f"{field} must be a datetime or ISO 8601 string", field=field)
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01 east of UTC or 9999-12-31 west of it: a time no datetime can hold
+        raise InvalidInput(
+            f"{field} {value.isoformat()} is outside the years 1-9999 once shifted to UTC",
+            field=field,
+        ) from None
 
 
 def positive(value: object, field: str, maximum: int) -> int:

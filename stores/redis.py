@@ -88,6 +88,7 @@ from memos._types import (
     ItemStatus,
     MemoryItem,
 )
+from memos._validation import is_unicode
 from memos.errors import (
     Conflict,
     CubeExists,
@@ -128,6 +129,11 @@ def _storage_errors(method: Callable[P, R]) -> Callable[P, R]:
             return method(*args, **kwargs)
         except RedisError as exc:
             raise StorageError(f"redis: {exc}") from exc
+        except UnicodeEncodeError as exc:
+            # commands are encoded before anything is sent: nothing was written
+            raise InvalidInput(
+                f"a value is not valid Unicode: a lone surrogate at position {exc.start}"
+            ) from None
 
     return wrapper
 
@@ -775,6 +781,8 @@ class RedisStore:
         parsed = urlparse(url)
         if parsed.scheme not in ("redis", "rediss"):
             raise DataDirError(f"not a redis store URL: {url!r}")
+        if not is_unicode(url):
+            raise InvalidInput(f"the store URL {url!r} is not valid Unicode", field="store")
         query = parse_qsl(parsed.query, keep_blank_values=True)
         prefix = dict(query).get("prefix", DEFAULT_PREFIX)
         options = [(name, value) for name, value in query if name != "prefix"]

@@ -225,14 +225,15 @@ class SQLiteStore:
             except sqlite3.OperationalError as exc:
                 raise StorageError(f"could not lock the data dir for writing: {exc}") from exc
             try:
-                yield conn
+                with _utf8_bound():
+                    yield conn
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
+        with self._lock, _utf8_bound():
             return self._conn.execute(sql, params).fetchall()
 
     # cubes ------------------------------------------------------------------------------
@@ -541,7 +542,7 @@ class SQLiteStore:
         return MemoryItem.model_validate_json(rows[0][0]) if rows else None
 
     def get_items(self, item_ids: Sequence[str], cube: str | None = None) -> dict[str, MemoryItem]:
-        with self._lock:
+        with self._lock, _utf8_bound():
             found = self._items(self._conn, list(item_ids))
         return {i: item for i, item in found.items() if cube is None or item.cube == cube}
 
@@ -655,7 +656,7 @@ class SQLiteStore:
             conn.executemany("INSERT OR REPLACE INTO access VALUES (?, ?, ?, ?)", rows)
 
     def access_stats(self, item_ids: Sequence[str]) -> dict[str, AccessStats]:
-        with self._lock:
+        with self._lock, _utf8_bound():
             return self._access_rows(self._conn, list(item_ids))
 
     @staticmethod
@@ -897,3 +898,15 @@ def _fsync_dir(path: Path) -> None:
 def _chunks(values: Sequence[str], size: int = 500) -> Iterator[list[str]]:
     for start in range(0, len(values), size):
         yield list(values[start : start + size])
+
+
+@contextmanager
+def _utf8_bound() -> Iterator[None]:
+    """SQLite binds text as UTF-8: a string with a lone surrogate that got past the checks at
+    the edge (an id, say) is the caller's error, and the transaction writes nothing."""
+    try:
+        yield
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(
+            f"a value is not valid Unicode: a lone surrogate at position {exc.start}"
+        ) from None
