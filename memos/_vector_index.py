@@ -11,9 +11,12 @@ change an answer.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
+import secrets
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from itertools import repeat
@@ -30,6 +33,8 @@ SNAPSHOT_FORMAT = 3
 # with the full-precision vectors from the store.
 RERANK_FACTOR = 4
 RERANK_MIN = 100
+
+_log = logging.getLogger(__name__)
 
 ExactVectors = Callable[[Sequence[str]], Mapping[str, NDArray[np.float32]]]
 
@@ -134,35 +139,52 @@ class VectorIndex:
 
     # snapshots --------------------------------------------------------------------------
 
-    def save(self, directory: Path, name: str) -> None:
+    def save(self, directory: Path, name: str) -> bool:
+        """Write a snapshot; ``False`` when the disk refused it. A snapshot only saves time on
+        the next open, so a failure here must never fail the write that asked for it: the
+        event is committed, and the index is rebuilt from the store when no snapshot fits."""
+        # Temporary names are unique to this writer: processes (and threads of one process
+        # with indexes of their own) snapshot the same cube into the same folder.
+        token = f"{os.getpid()}.{threading.get_ident()}.{secrets.token_hex(4)}"
+        table_path, meta_path = directory / f"{name}.codes", directory / f"{name}.json"
+        tmp_table = directory / f".{name}.codes.{token}.tmp"
+        tmp_meta = directory / f".{name}.json.{token}.tmp"
         with self._lock:
-            directory.mkdir(parents=True, exist_ok=True)
-            table_path = directory / f"{name}.codes"
-            tmp_table = table_path.with_suffix(".codes.tmp")
-            self._table.save(tmp_table)
-            _fsync(tmp_table)
-            sidecar = {
-                "format": SNAPSHOT_FORMAT,
-                "codec": self.codec.name,
-                "codec_version": self.codec_version,
-                "codec_state": self.codec_state,
-                "dim": self.dim,
-                "seq": self.seq,
-                "head_hash": self.head_hash,
-                "ids": self._id_at,
-                "table_sha256": _sha256(tmp_table),
-            }
-            # The sidecar seals itself too: an edited id list would silently misname results.
-            sidecar["sidecar_sha256"] = _sidecar_digest(sidecar)
-            meta_path = directory / f"{name}.json"
-            tmp_meta = meta_path.with_suffix(".json.tmp")
-            tmp_meta.write_text(json.dumps(sidecar), encoding="utf-8")
-            _fsync(tmp_meta)
-            # The sidecar names the checksum of the table it belongs to, so a crash between the
-            # two renames leaves a pair that fails the check and is rebuilt, never a wrong index.
-            os.replace(tmp_table, table_path)
-            os.replace(tmp_meta, meta_path)
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+                self._write_snapshot(tmp_table, tmp_meta)
+                # The sidecar names the checksum of the table it belongs to, so a crash (or
+                # another writer) between the two renames leaves a pair that fails the check
+                # and is rebuilt, never a wrong index.
+                os.replace(tmp_table, table_path)
+                os.replace(tmp_meta, meta_path)
+            except OSError as error:
+                _log.warning("snapshot of %s not written: %s", name, error.strerror or error)
+                for leftover in (tmp_table, tmp_meta):
+                    with contextlib.suppress(OSError):  # the folder itself may be what failed
+                        leftover.unlink(missing_ok=True)
+                return False
             self.saved_seq = self.seq
+            return True
+
+    def _write_snapshot(self, tmp_table: Path, tmp_meta: Path) -> None:
+        self._table.save(tmp_table)
+        _fsync(tmp_table)
+        sidecar = {
+            "format": SNAPSHOT_FORMAT,
+            "codec": self.codec.name,
+            "codec_version": self.codec_version,
+            "codec_state": self.codec_state,
+            "dim": self.dim,
+            "seq": self.seq,
+            "head_hash": self.head_hash,
+            "ids": self._id_at,
+            "table_sha256": _sha256(tmp_table),
+        }
+        # The sidecar seals itself too: an edited id list would silently misname results.
+        sidecar["sidecar_sha256"] = _sidecar_digest(sidecar)
+        tmp_meta.write_text(json.dumps(sidecar), encoding="utf-8")
+        _fsync(tmp_meta)
 
     @classmethod
     def load(

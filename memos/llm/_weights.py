@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,7 +88,7 @@ def materialized_gguf(gguf: Path, cache_dir: Path) -> Path:
     if (target / _COMPLETE).exists():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
-    scratch = cache_dir / f".{target.name}.{os.getpid()}.tmp"
+    scratch = cache_dir / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
     shutil.rmtree(scratch, ignore_errors=True)
     _dequantize(gguf, scratch)
     (scratch / _COMPLETE).write_text(gguf.name, encoding="utf-8")
