@@ -287,6 +287,13 @@ def test_any_input_is_a_success_or_a_typed_refusal(
     assert face.root.verify("notes").ok
 
 
+@pytest.fixture
+def source(tmp_path: Path) -> Iterator[MemOS]:
+    """An embedded data directory the round trip exports from."""
+    with MemOS.open(tmp_path / "source", embedder=HashEmbedder(64)) as mos:
+        yield mos
+
+
 @settings(
     max_examples=15,
     deadline=None,
@@ -294,18 +301,16 @@ def test_any_input_is_a_success_or_a_typed_refusal(
 )
 @given(text=ANY_TEXT, value=JSON_SCALARS, when=ANY_TIME)
 def test_what_was_accepted_survives_export_and_import(
-    tmp_path_factory: pytest.TempPathFactory, text: str, value: Any, when: str
+    face: Face, source: MemOS, tmp_path: Path, text: str, value: Any, when: str
 ) -> None:
-    folder = tmp_path_factory.mktemp("roundtrip")
-    with MemOS.open(folder / "a", embedder=HashEmbedder(64)) as source:
-        source.create_cube("notes", owner="alice")
-        added = _typed_or_success(
-            lambda: source.add(text, cube="notes", metadata={"k": value}, occurred_at=when)
-        )
-        if added is None:
-            return
-        source.export_cube("notes", folder / "export")
-    with MemOS.open(folder / "b", embedder=HashEmbedder(64)) as target:
-        target.import_cube(folder / "export")
-        assert target.get(added.id) == added
-        assert target.verify("notes").ok
+    cube = f"trip{len(source.list_cubes())}"
+    source.create_cube(cube, owner="alice")
+    added = _typed_or_success(
+        lambda: source.add(text, cube=cube, metadata={"k": value}, occurred_at=when)
+    )
+    if added is None:
+        return
+    exported = source.export_cube(cube, tmp_path / f"export-{cube}")
+    face.sdk.import_cube(exported)
+    assert face.sdk.get(added.id) == added
+    assert face.root.verify(cube).ok
