@@ -193,6 +193,16 @@ def writer(data_dir: str, cube: str, script: str) -> None:
     mos.close()
 
 
+def bulk_writer(data_dir: str, cube: str, tag: str, rounds: int) -> None:
+    """``rounds`` batches of 400 memories, each acknowledged; enough events that the index
+    snapshots the cube again and again while another bulk writer does the same."""
+    mos = _open(data_dir)
+    for n in range(rounds):
+        for item in mos.add_many([f"{tag} batch {n} memory {m}" for m in range(400)], cube=cube):
+            _ack("add", item)
+    mos.close()
+
+
 def main(argv: list[str]) -> None:
     mode, *args = argv
     if mode == "crash-writer":
@@ -203,6 +213,8 @@ def main(argv: list[str]) -> None:
         reader(args[0], args[1])
     elif mode == "writer":
         writer(args[0], args[1], args[2])
+    elif mode == "bulk-writer":
+        bulk_writer(args[0], args[1], args[2], int(args[3]))
     else:
         raise SystemExit(f"unknown worker mode {mode!r}")
 

@@ -8,12 +8,14 @@ returns as usual: the next open rebuilds the index from the store.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _workers import HASH_DIM, LineReader, spawn
 
 from memos import HashEmbedder, MemOS
 from memos._vector_index import VectorIndex
@@ -76,3 +78,28 @@ def test_a_snapshot_folder_that_cannot_be_written_does_not_fail_writes(
     with MemOS.open(data_dir, embedder=HashEmbedder(64)) as reopened:
         assert len(reopened.search("memory", cube="notes", k=1000)) == 1000
         assert reopened.verify("notes").ok
+
+
+@pytest.mark.slow
+def test_two_processes_writing_one_cube_get_no_error_for_a_committed_write(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    with MemOS.open(data_dir, embedder=HashEmbedder(HASH_DIM)) as mos:
+        mos.create_cube("notes", owner="alice")
+    acknowledged: list[dict[str, str]] = []
+    with contextlib.ExitStack() as stack:
+        workers = []
+        for tag in ("alpha", "beta"):
+            stderr_path = tmp_path / f"{tag}.stderr"
+            args = ("bulk-writer", str(data_dir), "notes", tag, "8")
+            proc = stack.enter_context(spawn(*args, stderr_path=stderr_path))
+            workers.append((proc, LineReader(proc, stderr_path)))
+        for proc, lines in workers:
+            acknowledged.extend(lines.wait_for(3200, timeout=300))
+            assert proc.wait(timeout=60) == 0, lines.stderr()
+    assert len({ack["id"] for ack in acknowledged}) == 6400
+    assert [p.name for p in (data_dir / "index").iterdir() if p.name.startswith(".")] == []
+    with MemOS.open(data_dir, embedder=HashEmbedder(HASH_DIM)) as mos:
+        assert mos.verify("notes").ok
+        assert mos.cube_stats("notes").items_active == 6400
