@@ -11,6 +11,7 @@ registered for its scheme.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -93,10 +94,35 @@ class CubeImport:
     events: Sequence[Event]
     items: Sequence[MemoryItem]
     vectors: Mapping[str, Vector]
-    # blobs the cube's configuration and derived entries name (digest -> bytes), put first
+    # blobs the cube's configuration and derived entries name (digest -> bytes), written by
+    # the store's import_cube with the rest, or not at all
     blobs: Mapping[str, bytes] = field(default_factory=dict)
     # the derived artifacts the log leaves standing
     derived: Sequence[DerivedEntry] = ()
+
+    def check(self) -> None:
+        """Refuse (``InvalidInput``) an import that would write anything but its own cube:
+        every event, item, vector and derived artifact is of the cube, each id once, every
+        derived artifact built from the cube's items, every blob named by its sha256."""
+        name = self.cube.name
+        item_ids = [item.id for item in self.items]
+        derived_ids = [entry.id for entry in self.derived]
+        if not self.events:
+            raise InvalidInput("an imported cube has at least the event that created it")
+        if len(set(item_ids)) != len(item_ids) or len(set(derived_ids)) != len(derived_ids):
+            raise InvalidInput("an imported cube holds an item or derived artifact id twice")
+        if any(event.cube != name for event in self.events) or any(
+            item.cube != name for item in self.items
+        ):
+            raise InvalidInput(f"an imported event or item is not of cube {name!r}")
+        if not set(self.vectors) <= set(item_ids):
+            raise InvalidInput("an imported vector belongs to no imported item")
+        for entry in self.derived:
+            if entry.cube != name or not {s.item_id for s in entry.sources} <= set(item_ids):
+                raise InvalidInput(f"derived artifact {entry.id} is not of cube {name!r}")
+        for digest, data in self.blobs.items():
+            if hashlib.sha256(data).hexdigest() != digest:
+                raise InvalidInput(f"an imported blob is not the one named {digest}")
 
 
 @runtime_checkable
@@ -112,7 +138,13 @@ class Store(Protocol):
     def get_cube(self, name: str) -> CubeInfo | None: ...
     def list_cubes(self) -> list[CubeInfo]: ...
     def head(self, cube: str) -> tuple[int, str]: ...
-    def import_cube(self, data: CubeImport) -> None: ...
+    def import_cube(self, data: CubeImport) -> None:
+        """Write ``data`` as a new cube, its blobs included, in one transaction, touching
+        nothing else: ``CubeExists`` when the cube exists, ``Conflict`` when one of its
+        item or derived artifact ids is taken (ids are global; the imported log must stay
+        hash-identical, so nothing is re-keyed), ``InvalidInput`` when :meth:`CubeImport.check`
+        fails; nothing is written then, not even a blob."""
+        ...
 
     # the one write path
     def commit(self, changes: Sequence[Change]) -> list[Event]: ...

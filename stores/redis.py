@@ -755,6 +755,19 @@ class _Batch:
         self.view.set_derived(cube, derived_id, None)
 
 
+def _check_import_ids(view: _View, data: CubeImport) -> None:
+    """Ids are global: an import whose item or derived artifact id is taken would write into
+    another cube, so it is refused (the message names no other cube). The lookups are watched,
+    so a write that takes an id meanwhile makes the transaction start over."""
+    view.load_items(item.id for item in data.items)
+    for item in data.items:
+        if view.items[item.id] is not None:
+            raise Conflict(f"the id {item.id} of the import is taken", id=item.id)
+    for entry in data.derived:
+        if view.derived_cube(entry.id) is not None:
+            raise Conflict(f"the id {entry.id} of the import is taken", id=entry.id)
+
+
 # the store ------------------------------------------------------------------------------------
 
 
@@ -908,15 +921,14 @@ class RedisStore:
 
     @_storage_errors
     def import_cube(self, data: CubeImport) -> None:
-        if not data.events:
-            raise InvalidInput("an imported cube has at least the event that created it")
+        data.check()
         name, last = data.cube.name, data.events[-1]
 
         def plan(watcher: Pipeline) -> _Plan[None]:
             batch = _Batch(_View(self._redis, watcher, self._keys), self._keys)
             if batch.view.has_cube(name):
                 raise CubeExists(f"cube {name!r} already exists", cube=name)
-            batch.view.load_items(item.id for item in data.items)
+            _check_import_ids(batch.view, data)
             batch.put_cube(data.cube)
             for event in data.events:
                 batch.append_event(event)
@@ -925,12 +937,12 @@ class RedisStore:
             for item_id, vector in data.vectors.items():
                 batch.put_vector(name, item_id, vector)
             for row, entry in enumerate(data.derived, start=1):
-                if batch.view.derived_cube(entry.id) is not None:
-                    raise Conflict(
-                        f"a derived artifact with id {entry.id} exists", derived=entry.id
-                    )
                 batch.insert_derived(entry, row=row)
-            return _Plan(None, batch.finish(), proof=(name, last.seq, last.hash))
+            commands = batch.finish()
+            # in the same MULTI: a refused import writes no blob (the key is the sha256 of
+            # the bytes, checked by CubeImport.check, so an existing blob gets the same bytes)
+            commands.extend(("SET", self._keys.blob(d), blob) for d, blob in data.blobs.items())
+            return _Plan(None, commands, proof=(name, last.seq, last.hash))
 
         self._transact(plan)
 

@@ -276,16 +276,48 @@ class SQLiteStore:
         return int(rows[0][0]), str(rows[0][1])
 
     def import_cube(self, data: CubeImport) -> None:
-        name = data.cube.name
-        last = data.events[-1]
-        with self._write() as conn:
-            if conn.execute("SELECT 1 FROM cubes WHERE name = ?", (name,)).fetchone():
-                raise CubeExists(f"cube {name!r} already exists", cube=name)
-            conn.execute(
-                "INSERT INTO cubes VALUES (?, ?, ?, ?)",
-                (name, data.cube.model_dump_json(), last.seq, last.hash),
-            )
-            _fts5.create_table(conn, name)
+        data.check()
+        name, last = data.cube.name, data.events[-1]
+        created: list[Path] = []
+        try:
+            with self._write() as conn:
+                if conn.execute("SELECT 1 FROM cubes WHERE name = ?", (name,)).fetchone():
+                    raise CubeExists(f"cube {name!r} already exists", cube=name)
+                self._check_import_ids(conn, data)
+                conn.execute(
+                    "INSERT INTO cubes VALUES (?, ?, ?, ?)",
+                    (name, data.cube.model_dump_json(), last.seq, last.hash),
+                )
+                _fts5.create_table(conn, name)
+                self._insert_import(conn, data)
+                # last, under the write lock: a refusal above leaves no blob behind
+                for blob in data.blobs.values():
+                    self._put_import_blob(blob, created)
+        except BaseException:
+            for path in created:
+                path.unlink(missing_ok=True)
+            raise
+
+    @staticmethod
+    def _check_import_ids(conn: sqlite3.Connection, data: CubeImport) -> None:
+        """Ids are global: an import whose item or derived artifact id is taken would write
+        into another cube, so it is refused (the message names no other cube)."""
+        item_ids = [item.id for item in data.items]
+        for table, column, ids in (
+            ("items", "id", item_ids),
+            ("vectors", "item_id", item_ids),
+            ("derived", "id", [entry.id for entry in data.derived]),
+        ):
+            for chunk in _chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                taken = conn.execute(
+                    f"SELECT {column} FROM {table} WHERE {column} IN ({marks}) LIMIT 1", chunk
+                ).fetchone()
+                if taken is not None:
+                    raise Conflict(f"the id {taken[0]} of the import is taken", id=taken[0])
+
+    def _insert_import(self, conn: sqlite3.Connection, data: CubeImport) -> None:
+        try:
             for event in data.events:
                 self._insert_event(conn, event)
             for item in data.items:
@@ -294,6 +326,17 @@ class SQLiteStore:
                 self._upsert_vector(conn, item_id, vector)
             for entry in data.derived:
                 self._insert_derived(conn, entry)
+        except sqlite3.IntegrityError as exc:
+            # rows no cube owns (an event of a cube of that name, say): never overwritten
+            raise Conflict(f"the import collides with stored rows: {exc}") from exc
+
+    def _put_import_blob(self, data: bytes, created: list[Path]) -> None:
+        """Put ``data``, recording its file in ``created`` when this call made it."""
+        path = self._blob_path(hashlib.sha256(data).hexdigest())
+        existed = path.is_file()
+        self.put_blob(data)
+        if not existed:
+            created.append(path)
 
     # writes -----------------------------------------------------------------------------
 
