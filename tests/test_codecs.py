@@ -1,15 +1,16 @@
 """Vector codecs: names, code tables (growth, compaction, safetensors files), fitted states,
-and round trips and recall on real MiniLM embeddings of LoCoMo turns (``slow``)."""
+and round trips and recall on real MiniLM embeddings of chat turns (``slow``): the made-up
+conversations of ``tests/data``, in the shape of the LoCoMo benchmark."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from data.locomo_sample import samples as chat_samples
 from numpy.typing import NDArray
 from safetensors.numpy import save_file
 
@@ -28,7 +29,6 @@ from memos.codecs._float8 import load_fp8_table
 from memos.codecs._pca import uncentred_pca
 from memos.errors import InvalidInput
 
-LOCOMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo" / "locomo_dev.json"
 ALL_CODECS = ("fp32", "fp16", "fp8", "int8", "pca16+fp8")
 
 
@@ -268,12 +268,12 @@ def test_fp8_table_files_are_checked_on_load(damage: str, tmp_path: Path) -> Non
 class RealVectors:
     texts: list[str]
     base: NDArray[np.float32]  # the memories
-    queries: NDArray[np.float32]  # held-out LoCoMo questions
+    queries: NDArray[np.float32]  # held-out questions about the chats
 
 
-def locomo_texts(turns: int, questions: int) -> tuple[list[str], list[str]]:
-    """Unique dialogue turns and questions, in file order."""
-    samples = json.loads(LOCOMO.read_text(encoding="utf-8"))
+def chat_texts(turns: int, questions: int) -> tuple[list[str], list[str]]:
+    """Unique dialogue turns and questions, in conversation order."""
+    samples = chat_samples()
     seen: set[str] = set()
     found: list[str] = []
     for sample in samples:
@@ -290,7 +290,7 @@ def locomo_texts(turns: int, questions: int) -> tuple[list[str], list[str]]:
 
 @pytest.fixture(scope="module")
 def real() -> RealVectors:
-    turns, questions = locomo_texts(1500, 200)
+    turns, questions = chat_texts(1500, 200)
     embedder = MiniLMEmbedder()
     vectors = embedder.embed([*turns, *questions])
     return RealVectors(turns, vectors[: len(turns)], vectors[len(turns) :])
@@ -385,7 +385,7 @@ class PrecomputedMiniLM:
 def test_a_real_pca_cube_end_to_end(real: RealVectors, tmp_path: Path) -> None:
     """Fitted on reaching 1000 real memories, searched with exact re-rank, exported and
     imported (identical answers), then re-encoded to fp8 without losing a memory."""
-    turns, questions = locomo_texts(len(real.base), len(real.queries))
+    turns, questions = chat_texts(len(real.base), len(real.queries))
     embedder = PrecomputedMiniLM([*turns, *questions], np.concatenate([real.base, real.queries]))
     with MemOS.open(tmp_path / "a", embedder=embedder) as mos:
         mos.create_cube("talk", codec="pca192+fp8")

@@ -1,7 +1,8 @@
 """Hybrid retrieval: keyword search (SQLite FTS5), dense search, and their rank fusion.
 
 Logic tests run MemOS over a real SQLite data dir with the deterministic ``HashEmbedder``;
-the LoCoMo check (``slow``) uses the real all-MiniLM-L6-v2 on one development conversation.
+the check on a LoCoMo-shaped conversation (``slow``, made up for the tests: ``tests/data``) uses
+the real all-MiniLM-L6-v2.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from data.locomo_sample import samples as chat_samples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from memos.stores import _fts5
@@ -28,7 +30,7 @@ from memos._search import CANDIDATE_MIN, DENSE_WEIGHT, KEYWORD_WEIGHT, RRF_K, fu
 from memos.errors import InvalidInput, VersionConflict
 
 MODES = ("dense", "keyword", "hybrid")
-LOCOMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo" / "locomo_dev.json"
+CHAT = "chat-1"  # the made-up conversation the retrieval check asks about
 
 
 def ids_of(hits: list[Any]) -> list[str]:
@@ -509,15 +511,14 @@ def test_cli_search_mode(mos: MemOS, cube: str, data_dir: Path) -> None:
     assert run("INV-2291", "--cube", cube, "--mode", "fuzzy").returncode == 2
 
 
-# LoCoMo -------------------------------------------------------------------------------------------
+# a LoCoMo-shaped conversation --------------------------------------------------------------------
 
 
 def _locomo_conversation(
     sample_id: str,
 ) -> tuple[list[tuple[str, str]], list[tuple[str, set[str]]]]:
     """One conversation's turns as (dia_id, text) and its questions with their evidence."""
-    data = json.loads(LOCOMO.read_text(encoding="utf-8"))
-    (sample,) = [s for s in data if s["sample_id"] == sample_id]
+    (sample,) = [s for s in chat_samples() if s["sample_id"] == sample_id]
     conversation = sample["conversation"]
     turns: list[tuple[str, str]] = []
     session = 1
@@ -546,7 +547,7 @@ class RememberingEmbedder:
 
 @pytest.fixture(scope="module")
 def locomo_mos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MemOS, list[Any]]]:
-    turns, questions = _locomo_conversation("conv-30")
+    turns, questions = _locomo_conversation(CHAT)
     embedder = RememberingEmbedder()
     embedder.embed([question for question, _ in questions])
     with MemOS.open(tmp_path_factory.mktemp("locomo") / "data", embedder=embedder) as mos:
@@ -567,6 +568,6 @@ def test_locomo_hybrid_recall_is_at_least_dense(locomo_mos: tuple[MemOS, list[An
             found = mos.search(question, cube="conv", k=10, mode=mode)
             hits.append(any(hit.item.metadata["dia_id"] in evidence for hit in found))
         recall[mode] = float(np.mean(hits))
-    print(f"LoCoMo conv-30 recall@10 over {len(questions)} questions: {recall}")
+    print(f"{CHAT} recall@10 over {len(questions)} questions: {recall}")
     assert recall["hybrid"] >= recall["dense"] - 0.02, recall
     assert recall["keyword"] > 0.3, recall
