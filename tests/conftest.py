@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from _models import model_cache, tiny_model_dir
+from _outside import check as check_reads_outside
+from _outside import install as refuse_reads_outside
 
 from memos import HashEmbedder, MemOS
 from memos.llm import LocalModel
@@ -21,6 +23,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 TEST_EMBEDDER = "hash-64"
+
+refuse_reads_outside()  # a fresh clone has only the repository: tests read nothing beside it
+
+
+@pytest.fixture(autouse=True)
+def _reads_stay_in_the_repository() -> Iterator[None]:
+    check_reads_outside()  # what the fixtures set up for this test read
+    yield
+    check_reads_outside()
 
 
 @pytest.fixture
