@@ -13,27 +13,38 @@
                          leaves standing; the log's ``kv_build`` event names its sha256
 
 An import trusts nothing: every checksum, the hash chain, the head, the cube record in the
-first event and the items (which must equal the replay of the events) are checked first.
+first event and the items (which must equal the replay of the events) are checked first. A
+sender can recompute checksums and the chain after any edit, so that proves only that the
+files agree; past it, every file must also be what this library writes: UTF-8 JSON objects of
+finite numbers, 64-bit integers and valid Unicode, times that exist in UTC, a cube name and
+configuration this library can open, states, configurations and derived artifacts of this cube
+alone (what rollback brings back never names another), and blobs that pass the strict loaders.
+Anything else is a typed error before the store is touched.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
+from memos import _validation as check
 from memos._chain import vector_digest, verify_chain
 from memos._codec_state import codec_from_blob
-from memos._derived import ADAPTER_KIND, KV_KIND, standing
-from memos._encoding import configured_cube
+from memos._derived import ADAPTER_KIND, BUILD_OPS, KV_KIND, REPLACE_OPS, slot_key, standing
+from memos._encoding import CONFIG_OPS, configured_cube
 from memos._store import CubeImport, Store, Vector
 from memos._types import CubeInfo, DerivedEntry, Event, EventOp, MemoryItem, utcnow
+from memos.codecs import make_codec
 from memos.errors import (
     CorruptArtifact,
     IntegrityError,
@@ -47,6 +58,13 @@ FORMAT_VERSION = 1
 _FILES = ("events.jsonl", "items.jsonl", "vectors.safetensors")
 STATE_FILE = "codec_state.safetensors"
 DERIVED_DIR = "derived"
+# deeper than any record this library writes (an event payload holds an item's metadata)
+MAX_DEPTH = 32
+_INT64 = 2**63
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_DERIVED_OPS = frozenset(BUILD_OPS.values()) | REPLACE_OPS
+M = TypeVar("M", bound=BaseModel)
 
 
 def export_cube(store: Store, info: CubeInfo, directory: Path) -> Path:
@@ -110,33 +128,51 @@ def _write_derived(store: Store, events: list[Event], directory: Path) -> list[s
 
 def read_export(directory: Path) -> CubeImport:
     manifest = _manifest(directory)
-    fitted = isinstance(manifest.get("cube"), dict) and manifest["cube"].get("codec_state")
-    for name in (*_FILES, STATE_FILE) if fitted else _FILES:
+    cube = _cube(manifest["cube"])
+    for name in (*_FILES, STATE_FILE) if cube.codec_state is not None else _FILES:
         if _sha256(directory / name) != manifest["files"].get(name):
             raise TamperedExport(f"{name} does not match its checksum in the manifest", file=name)
-    try:
-        cube = CubeInfo.model_validate(manifest["cube"])
-        events = [Event.model_validate_json(line) for line in _read_lines(directory, "events")]
-        items = [MemoryItem.model_validate_json(line) for line in _read_lines(directory, "items")]
-    except (ValidationError, KeyError, TypeError) as exc:
-        raise TamperedExport(f"export records are malformed: {exc}") from exc
+    events = _records(directory, "events", Event)
+    items = _records(directory, "items", MemoryItem)
     vectors = _vectors(directory, cube, items)
     _check_history(manifest, cube, events, items, vectors)
+    _check_payloads(cube, events)
     blobs = {} if cube.codec_state is None else {cube.codec_state: _codec_state(directory, cube)}
-    derived = _standing_derived(events, cube)
+    derived = _standing_derived(events, cube, items)
     blobs.update({entry.blob: _derived_blob(directory, entry) for entry in derived})
     return CubeImport(
         cube=cube, events=events, items=items, vectors=vectors, blobs=blobs, derived=derived
     )
 
 
-def _standing_derived(events: list[Event], cube: CubeInfo) -> list[DerivedEntry]:
+def _cube(record: Any) -> CubeInfo:
+    """The manifest's cube, a configuration this library can open: a valid name (it becomes
+    keys and file names), a positive dimension and a codec that encodes it."""
+    cube = _model(CubeInfo, record, "the manifest's cube")
+    check.cube_name(cube.name)
+    if cube.dim < 1:
+        raise TamperedExport(f"the manifest's cube has {cube.dim} dimensions")
+    if cube.codec_state is not None and not _DIGEST.fullmatch(cube.codec_state):
+        raise TamperedExport("the manifest's cube names a codec state that is no sha256")
+    if cube.codec_state is None:
+        make_codec(cube.codec).projected_dim(cube.dim)
+    return cube
+
+
+def _standing_derived(
+    events: list[Event], cube: CubeInfo, items: list[MemoryItem]
+) -> list[DerivedEntry]:
     try:
         derived = list(standing(events).values())
     except ValidationError as exc:
         raise TamperedExport(f"the log records a malformed derived artifact: {exc}") from exc
-    if any(entry.cube != cube.name for entry in derived):
-        raise TamperedExport("a derived artifact of the log belongs to another cube")
+    slots = [slot_key(entry) for entry in derived]
+    if len(set(slots) - {None}) != len(slots) - slots.count(None):
+        raise TamperedExport("two standing adapter versions of the log share a name and version")
+    known = {item.id for item in items}
+    for entry in derived:
+        if any(source.item_id not in known for source in entry.sources):
+            raise TamperedExport(f"derived artifact {entry.id} was built from another cube's item")
     return derived
 
 
@@ -175,17 +211,18 @@ def _check_artifact(entry: DerivedEntry, data: bytes) -> None:
 def _manifest(directory: Path) -> dict[str, Any]:
     path = directory / "manifest.json"
     if not path.is_file():
-        raise InvalidInput(f"{directory} is not a MemOS export (no manifest.json)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise TamperedExport(f"manifest.json is unreadable: {exc}") from exc
+        raise InvalidInput("the directory is not a MemOS export (no manifest.json)")
+    manifest = _json(_text(path), "manifest.json")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise TamperedExport("manifest.json is not a MemOS cube export manifest")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise InvalidInput(f"export format version {manifest.get('format_version')} unsupported")
-    if not isinstance(manifest.get("files"), dict) or not isinstance(manifest.get("head"), dict):
-        raise TamperedExport("manifest.json lacks its file checksums or chain head")
+    files, head = manifest.get("files"), manifest.get("head")
+    if not isinstance(files, dict) or not isinstance(head, dict) or "cube" not in manifest:
+        raise TamperedExport("manifest.json lacks its cube, file checksums or chain head")
+    seq = head.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not isinstance(head.get("hash"), str):
+        raise TamperedExport("the chain head in manifest.json is not a seq and a hash")
     return manifest
 
 
@@ -198,7 +235,7 @@ def _check_history(
 ) -> None:
     if not events or events[0].op != EventOp.CUBE_CREATE:
         raise TamperedExport("the log does not start with the cube's creation")
-    head = (manifest["head"].get("seq"), manifest["head"].get("hash"))
+    head = (manifest["head"]["seq"], manifest["head"]["hash"])
     digests = {item_id: vector_digest(vector) for item_id, vector in vectors.items()}
     report = verify_chain(cube.name, events, head=head, items=items, vectors=digests)
     if not report.ok:
@@ -216,21 +253,51 @@ def _check_history(
         raise TamperedExport("an exported item belongs to another cube")
 
 
+def _check_payloads(cube: CubeInfo, events: list[Event]) -> None:
+    """Every state the log records is one of this cube's: what history, diff and rollback
+    bring back later must never name another cube or another item."""
+    for event in events:
+        payload = event.payload or {}
+        what = f"event {event.seq}"
+        after = payload.get("after")
+        if after is not None:
+            item = _model(MemoryItem, after, f"the item state of {what}")
+            if item.id != event.item_id or item.cube != cube.name:
+                raise TamperedExport(f"{what} records the state of another item", seq=event.seq)
+        if event.op in CONFIG_OPS and "cube" in payload:
+            info = _model(CubeInfo, payload["cube"], f"the configuration of {what}")
+            if info.name != cube.name:
+                raise TamperedExport(f"{what} configures another cube", seq=event.seq)
+        built = payload.get("derived")
+        if event.op in _DERIVED_OPS and built is not None:
+            entry = _model(DerivedEntry, built, f"the derived artifact of {what}")
+            if entry.cube != cube.name:
+                raise TamperedExport(f"{what} records a derived artifact of another cube")
+            if not _DIGEST.fullmatch(entry.blob):
+                raise TamperedExport(f"{what} names a blob by something other than its sha256")
+
+
 def _vectors(directory: Path, cube: CubeInfo, items: list[MemoryItem]) -> dict[str, Vector]:
+    """One finite float32 vector per item; the layout is checked before any tensor is read."""
     path = directory / "vectors.safetensors"
+    shape = [len(items), cube.dim]
     try:
         with safe_open(path, framework="numpy") as handle:
-            names = set(handle.keys())
-            ids = json.loads((handle.metadata() or {}).get("ids", "[]"))
-            matrix = handle.get_tensor("vectors") if names == {"vectors"} else None
+            metadata = handle.metadata() or {}
+            layout = None
+            if set(handle.keys()) == {"vectors"}:
+                part = handle.get_slice("vectors")
+                layout = (part.get_dtype(), part.get_shape())
+            matrix = handle.get_tensor("vectors") if layout == ("F32", shape) else None
     except (SafetensorError, OSError, ValueError) as exc:
         raise TamperedExport(f"vectors.safetensors is unreadable: {exc}") from exc
+    ids = _json(metadata.get("ids", "[]"), "the ids of vectors.safetensors")
     if (
         matrix is None
         or not isinstance(ids, list)
-        or matrix.dtype != np.float32
-        or matrix.shape != (len(ids), cube.dim)
-        or sorted(ids) != sorted(item.id for item in items)
+        or not all(isinstance(item_id, str) for item_id in ids)
+        or len(set(ids)) != len(ids)
+        or set(ids) != {item.id for item in items}
         or not np.isfinite(matrix).all()
     ):
         raise TamperedExport("vectors.safetensors does not hold one finite vector per item")
@@ -249,15 +316,104 @@ def _codec_state(directory: Path, cube: CubeInfo) -> bytes:
     return data
 
 
+# reading untrusted files -----------------------------------------------------------------------
+
+
+def _records(directory: Path, stem: str, model: type[M]) -> list[M]:
+    """The records of a JSON Lines file, one object per line. Lines end at ``\n`` only: a
+    text may hold U+2028 or other characters ``str.splitlines`` would break it at."""
+    name = f"{stem}.jsonl"
+    records = []
+    for number, line in enumerate(_text(directory / name).split("\n"), start=1):
+        if line.strip():
+            what = f"line {number} of {name}"
+            records.append(_model(model, _json(line, what), what))
+    return records
+
+
+def _model(model: type[M], value: Any, what: str) -> M:
+    """``value`` (checked JSON) as ``model``, its times aware and still times once in UTC."""
+    if not isinstance(value, dict):
+        raise TamperedExport(f"{what} is not a JSON object")
+    try:
+        record = model.model_validate(value)
+    except ValidationError as exc:
+        raise TamperedExport(f"{what} is malformed: {exc}") from None
+    for field, moment in record:
+        if isinstance(moment, datetime) and not _utc_safe(moment):
+            raise TamperedExport(f"{what}: {field} {moment.isoformat()} is no time in UTC")
+    return record
+
+
+def _utc_safe(moment: datetime) -> bool:
+    """Whether the chain (which hashes times in UTC) and the stores can hold ``moment``: a
+    naive time has no UTC, and 0001-01-01 east of UTC or 9999-12-31 west of it has none
+    that a datetime can hold."""
+    if moment.utcoffset() is None:
+        return False
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
+
+
+def _json(text: str, what: str) -> Any:
+    """Parsed JSON that the chain's canonical encoding and every store can hold again: finite
+    numbers, 64-bit integers, valid Unicode, shallow enough to encode without recursion."""
+    try:
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except (ValueError, RecursionError) as exc:
+        raise TamperedExport(f"{what} is not valid JSON: {exc}") from None
+    problem = _json_problem(value)
+    if problem is not None:
+        raise TamperedExport(f"{what} {problem}")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of the range of a float")
+    return value
+
+
+def _json_problem(value: Any) -> str | None:
+    pending = [(value, 0)]
+    while pending:
+        node, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            return f"nests deeper than {MAX_DEPTH} levels"
+        if isinstance(node, dict):
+            pending.extend((child, depth + 1) for pair in node.items() for child in pair)
+        elif isinstance(node, list):
+            pending.extend((child, depth + 1) for child in node)
+        elif isinstance(node, str) and _SURROGATE.search(node):
+            return "holds a lone surrogate, which is not Unicode"
+        elif isinstance(node, int) and not isinstance(node, bool) and not -_INT64 <= node < _INT64:
+            return "holds an integer beyond 64 bits"
+    return None
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise TamperedExport(f"{path.name} is missing from the export", file=path.name) from exc
+    except UnicodeDecodeError as exc:
+        raise TamperedExport(
+            f"{path.name} is not UTF-8 (byte {exc.start})", file=path.name
+        ) from None
+
+
 def _write_lines(path: Path, lines: Any) -> None:
     with path.open("w", encoding="utf-8") as handle:
         for line in lines:
             handle.write(line + "\n")
-
-
-def _read_lines(directory: Path, stem: str) -> list[str]:
-    text = (directory / f"{stem}.jsonl").read_text(encoding="utf-8")
-    return [line for line in text.splitlines() if line.strip()]
 
 
 def _sha256(path: Path) -> str:

@@ -98,7 +98,8 @@ def _settings(config: dict[str, Any]) -> LoraSettings:
             target_modules=tuple(sorted(targets)) if isinstance(targets, list) else targets,  # type: ignore[arg-type]
             lora_dropout=float(config.get("lora_dropout") or 0.0),
         )
-    except (ValidationError, TypeError, ValueError) as exc:
+    except (ValidationError, TypeError, ValueError, OverflowError) as exc:
+        # OverflowError: a dropout written as an integer too large for a float
         raise CorruptArtifact(f"{CONFIG_FILE} is not a usable LoRA configuration: {exc}") from exc
 
 
@@ -119,8 +120,9 @@ def _json_file(path: Path, *, required: bool) -> Any:
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CorruptArtifact(f"{path.name} is not JSON: {exc}") from exc
+    except (OSError, ValueError, RecursionError) as exc:
+        # RecursionError: arrays nested deeper than the parser recurses
+        raise CorruptArtifact(f"{path.name} is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise CorruptArtifact(f"{path.name} is not a JSON object")
     return data
