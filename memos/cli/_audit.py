@@ -1,5 +1,6 @@
 """Commands over whole cubes: the event log, verification, export and import."""
 
+import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -8,7 +9,7 @@ import typer
 from memos import Event, MemOS, VerifyReport
 from memos.cli import _render
 from memos.cli._options import CubeOption, JsonFlag
-from memos.cli._session import fail, open_memos
+from memos.cli._session import fail, open_memos, settings
 from memos.errors import IntegrityError
 
 
@@ -87,7 +88,25 @@ def import_(
     directory: Annotated[Path, typer.Argument(help="A directory made by `memos export`.")],
 ) -> None:
     """Import an exported cube after checking its checksums and hash chain."""
-    with open_memos(ctx, create=True) as mos:
-        info = mos.import_cube(directory)
-        head_seq, _ = mos.store.head(info.name)
+    edge = settings(ctx)
+    # opening makes the data dir: a failed import into one that did not exist leaves none
+    made = None if edge.store is not None else _first_missing(edge.data_dir)
+    try:
+        with open_memos(ctx, create=True) as mos:
+            info = mos.import_cube(directory)
+            head_seq, _ = mos.store.head(info.name)
+    except BaseException:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
     typer.echo(f"imported cube {info.name!r} ({head_seq} events)")
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost of ``path`` and its parents that does not exist yet, if any."""
+    missing = None
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            break
+        missing = candidate
+    return missing
