@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from memos.errors import TamperedExport
 
@@ -60,13 +62,19 @@ def pack(directory: Path, layout: Layout = CUBE_EXPORT) -> bytes:
 
 def unpack(data: bytes, directory: Path, layout: Layout = CUBE_EXPORT) -> Path:
     """Write the export in tar ``data`` into the new ``directory``."""
+    return unpack_file(io.BytesIO(data), directory, layout)
+
+
+def unpack_file(file: IO[bytes], directory: Path, layout: Layout = CUBE_EXPORT) -> Path:
+    """Write the export in the tar ``file`` (seekable, read from its position) into the new
+    ``directory``, one member at a time: no more than a buffer of it is held in memory."""
     directory.mkdir(parents=True)
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-            members = tar.getmembers()
-            if len(members) > MAX_FILES:
-                raise TamperedExport(f"an export has at most {MAX_FILES} files")
-            for member in members:
+        with tarfile.open(fileobj=file, mode="r:") as tar:
+            # counted as they are read: a tar of tiny entries would hold millions of headers
+            for count, member in enumerate(tar, start=1):
+                if count > MAX_FILES:
+                    raise TamperedExport(f"an export has at most {MAX_FILES} files")
                 _extract(tar, member, directory, layout)
     except (tarfile.TarError, EOFError) as error:
         raise TamperedExport(f"not a tar archive of an export: {error}") from None
@@ -89,4 +97,5 @@ def _extract(
     if target.exists():
         raise TamperedExport(f"entry {member.name!r} appears twice")
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(source.read())
+    with target.open("wb") as sink:
+        shutil.copyfileobj(source, sink)
