@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
 import faiss
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from memos.schedulers import Worker
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -19,15 +19,18 @@ from prometheus_client import (
     generate_latest,
 )
 
-from memos import ItemFilter, Limits, MemOS, Store, __version__, open_store
+from memos import ItemFilter, JobState, Limits, MemOS, __version__, open_store
 from memos._derived import KV_KIND
+from memos._jobs import UNFINISHED
 from memos.embedding import make_embedder
 
 from . import _cube_routes, _errors, _job_routes, _memory_routes, _model_routes
-from ._deps import principal_handle, root
-from ._middleware import BodyLimit, Timing
+from ._deps import Caller
+from ._middleware import Authenticate, BodyLimit, Timing
 from ._settings import ServerSettings
 
+# what a client may read without a key: liveness and the document that describes the routes
+PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
 
 
@@ -52,15 +55,18 @@ def create_app(settings: ServerSettings, mos: MemOS | None = None) -> FastAPI:
     _errors.install(app)
     for module in (_cube_routes, _memory_routes, _model_routes, _job_routes):
         app.include_router(module.router)
-    _add_health_and_metrics(app)
+    latency = _add_health_and_metrics(app)
+    # the last added runs first: a request is timed, then authenticated, then its body read
     app.add_middleware(
         BodyLimit,
         limit=settings.max_body_bytes,
-        by_path={
+        uploads={
             "/v1/cubes/import": settings.max_import_bytes,
             _model_routes.ADAPTER_IMPORT_PATH: settings.max_import_bytes,
         },
     )
+    app.add_middleware(Authenticate, store=mos.store, public=PUBLIC_PATHS)
+    app.add_middleware(Timing, histogram=latency)
     return app
 
 
@@ -105,25 +111,16 @@ def open_memos(settings: ServerSettings) -> MemOS:
     )
 
 
-def _add_health_and_metrics(app: FastAPI) -> None:
-    registry = CollectorRegistry()
+def _add_health_and_metrics(app: FastAPI) -> Histogram:
+    """``/healthz`` and ``/metrics``; returns the latency histogram for the ``Timing``
+    middleware to fill."""
     latency = Histogram(
         "memos_request_seconds",
         "Request latency by method, route template and status",
         ("method", "route", "status"),
         buckets=LATENCY_BUCKETS,
-        registry=registry,
+        registry=None,  # each scrape registers it beside the caller's own gauges
     )
-    items = Gauge(
-        "memos_items", "Memories and derived entries per tier", ("tier",), registry=registry
-    )
-    queue = Gauge(
-        "memos_queue_depth",
-        "Background jobs not finished yet, by state",
-        ("state",),
-        registry=registry,
-    )
-    app.add_middleware(Timing, histogram=latency)
 
     @app.get("/healthz", tags=["server"])
     def healthz() -> dict[str, str]:
@@ -133,24 +130,51 @@ def _add_health_and_metrics(app: FastAPI) -> None:
         "/metrics",
         tags=["server"],
         response_class=Response,
-        dependencies=[Depends(principal_handle)],
         responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, **_errors.documented(401, 500)},
     )
-    def metrics(request: Request) -> Response:
-        for tier, count in tier_counts(root(request).store).items():
-            items.labels(tier).set(count)
-        for state, count in root(request).store.job_counts().items():
-            queue.labels(state.value).set(count)
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    def metrics(mos: Caller) -> Response:
+        """The server's request latency (by route template and status: no names or ids), and
+        items per tier and unfinished jobs over the cubes the caller may read."""
+        return Response(_scrape(mos, latency), media_type=CONTENT_TYPE_LATEST)
+
+    return latency
 
 
-def tier_counts(store: Store) -> dict[str, int]:
+def _scrape(mos: MemOS, latency: Histogram) -> bytes:
+    registry = CollectorRegistry()
+    registry.register(latency)
+    items = Gauge(
+        "memos_items", "Memories and derived entries per tier", ("tier",), registry=registry
+    )
+    queue = Gauge(
+        "memos_queue_depth",
+        "Background jobs not finished yet, by state",
+        ("state",),
+        registry=registry,
+    )
+    for tier, count in tier_counts(mos).items():
+        items.labels(tier).set(count)
+    for state, count in queue_depth(mos).items():
+        queue.labels(state.value).set(count)
+    return generate_latest(registry)
+
+
+def tier_counts(mos: MemOS) -> dict[str, int]:
     """Active memories (plaintext), standing KV caches (activation) and current adapter
-    versions (parametric) over every cube of the store."""
+    versions (parametric) over the cubes ``mos`` may read."""
     counts = dict.fromkeys(("plaintext", "activation", "parametric"), 0)
-    for info in store.list_cubes():
-        counts["plaintext"] += len(store.filter_item_ids(info.name, ItemFilter()))
-        for entry in store.derived_entries(info.name):
+    for info in mos.list_cubes():
+        counts["plaintext"] += len(mos.store.filter_item_ids(info.name, ItemFilter()))
+        for entry in mos.store.derived_entries(info.name):
             tier = "activation" if entry.kind == KV_KIND else "parametric"
             counts[tier] += not entry.stale
+    return counts
+
+
+def queue_depth(mos: MemOS) -> dict[JobState, int]:
+    """Queued and running jobs over the cubes ``mos`` may read."""
+    counts = dict.fromkeys(UNFINISHED, 0)
+    for job in mos.list_jobs():
+        if job.state in counts:
+            counts[job.state] += 1
     return counts

@@ -3,19 +3,17 @@ import."""
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, Query, Response
 
-from memos import CubeInfo, CubeStats, Event, MemoryItem, MemOS, VerifyReport
-from memos._archive import pack, unpack
+from memos import CubeInfo, CubeStats, Event, MemoryItem, VerifyReport
+from memos._archive import pack, unpack_file
 
-from ._deps import Caller, ReasonQuery
+from ._deps import Caller, ReasonQuery, Upload
 from ._errors import COMMON_ERRORS
 from ._schemas import CubeCreate, CubeRollback, GrantBody, Reason, Reencode
+from ._scratch import scratch
 
 router = APIRouter(prefix="/v1/cubes", tags=["cubes"], responses=COMMON_ERRORS)
 TAR = "application/x-tar"
@@ -86,8 +84,8 @@ def reencode(cube: str, body: Reencode, mos: Caller) -> CubeInfo:
 @router.get("/{cube}/export", response_class=Response, responses={200: {"content": {TAR: {}}}})
 def export_cube(cube: str, mos: Caller) -> Response:
     """The cube as a tar of its export directory (see ``memos cube export``)."""
-    with tempfile.TemporaryDirectory(prefix="memos-export-") as tmp:
-        directory = mos.export_cube(cube, Path(tmp) / "export")
+    with scratch("memos-export-") as tmp:
+        directory = mos.export_cube(cube, tmp / "export")
         return Response(pack(directory), media_type=TAR)
 
 
@@ -96,12 +94,7 @@ def export_cube(cube: str, mos: Caller) -> Response:
     status_code=201,
     openapi_extra={"requestBody": {"required": True, "content": {TAR: {"schema": {}}}}},
 )
-async def import_cube(request: Request, mos: Caller) -> CubeInfo:
+def import_cube(mos: Caller, upload: Upload) -> CubeInfo:
     """Import a tar made by the export route; the caller must be the cube's recorded owner."""
-    data = await request.body()
-    return await run_in_threadpool(_import, mos, data)
-
-
-def _import(mos: MemOS, data: bytes) -> CubeInfo:
-    with tempfile.TemporaryDirectory(prefix="memos-import-") as tmp:
-        return mos.import_cube(unpack(data, Path(tmp) / "export"))
+    with scratch("memos-import-") as tmp:
+        return mos.import_cube(unpack_file(upload, tmp / "export"))

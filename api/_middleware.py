@@ -1,19 +1,31 @@
-"""ASGI middleware: the request body limit and the latency histogram.
+"""ASGI middleware: authentication, the request body limit and the latency histogram.
 
-The body limit is enforced on the bytes as they arrive, not only on ``Content-Length`` (a
-chunked upload has none): the body is read up to the limit before the app sees the request, and
-a request over it is answered ``413`` in the error envelope without reaching any handler.
+A request is authenticated before a byte of its body is read: without a live API key it costs
+the server its headers and a short answer (``401`` in the error envelope, and the connection
+closed, so the rest of the upload is never taken in). Once authenticated, the body limit is
+enforced on the bytes as they arrive, not only on ``Content-Length`` (a chunked upload has
+none). A JSON request's body is read whole, up to its small limit, before the app sees the
+request; an upload (a tar import) streams through to its route, which spools it to a temporary
+file, and the read that crosses the upload limit fails with :class:`RequestTooLarge`. Either
+way an oversized body answers ``413`` in the error envelope.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from typing import Any
 
 from prometheus_client import Histogram
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from memos._keys import authenticate
+from memos._store import Store
+from memos.errors import MemosError, RequestTooLarge
+
+from ._errors import error_response
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -21,54 +33,141 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+# where the authenticated key is kept for the request (``request.state.api_key``)
+API_KEY_STATE = "api_key"
+_CLOSE = (b"connection", b"close")
 
-def _too_large_body(limit: int) -> bytes:
+
+def _has_body(scope: Scope) -> bool:
+    headers = dict(scope.get("headers") or [])
+    declared = headers.get(b"content-length", b"0").decode("latin-1")
+    return b"transfer-encoding" in headers or not declared.isdigit() or int(declared) > 0
+
+
+async def _answer(scope: Scope, send: Send, error: MemosError) -> None:
+    """Answer ``error`` without reading the request's body; a connection whose client may
+    still be sending one is closed after the answer rather than drained."""
+    response: Response = error_response(error)
+    if _has_body(scope):
+        response.headers["connection"] = "close"
+    await response(scope, _no_body, send)
+
+
+async def _no_body() -> Message:  # pragma: no cover - an answer never reads the request
+    return {"type": "http.disconnect"}
+
+
+def _bearer_token(scope: Scope) -> str | None:
+    header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+class Authenticate:
+    """Refuse any HTTP request but those to the ``public`` paths unless it carries a live API
+    key (``Authorization: Bearer memos_...``), before its body is read; the key of an accepted
+    request is in the request's state (:data:`API_KEY_STATE`)."""
+
+    def __init__(self, app: ASGIApp, store: Store, public: Collection[str]) -> None:
+        self.app = app
+        self.store = store
+        self.public = frozenset(public)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.public:
+            await self.app(scope, receive, send)
+            return
+        try:
+            key = await run_in_threadpool(authenticate, self.store, _bearer_token(scope))
+        except MemosError as error:  # Unauthenticated, or a store that cannot answer (503)
+            await _answer(scope, send, error)
+            return
+        scope.setdefault("state", {})[API_KEY_STATE] = key
+        await self.app(scope, receive, send)
+
+
+def _too_large(limit: int) -> RequestTooLarge:
     message = f"the request body is over the server's limit of {limit} bytes"
-    error = {"code": "request_too_large", "message": message, "details": {"limit": limit}}
-    return json.dumps({"error": error}).encode()
+    return RequestTooLarge(message, limit=limit)
 
 
 class BodyLimit:
-    """Answer 413 to a request whose body is over ``limit`` bytes (``by_path`` names other
-    limits for the paths a regular expression matches whole)."""
+    """Answer 413 to a request whose body is over ``limit`` bytes. The bodies of the paths
+    ``uploads`` names (regular expressions matched whole, each with its own limit) stream
+    through to their routes, counted as they go."""
 
-    def __init__(self, app: ASGIApp, limit: int, by_path: dict[str, int] | None = None) -> None:
+    def __init__(self, app: ASGIApp, limit: int, uploads: dict[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
-        self.by_path = [(re.compile(path), n) for path, n in (by_path or {}).items()]
+        self.uploads = [(re.compile(path), n) for path, n in (uploads or {}).items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        limit = next((n for pattern, n in self.by_path if pattern.fullmatch(path)), self.limit)
+        upload = next((n for pattern, n in self.uploads if pattern.fullmatch(path)), None)
+        limit = self.limit if upload is None else upload
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length", b"").decode("latin-1")
         if declared.isdigit() and int(declared) > limit:
-            await self._reject(send, limit)
+            await _answer(scope, send, _too_large(limit))
             return
-        body = bytearray()
-        more = True
-        while more:  # read it all first, so nothing downstream sees a body over the limit
-            message = await receive()
-            if message["type"] != "http.request":
-                await self.app(scope, _replay(message, receive), send)
-                return
-            body += message.get("body", b"")
-            more = bool(message.get("more_body", False))
-            if len(body) > limit:
-                await self._reject(send, limit)
-                return
-        whole = {"type": "http.request", "body": bytes(body), "more_body": False}
+        body = _CountedBody(receive, limit, expected=_has_body(scope))
+        if upload is not None:
+            await self.app(scope, body.receive, body.closing(send))
+            return
+        whole = await body.read_all()  # so nothing downstream sees a body over the limit
+        if whole is None:
+            await _answer(scope, send, _too_large(limit))
+            return
         await self.app(scope, _replay(whole, receive), send)
 
-    @staticmethod
-    async def _reject(send: Send, limit: int) -> None:
-        body = _too_large_body(limit)
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+
+class _CountedBody:
+    """A request's body as it arrives, counted against ``limit``."""
+
+    def __init__(self, receive: Receive, limit: int, *, expected: bool) -> None:
+        self._receive = receive
+        self.limit = limit
+        self.received = 0
+        self.complete = not expected
+
+    async def receive(self) -> Message:
+        """The next message; :class:`RequestTooLarge` once the body is over the limit."""
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            if self.received > self.limit:
+                raise _too_large(self.limit)
+            self.complete = not message.get("more_body", False)
+        return message
+
+    async def read_all(self) -> Message | None:
+        """The whole body as one message (or the first message that is not body: a
+        disconnect); ``None`` when it is over the limit."""
+        body = bytearray()
+        while True:
+            try:
+                message = await self.receive()
+            except RequestTooLarge:
+                return None
+            if message["type"] != "http.request":
+                return message
+            body += message.get("body", b"")
+            if self.complete:
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+    def closing(self, send: Send) -> Send:
+        """``send``, closing the connection after a response that starts before the body was
+        all received (its rest is never read)."""
+
+        async def sent(message: Message) -> None:
+            if message["type"] == "http.response.start" and not self.complete:
+                message["headers"] = [*message.get("headers", []), _CLOSE]
+            await send(message)
+
+        return sent
 
 
 def _replay(first: Message, receive: Receive) -> Receive:

@@ -3,23 +3,20 @@
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.sse import EventSourceResponse
-from starlette.concurrency import run_in_threadpool
 
-from memos import ChatReply, CubeInfo, Event, MemOS
-from memos._archive import ADAPTER_EXPORT, pack, unpack
+from memos import ChatReply, CubeInfo, Event
+from memos._archive import ADAPTER_EXPORT, pack, unpack_file
 from memos._wire import ChatDone, ChatEvent, ChatFailed, ChatText, ErrorBody
 from memos.errors import InvalidInput, MemosError
 
 from ._cube_routes import TAR
-from ._deps import Caller, ReasonQuery, Settings
+from ._deps import Caller, ReasonQuery, Settings, Upload
 from ._errors import COMMON_ERRORS
 from ._schemas import (
     AdapterEntry,
@@ -30,6 +27,7 @@ from ._schemas import (
     KVEntry,
     Reason,
 )
+from ._scratch import scratch
 from ._settings import ServerSettings
 
 if TYPE_CHECKING:
@@ -186,21 +184,28 @@ def export_adapter(cube: str, name: str, mos: Caller, version: int | None = None
     """Adapter ``name`` (at ``version``; its latest by default) as a tar of the peft directory
     ``mos.lora.export`` writes: ``adapter_config.json``, ``adapter_model.safetensors`` (fp32)
     and ``memos_manifest.json``."""
-    with tempfile.TemporaryDirectory(prefix="memos-adapter-") as tmp:
-        directory = mos.lora.export(cube, name, Path(tmp) / "adapter", version=version)
+    with scratch("memos-adapter-") as tmp:
+        directory = mos.lora.export(cube, name, tmp / "adapter", version=version)
         return Response(pack(directory, ADAPTER_EXPORT), media_type=TAR)
+
+
+def _readable_cube(cube: str, mos: Caller) -> None:
+    """Another tenant's cube is not found before its upload is read, whatever the upload
+    holds."""
+    mos.get_cube(cube)
 
 
 @router.post(
     "/adapters/{name}/import",
     status_code=201,
+    dependencies=[Depends(_readable_cube)],
     openapi_extra={"requestBody": {"required": True, "content": {TAR: {"schema": {}}}}},
 )
-async def import_adapter(
+def import_adapter(
     cube: str,
     name: str,
-    request: Request,
     mos: Caller,
+    upload: Upload,
     density: Annotated[float | None, Query(gt=0, le=1)] = None,
     reason: ReasonQuery = None,
 ) -> AdapterEntry:
@@ -208,15 +213,7 @@ async def import_adapter(
     sends): ``adapter_config.json`` and ``adapter_model.safetensors``, and optionally
     ``memos_manifest.json``; any other entry is refused. Stored ComPEFT-compressed at
     ``density`` when given."""
-    data = await request.body()
-    return await run_in_threadpool(_import_adapter, mos, cube, name, data, density, reason)
-
-
-def _import_adapter(
-    mos: MemOS, cube: str, name: str, data: bytes, density: float | None, reason: str | None
-) -> AdapterEntry:
-    mos.get_cube(cube)  # another tenant's cube is not found, whatever the upload holds
-    with tempfile.TemporaryDirectory(prefix="memos-adapter-") as tmp:
-        directory = unpack(data, Path(tmp) / "adapter", ADAPTER_EXPORT)
+    with scratch("memos-adapter-") as tmp:
+        directory = unpack_file(upload, tmp / "adapter", ADAPTER_EXPORT)
         entry = mos.lora.import_adapter(cube, directory, name=name, density=density, reason=reason)
     return AdapterEntry.model_validate(entry)
