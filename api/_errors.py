@@ -2,7 +2,8 @@
 
 ``{"error": {"code": ..., "message": ..., "details": {...}}}`` with the status of the
 :class:`memos.errors.MemosError` class: the same body the CLI prints with ``--json``. FastAPI's
-own failures (a malformed body, an unknown route, a wrong method) are put in the same shape, so a
+own failures (a malformed body, an unknown route, a wrong method) and an unexpected exception
+(a bug: ``500``, ``internal``, nothing of the server's internals) are put in the same shape, so a
 client parses one thing.
 """
 
@@ -79,6 +80,12 @@ def install(app: FastAPI) -> None:
         code = _HTTP_CODES.get(error.status_code, "http_error")
         return envelope(error.status_code, code, str(error.detail))
 
+    async def unexpected(_: Request, __: Exception) -> JSONResponse:
+        # A bug: the traceback goes to the server's log (the exception is raised on after this
+        # answer), the client gets the envelope and nothing of the server's internals.
+        return envelope(500, MemosError.code, "the server failed to answer this request")
+
     app.add_exception_handler(MemosError, memos_error)
+    app.add_exception_handler(Exception, unexpected)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(HTTPException, http_error)

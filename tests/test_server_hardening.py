@@ -253,3 +253,22 @@ def test_a_malformed_import_names_no_server_path(
                 assert response.json()["error"]["message"]
                 for server_path in ("/tmp", str(data_dir), str(tmp_path)):
                     assert server_path not in response.text, (path, response.text)
+
+
+def test_an_unexpected_failure_is_the_envelope_and_names_nothing_internal(
+    data_dir: Path,
+) -> None:
+    mos = MemOS.open(data_dir, embedder=HashEmbedder(64))
+    app = create_app(ServerSettings(store=f"sqlite:///{data_dir}"), mos=mos)
+
+    def failing() -> None:
+        raise RuntimeError(f"a bug that knows {data_dir}")
+
+    app.add_api_route("/v1/failing", failing)
+    headers = _bearer(mos.create_api_key("alice")[1])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        answer = client.get("/v1/failing", headers=headers)
+    assert answer.status_code == 500
+    assert answer.json()["error"]["code"] == "internal"
+    assert str(data_dir) not in answer.text
+    assert "RuntimeError" not in answer.text
