@@ -4,9 +4,13 @@ metrics. Nothing happens at import; ``create_app`` is called by ``memos serve`` 
 from __future__ import annotations
 
 import dataclasses
+import sys
+import sysconfig
+import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 
 import faiss
 from fastapi import FastAPI, Response
@@ -31,6 +35,7 @@ from ._settings import ServerSettings
 
 # what a client may read without a key: liveness and the document that describes the routes
 PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})
+SQLITE_SCHEME = "sqlite:///"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
 
 
@@ -52,7 +57,7 @@ def create_app(settings: ServerSettings, mos: MemOS | None = None) -> FastAPI:
     )
     app.state.mos, app.state.settings = mos, settings
     app.state.limits = server_limits(settings, mos.limits)
-    _errors.install(app)
+    _errors.install(app, private_paths(settings))
     for module in (_cube_routes, _memory_routes, _model_routes, _job_routes):
         app.include_router(module.router)
     latency = _add_health_and_metrics(app)
@@ -91,6 +96,27 @@ def _job_workers(mos: MemOS, settings: ServerSettings) -> Iterator[None]:
         stop.set()
         for thread in threads:
             thread.join()
+
+
+def private_paths(settings: ServerSettings) -> dict[str, str]:
+    """The server's own folders, each with what an error shows a client in its place."""
+    named = {
+        tempfile.gettempdir(): "<tmp>",
+        str(Path.home()): "~",
+        sysconfig.get_paths()["purelib"]: "<site-packages>",
+        sys.prefix: "<python>",
+    }
+    if settings.store.startswith(SQLITE_SCHEME):
+        named[settings.store.removeprefix(SQLITE_SCHEME)] = "<data-dir>"
+    for path, label in (
+        (settings.snapshot_dir, "<snapshots>"),
+        (settings.model, "<model>"),
+        (settings.model_cache, "<model-cache>"),
+    ):
+        if path is not None:
+            named[str(Path(path).expanduser().resolve())] = label
+            named[str(path)] = label
+    return {path: label for path, label in named.items() if len(path) > 1}
 
 
 def server_limits(settings: ServerSettings, base: Limits) -> Limits:

@@ -9,6 +9,7 @@ client parses one thing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -59,12 +60,36 @@ def error_response(error: MemosError) -> JSONResponse:
     return response
 
 
-def install(app: FastAPI) -> None:
-    """Register the handlers that turn every error into the envelope."""
+def redacted(error: MemosError, paths: Mapping[str, str]) -> MemosError:
+    """``error`` with each of ``paths`` (a path on the server -> what a client reads in its
+    place) replaced in its message and details: the SDK's messages, written for a caller who
+    chose the path, name it whole, and where a server keeps its files is no client's business.
+    Longer paths are replaced first, so a folder inside another keeps its own name."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, str):
+            for path in sorted(paths, key=len, reverse=True):
+                value = value.replace(path, paths[path])
+            return value
+        if isinstance(value, dict):
+            return {key: strip(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [strip(item) for item in value]
+        return value
+
+    if not paths:
+        return error
+    return type(error)(strip(error.message), **strip(error.details))
+
+
+def install(app: FastAPI, private_paths: Mapping[str, str]) -> None:
+    """Register the handlers that turn every error into the envelope; ``private_paths`` are
+    the server's own folders, never named to a client (see :func:`redacted`)."""
+    app.state.private_paths = dict(private_paths)
 
     async def memos_error(_: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, MemosError)
-        return error_response(error)
+        return error_response(redacted(error, private_paths))
 
     async def invalid_request(_: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RequestValidationError)

@@ -25,7 +25,7 @@ from memos._keys import authenticate
 from memos._store import Store
 from memos.errors import MemosError, RequestTooLarge
 
-from ._errors import error_response
+from ._errors import error_response, redacted
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -47,7 +47,8 @@ def _has_body(scope: Scope) -> bool:
 async def _answer(scope: Scope, send: Send, error: MemosError) -> None:
     """Answer ``error`` without reading the request's body; a connection whose client may
     still be sending one is closed after the answer rather than drained."""
-    response: Response = error_response(error)
+    private_paths = getattr(scope["app"].state, "private_paths", {}) if "app" in scope else {}
+    response: Response = error_response(redacted(error, private_paths))
     if _has_body(scope):
         response.headers["connection"] = "close"
     await response(scope, _no_body, send)

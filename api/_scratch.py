@@ -7,9 +7,10 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from memos.errors import MemosError
+
+from ._errors import redacted
 
 
 @contextmanager
@@ -21,17 +22,4 @@ def scratch(prefix: str) -> Iterator[Path]:
         try:
             yield Path(tmp)
         except MemosError as error:
-            raise _relative_to(error, tmp) from error
-
-
-def _relative_to(error: MemosError, directory: str) -> MemosError:
-    def strip(value: Any) -> Any:
-        if isinstance(value, str):
-            return value.replace(directory + "/", "").replace(directory, ".")
-        if isinstance(value, dict):
-            return {key: strip(item) for key, item in value.items()}
-        if isinstance(value, list | tuple):
-            return [strip(item) for item in value]
-        return value
-
-    return type(error)(strip(error.message), **strip(error.details))
+            raise redacted(error, {tmp + "/": "", tmp: "."}) from error

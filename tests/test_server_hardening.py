@@ -272,3 +272,18 @@ def test_an_unexpected_failure_is_the_envelope_and_names_nothing_internal(
     assert answer.json()["error"]["code"] == "internal"
     assert str(data_dir) not in answer.text
     assert "RuntimeError" not in answer.text
+
+
+def test_an_error_names_none_of_the_servers_folders(tmp_path: Path) -> None:
+    data_dir, model_dir = tmp_path / "data", tmp_path / "models" / "missing"
+    mos = MemOS.open(data_dir, embedder=HashEmbedder(64), model=model_dir)
+    settings = ServerSettings(store=f"sqlite:///{data_dir}", model=str(model_dir))
+    headers = _bearer(mos.create_api_key("alice")[1])
+    with TestClient(create_app(settings, mos=mos)) as client:
+        client.post("/v1/cubes", json={"name": "notes"}, headers=headers)
+        client.post("/v1/cubes/notes/memories", json={"text": "a memory"}, headers=headers)
+        answer = client.post("/v1/cubes/notes/chat", json={"query": "what?"}, headers=headers)
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"]["code"] == "model_unavailable"
+    assert "<model>" in answer.text
+    assert str(tmp_path) not in answer.text
