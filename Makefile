@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test lint typecheck demo bench bench-locomo bench-kv bench-lora bench-server bench-jobs clean
+.PHONY: install test lint typecheck demo bench bench-locomo bench-kv bench-lora bench-server bench-jobs bench-hardening clean
 
 install: $(STAMP)
 
@@ -59,6 +59,10 @@ bench-server: install
 
 bench-jobs: install
 	$(PY) benchmarks/job_queue.py
+
+# add, search, export and import on the hardening's baseline and on the working tree, interleaved
+bench-hardening: install
+	$(PY) benchmarks/before_after.py 5a5e711
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
