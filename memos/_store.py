@@ -167,6 +167,14 @@ class Store(Protocol):
         before the ``k`` best are taken."""
         ...
 
+    def keyword_mismatches(self, cube: str, texts: Mapping[str, str]) -> list[str]:
+        """The ids whose entries in the cube's keyword index are not the ones ``texts`` (each
+        active item's id -> its text) gives, sorted: an id indexed with other words, an id of
+        ``texts`` missing from the index, an id indexed that ``texts`` lacks. Damage that names
+        no item (a row for no item, index statistics that disagree) raises ``IntegrityError``
+        when no item's entry differs."""
+        ...
+
     def get_vectors(self, item_ids: Sequence[str], cube: str | None = None) -> dict[str, Vector]:
         """The full-precision vectors of those items that exist (of ``cube``, when given: a
         backend may read them in one request then)."""

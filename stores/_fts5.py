@@ -25,6 +25,8 @@ from __future__ import annotations
 import re
 import sqlite3
 
+from memos.errors import IntegrityError
+
 TOKENIZER = "porter unicode61 remove_diacritics 2"
 MAX_TERMS = 32
 
@@ -52,11 +54,15 @@ def table_name(cube: str) -> str:
     return f"item_text_{cube.encode('utf-8').hex()}"
 
 
+def _create_sql(table: str) -> str:
+    return f"CREATE VIRTUAL TABLE {table} USING fts5(text, tokenize='{TOKENIZER}')"
+
+
 def create_table(conn: sqlite3.Connection, cube: str) -> None:
     """A fresh, empty keyword table for ``cube`` (inside the caller's transaction)."""
     table = table_name(cube)
     conn.execute(f"DROP TABLE IF EXISTS {table}")
-    conn.execute(f"CREATE VIRTUAL TABLE {table} USING fts5(text, tokenize='{TOKENIZER}')")
+    conn.execute(_create_sql(table))
 
 
 def fill_table(conn: sqlite3.Connection, cube: str) -> None:
@@ -66,6 +72,41 @@ def fill_table(conn: sqlite3.Connection, cube: str) -> None:
         " FROM items WHERE cube = ? AND status = 'active'",
         (cube,),
     )
+
+
+def indexed_texts(conn: sqlite3.Connection, cube: str) -> tuple[dict[str, object], int]:
+    """The text each item of ``cube`` is indexed with, by item id, and how many rows of the
+    table are keyed by no item of the cube (such a row still counts in bm25's statistics and
+    can take a place in the top k)."""
+    table = table_name(cube)
+    if _table_sql(conn, table) is None:
+        raise IntegrityError(f"cube {cube!r} has no keyword table", cube=cube)
+    rows = conn.execute(
+        f"SELECT i.id, t.text FROM {table} t LEFT JOIN items i ON i.rowid = t.rowid AND i.cube = ?",
+        (cube,),
+    ).fetchall()
+    texts: dict[str, object] = {item_id: text for item_id, text in rows if item_id is not None}
+    return texts, sum(1 for item_id, _ in rows if item_id is None)
+
+
+def table_problem(conn: sqlite3.Connection, cube: str) -> str | None:
+    """What is wrong with the cube's keyword table as a whole, if anything: a definition other
+    than ours (another tokenizer indexes other terms), or an index (terms, document lengths,
+    totals) that no longer matches the texts the table holds. FTS5's own integrity check
+    tokenizes every text again and compares; it changes nothing."""
+    table = table_name(cube)
+    if _table_sql(conn, table) != _create_sql(table):
+        return f"the keyword table of cube {cube!r} is not defined as MemOS defines it"
+    try:
+        conn.execute(f"INSERT INTO {table} ({table}) VALUES ('integrity-check')")
+    except sqlite3.DatabaseError as exc:
+        return f"the keyword index of cube {cube!r} does not match the texts it holds ({exc})"
+    return None
+
+
+def _table_sql(conn: sqlite3.Connection, table: str) -> str | None:
+    row = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (table,)).fetchone()
+    return None if row is None else str(row[0])
 
 
 def match_query(text: str) -> str | None:

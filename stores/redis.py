@@ -56,7 +56,7 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, ParamSpec, TypeVar
@@ -369,6 +369,18 @@ def _where_matches(item: MemoryItem, where: dict[str, Any]) -> bool:
     # SQLite's `json_extract(...) IS ?`: a missing key is null, true is 1, 1 is 1.0, and a
     # string equals only the same string; Python's == on the decoded values agrees.
     return all(item.metadata.get(key) == expected for key, expected in where.items())
+
+
+def _loose(value: object) -> str:
+    """Text read from a key or field that may have been written outside MemOS: bytes that are
+    not UTF-8 still give a name (one that names nothing MemOS wrote)."""
+    return _raw(value).decode("utf-8", errors="replace")
+
+
+def _count(value: object) -> int | None:
+    """A count the keyword index holds, or ``None`` when what is stored is not one."""
+    text = _loose(value)
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def _send(pipe: Pipeline, *command: str | bytes | int | float) -> object:
@@ -1059,6 +1071,49 @@ class RedisStore:
         reply = self._bm25(keys=names, args=args)
         pairs = zip(reply[::2], reply[1::2], strict=True)
         return [(_text(doc), float(score)) for doc, score in pairs]
+
+    @_storage_errors
+    def keyword_mismatches(self, cube: str, texts: Mapping[str, str]) -> list[str]:
+        keys = self._keys.cube(cube)
+        indexed, lengths, total = self._keyword_index(keys)
+        expected = {item_id: _keywords.term_counts(text) for item_id, text in texts.items()}
+        differing = sorted(
+            item_id
+            for item_id in indexed.keys() | lengths.keys() | expected.keys()
+            if item_id not in expected
+            or indexed.get(item_id, {}) != dict(expected[item_id][0])
+            or lengths.get(item_id) != expected[item_id][1]
+        )
+        if differing:
+            return differing
+        if total != sum(length for _, length in expected.values()):
+            raise IntegrityError(
+                f"the keyword index of cube {cube!r} counts {total} terms in all, not the sum "
+                "of its items' lengths",
+                cube=cube,
+            )
+        return []
+
+    def _keyword_index(
+        self, keys: _CubeKeys
+    ) -> tuple[dict[str, dict[str, int | None]], dict[str, int | None], int | None]:
+        """Each item's postings (term -> frequency), each item's length and the total length,
+        as the index holds them (a value that is not a count reads as ``None``). The terms are
+        found by scanning for the cube's postings keys: a term no item's text gives must be
+        seen too."""
+        start = keys.terms("").encode()
+        names = sorted(set(map(_raw, self._redis.scan_iter(start + b"*", count=1000))))
+        postings = self._each(names, lambda pipe, name: pipe.hgetall(name))
+        indexed: dict[str, dict[str, int | None]] = {}
+        for name, entries in zip(names, postings, strict=True):
+            term = _loose(name[len(start) :])
+            for item_id, count in entries.items():
+                indexed.setdefault(_loose(item_id), {})[term] = _count(count)
+        lengths, total = self._pipelined(
+            lambda pipe: [pipe.hgetall(keys.lengths), pipe.get(keys.total_length)], atomic=True
+        )
+        by_item = {_loose(item_id): _count(length) for item_id, length in lengths.items()}
+        return indexed, by_item, 0 if total is None else _count(total)
 
     @functools.cached_property
     def _bm25(self) -> Script:

@@ -17,7 +17,7 @@ import re
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -634,6 +634,25 @@ class SQLiteStore:
         # bm25() is lower-is-better; negated, higher is better like every other score.
         # Ties go to the row written first (an order an export and import keep).
         return [(item_id, -float(score)) for item_id, score in rows]
+
+    def keyword_mismatches(self, cube: str, texts: Mapping[str, str]) -> list[str]:
+        with self._lock:
+            indexed, orphans = _fts5.indexed_texts(self._conn, cube)
+            differing = sorted(
+                item_id
+                for item_id in indexed.keys() | texts.keys()
+                if indexed.get(item_id) != texts.get(item_id)
+            )
+            if differing:
+                return differing
+            if orphans:
+                raise IntegrityError(
+                    f"the keyword table of cube {cube!r} has {orphans} rows of no item", cube=cube
+                )
+            problem = _fts5.table_problem(self._conn, cube)
+        if problem is not None:
+            raise IntegrityError(problem, cube=cube)
+        return []
 
     def get_vectors(self, item_ids: Sequence[str], cube: str | None = None) -> dict[str, Vector]:
         found: dict[str, Vector] = {}
