@@ -6,9 +6,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from pydantic import AwareDatetime
 
 from memos import CubeInfo, CubeStats, Event, MemoryItem, VerifyReport
+from memos._anchor import CubeAnchor
 from memos._archive import pack, unpack_file
+from memos.errors import InvalidInput
 
 from ._deps import Caller, ReasonQuery, Upload
 from ._errors import COMMON_ERRORS
@@ -62,8 +65,21 @@ def log(
 
 
 @router.get("/{cube}/verify")
-def verify(cube: str, mos: Caller) -> VerifyReport:
-    return mos.verify(cube)
+def verify(
+    cube: str,
+    mos: Caller,
+    anchor_seq: Annotated[int | None, Query(ge=1)] = None,
+    anchor_hash: Annotated[str | None, Query(pattern=r"^[0-9a-f]{64}$")] = None,
+    anchor_at: Annotated[AwareDatetime | None, Query()] = None,
+) -> VerifyReport:
+    """Verify the cube; with an anchor's three fields, also against that anchored head."""
+    given = (anchor_seq, anchor_hash, anchor_at)
+    if all(value is None for value in given):
+        return mos.verify(cube)
+    if anchor_seq is None or anchor_hash is None or anchor_at is None:
+        raise InvalidInput("an anchor is anchor_seq, anchor_hash and anchor_at together")
+    anchor = CubeAnchor(cube=cube, seq=anchor_seq, hash=anchor_hash, at=anchor_at)
+    return mos.verify(cube, anchor=anchor)
 
 
 @router.post("/{cube}/rollback")

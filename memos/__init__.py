@@ -9,6 +9,7 @@ Errors live in :mod:`memos.errors`, embedders in :mod:`memos.embedding`, vector 
 import torch, so ``import memos`` does not load them.
 """
 
+from memos._anchor import CubeAnchor
 from memos._cube_stats import CubeStats
 from memos._history import FieldChange, ItemDiff
 from memos._jobs import Job, JobFailure, JobKind, JobState
@@ -43,6 +44,7 @@ __all__ = [
     "ApiKey",
     "Change",
     "ChatReply",
+    "CubeAnchor",
     "CubeImport",
     "CubeInfo",
     "CubeStats",

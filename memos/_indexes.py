@@ -10,16 +10,25 @@ the cube's configuration moves on, a new index is built from the store and swapp
 
 from __future__ import annotations
 
+import hashlib
+import json
+import tempfile
 import threading
+from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
+import faiss
 import numpy as np
+from numpy.typing import NDArray
+from safetensors import SafetensorError, safe_open
 
 from memos._codec_state import load_codec
 from memos._store import Store
 from memos._types import CubeInfo, ItemFilter, ItemStatus
 from memos._vector_index import VectorIndex
 from memos.codecs import VectorCodec
+from memos.errors import StorageError
 
 # Snapshot once the tail since the last one reaches this many events or this share of the index.
 _SNAPSHOT_MIN_EVENTS = 1000
@@ -68,20 +77,80 @@ class CubeIndexes:
                 if index.seq != index.saved_seq:
                     self._save(index, name)
 
+    def check(self, cube: CubeInfo, indexed: Collection[str]) -> tuple[int, str] | None:
+        """Check the cube's snapshot, as opening would load it, against the store: with its
+        tail replayed it must hold exactly the ``indexed`` items (the active items with a
+        vector, as verified) with the codes a rebuild from the store's vectors gives.
+
+        The snapshot's own checksums only catch accidents: whoever can write the snapshot
+        folder can also write checksums that fit. A snapshot that differs is deleted, and the
+        index in use afterwards is the snapshot just checked or, failing that, one rebuilt on
+        the next search. Returns the seq the snapshot covered and what differed."""
+        if self._snapshot_dir is None:
+            return None  # no snapshot: the index in use was built from the store
+        codec = load_codec(self._store, cube)
+        loaded = self._snapshot(cube, codec)
+        if loaded is None:
+            self.forget(cube.name)
+            return None
+        covered = loaded.seq
+        self._catch_up(loaded, cube.name)
+        problem = self._difference(loaded, cube, codec, set(indexed))
+        with self._lock:
+            in_use = self._indexes.get(cube.name)
+            if problem is not None:
+                self._indexes.pop(cube.name, None)
+                for suffix in (".json", ".codes"):
+                    (self._snapshot_dir / f"{cube.name}{suffix}").unlink(missing_ok=True)
+            elif in_use is None or in_use.codec_version <= loaded.codec_version:
+                self._indexes[cube.name] = loaded
+        if problem is None:
+            return None
+        return covered, f"the index snapshot of cube {cube.name!r} {problem}; it was discarded"
+
+    def _difference(
+        self, loaded: VectorIndex, cube: CubeInfo, codec: VectorCodec, indexed: set[str]
+    ) -> str | None:
+        held = loaded.ids()
+        if held - indexed:
+            return f"holds item {min(held - indexed)}, which is not an active item"
+        if indexed - held:
+            return f"lacks active item {min(indexed - held)}"
+        assert self._snapshot_dir is not None
+        with tempfile.TemporaryDirectory(dir=self._snapshot_dir, prefix=".check-") as scratch:
+            saved_seq = loaded.saved_seq
+            snapshot = _saved(loaded, Path(scratch) / "snapshot")
+            loaded.saved_seq = saved_seq  # saved to scratch only: the real one is still due
+            rebuilt = VectorIndex(
+                codec, cube.dim, codec_version=cube.codec_version, codec_state=cube.codec_state
+            )
+            self._upsert_from_store(rebuilt, [str(i) for i in snapshot["ids"]], cube.name)
+            rebuilt.seq, rebuilt.head_hash = loaded.seq, loaded.head_hash
+            if _saved(rebuilt, Path(scratch) / "rebuilt") != snapshot:
+                return "holds codes that differ from those of the store's vectors"
+        return None
+
     def _open(self, cube: CubeInfo) -> VectorIndex:
         codec = load_codec(self._store, cube)
-        if self._snapshot_dir is not None:
-            loaded = VectorIndex.load(
-                self._snapshot_dir,
-                cube.name,
-                codec,
-                cube.dim,
-                codec_version=cube.codec_version,
-                codec_state=cube.codec_state,
-            )
-            if loaded is not None and self._matches_history(loaded, cube.name):
-                return loaded
-        return self._rebuild(cube, codec)
+        loaded = self._snapshot(cube, codec)
+        return loaded if loaded is not None else self._rebuild(cube, codec)
+
+    def _snapshot(self, cube: CubeInfo, codec: VectorCodec) -> VectorIndex | None:
+        """The cube's saved snapshot when it passes its checksums, was made with the cube's
+        codec configuration and covers a seq whose event the log still holds."""
+        if self._snapshot_dir is None:
+            return None
+        loaded = VectorIndex.load(
+            self._snapshot_dir,
+            cube.name,
+            codec,
+            cube.dim,
+            codec_version=cube.codec_version,
+            codec_state=cube.codec_state,
+        )
+        if loaded is None or not self._matches_history(loaded, cube.name):
+            return None
+        return loaded
 
     def _matches_history(self, index: VectorIndex, cube: str) -> bool:
         """A snapshot counts only if the log still has its seq with the same hash."""
@@ -141,3 +210,59 @@ class CubeIndexes:
     def _save(self, index: VectorIndex, cube: str) -> None:
         if self._snapshot_dir is not None:
             index.save(self._snapshot_dir, cube)
+
+
+def _saved(index: VectorIndex, directory: Path) -> dict[str, Any]:
+    """``index`` saved into ``directory``, as what compares two indexes position by position:
+    its codec, its ids in order and a digest of its codes."""
+    try:
+        index.save(directory, "index")
+        sidecar = json.loads((directory / "index.json").read_text(encoding="utf-8"))
+        codes = _codes_digest(directory / "index.codes")
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"cannot check the index snapshot in {directory}: {exc}") from exc
+    if not isinstance(sidecar, dict):
+        raise StorageError(f"cannot check the index snapshot in {directory}")
+    return {"codes": codes, **{key: sidecar.get(key) for key in ("ids", "codec", "dim")}}
+
+
+def _codes_digest(path: Path) -> str:
+    """sha256 of a saved code table's content, the same for two tables that hold the same
+    code at each position: a safetensors table by its tensors and metadata (safetensors writes
+    its header in no fixed order), an inverted file by its lists with their entries in position
+    order (a removal moves a list's last entry into the gap), any other file byte for byte."""
+    digest = hashlib.sha256()
+    try:
+        with safe_open(str(path), framework="numpy") as table:
+            digest.update(json.dumps(table.metadata() or {}, sort_keys=True).encode("utf-8"))
+            for name in sorted(table.keys()):
+                _tensor_into(digest, name, table.get_tensor(name))
+            return digest.hexdigest()
+    except SafetensorError:
+        pass  # a FAISS index
+    try:
+        index = faiss.read_index(str(path))
+    except RuntimeError as exc:
+        raise ValueError(f"unreadable code table {path}: {exc}") from exc
+    if not isinstance(index, faiss.IndexIVF):
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+    digest.update(faiss.serialize_index(index.quantizer).tobytes())
+    invlists: Any = index.invlists
+    for number in range(index.nlist):
+        size = invlists.list_size(number)
+        if not size:
+            continue  # an empty list has no buffers to read
+        ids = faiss.rev_swig_ptr(invlists.get_ids(number), size).copy()
+        codes = faiss.rev_swig_ptr(invlists.get_codes(number), size * index.code_size).copy()
+        order = np.argsort(ids, kind="stable")
+        _tensor_into(digest, f"ids{number}", ids[order])
+        _tensor_into(digest, f"codes{number}", codes.reshape(size, index.code_size)[order])
+    return digest.hexdigest()
+
+
+def _tensor_into(digest: Any, name: str, tensor: NDArray[Any]) -> None:
+    digest.update(f"{name}:{tensor.dtype.str}:{tensor.shape}".encode())
+    digest.update(np.ascontiguousarray(tensor).tobytes())

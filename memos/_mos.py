@@ -18,6 +18,7 @@ import numpy as np
 from memos import _history, _keys, _mutations, _search
 from memos import _validation as check
 from memos._access import DEFAULT_HALF_LIFE_S
+from memos._anchor import CubeAnchor
 from memos._cube_stats import CubeStats, cube_stats
 from memos._encoding import reconfigure
 from memos._export import export_cube, read_export
@@ -698,10 +699,23 @@ class MemOS:
         events = self.store.events(info.name, after_seq=after_seq)
         return events if limit is None else events[-limit:] if limit > 0 else []
 
-    def verify(self, cube: str) -> VerifyReport:
-        """Recompute the cube's hash chain and check its items, vectors and configuration
-        against what the chain recorded; names the first bad seq."""
-        return verify_cube(self.store, self.get_cube(cube))
+    def verify(self, cube: str, *, anchor: CubeAnchor | None = None) -> VerifyReport:
+        """Recompute the cube's hash chain and check against it everything that decides an
+        answer: items, vectors, configuration, derived artifacts, the keyword index, the codec's
+        fitted state and the vector index snapshot; names the first bad seq. With ``anchor``
+        (from :meth:`anchor`, kept outside the data directory) it also catches a log whose
+        newest events were cut off or rewritten since."""
+        info = self.get_cube(cube)
+        if anchor is not None and anchor.cube != info.name:
+            raise InvalidInput(f"the anchor is of cube {anchor.cube!r}, not {info.name!r}")
+        return verify_cube(self.store, info, anchor=anchor, indexes=self._indexes)
+
+    def anchor(self, cube: str) -> CubeAnchor:
+        """The cube's head now (seq and hash of its last event), to keep outside the data
+        directory and pass to :meth:`verify` later."""
+        info = self.get_cube(cube)
+        seq, digest = self.store.head(info.name)
+        return CubeAnchor(cube=info.name, seq=seq, hash=digest, at=utcnow())
 
     def verify_all(self) -> list[VerifyReport]:
         return [self.verify(info.name) for info in self.list_cubes()]

@@ -37,6 +37,7 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from memos import _validation as check
 from memos import errors
+from memos._anchor import CubeAnchor
 from memos._archive import ADAPTER_EXPORT, CUBE_EXPORT, Layout, pack, unpack
 from memos._cube_stats import CubeStats
 from memos._history import ItemDiff
@@ -52,6 +53,7 @@ from memos._types import (
     MetadataValue,
     SearchHit,
     VerifyReport,
+    utcnow,
 )
 from memos._validation import Limits
 from memos.errors import (
@@ -554,8 +556,18 @@ class RemoteMemOS:
         params = {"after_seq": after_seq, "limit": limit}
         return self._http.call(_EVENTS, "GET", f"{_cube_path(cube)}/log", params=params)
 
-    def verify(self, cube: str) -> VerifyReport:
-        return self._http.call(_REPORT, "GET", f"{_cube_path(cube)}/verify")
+    def verify(self, cube: str, *, anchor: CubeAnchor | None = None) -> VerifyReport:
+        params = None
+        if anchor is not None:
+            if anchor.cube != cube:
+                raise InvalidInput(f"the anchor is of cube {anchor.cube!r}, not {cube!r}")
+            params = {"anchor_seq": anchor.seq, "anchor_hash": anchor.hash}
+            params["anchor_at"] = anchor.at.isoformat()
+        return self._http.call(_REPORT, "GET", f"{_cube_path(cube)}/verify", params=params)
+
+    def anchor(self, cube: str) -> CubeAnchor:
+        head = self.log(cube, limit=1)[-1]
+        return CubeAnchor(cube=head.cube, seq=head.seq, hash=head.hash, at=utcnow())
 
     def verify_all(self) -> list[VerifyReport]:
         return [self.verify(info.name) for info in self.list_cubes()]

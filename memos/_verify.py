@@ -3,19 +3,52 @@
 :func:`memos._chain.verify_chain` is pure; this module feeds it what a store holds (events,
 items, vector digests) and turns a store's own integrity errors (rows that no longer parse)
 into a report naming the seq to look at, rather than an exception.
+
+Past the chain and the projection it checks everything else that decides what a search
+returns: the cube's configuration, its derived artifacts, the keyword index (each active
+item's entry is what its verified text gives, and there is no other), the codec's fitted state
+(present, hashing to its name, loadable) and, given the cube's indexes, the vector index
+snapshot (see :meth:`memos._indexes.CubeIndexes.check`). Given an anchor, it also checks the
+log still holds the head the anchor witnessed (see :mod:`memos._anchor`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+from memos._anchor import CubeAnchor, anchor_problem
 from memos._chain import vector_digest, verify_chain
+from memos._codec_state import load_codec
 from memos._derived import standing
 from memos._encoding import configured_cube
+from memos._indexes import CubeIndexes
 from memos._store import Store
-from memos._types import CubeInfo, Event, VerifyReport
+from memos._types import CubeInfo, Event, ItemStatus, MemoryItem, VerifyReport
 from memos.errors import IntegrityError
 
 
-def verify_cube(store: Store, info: CubeInfo) -> VerifyReport:
+@dataclass(frozen=True)
+class _Stored:
+    """What the store holds for the cube, read once; the checks past the chain share it."""
+
+    store: Store
+    info: CubeInfo
+    events: list[Event]
+    items: list[MemoryItem]
+    vectors: Collection[str]  # ids of the items with a vector
+
+
+Check = Callable[[_Stored, VerifyReport], VerifyReport]
+
+
+def verify_cube(
+    store: Store,
+    info: CubeInfo,
+    *,
+    anchor: CubeAnchor | None = None,
+    indexes: CubeIndexes | None = None,
+) -> VerifyReport:
     head = store.head(info.name)
     try:
         events = store.events(info.name)
@@ -28,6 +61,13 @@ def verify_cube(store: Store, info: CubeInfo) -> VerifyReport:
             first_bad_seq=int(exc.details.get("seq", 0)),
             problem=exc.message,
         )
+    anchored = None if anchor is None else _anchored(anchor, events, head[0])
+    if anchored is not None:
+        # the log's links are checked first: an edit before the anchored seq is the first bad
+        report = verify_chain(info.name, events, head=head)
+        if report.ok or (report.first_bad_seq or 0) > anchored[0]:
+            return _failed(report, *anchored)
+        return report
     try:
         items = list(store.iter_items(info.name))
     except IntegrityError as exc:
@@ -41,25 +81,40 @@ def verify_cube(store: Store, info: CubeInfo) -> VerifyReport:
     vectors = store.get_vectors([item.id for item in items])
     digests = {item_id: vector_digest(vector) for item_id, vector in vectors.items()}
     report = verify_chain(info.name, events, head=head, items=items, vectors=digests)
-    if report.ok and configured_cube(events) != info:
-        problem = "the cube's configuration differs from the one its log set"
-        return _failed(report, report.head_seq, problem)
-    if report.ok:
-        return _verify_derived(store, info, events, report)
+    stored = _Stored(store, info, events, items, digests.keys())
+    checks: list[Check] = [_verify_config, _verify_derived, _verify_keywords, _verify_codec]
+    if indexes is not None:
+        checks.append(_index_check(indexes))
+    for check in checks:
+        if not report.ok:
+            break
+        report = check(stored, report)
     return report
 
 
-def _verify_derived(
-    store: Store, info: CubeInfo, events: list[Event], report: VerifyReport
-) -> VerifyReport:
+def _anchored(anchor: CubeAnchor, events: list[Event], head_seq: int) -> tuple[int, str] | None:
+    found = next((event for event in events if event.seq == anchor.seq), None)
+    last_seq = events[-1].seq if events else 0
+    return anchor_problem(anchor, found, last_seq, head_seq)
+
+
+def _verify_config(stored: _Stored, report: VerifyReport) -> VerifyReport:
+    if configured_cube(stored.events) != stored.info:
+        problem = "the cube's configuration differs from the one its log set"
+        return _failed(report, report.head_seq, problem)
+    return report
+
+
+def _verify_derived(stored: _Stored, report: VerifyReport) -> VerifyReport:
     """The standing derived artifacts (KV caches) are those the log leaves, and their blobs
     are present and intact."""
+    store, events = stored.store, stored.events
     expected = standing(events)
     try:
-        stored = {entry.id: entry for entry in store.derived_entries(info.name)}
+        found = {entry.id: entry for entry in store.derived_entries(stored.info.name)}
     except IntegrityError as exc:
         return _failed(report, report.head_seq, exc.message)
-    differing = {i for i in expected.keys() | stored.keys() if expected.get(i) != stored.get(i)}
+    differing = {i for i in expected.keys() | found.keys() if expected.get(i) != found.get(i)}
     if differing:
         problem = f"derived artifacts {sorted(differing)} differ from those the log leaves"
         return _failed(report, _last_touching(events, differing, report.head_seq), problem)
@@ -73,6 +128,63 @@ def _verify_derived(
         if not present:
             return _failed(report, _last_touching(events, {entry.id}, report.head_seq), problem)
     return report
+
+
+def _verify_keywords(stored: _Stored, report: VerifyReport) -> VerifyReport:
+    """Each active item's keyword entry is the one its (verified) text gives, and no other
+    entry exists: keyword search reads nothing else."""
+    texts = {item.id: item.text for item in stored.items if item.status == ItemStatus.ACTIVE}
+    try:
+        differing = stored.store.keyword_mismatches(stored.info.name, texts)
+    except IntegrityError as exc:
+        return _failed(report, report.head_seq, exc.message)
+    if not differing:
+        return report
+    written = _last_writes(stored.events)
+    first = min(differing, key=lambda item_id: (written.get(item_id, report.head_seq), item_id))
+    problem = f"the keyword index entry of item {first} differs from what its text gives"
+    return _failed(report, written.get(first, report.head_seq), problem)
+
+
+def _verify_codec(stored: _Stored, report: VerifyReport) -> VerifyReport:
+    """The fitted state the cube's configuration names is present, hashes to its name and
+    loads as the codec's state for the cube's dimension."""
+    digest = stored.info.codec_state
+    if digest is None:
+        return report
+    try:
+        load_codec(stored.store, stored.info)
+    except IntegrityError as exc:
+        seq = _last_configuring(stored.events, digest, report.head_seq)
+        return _failed(report, seq, exc.message)
+    return report
+
+
+def _index_check(indexes: CubeIndexes) -> Check:
+    def check(stored: _Stored, report: VerifyReport) -> VerifyReport:
+        active = {item.id for item in stored.items if item.status == ItemStatus.ACTIVE}
+        found = indexes.check(stored.info, active & set(stored.vectors))
+        return report if found is None else _failed(report, *found)
+
+    return check
+
+
+def _last_writes(events: list[Event]) -> dict[str, int]:
+    """Each item's id -> the seq of the last event that wrote its state."""
+    return {
+        event.item_id: event.seq
+        for event in events
+        if event.item_id is not None and (event.payload or {}).get("after") is not None
+    }
+
+
+def _last_configuring(events: list[Event], codec_state: str, default: int) -> int:
+    """The seq of the last event that set the cube's configuration to name ``codec_state``."""
+    for event in reversed(events):
+        configured = (event.payload or {}).get("cube")
+        if isinstance(configured, dict) and configured.get("codec_state") == codec_state:
+            return event.seq
+    return default
 
 
 def _last_touching(events: list[Event], ids: set[str], default: int) -> int:

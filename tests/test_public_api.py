@@ -11,6 +11,7 @@ EXPECTED = {
     "AccessStats",
     "Change",
     "ChatReply",
+    "CubeAnchor",
     "CubeImport",
     "CubeInfo",
     "CubeStats",
