@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 
 from memos import Event, MemOS, VerifyReport
-from memos.cli import _render
+from memos.cli import _anchors, _render
+from memos.cli._anchors import AnchorKeyOption, AnchorOption
 from memos.cli._options import CubeOption, JsonFlag
 from memos.cli._session import fail, open_memos, settings
 from memos.errors import IntegrityError
@@ -21,11 +22,18 @@ def log(
     limit: Annotated[
         int | None, typer.Option("--limit", "-n", min=1, help="Only the newest N events.")
     ] = None,
+    anchor: AnchorOption = None,
+    anchor_key: AnchorKeyOption = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Show the event log, oldest first: every change ever made, with its hash."""
     with open_memos(ctx, json_errors=json_out) as mos:
         events = mos.log(cube, limit=limit) if cube is not None else _all_events(mos, limit)
+        if anchor is not None:
+            names = [cube] if cube is not None else [info.name for info in mos.list_cubes()]
+            key = _anchors.read_key(ctx, anchor_key)
+            _anchors.write_anchors(ctx, mos, anchor, names, key)
+            typer.echo(f"anchored {len(names)} cube(s) in {anchor}", err=True)
     if json_out:
         _render.print_json(_render.dumps(events))
     else:
@@ -43,11 +51,17 @@ def verify(
     cube: Annotated[
         str | None, typer.Option("--cube", "-c", help="Only this cube (default: all).")
     ] = None,
+    anchor: AnchorOption = None,
+    anchor_key: AnchorKeyOption = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Recompute every hash chain; exit non-zero naming the first bad event if one fails."""
     with open_memos(ctx, json_errors=json_out) as mos:
-        results = [mos.verify(cube)] if cube is not None else mos.verify_all()
+        if anchor is not None:
+            anchors = _anchors.read_anchors(ctx, anchor, _anchors.read_key(ctx, anchor_key))
+            results = _anchors.verify_anchored(mos, anchors, cube)
+        else:
+            results = [mos.verify(cube)] if cube is not None else mos.verify_all()
     if json_out:
         ok = all(report.ok for report in results)
         _render.print_json({"ok": ok, "cubes": _render.dumps(results)})
