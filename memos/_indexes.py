@@ -14,7 +14,7 @@ import hashlib
 import json
 import tempfile
 import threading
-from collections.abc import Collection
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 from safetensors import SafetensorError, safe_open
 
 from memos._codec_state import load_codec
-from memos._store import Store
+from memos._store import Store, Vector
 from memos._types import CubeInfo, ItemFilter, ItemStatus
 from memos._vector_index import VectorIndex
 from memos.codecs import VectorCodec
@@ -77,10 +77,12 @@ class CubeIndexes:
                 if index.seq != index.saved_seq:
                     self._save(index, name)
 
-    def check(self, cube: CubeInfo, indexed: Collection[str]) -> tuple[int, str] | None:
-        """Check the cube's snapshot, as opening would load it, against the store: with its
-        tail replayed it must hold exactly the ``indexed`` items (the active items with a
-        vector, as verified) with the codes a rebuild from the store's vectors gives.
+    def check(
+        self, cube: CubeInfo, vectors: Mapping[str, Vector], seq: int
+    ) -> tuple[int, str] | None:
+        """Check the cube's snapshot, as opening would load it, against the store as verified
+        at ``seq``: with its tail replayed it must hold exactly the items of ``vectors`` (the
+        active items' verified vectors), each with the codes those vectors encode to.
 
         The snapshot's own checksums only catch accidents: whoever can write the snapshot
         folder can also write checksums that fit. A snapshot that differs is deleted, and the
@@ -90,12 +92,15 @@ class CubeIndexes:
             return None  # no snapshot: the index in use was built from the store
         codec = load_codec(self._store, cube)
         loaded = self._snapshot(cube, codec)
-        if loaded is None:
+        covered = 0 if loaded is None else loaded.seq
+        if loaded is not None and covered <= seq:
+            self._catch_up(loaded, cube.name)
+        if loaded is None or loaded.seq != seq:
+            # none, or the log moved on while it was verified: what is in use is not judged,
+            # it is dropped and the next search opens the cube again
             self.forget(cube.name)
             return None
-        covered = loaded.seq
-        self._catch_up(loaded, cube.name)
-        problem = self._difference(loaded, cube, codec, set(indexed))
+        problem = self._difference(loaded, cube, codec, vectors)
         with self._lock:
             in_use = self._indexes.get(cube.name)
             if problem is not None:
@@ -109,9 +114,13 @@ class CubeIndexes:
         return covered, f"the index snapshot of cube {cube.name!r} {problem}; it was discarded"
 
     def _difference(
-        self, loaded: VectorIndex, cube: CubeInfo, codec: VectorCodec, indexed: set[str]
+        self,
+        loaded: VectorIndex,
+        cube: CubeInfo,
+        codec: VectorCodec,
+        vectors: Mapping[str, Vector],
     ) -> str | None:
-        held = loaded.ids()
+        held, indexed = loaded.ids(), set(vectors)
         if held - indexed:
             return f"holds item {min(held - indexed)}, which is not an active item"
         if indexed - held:
@@ -124,7 +133,10 @@ class CubeIndexes:
             rebuilt = VectorIndex(
                 codec, cube.dim, codec_version=cube.codec_version, codec_state=cube.codec_state
             )
-            self._upsert_from_store(rebuilt, [str(i) for i in snapshot["ids"]], cube.name)
+            order = [str(item_id) for item_id in snapshot["ids"]]
+            for start in range(0, len(order), 4096):
+                chunk = order[start : start + 4096]
+                rebuilt.upsert(chunk, np.stack([vectors[item_id] for item_id in chunk]))
             rebuilt.seq, rebuilt.head_hash = loaded.seq, loaded.head_hash
             if _saved(rebuilt, Path(scratch) / "rebuilt") != snapshot:
                 return "holds codes that differ from those of the store's vectors"

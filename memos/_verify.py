@@ -14,7 +14,7 @@ log still holds the head the anchor witnessed (see :mod:`memos._anchor`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from memos._anchor import CubeAnchor, anchor_problem
@@ -23,7 +23,7 @@ from memos._codec_state import load_codec
 from memos._derived import standing
 from memos._encoding import configured_cube
 from memos._indexes import CubeIndexes
-from memos._store import Store
+from memos._store import Store, Vector
 from memos._types import CubeInfo, Event, ItemStatus, MemoryItem, VerifyReport
 from memos.errors import IntegrityError
 
@@ -36,7 +36,7 @@ class _Stored:
     info: CubeInfo
     events: list[Event]
     items: list[MemoryItem]
-    vectors: Collection[str]  # ids of the items with a vector
+    vectors: Mapping[str, Vector]
 
 
 Check = Callable[[_Stored, VerifyReport], VerifyReport]
@@ -81,7 +81,7 @@ def verify_cube(
     vectors = store.get_vectors([item.id for item in items])
     digests = {item_id: vector_digest(vector) for item_id, vector in vectors.items()}
     report = verify_chain(info.name, events, head=head, items=items, vectors=digests)
-    stored = _Stored(store, info, events, items, digests.keys())
+    stored = _Stored(store, info, events, items, vectors)
     checks: list[Check] = [_verify_config, _verify_derived, _verify_keywords, _verify_codec]
     if indexes is not None:
         checks.append(_index_check(indexes))
@@ -163,7 +163,8 @@ def _verify_codec(stored: _Stored, report: VerifyReport) -> VerifyReport:
 def _index_check(indexes: CubeIndexes) -> Check:
     def check(stored: _Stored, report: VerifyReport) -> VerifyReport:
         active = {item.id for item in stored.items if item.status == ItemStatus.ACTIVE}
-        found = indexes.check(stored.info, active & set(stored.vectors))
+        indexed = {i: vector for i, vector in stored.vectors.items() if i in active}
+        found = indexes.check(stored.info, indexed, report.head_seq)
         return report if found is None else _failed(report, *found)
 
     return check
