@@ -10,7 +10,6 @@ the cube's configuration moves on, a new index is built from the store and swapp
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 import threading
@@ -24,6 +23,7 @@ from numpy.typing import NDArray
 from safetensors import SafetensorError, safe_open
 
 from memos._codec_state import load_codec
+from memos._fp8 import decode_fp8
 from memos._store import Store, Vector
 from memos._types import CubeInfo, ItemFilter, ItemStatus
 from memos._vector_index import VectorIndex
@@ -138,7 +138,9 @@ class CubeIndexes:
                 chunk = order[start : start + 4096]
                 rebuilt.upsert(chunk, np.stack([vectors[item_id] for item_id in chunk]))
             rebuilt.seq, rebuilt.head_hash = loaded.seq, loaded.head_hash
-            if _saved(rebuilt, Path(scratch) / "rebuilt") != snapshot:
+            again = _saved(rebuilt, Path(scratch) / "rebuilt")
+            codes, codes_again = snapshot.pop("codes"), again.pop("codes")
+            if again != snapshot or not _same_codes(codes, codes_again):
                 return "holds codes that differ from those of the store's vectors"
         return None
 
@@ -226,11 +228,11 @@ class CubeIndexes:
 
 def _saved(index: VectorIndex, directory: Path) -> dict[str, Any]:
     """``index`` saved into ``directory``, as what compares two indexes position by position:
-    its codec, its ids in order and a digest of its codes."""
+    its codec, its ids in order and the vectors its codes decode to."""
     try:
         index.save(directory, "index")
         sidecar = json.loads((directory / "index.json").read_text(encoding="utf-8"))
-        codes = _codes_digest(directory / "index.codes")
+        codes = _decoded(directory / "index.codes")
     except (OSError, ValueError) as exc:
         raise StorageError(f"cannot check the index snapshot in {directory}: {exc}") from exc
     if not isinstance(sidecar, dict):
@@ -238,43 +240,35 @@ def _saved(index: VectorIndex, directory: Path) -> dict[str, Any]:
     return {"codes": codes, **{key: sidecar.get(key) for key in ("ids", "codec", "dim")}}
 
 
-def _codes_digest(path: Path) -> str:
-    """sha256 of a saved code table's content, the same for two tables that hold the same
-    code at each position: a safetensors table by its tensors and metadata (safetensors writes
-    its header in no fixed order), an inverted file by its lists with their entries in position
-    order (a removal moves a list's last entry into the gap), any other file byte for byte."""
-    digest = hashlib.sha256()
+def _decoded(path: Path) -> NDArray[np.float32]:
+    """The vectors a saved code table holds, by position: an fp8 table's codes times their
+    scales (a PCA table's are projected), a FAISS table's reconstructions."""
     try:
         with safe_open(str(path), framework="numpy") as table:
-            digest.update(json.dumps(table.metadata() or {}, sort_keys=True).encode("utf-8"))
-            for name in sorted(table.keys()):
-                _tensor_into(digest, name, table.get_tensor(name))
-            return digest.hexdigest()
+            return decode_fp8(table.get_tensor("codes"), table.get_tensor("scales"))
     except SafetensorError:
         pass  # a FAISS index
     try:
         index = faiss.read_index(str(path))
+        if isinstance(index, faiss.IndexIVF):
+            index.make_direct_map()  # the ids are the positions 0..n-1
+        return np.asarray(index.reconstruct_n(0, index.ntotal), dtype=np.float32)
     except RuntimeError as exc:
         raise ValueError(f"unreadable code table {path}: {exc}") from exc
-    if not isinstance(index, faiss.IndexIVF):
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
-    digest.update(faiss.serialize_index(index.quantizer).tobytes())
-    invlists: Any = index.invlists
-    for number in range(index.nlist):
-        size = invlists.list_size(number)
-        if not size:
-            continue  # an empty list has no buffers to read
-        ids = faiss.rev_swig_ptr(invlists.get_ids(number), size).copy()
-        codes = faiss.rev_swig_ptr(invlists.get_codes(number), size * index.code_size).copy()
-        order = np.argsort(ids, kind="stable")
-        _tensor_into(digest, f"ids{number}", ids[order])
-        _tensor_into(digest, f"codes{number}", codes.reshape(size, index.code_size)[order])
-    return digest.hexdigest()
 
 
-def _tensor_into(digest: Any, name: str, tensor: NDArray[Any]) -> None:
-    digest.update(f"{name}:{tensor.dtype.str}:{tensor.shape}".encode())
-    digest.update(np.ascontiguousarray(tensor).tobytes())
+# Two encodings of the same vectors may differ by one quantisation step: a projection or a
+# nearest-list search computed in batches of another size rounds its last bit differently, and
+# an element next to a rounding boundary then takes the neighbouring code. One step of fp8 e4m3
+# is at most an eighth of the value; one of an 8-bit scalar quantiser is below 0.01 for unit
+# vectors and their residuals. A snapshot forged to change what a search finds moves codes
+# much further than that.
+_CODE_STEP_RELATIVE = 0.125
+_CODE_STEP_ABSOLUTE = 0.01
+
+
+def _same_codes(held: NDArray[np.float32], rebuilt: NDArray[np.float32]) -> bool:
+    if held.shape != rebuilt.shape:
+        return False
+    bound = _CODE_STEP_RELATIVE * np.maximum(np.abs(held), np.abs(rebuilt)) + _CODE_STEP_ABSOLUTE
+    return bool(np.all(np.abs(held - rebuilt) <= bound))
