@@ -666,6 +666,7 @@ def memos_import(data_dir: Path, export: Path) -> subprocess.CompletedProcess[st
     )
 
 
+@pytest.mark.slow
 def test_a_failed_cli_import_leaves_no_data_dir_behind(export: Path, tmp_path: Path) -> None:
     MALFORMED["a time before year 1 in UTC"](export)
     for data_dir, made in (
@@ -679,6 +680,7 @@ def test_a_failed_cli_import_leaves_no_data_dir_behind(export: Path, tmp_path: P
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
 
 
+@pytest.mark.slow
 def test_a_failed_cli_import_into_a_data_dir_leaves_it_as_it_was(
     export: Path, tmp_path: Path
 ) -> None:
