@@ -24,10 +24,12 @@ Anything else is a typed error before the store is touched.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -63,6 +65,12 @@ MAX_DEPTH = 32
 _INT64 = 2**63
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# text decoded from UTF-8 holds no surrogate: one can only come from a \uD800-\uDFFF escape
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+# numbers pydantic's own JSON parser would let through: NaN or Infinity, an integer that may
+# pass 64 bits, a float whose exponent may overflow (a number starts after a colon, a comma or
+# a bracket; text of that shape inside a string only sends the line the careful way)
+_RISKY_NUMBER = re.compile(r"[:,\[]\s*-?(?:NaN|Infinity|\d{19,}|\d[\d.]*[eE][+-]?\d{3,})")
 _DERIVED_OPS = frozenset(BUILD_OPS.values()) | REPLACE_OPS
 M = TypeVar("M", bound=BaseModel)
 
@@ -327,8 +335,23 @@ def _records(directory: Path, stem: str, model: type[M]) -> list[M]:
     for number, line in enumerate(_text(directory / name).split("\n"), start=1):
         if line.strip():
             what = f"line {number} of {name}"
-            records.append(_model(model, _json(line, what), what))
+            records.append(_record(model, line, what))
     return records
+
+
+def _record(model: type[M], line: str, what: str) -> M:
+    """One line as ``model``. A line that holds nothing the careful read looks for (a surrogate
+    escape, a number too large for 64 bits or a float, NaN, nesting past MAX_DEPTH) is parsed
+    by pydantic straight from the text, which finds everything else; any other line is read
+    carefully first."""
+    careful = ("\\u" in line and _ESCAPED_SURROGATE.search(line)) or _RISKY_NUMBER.search(line)
+    if careful or line.count("{") + line.count("[") > MAX_DEPTH:
+        return _model(model, _json(line, what), what)
+    try:
+        record = model.model_validate_json(line)
+    except ValidationError as exc:
+        raise TamperedExport(f"{what} is malformed: {exc}") from None
+    return _times_checked(record, what)
 
 
 def _model(model: type[M], value: Any, what: str) -> M:
@@ -339,10 +362,25 @@ def _model(model: type[M], value: Any, what: str) -> M:
         record = model.model_validate(value)
     except ValidationError as exc:
         raise TamperedExport(f"{what} is malformed: {exc}") from None
-    for field, moment in record:
-        if isinstance(moment, datetime) and not _utc_safe(moment):
+    return _times_checked(record, what)
+
+
+def _times_checked(record: M, what: str) -> M:
+    for field in _time_fields(type(record)):
+        moment = getattr(record, field)
+        if moment is not None and not _utc_safe(moment):
             raise TamperedExport(f"{what}: {field} {moment.isoformat()} is no time in UTC")
     return record
+
+
+@functools.cache
+def _time_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of ``model`` that hold a time (or ``None``)."""
+    return tuple(
+        name
+        for name, field in model.model_fields.items()
+        if field.annotation in (datetime, datetime | None)
+    )
 
 
 def _utc_safe(moment: datetime) -> bool:
@@ -351,6 +389,8 @@ def _utc_safe(moment: datetime) -> bool:
     that a datetime can hold."""
     if moment.utcoffset() is None:
         return False
+    if 1 < moment.year < 9999:
+        return True  # no offset (under a day) moves it out of the years 1-9999
     try:
         moment.astimezone(UTC)
     except OverflowError:
@@ -362,10 +402,14 @@ def _json(text: str, what: str) -> Any:
     """Parsed JSON that the chain's canonical encoding and every store can hold again: finite
     numbers, 64-bit integers, valid Unicode, shallow enough to encode without recursion."""
     try:
-        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite, parse_int=_int64)
     except (ValueError, RecursionError) as exc:
         raise TamperedExport(f"{what} is not valid JSON: {exc}") from None
-    problem = _json_problem(value)
+    # fewer brackets than MAX_DEPTH cannot nest deeper, and text with no surrogate escape has
+    # no lone surrogate: most lines need no walk at all
+    strings = _ESCAPED_SURROGATE.search(text) is not None
+    shallow = text.count("{") + text.count("[") <= MAX_DEPTH
+    problem = None if shallow and not strings else _json_problem(value, strings=strings)
     if problem is not None:
         raise TamperedExport(f"{what} {problem}")
     return value
@@ -382,21 +426,39 @@ def _finite(text: str) -> float:
     return value
 
 
-def _json_problem(value: Any) -> str | None:
+def _int64(text: str) -> int:
+    value = int(text)
+    if not -_INT64 <= value < _INT64:
+        raise ValueError("it holds an integer beyond 64 bits")
+    return value
+
+
+def _json_problem(value: Any, *, strings: bool) -> str | None:
+    """What makes parsed JSON unfit beyond what parsing checked: nesting deeper than
+    :data:`MAX_DEPTH`, and (only when ``strings``: the text escapes a surrogate) a lone
+    surrogate in a key or a value. Only containers are walked unless strings must be read."""
     pending = [(value, 0)]
     while pending:
         node, depth = pending.pop()
         if depth > MAX_DEPTH:
             return f"nests deeper than {MAX_DEPTH} levels"
         if isinstance(node, dict):
-            pending.extend((child, depth + 1) for pair in node.items() for child in pair)
+            children: Iterable[Any] = node.values()
+            if strings and any(_SURROGATE.search(key) for key in node):
+                return _LONE_SURROGATE
         elif isinstance(node, list):
-            pending.extend((child, depth + 1) for child in node)
-        elif isinstance(node, str) and _SURROGATE.search(node):
-            return "holds a lone surrogate, which is not Unicode"
-        elif isinstance(node, int) and not isinstance(node, bool) and not -_INT64 <= node < _INT64:
-            return "holds an integer beyond 64 bits"
+            children = node
+        else:
+            if strings and isinstance(node, str) and _SURROGATE.search(node):
+                return _LONE_SURROGATE
+            continue
+        pending.extend(
+            (child, depth + 1) for child in children if strings or isinstance(child, dict | list)
+        )
     return None
+
+
+_LONE_SURROGATE = "holds a lone surrogate, which is not Unicode"
 
 
 def _text(path: Path) -> str:

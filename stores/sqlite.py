@@ -317,13 +317,27 @@ class SQLiteStore:
                     raise Conflict(f"the id {taken[0]} of the import is taken", id=taken[0])
 
     def _insert_import(self, conn: sqlite3.Connection, data: CubeImport) -> None:
+        """Every row of a new cube, a statement per table: no row of it exists yet (the ids
+        were checked), so nothing is looked up or replaced."""
         try:
-            for event in data.events:
-                self._insert_event(conn, event)
-            for item in data.items:
-                self._upsert_item(conn, item)
-            for item_id, vector in data.vectors.items():
-                self._upsert_vector(conn, item_id, vector)
+            conn.executemany(_INSERT_EVENT, [_event_row(event) for event in data.events])
+            conn.executemany(_INSERT_PAYLOAD, [_payload_row(event) for event in data.events])
+            first = conn.execute("SELECT COALESCE(MAX(rowid), 0) + 1 FROM items").fetchone()[0]
+            rows = list(enumerate(data.items, start=first))
+            conn.executemany(_INSERT_ITEM_AT, [(rowid, *_item_row(item)) for rowid, item in rows])
+            keyword_table = _fts5.table_name(data.cube.name)
+            conn.executemany(
+                f"INSERT INTO {keyword_table} (rowid, text) VALUES (?, ?)",
+                [(rowid, item.text) for rowid, item in rows if item.status == ItemStatus.ACTIVE],
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO item_tags VALUES (?, ?)",
+                [(item.id, tag) for item in data.items for tag in item.tags],
+            )
+            conn.executemany(
+                "INSERT INTO vectors VALUES (?, ?)",
+                [(item_id, _vector_bytes(vector)) for item_id, vector in data.vectors.items()],
+            )
             for entry in data.derived:
                 self._insert_derived(conn, entry)
         except sqlite3.IntegrityError as exc:
@@ -487,23 +501,8 @@ class SQLiteStore:
 
     @staticmethod
     def _insert_event(conn: sqlite3.Connection, event: Event) -> None:
-        conn.execute(
-            "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                event.cube,
-                event.seq,
-                sortable_time(event.ts),
-                event.actor,
-                event.op.value,
-                event.item_id,
-                event.reason,
-                event.payload_digest,
-                event.prev_hash,
-                event.hash,
-            ),
-        )
-        body = None if event.payload is None else json.dumps(event.payload, ensure_ascii=False)
-        conn.execute("INSERT INTO payloads VALUES (?, ?, ?)", (event.cube, event.seq, body))
+        conn.execute(_INSERT_EVENT, _event_row(event))
+        conn.execute(_INSERT_PAYLOAD, _payload_row(event))
 
     @staticmethod
     def _upsert_item(conn: sqlite3.Connection, item: MemoryItem) -> None:
@@ -514,17 +513,7 @@ class SQLiteStore:
         if old is not None:
             conn.execute(f"DELETE FROM {keyword_table} WHERE rowid = ?", (old[0],))
         row = conn.execute(
-            "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                item.id,
-                item.cube,
-                item.status.value,
-                item.version,
-                item.user,
-                item.session,
-                sortable_time(item.occurred_at),
-                item.model_dump_json(),
-            ),
+            "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?)", _item_row(item)
         )
         if item.status == ItemStatus.ACTIVE:
             conn.execute(
@@ -538,8 +527,9 @@ class SQLiteStore:
 
     @staticmethod
     def _upsert_vector(conn: sqlite3.Connection, item_id: str, vector: Vector) -> None:
-        data = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
-        conn.execute("INSERT OR REPLACE INTO vectors VALUES (?, ?)", (item_id, data))
+        conn.execute(
+            "INSERT OR REPLACE INTO vectors VALUES (?, ?)", (item_id, _vector_bytes(vector))
+        )
 
     # blobs ------------------------------------------------------------------------------
 
@@ -960,6 +950,51 @@ def _fsync_dir(path: Path) -> None:
 def _chunks(values: Sequence[str], size: int = 500) -> Iterator[list[str]]:
     for start in range(0, len(values), size):
         yield list(values[start : start + size])
+
+
+_INSERT_EVENT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_PAYLOAD = "INSERT INTO payloads VALUES (?, ?, ?)"
+_INSERT_ITEM_AT = (
+    "INSERT INTO items (rowid, id, cube, status, version, user, session, occurred_at, body) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _event_row(event: Event) -> tuple[Any, ...]:
+    return (
+        event.cube,
+        event.seq,
+        sortable_time(event.ts),
+        event.actor,
+        event.op.value,
+        event.item_id,
+        event.reason,
+        event.payload_digest,
+        event.prev_hash,
+        event.hash,
+    )
+
+
+def _payload_row(event: Event) -> tuple[Any, ...]:
+    body = None if event.payload is None else json.dumps(event.payload, ensure_ascii=False)
+    return (event.cube, event.seq, body)
+
+
+def _item_row(item: MemoryItem) -> tuple[Any, ...]:
+    return (
+        item.id,
+        item.cube,
+        item.status.value,
+        item.version,
+        item.user,
+        item.session,
+        sortable_time(item.occurred_at),
+        item.model_dump_json(),
+    )
+
+
+def _vector_bytes(vector: Vector) -> bytes:
+    return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
 
 
 @contextmanager
