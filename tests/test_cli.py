@@ -13,7 +13,7 @@ import re
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,15 +45,18 @@ class Result:
 Cli = Callable[..., Result]
 
 
-def run_memos(*args: str, data_dir: Path) -> Result:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    env.pop("MEMOS_DATA_DIR", None)
-    env.pop("COLUMNS", None)
+def run_memos(*args: str, data_dir: Path, env: Mapping[str, str] | None = None) -> Result:
+    """``memos --data-dir DATA_DIR *args`` as its own process, with no setting of the caller's
+    environment but ``env``'s."""
+    settings = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    for name in ("MEMOS_DATA_DIR", "MEMOS_ANCHOR_KEY_FILE", "COLUMNS"):
+        settings.pop(name, None)
+    settings.update(env or {})
     done = subprocess.run(
         [str(MEMOS), "--data-dir", str(data_dir), *args],
         capture_output=True,
         text=True,
-        env=env,
+        env=settings,
         timeout=120,
         check=False,
     )

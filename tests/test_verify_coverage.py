@@ -15,8 +15,6 @@ import hashlib
 import json
 import os
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from _redis import REDIS_URL, drop_redis_store, fresh_redis_url, prefix_of
 from memos.stores import _fts5
 from memos.stores._keywords import tokens
 from memos.stores.sqlite import DB_FILE
+from test_cli import Result, run_memos
 
 from memos import CubeAnchor, EventOp, HashEmbedder, MemOS, VerifyReport, open_store
 from memos.cli import ExitCode
@@ -593,31 +592,10 @@ def test_an_anchor_past_the_head_is_caught(history: Backend) -> None:
 
 # the command line -----------------------------------------------------------------------------
 
-MEMOS = Path(sys.executable).with_name("memos")
 
-
-@dataclass(frozen=True)
-class Done:
-    code: int
-    out: str
-    err: str
-
-
-def memos(data_dir: Path, *args: str, key_env: Path | None = None) -> Done:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    env.pop("MEMOS_DATA_DIR", None)
-    env.pop("MEMOS_ANCHOR_KEY_FILE", None)
-    if key_env is not None:
-        env["MEMOS_ANCHOR_KEY_FILE"] = str(key_env)
-    done = subprocess.run(
-        [str(MEMOS), "--data-dir", str(data_dir), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-    return Done(done.returncode, done.stdout, done.stderr)
+def memos(data_dir: Path, *args: str, key_env: Path | None = None) -> Result:
+    env = None if key_env is None else {"MEMOS_ANCHOR_KEY_FILE": str(key_env)}
+    return run_memos(*args, data_dir=data_dir, env=env)
 
 
 @pytest.fixture
