@@ -167,12 +167,13 @@ class Store(Protocol):
         before the ``k`` best are taken."""
         ...
 
-    def keyword_mismatches(self, cube: str, texts: Mapping[str, str]) -> list[str]:
-        """The ids whose entries in the cube's keyword index are not the ones ``texts`` (each
-        active item's id -> its text) gives, sorted: an id indexed with other words, an id of
-        ``texts`` missing from the index, an id indexed that ``texts`` lacks. Damage that names
-        no item (a row for no item, index statistics that disagree) raises ``IntegrityError``
-        when no item's entry differs."""
+    def index_mismatches(self, cube: str, active: Sequence[MemoryItem]) -> list[str]:
+        """The ids whose entries in the cube's search indexes are not the ones ``active`` (the
+        cube's active items) gives, sorted: the keyword index, and the filter indexes (user,
+        session, tags, time) of a store that keeps them apart from the item rows. An id
+        indexed differently, an active item missing from an index, an id indexed that
+        ``active`` lacks. Damage that names no item (a keyword row for no item, statistics
+        that disagree) raises ``IntegrityError`` when no item's entry differs."""
         ...
 
     def get_vectors(self, item_ids: Sequence[str], cube: str | None = None) -> dict[str, Vector]:

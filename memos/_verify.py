@@ -131,18 +131,19 @@ def _verify_derived(stored: _Stored, report: VerifyReport) -> VerifyReport:
 
 
 def _verify_keywords(stored: _Stored, report: VerifyReport) -> VerifyReport:
-    """Each active item's keyword entry is the one its (verified) text gives, and no other
-    entry exists: keyword search reads nothing else."""
-    texts = {item.id: item.text for item in stored.items if item.status == ItemStatus.ACTIVE}
+    """Each active item's entries in the search indexes (its keywords, and its user, session,
+    tags and time where the store keeps them apart) are the ones the (verified) item gives, and
+    no other entry exists: keyword search and filters read nothing else."""
+    active = [item for item in stored.items if item.status == ItemStatus.ACTIVE]
     try:
-        differing = stored.store.keyword_mismatches(stored.info.name, texts)
+        differing = stored.store.index_mismatches(stored.info.name, active)
     except IntegrityError as exc:
         return _failed(report, report.head_seq, exc.message)
     if not differing:
         return report
     written = _last_writes(stored.events)
     first = min(differing, key=lambda item_id: (written.get(item_id, report.head_seq), item_id))
-    problem = f"the keyword index entry of item {first} differs from what its text gives"
+    problem = f"the search index entries of item {first} differ from what the item gives"
     return _failed(report, written.get(first, report.head_seq), problem)
 
 

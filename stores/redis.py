@@ -56,7 +56,7 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, ParamSpec, TypeVar
@@ -1073,19 +1073,20 @@ class RedisStore:
         return [(_text(doc), float(score)) for doc, score in pairs]
 
     @_storage_errors
-    def keyword_mismatches(self, cube: str, texts: Mapping[str, str]) -> list[str]:
+    def index_mismatches(self, cube: str, active: Sequence[MemoryItem]) -> list[str]:
         keys = self._keys.cube(cube)
         indexed, lengths, total = self._keyword_index(keys)
-        expected = {item_id: _keywords.term_counts(text) for item_id, text in texts.items()}
-        differing = sorted(
+        expected = {item.id: _keywords.term_counts(item.text) for item in active}
+        differing = {
             item_id
             for item_id in indexed.keys() | lengths.keys() | expected.keys()
             if item_id not in expected
             or indexed.get(item_id, {}) != dict(expected[item_id][0])
             or lengths.get(item_id) != expected[item_id][1]
-        )
+        }
+        differing |= self._filter_mismatches(keys, active)
         if differing:
-            return differing
+            return sorted(differing)
         if total != sum(length for _, length in expected.values()):
             raise IntegrityError(
                 f"the keyword index of cube {cube!r} counts {total} terms in all, not the sum "
@@ -1093,6 +1094,30 @@ class RedisStore:
                 cube=cube,
             )
         return []
+
+    def _filter_mismatches(self, keys: _CubeKeys, active: Sequence[MemoryItem]) -> set[str]:
+        """The ids the filter indexes hold otherwise than ``active`` gives: the time-ordered
+        set of active items, and the sets by user, session and tag (found by scanning for
+        the cube's set keys, so a set for a value no item has is seen too)."""
+        members = {_loose(m) for m in self._redis.zrange(keys.active, 0, -1)}
+        wanted = {_active_member(item) for item in active}
+        differing = {member.partition(" ")[2] for member in members ^ wanted}
+        expected: dict[str, set[str]] = {}
+        for item in active:
+            for name in _filter_keys(keys, item):
+                expected.setdefault(name, set()).add(item.id)
+        names = sorted(
+            {
+                _loose(name)
+                for kind in (keys.user(""), keys.session(""), keys.tag(""))
+                for name in self._redis.scan_iter(f"{kind}*", count=1000)
+            }
+        )
+        held = self._each(names, lambda pipe, name: pipe.smembers(name))
+        found = {name: {_loose(m) for m in ids} for name, ids in zip(names, held, strict=True)}
+        for name in found.keys() | expected.keys():
+            differing |= found.get(name, set()) ^ expected.get(name, set())
+        return differing
 
     def _keyword_index(
         self, keys: _CubeKeys

@@ -17,7 +17,7 @@ import re
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -625,7 +625,10 @@ class SQLiteStore:
         # Ties go to the row written first (an order an export and import keep).
         return [(item_id, -float(score)) for item_id, score in rows]
 
-    def keyword_mismatches(self, cube: str, texts: Mapping[str, str]) -> list[str]:
+    def index_mismatches(self, cube: str, active: Sequence[MemoryItem]) -> list[str]:
+        # the filter columns (status, user, session, time, tags) are the item rows' own, which
+        # iter_items reads back for verify to compare: only the keyword table is apart
+        texts = {item.id: item.text for item in active}
         with self._lock:
             indexed, orphans = _fts5.indexed_texts(self._conn, cube)
             differing = sorted(

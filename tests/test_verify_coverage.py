@@ -132,11 +132,9 @@ def keyword_ids(backend: Backend, query: str) -> list[str]:
 def test_an_untouched_store_verifies(history: Backend) -> None:
     with history.open() as mos:
         assert all(report.ok for report in mos.verify_all()), mos.verify_all()
-        texts = {
-            item.id: item.text for item in mos.store.iter_items(CUBE) if item.id != history.ids["b"]
-        }
-        assert mos.store.keyword_mismatches(CUBE, texts) == []
-        assert mos.store.keyword_mismatches(CUBE, {}) == sorted(texts)
+        active = [item for item in mos.store.iter_items(CUBE) if item.id != history.ids["b"]]
+        assert mos.store.index_mismatches(CUBE, active) == []
+        assert mos.store.index_mismatches(CUBE, []) == sorted(item.id for item in active)
 
 
 # the keyword index: SQLite --------------------------------------------------------------------
@@ -193,7 +191,7 @@ def test_sqlite_a_forged_keyword_row_is_what_verify_reports(sqlite_history: Back
         sqlite_history
     )
     assert keyword_ids(sqlite_history, "launch codes") == [a]
-    assert_bad(sqlite_history.verify(), 5, a, "keyword")
+    assert_bad(sqlite_history.verify(), 5, a, "search index")
 
 
 def test_sqlite_a_redefined_keyword_table(sqlite_history: Backend) -> None:
@@ -265,7 +263,53 @@ def test_redis_a_forged_posting_is_what_verify_reports(redis_history: Backend) -
     a = redis_history.ids["a"]
     _redis_edit("forged", "HSET", "key:terms:launch", "@a", 1)(redis_history)
     assert keyword_ids(redis_history, "launch") == [a]
-    assert_bad(redis_history.verify(), 5, a, "keyword")
+    assert_bad(redis_history.verify(), 5, a, "search index")
+
+
+# the filter indexes: Redis keeps them apart from the item rows ----------------------------------
+
+
+def _redis_active(name: str, day: str, item: str) -> Callable[[Backend], None]:
+    """Item ``item`` entered in the time-ordered set of active items at ``day``."""
+
+    def edit(backend: Backend) -> None:
+        member = f"{day}T00:00:00.000000+00:00 {backend.ids[item]}"
+        with backend.redis() as client:
+            client.zadd(backend.key("active"), {member: 0})
+
+    edit.__name__ = name
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "seq"),
+    [
+        (_redis_edit("user_member_added", "SADD", "key:user:mallory", "@a"), 5),
+        (_redis_edit("user_member_dropped", "SREM", "key:user:alice", "@c"), 7),
+        (_redis_edit("deleted_item_in_user", "SADD", "key:user:alice", "@b"), 6),
+        (_redis_edit("tag_member_added", "SADD", "key:tag:travel", "@c"), 7),
+        (_redis_edit("tag_member_dropped", "SREM", "key:tag:travel", "@a"), 5),
+        (_redis_edit("session_member_added", "SADD", "key:session:s1", "@a"), 5),
+        (_redis_edit("no_item_in_a_set", "SADD", "key:tag:travel", "ghost"), LAST_SEQ),
+        (_redis_active("time_moved", "1999-01-01", "a"), 5),
+        (_redis_active("deleted_item_active", "2026-01-01", "b"), 6),
+    ],
+    ids=lambda value: getattr(value, "__name__", str(value)),
+)
+def test_redis_filter_indexes(
+    redis_history: Backend, edit: Callable[[Backend], None], seq: int
+) -> None:
+    edit(redis_history)
+    assert_bad(redis_history.verify(), seq, "search index")
+
+
+def test_redis_a_forged_filter_member_is_what_verify_reports(redis_history: Backend) -> None:
+    a, c = redis_history.ids["a"], redis_history.ids["c"]
+    _redis_edit("forged", "SADD", "key:tag:travel", "@c")(redis_history)
+    with redis_history.open() as mos:
+        found = mos.search("Alice", cube=CUBE, tags=["travel"], mode="keyword", k=5)
+    assert {hit.item.id for hit in found} == {a, c}
+    assert_bad(redis_history.verify(), 7, c)
 
 
 # the codec's fitted state ---------------------------------------------------------------------
