@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data.locomo_sample import samples as chat_samples
+from _locomo_sample import samples as chat_samples
 from numpy.typing import NDArray
 from safetensors.numpy import save_file
 

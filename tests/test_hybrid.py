@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from data.locomo_sample import samples as chat_samples
+from _locomo_sample import samples as chat_samples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from memos.stores import _fts5

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-TOPICS = Path(__file__).with_name("locomo_topics.json")
+TOPICS = Path(__file__).with_name("data") / "locomo_topics.json"
 CONVERSATIONS = 10
 SESSIONS = 12
 NEWS_PER_SPEAKER = 2  # per session

@@ -1,1 +1,0 @@
-"""Data the tests read, carried by the repository (see README.md)."""
