@@ -3,6 +3,8 @@ import."""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
@@ -16,7 +18,6 @@ from memos.errors import InvalidInput
 from ._deps import Caller, ReasonQuery, Upload
 from ._errors import COMMON_ERRORS
 from ._schemas import CubeCreate, CubeRollback, GrantBody, Reason, Reencode
-from ._scratch import scratch
 
 router = APIRouter(prefix="/v1/cubes", tags=["cubes"], responses=COMMON_ERRORS)
 TAR = "application/x-tar"
@@ -100,8 +101,8 @@ def reencode(cube: str, body: Reencode, mos: Caller) -> CubeInfo:
 @router.get("/{cube}/export", response_class=Response, responses={200: {"content": {TAR: {}}}})
 def export_cube(cube: str, mos: Caller) -> Response:
     """The cube as a tar of its export directory (see ``memos cube export``)."""
-    with scratch("memos-export-") as tmp:
-        directory = mos.export_cube(cube, tmp / "export")
+    with tempfile.TemporaryDirectory(prefix="memos-export-") as tmp:
+        directory = mos.export_cube(cube, Path(tmp) / "export")
         return Response(pack(directory), media_type=TAR)
 
 
@@ -112,5 +113,5 @@ def export_cube(cube: str, mos: Caller) -> Response:
 )
 def import_cube(mos: Caller, upload: Upload) -> CubeInfo:
     """Import a tar made by the export route; the caller must be the cube's recorded owner."""
-    with scratch("memos-import-") as tmp:
-        return mos.import_cube(unpack_file(upload, tmp / "export"))
+    with tempfile.TemporaryDirectory(prefix="memos-import-") as tmp:
+        return mos.import_cube(unpack_file(upload, Path(tmp) / "export"))

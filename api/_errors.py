@@ -66,10 +66,12 @@ def redacted(error: MemosError, paths: Mapping[str, str]) -> MemosError:
     chose the path, name it whole, and where a server keeps its files is no client's business.
     Longer paths are replaced first, so a folder inside another keeps its own name."""
 
+    longest_first = sorted(paths.items(), key=lambda pair: len(pair[0]), reverse=True)
+
     def strip(value: Any) -> Any:
         if isinstance(value, str):
-            for path in sorted(paths, key=len, reverse=True):
-                value = value.replace(path, paths[path])
+            for path, label in longest_first:
+                value = value.replace(path, label)
             return value
         if isinstance(value, dict):
             return {key: strip(item) for key, item in value.items()}

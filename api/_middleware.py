@@ -47,8 +47,7 @@ def _has_body(scope: Scope) -> bool:
 async def _answer(scope: Scope, send: Send, error: MemosError) -> None:
     """Answer ``error`` without reading the request's body; a connection whose client may
     still be sending one is closed after the answer rather than drained."""
-    private_paths = getattr(scope["app"].state, "private_paths", {}) if "app" in scope else {}
-    response: Response = error_response(redacted(error, private_paths))
+    response: Response = error_response(redacted(error, scope["app"].state.private_paths))
     if _has_body(scope):
         response.headers["connection"] = "close"
     await response(scope, _no_body, send)

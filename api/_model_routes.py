@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -27,7 +29,6 @@ from ._schemas import (
     KVEntry,
     Reason,
 )
-from ._scratch import scratch
 from ._settings import ServerSettings
 
 if TYPE_CHECKING:
@@ -184,8 +185,8 @@ def export_adapter(cube: str, name: str, mos: Caller, version: int | None = None
     """Adapter ``name`` (at ``version``; its latest by default) as a tar of the peft directory
     ``mos.lora.export`` writes: ``adapter_config.json``, ``adapter_model.safetensors`` (fp32)
     and ``memos_manifest.json``."""
-    with scratch("memos-adapter-") as tmp:
-        directory = mos.lora.export(cube, name, tmp / "adapter", version=version)
+    with tempfile.TemporaryDirectory(prefix="memos-adapter-") as tmp:
+        directory = mos.lora.export(cube, name, Path(tmp) / "adapter", version=version)
         return Response(pack(directory, ADAPTER_EXPORT), media_type=TAR)
 
 
@@ -213,7 +214,7 @@ def import_adapter(
     sends): ``adapter_config.json`` and ``adapter_model.safetensors``, and optionally
     ``memos_manifest.json``; any other entry is refused. Stored ComPEFT-compressed at
     ``density`` when given."""
-    with scratch("memos-adapter-") as tmp:
-        directory = unpack_file(upload, tmp / "adapter", ADAPTER_EXPORT)
+    with tempfile.TemporaryDirectory(prefix="memos-adapter-") as tmp:
+        directory = unpack_file(upload, Path(tmp) / "adapter", ADAPTER_EXPORT)
         entry = mos.lora.import_adapter(cube, directory, name=name, density=density, reason=reason)
     return AdapterEntry.model_validate(entry)
