@@ -62,9 +62,7 @@ STATE_FILE = "codec_state.safetensors"
 DERIVED_DIR = "derived"
 # deeper than any record this library writes (an event payload holds an item's metadata)
 MAX_DEPTH = 32
-_INT64 = 2**63
 _DIGEST = re.compile(r"[0-9a-f]{64}")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 # text decoded from UTF-8 holds no surrogate: one can only come from a \uD800-\uDFFF escape
 _ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 # numbers pydantic's own JSON parser would let through: NaN or Infinity, an integer that may
@@ -344,8 +342,7 @@ def _record(model: type[M], line: str, what: str) -> M:
     escape, a number too large for 64 bits or a float, NaN, nesting past MAX_DEPTH) is parsed
     by pydantic straight from the text, which finds everything else; any other line is read
     carefully first."""
-    careful = ("\\u" in line and _ESCAPED_SURROGATE.search(line)) or _RISKY_NUMBER.search(line)
-    if careful or line.count("{") + line.count("[") > MAX_DEPTH:
+    if _escapes_surrogate(line) or _RISKY_NUMBER.search(line) or _deep(line):
         return _model(model, _json(line, what), what)
     try:
         record = model.model_validate_json(line)
@@ -405,14 +402,23 @@ def _json(text: str, what: str) -> Any:
         value = json.loads(text, parse_constant=_no_constant, parse_float=_finite, parse_int=_int64)
     except (ValueError, RecursionError) as exc:
         raise TamperedExport(f"{what} is not valid JSON: {exc}") from None
-    # fewer brackets than MAX_DEPTH cannot nest deeper, and text with no surrogate escape has
-    # no lone surrogate: most lines need no walk at all
-    strings = _ESCAPED_SURROGATE.search(text) is not None
-    shallow = text.count("{") + text.count("[") <= MAX_DEPTH
-    problem = None if shallow and not strings else _json_problem(value, strings=strings)
+    # most lines need no walk at all
+    strings = _escapes_surrogate(text)
+    problem = _json_problem(value, strings=strings) if strings or _deep(text) else None
     if problem is not None:
         raise TamperedExport(f"{what} {problem}")
     return value
+
+
+def _escapes_surrogate(text: str) -> bool:
+    """Whether ``text`` (decoded from UTF-8, so holding no surrogate itself) may parse into a
+    lone surrogate: only a \\uD800-\\uDFFF escape gives one."""
+    return "\\u" in text and _ESCAPED_SURROGATE.search(text) is not None
+
+
+def _deep(text: str) -> bool:
+    """Whether ``text`` may nest deeper than MAX_DEPTH: fewer brackets cannot."""
+    return text.count("{") + text.count("[") > MAX_DEPTH
 
 
 def _no_constant(name: str) -> float:
@@ -428,7 +434,7 @@ def _finite(text: str) -> float:
 
 def _int64(text: str) -> int:
     value = int(text)
-    if not -_INT64 <= value < _INT64:
+    if not -check.INT64 <= value < check.INT64:
         raise ValueError("it holds an integer beyond 64 bits")
     return value
 
@@ -444,12 +450,12 @@ def _json_problem(value: Any, *, strings: bool) -> str | None:
             return f"nests deeper than {MAX_DEPTH} levels"
         if isinstance(node, dict):
             children: Iterable[Any] = node.values()
-            if strings and any(_SURROGATE.search(key) for key in node):
+            if strings and not all(map(check.is_unicode, node)):
                 return _LONE_SURROGATE
         elif isinstance(node, list):
             children = node
         else:
-            if strings and isinstance(node, str) and _SURROGATE.search(node):
+            if strings and isinstance(node, str) and not check.is_unicode(node):
                 return _LONE_SURROGATE
             continue
         pending.extend(

@@ -17,7 +17,7 @@ _CUBE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # the name of an adapter (parametric memory), as a pattern for pydantic fields too
 ADAPTER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _META_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
-_INT64 = 2**63
+INT64 = 2**63  # integers are stored in 64 bits: -INT64 <= n < INT64
 
 
 @dataclass(frozen=True)
@@ -65,16 +65,12 @@ def text(value: object, limits: Limits) -> str:
     return unicode(value, "text")
 
 
-def unicode(value: str, field: str) -> str:
+def unicode(value: str, field: str, *, label: str | None = None) -> str:
     """``value`` if it is valid Unicode: a lone surrogate (what ``"\\ud800"`` in JSON or a
-    non-UTF-8 command-line argument decodes to) can be neither stored nor sent."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidInput(
-            f"{field} is not valid Unicode: a lone surrogate at position {exc.start}",
-            field=field,
-        ) from None
+    non-UTF-8 command-line argument decodes to) can be neither stored nor sent. ``label``
+    names the value in the message when ``field`` alone does not."""
+    if not is_unicode(value):
+        raise InvalidInput(f"{label or field} is not valid Unicode (a lone surrogate)", field=field)
     return value
 
 
@@ -160,10 +156,10 @@ def _metadata_value(key: str, value: object, limits: Limits) -> MetadataValue:
         if isinstance(value, str) and len(value) > limits.max_metadata_value_chars:
             raise InvalidInput(f"metadata {key!r} is too long", field="metadata")
         if isinstance(value, str):
-            unicode(value, f"metadata {key!r}")
+            unicode(value, "metadata", label=f"metadata {key!r}")
         if isinstance(value, float) and not math.isfinite(value):
             raise InvalidInput(f"metadata {key!r} must be a finite number", field="metadata")
-        if isinstance(value, int) and not -_INT64 <= value < _INT64:
+        if isinstance(value, int) and not -INT64 <= value < INT64:
             raise InvalidInput(f"metadata {key!r} does not fit in 64 bits", field="metadata")
         return value
     raise InvalidInput(
@@ -202,6 +198,6 @@ def positive(value: object, field: str, maximum: int) -> int:
 
 def count(value: object, field: str) -> int:
     """A non-negative integer that fits the store's 64-bit columns (a seq, a limit)."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _INT64:
-        raise InvalidInput(f"{field} must be an integer from 0 to {_INT64 - 1}", field=field)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < INT64:
+        raise InvalidInput(f"{field} must be an integer from 0 to {INT64 - 1}", field=field)
     return value

@@ -1006,7 +1006,5 @@ def _utf8_bound() -> Iterator[None]:
     the edge (an id, say) is the caller's error, and the transaction writes nothing."""
     try:
         yield
-    except UnicodeEncodeError as exc:
-        raise InvalidInput(
-            f"a value is not valid Unicode: a lone surrogate at position {exc.start}"
-        ) from None
+    except UnicodeEncodeError:
+        raise InvalidInput("a value is not valid Unicode (a lone surrogate)") from None
