@@ -82,7 +82,7 @@ def verify_cube(
     digests = {item_id: vector_digest(vector) for item_id, vector in vectors.items()}
     report = verify_chain(info.name, events, head=head, items=items, vectors=digests)
     stored = _Stored(store, info, events, items, vectors)
-    checks: list[Check] = [_verify_config, _verify_derived, _verify_keywords, _verify_codec]
+    checks: list[Check] = [_verify_config, _verify_derived, _verify_search_indexes, _verify_codec]
     if indexes is not None:
         checks.append(_index_check(indexes))
     for check in checks:
@@ -130,7 +130,7 @@ def _verify_derived(stored: _Stored, report: VerifyReport) -> VerifyReport:
     return report
 
 
-def _verify_keywords(stored: _Stored, report: VerifyReport) -> VerifyReport:
+def _verify_search_indexes(stored: _Stored, report: VerifyReport) -> VerifyReport:
     """Each active item's entries in the search indexes (its keywords, and its user, session,
     tags and time where the store keeps them apart) are the ones the (verified) item gives, and
     no other entry exists: keyword search and filters read nothing else."""

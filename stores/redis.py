@@ -129,11 +129,9 @@ def _storage_errors(method: Callable[P, R]) -> Callable[P, R]:
             return method(*args, **kwargs)
         except RedisError as exc:
             raise StorageError(f"redis: {exc}") from exc
-        except UnicodeEncodeError as exc:
+        except UnicodeEncodeError:
             # commands are encoded before anything is sent: nothing was written
-            raise InvalidInput(
-                f"a value is not valid Unicode: a lone surrogate at position {exc.start}"
-            ) from None
+            raise InvalidInput("a value is not valid Unicode (a lone surrogate)") from None
 
     return wrapper
 
@@ -1075,7 +1073,9 @@ class RedisStore:
     @_storage_errors
     def index_mismatches(self, cube: str, active: Sequence[MemoryItem]) -> list[str]:
         keys = self._keys.cube(cube)
-        indexed, lengths, total = self._keyword_index(keys)
+        # one pass over the keyspace finds the index keys of values no item has too
+        names = sorted(set(map(_raw, self._redis.scan_iter(f"{keys.base}:*", count=1000))))
+        indexed, lengths, total = self._keyword_index(keys, names)
         expected = {item.id: _keywords.term_counts(item.text) for item in active}
         differing = {
             item_id
@@ -1084,7 +1084,7 @@ class RedisStore:
             or indexed.get(item_id, {}) != dict(expected[item_id][0])
             or lengths.get(item_id) != expected[item_id][1]
         }
-        differing |= self._filter_mismatches(keys, active)
+        differing |= self._filter_mismatches(keys, names, active)
         if differing:
             return sorted(differing)
         if total != sum(length for _, length in expected.values()):
@@ -1095,10 +1095,12 @@ class RedisStore:
             )
         return []
 
-    def _filter_mismatches(self, keys: _CubeKeys, active: Sequence[MemoryItem]) -> set[str]:
+    def _filter_mismatches(
+        self, keys: _CubeKeys, names: Sequence[bytes], active: Sequence[MemoryItem]
+    ) -> set[str]:
         """The ids the filter indexes hold otherwise than ``active`` gives: the time-ordered
-        set of active items, and the sets by user, session and tag (found by scanning for
-        the cube's set keys, so a set for a value no item has is seen too)."""
+        set of active items, and the sets by user, session and tag among the cube's key
+        ``names``."""
         members = {_loose(m) for m in self._redis.zrange(keys.active, 0, -1)}
         wanted = {_active_member(item) for item in active}
         differing = {member.partition(" ")[2] for member in members ^ wanted}
@@ -1106,31 +1108,25 @@ class RedisStore:
         for item in active:
             for name in _filter_keys(keys, item):
                 expected.setdefault(name, set()).add(item.id)
-        names = sorted(
-            {
-                _loose(name)
-                for kind in (keys.user(""), keys.session(""), keys.tag(""))
-                for name in self._redis.scan_iter(f"{kind}*", count=1000)
-            }
-        )
-        held = self._each(names, lambda pipe, name: pipe.smembers(name))
-        found = {name: {_loose(m) for m in ids} for name, ids in zip(names, held, strict=True)}
+        kinds = tuple(kind.encode() for kind in (keys.user(""), keys.session(""), keys.tag("")))
+        sets = [_loose(name) for name in names if name.startswith(kinds)]
+        held = self._each(sets, lambda pipe, name: pipe.smembers(name))
+        found = {name: {_loose(m) for m in ids} for name, ids in zip(sets, held, strict=True)}
         for name in found.keys() | expected.keys():
             differing |= found.get(name, set()) ^ expected.get(name, set())
         return differing
 
     def _keyword_index(
-        self, keys: _CubeKeys
+        self, keys: _CubeKeys, names: Sequence[bytes]
     ) -> tuple[dict[str, dict[str, int | None]], dict[str, int | None], int | None]:
         """Each item's postings (term -> frequency), each item's length and the total length,
-        as the index holds them (a value that is not a count reads as ``None``). The terms are
-        found by scanning for the cube's postings keys: a term no item's text gives must be
-        seen too."""
+        as the index holds them (a value that is not a count reads as ``None``). The postings
+        are those among the cube's key ``names``, so a term no item's text gives is seen too."""
         start = keys.terms("").encode()
-        names = sorted(set(map(_raw, self._redis.scan_iter(start + b"*", count=1000))))
-        postings = self._each(names, lambda pipe, name: pipe.hgetall(name))
+        terms = [name for name in names if name.startswith(start)]
+        postings = self._each(terms, lambda pipe, name: pipe.hgetall(name))
         indexed: dict[str, dict[str, int | None]] = {}
-        for name, entries in zip(names, postings, strict=True):
+        for name, entries in zip(terms, postings, strict=True):
             term = _loose(name[len(start) :])
             for item_id, count in entries.items():
                 indexed.setdefault(_loose(item_id), {})[term] = _count(count)
