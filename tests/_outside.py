@@ -1,6 +1,6 @@
 """Tests read only what the repository carries.
 
-A test that reads a file beside the repository (``../shared/...``) passes on the machines that
+A test that reads a file beside the repository (a sibling data folder) passes on the machines that
 have that file and errors in anyone else's clone. ``install()`` adds an audit hook that refuses
 an open, a listdir or a scandir of any path under the repository's parent folder but outside the
 repository, and records it, so that a test which swallows the error still fails (conftest asks

@@ -984,24 +984,29 @@ class Fuzzed:
         self.world = self.make()
 
 
+# replayable runs (no example database, a fixed seed); setup is slow by design
+FUZZING = settings(
+    deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+)
+
+
+def _fresh_copy(source: Source, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """A copy of the attacker's export to mutate, and the ids of its own that it holds."""
+    export = Path(shutil.copytree(source.export, tmp_path_factory.mktemp("fuzz") / "export"))
+    return export, [source.item_ids[3], source.kv_id, source.adapter_id]
+
+
 @pytest.fixture(scope="module")
 def fuzzed(new_world: Callable[[], World]) -> Fuzzed:
     return Fuzzed(new_world)
 
 
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    database=None,
-    derandomize=True,
-    suppress_health_check=list(HealthCheck),
-)
+@settings(FUZZING, max_examples=EXAMPLES)
 @given(data=st.data())
 def test_fuzzed_exports_are_refused_typed_or_import_harmlessly(
     fuzzed: Fuzzed, source: Source, tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
 ) -> None:
-    export = Path(shutil.copytree(source.export, tmp_path_factory.mktemp("fuzz") / "export"))
-    ours = [source.item_ids[3], source.kv_id, source.adapter_id]
+    export, ours = _fresh_copy(source, tmp_path_factory)
     for _ in range(data.draw(st.integers(1, 2))):
         edited_items = _mutate(data, export, ours, fuzzed.theirs())
     # mostly the forger's full move; sometimes less, which some edits need to get through
@@ -1082,19 +1087,12 @@ def served(
     server.close()
 
 
-@settings(
-    max_examples=HTTP_EXAMPLES,
-    deadline=None,
-    database=None,
-    derandomize=True,
-    suppress_health_check=list(HealthCheck),
-)
+@settings(FUZZING, max_examples=HTTP_EXAMPLES)
 @given(data=st.data())
 def test_fuzzed_exports_over_http_get_4xx_never_5xx(
     served: Served, source: Source, tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
 ) -> None:
-    export = Path(shutil.copytree(source.export, tmp_path_factory.mktemp("fuzz") / "export"))
-    ours = [source.item_ids[3], source.kv_id, source.adapter_id]
+    export, ours = _fresh_copy(source, tmp_path_factory)
     world = served.world
     edited_items = _mutate(data, export, ours, [*world.victim, world.victim_kv])
     forge(export, reproject=not edited_items)

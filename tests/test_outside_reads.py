@@ -1,5 +1,5 @@
 """The harness refuses reads beside the repository (``tests/_outside.py``): a test that would
-pass only where ``../shared`` exists fails everywhere instead."""
+pass only where a sibling data folder exists fails everywhere instead."""
 
 from __future__ import annotations
 
