@@ -79,7 +79,8 @@ def verify(
         return mos.verify(cube)
     if anchor_seq is None or anchor_hash is None or anchor_at is None:
         raise InvalidInput("an anchor is anchor_seq, anchor_hash and anchor_at together")
-    anchor = CubeAnchor(cube=cube, seq=anchor_seq, hash=anchor_hash, at=anchor_at)
+    named = mos.get_cube(cube).name  # the full name, whatever name the path gave
+    anchor = CubeAnchor(cube=named, seq=anchor_seq, hash=anchor_hash, at=anchor_at)
     return mos.verify(cube, anchor=anchor)
 
 

@@ -155,7 +155,9 @@ def _cube(record: Any) -> CubeInfo:
     """The manifest's cube, a configuration this library can open: a valid name (it becomes
     keys and file names), a positive dimension and a codec that encodes it."""
     cube = _model(CubeInfo, record, "the manifest's cube")
-    check.cube_name(cube.name)
+    namespace, _ = check.split_cube_ref(check.cube_ref(cube.name))
+    if namespace not in (None, cube.owner):
+        raise TamperedExport(f"the manifest's cube {cube.name!r} is not in its owner's namespace")
     if cube.dim < 1:
         raise TamperedExport(f"the manifest's cube has {cube.dim} dimensions")
     if cube.codec_state is not None and not _DIGEST.fullmatch(cube.codec_state):

@@ -24,7 +24,7 @@ _TOKEN = re.compile(r"memos_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 
 def create_key(store: Store, principal: str, limits: Limits) -> tuple[ApiKey, str]:
     """Make a key for ``principal``; returns its record and the token, which is never stored."""
-    principal = check.principal(principal, "principal", limits)
+    principal = check.namespace(check.principal(principal, "principal", limits))
     key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
     key = ApiKey(id=key_id, principal=principal, secret_sha256=_digest(secret), created_at=utcnow())
     store.put_api_key(key)

@@ -209,9 +209,9 @@ class MemOS:
         """Create a cube. ``codec`` (how its vectors are held in RAM) defaults to
         :func:`memos.codecs.default_codec` for the embedder's dimension; ``kv_dtype`` is how
         its KV caches are stored (``fp32``, ``bf16`` or ``int8``). ``owner`` defaults to the
-        handle's principal (``local`` for the operator)."""
-        name = check.cube_name(name)
-        owner = self._scope.owner(owner)
+        handle's principal (``local`` for the operator). A principal's cube is named
+        ``principal:name`` (see :mod:`memos._scope`); the reply carries the full name."""
+        name, owner = self._scope.new_cube(name, owner)
         embedder_name = embedder or self._default_embedder_name()
         model = self._embedder_named(embedder_name)
         info = CubeInfo(
@@ -738,7 +738,7 @@ class MemOS:
         """Import an export after checking its checksums, chain and items; the imported log is
         identical to the exported one, hashes included."""
         data = read_export(Path(directory))
-        self._scope.owner(data.cube.owner)
+        self._scope.importable(data.cube)
         # the blobs go in with the cube, in its transaction: a refused import leaves none
         self.store.import_cube(data)
         self._indexes.forget(data.cube.name)

@@ -236,7 +236,7 @@ def _routable(segment: str) -> bool:
 
 
 def _cube_path(cube: str) -> str:
-    return f"/v1/cubes/{quote(check.cube_name(cube), safe='')}"
+    return f"/v1/cubes/{quote(check.cube_ref(cube), safe='')}"
 
 
 def _item_path(item_id: str) -> str:
@@ -559,8 +559,9 @@ class RemoteMemOS:
     def verify(self, cube: str, *, anchor: CubeAnchor | None = None) -> VerifyReport:
         params = None
         if anchor is not None:
-            if anchor.cube != cube:
-                raise InvalidInput(f"the anchor is of cube {anchor.cube!r}, not {cube!r}")
+            named = cube if anchor.cube == cube else self.get_cube(cube).name  # a short name
+            if anchor.cube != named:
+                raise InvalidInput(f"the anchor is of cube {anchor.cube!r}, not {named!r}")
             params = {"anchor_seq": anchor.seq, "anchor_hash": anchor.hash}
             params["anchor_at"] = anchor.at.isoformat()
         return self._http.call(_REPORT, "GET", f"{_cube_path(cube)}/verify", params=params)

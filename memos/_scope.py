@@ -8,6 +8,12 @@ only as its owner or through a grant: a cube it may not read does not exist for 
 (:class:`CubeNotFound`, and an item of such a cube is an :class:`ItemNotFound`), so ids and names
 probed from another tenant reveal nothing; a cube it may read but not change answers a write with
 :class:`AccessDenied`. Its actions are logged under its own name whatever ``user`` it passes.
+
+Cube names are per owner. A principal's cubes live in its namespace: ``alice`` creating
+``notes`` makes the cube ``alice:notes``, its full name, which a grantee uses. A name without a
+namespace means the cube of that full name if the scope can see one (the operator's cubes have
+no namespace), else the principal's own cube of that name. So creating or importing a cube
+collides only with the principal's own names, and no answer depends on another tenant's.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from memos import _validation as check
 from memos._store import Store
 from memos._types import Access, CubeInfo, MemoryItem
 from memos._validation import Limits
-from memos.errors import AccessDenied, CubeNotFound, ItemNotFound
+from memos.errors import AccessDenied, CubeNotFound, InvalidInput, ItemNotFound
 
 LOCAL_ACTOR = "local"
 
@@ -30,7 +36,9 @@ class Scope:
         self._store = store
         self._limits = limits
         self.principal = (
-            None if principal is None else check.principal(principal, "principal", limits)
+            None
+            if principal is None
+            else check.namespace(check.principal(principal, "principal", limits))
         )
 
     def allows(self, info: CubeInfo, need: Access) -> bool:
@@ -39,10 +47,16 @@ class Scope:
         granted = info.grants.get(self.principal)
         return granted == Access.WRITE or (granted == Access.READ and need == Access.READ)
 
+    def key(self, name: str) -> str:
+        """The full name ``name`` means to this scope (see the module's docs)."""
+        name = check.cube_ref(name)
+        if self.principal is None or check.NAMESPACE_SEPARATOR in name or self.can_read(name):
+            return name
+        return f"{self.principal}{check.NAMESPACE_SEPARATOR}{name}"
+
     def cube(self, name: str, need: Access = Access.READ) -> CubeInfo:
         """The cube ``name`` if this scope may ``need`` it, else a typed error."""
-        name = check.cube_name(name)
-        info = self._store.get_cube(name)
+        info = self._store.get_cube(self.key(name))
         if info is None or not self.allows(info, Access.READ):
             raise CubeNotFound(f"no cube named {name!r}", cube=name)
         return self._writable(info) if need == Access.WRITE else info
@@ -80,6 +94,35 @@ class Scope:
 
     def visible(self, cubes: Iterable[CubeInfo]) -> list[CubeInfo]:
         return [info for info in cubes if self.allows(info, Access.READ)]
+
+    def new_cube(self, name: str, owner: str | None) -> tuple[str, str]:
+        """The full name and the owner of a cube this scope creates as ``name``."""
+        namespace, short = check.split_cube_ref(check.cube_ref(name))
+        if self.principal is not None:
+            if namespace not in (None, self.principal):
+                raise AccessDenied(
+                    f"{self.principal!r} creates cubes in its own namespace, not {namespace!r}"
+                )
+            owner = self.owner(owner)
+            return f"{owner}{check.NAMESPACE_SEPARATOR}{short}", owner
+        if namespace is None:
+            return name, self.owner(owner)
+        if owner not in (None, namespace):
+            raise InvalidInput(f"cube {name!r} is in {namespace!r}'s namespace", field="owner")
+        return name, self.owner(namespace)
+
+    def importable(self, info: CubeInfo) -> None:
+        """Refuse an export this scope may not bring in: a principal imports its own cubes
+        into its own namespace, whatever exists elsewhere."""
+        namespace, _ = check.split_cube_ref(info.name)
+        if self.principal is None:
+            return
+        self.owner(info.owner)
+        if namespace != self.principal:
+            raise AccessDenied(
+                f"{self.principal!r} imports cubes into its own namespace; this export holds "
+                f"cube {info.name!r}, which only the operator may import"
+            )
 
     def owner(self, requested: str | None) -> str:
         """The owner of a cube this scope creates: a principal creates cubes for itself."""

@@ -13,7 +13,12 @@ from memos._partition import PARTITION_ITEMS
 from memos._types import MetadataValue
 from memos.errors import InvalidInput, TextTooLong
 
-_CUBE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_SHORT_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+_NAMESPACE = r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}"
+_PRINCIPAL_NAMESPACE = re.compile(_NAMESPACE)
+_CUBE_REF = re.compile(rf"(?:({_NAMESPACE}):)?({_SHORT_NAME})")
+# a principal's cubes are named ``principal:name``; the operator's may have no namespace
+NAMESPACE_SEPARATOR = ":"
 # the name of an adapter (parametric memory), as a pattern for pydantic fields too
 ADAPTER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _META_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
@@ -38,14 +43,32 @@ class Limits:
     partition_items: int | None = PARTITION_ITEMS
 
 
-def cube_name(name: object) -> str:
-    if not isinstance(name, str) or not _CUBE_NAME.fullmatch(name):
+def cube_ref(name: object) -> str:
+    """A cube's full name (``owner:name``) or a name without a namespace."""
+    if not isinstance(name, str) or not _CUBE_REF.fullmatch(name):
         raise InvalidInput(
-            f"bad cube name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit",
+            f"bad cube name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with "
+            "a letter or digit, after the owner and a ':' for another principal's cube",
             field="cube",
         )
     return name
+
+
+def split_cube_ref(name: str) -> tuple[str | None, str]:
+    """The namespace (``None``: the operator's) and the name within it of a checked ref."""
+    namespace, _, short = name.rpartition(NAMESPACE_SEPARATOR)
+    return namespace or None, short
+
+
+def namespace(principal: str) -> str:
+    """``principal``, which names a cube namespace: the server's principals act through one."""
+    if not _PRINCIPAL_NAMESPACE.fullmatch(principal):
+        raise InvalidInput(
+            f"bad principal {principal!r}: a principal names its cubes' namespace, so use 1-64 "
+            "letters, digits, '.', '_', '-', '@' or '+', starting with a letter or digit",
+            field="principal",
+        )
+    return principal
 
 
 def text(value: object, limits: Limits) -> str:

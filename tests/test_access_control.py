@@ -19,6 +19,8 @@ from memos import MemOS
 from memos._types import Access, EventOp
 from memos.errors import AccessDenied, CubeNotFound, InvalidInput, ItemNotFound, NotFound
 
+DIARY = "alice:diary"  # the full name of alice's cube "diary", as others name it
+
 
 @dataclass
 class Tenants:
@@ -79,11 +81,15 @@ ITEM_CALLS: dict[str, Callable[[MemOS, str], object]] = {
 def test_another_tenants_cube_does_not_exist(tenants: Tenants, call: str) -> None:
     before = _state(tenants.operator)
     with pytest.raises(CubeNotFound) as seen:
-        CUBE_CALLS[call](tenants.bob, "diary")
+        CUBE_CALLS[call](tenants.bob, DIARY)
     with pytest.raises(CubeNotFound) as absent:
-        CUBE_CALLS[call](tenants.bob, "no-such-cube")
+        CUBE_CALLS[call](tenants.bob, "alice:no-such-cube")
+    with pytest.raises(CubeNotFound):
+        CUBE_CALLS[call](tenants.bob, "diary")  # bob's own "diary", which he has not made
     # the error does not tell an existing cube from an absent one
-    assert str(seen.value).replace("diary", "?") == str(absent.value).replace("no-such-cube", "?")
+    assert str(seen.value).replace(DIARY, "?") == str(absent.value).replace(
+        "alice:no-such-cube", "?"
+    )
     assert _state(tenants.operator) == before
 
 
@@ -99,7 +105,7 @@ def test_another_tenants_item_does_not_exist(tenants: Tenants, call: str) -> Non
 
 
 def test_another_tenant_lists_and_counts_nothing(tenants: Tenants) -> None:
-    assert [c.name for c in tenants.alice.list_cubes()] == ["diary"]
+    assert [c.name for c in tenants.alice.list_cubes()] == [DIARY]
     assert tenants.bob.list_cubes() == []
     assert tenants.bob.verify_all() == []
     tenants.operator.store.record_access(
@@ -113,21 +119,21 @@ def test_a_principal_creates_cubes_for_itself_only(tenants: Tenants) -> None:
     assert tenants.bob.create_cube("notes").owner == "bob"
     with pytest.raises(AccessDenied):
         tenants.bob.create_cube("forged", owner="alice")
-    assert [c.name for c in tenants.operator.list_cubes()] == ["diary", "notes"]
+    assert [c.name for c in tenants.operator.list_cubes()] == [DIARY, "bob:notes"]
 
 
 def test_a_read_grant_lets_read_and_not_write(tenants: Tenants) -> None:
     tenants.alice.grant("diary", "bob", "read")
     assert tenants.bob.get(tenants.item).version == 2
-    assert [h.item.id for h in tenants.bob.search("spare key", cube="diary")] == [tenants.item]
-    assert tenants.bob.verify("diary").ok
+    assert [h.item.id for h in tenants.bob.search("spare key", cube=DIARY)] == [tenants.item]
+    assert tenants.bob.verify(DIARY).ok
     before = _state(tenants.operator)
     for write in (
-        lambda: tenants.bob.add("bob was here", cube="diary"),
+        lambda: tenants.bob.add("bob was here", cube=DIARY),
         lambda: tenants.bob.update(tenants.item, "bob was here"),
         lambda: tenants.bob.delete(tenants.item),
-        lambda: tenants.bob.rollback_cube("diary", to_seq=1),
-        lambda: tenants.bob.grant("diary", "carol"),
+        lambda: tenants.bob.rollback_cube(DIARY, to_seq=1),
+        lambda: tenants.bob.grant(DIARY, "carol"),
     ):
         with pytest.raises(AccessDenied):
             write()
@@ -136,13 +142,13 @@ def test_a_read_grant_lets_read_and_not_write(tenants: Tenants) -> None:
 
 def test_a_write_grant_lets_write_under_the_principals_own_name(tenants: Tenants) -> None:
     tenants.alice.grant("diary", "bob", "write")
-    added = tenants.bob.add("bob borrowed the key", cube="diary", user="alice")
+    added = tenants.bob.add("bob borrowed the key", cube=DIARY, user="alice")
     tenants.bob.delete(tenants.item, user="alice")
-    events = tenants.operator.log("diary")
+    events = tenants.operator.log(DIARY)
     assert [e.actor for e in events[-2:]] == ["bob", "bob"]
     assert added.user == "alice"  # the item's user field is data; the actor is who acted
     with pytest.raises(AccessDenied):
-        tenants.bob.revoke("diary", "bob")
+        tenants.bob.revoke(DIARY, "bob")
 
 
 def test_grants_are_events_that_verify_export_and_revoke(tenants: Tenants, tmp_path: Path) -> None:
@@ -150,16 +156,16 @@ def test_grants_are_events_that_verify_export_and_revoke(tenants: Tenants, tmp_p
     tenants.alice.grant("diary", "bob", "write")
     assert tenants.alice.get_cube("diary").grants == {"bob": Access.WRITE}
     tenants.alice.revoke("diary", "bob")
-    ops = [e.op for e in tenants.operator.log("diary")]
+    ops = [e.op for e in tenants.operator.log(DIARY)]
     assert ops[-3:] == [EventOp.GRANT, EventOp.GRANT, EventOp.REVOKE]
-    grant = tenants.operator.log("diary")[-3]
+    grant = tenants.operator.log(DIARY)[-3]
     assert grant.actor == "alice"
     assert grant.reason == "shared for the trip"
     assert grant.payload is not None
     assert (grant.payload["principal"], grant.payload["access"]) == ("bob", "read")
-    assert tenants.operator.verify("diary").ok
+    assert tenants.operator.verify(DIARY).ok
     with pytest.raises(CubeNotFound):
-        tenants.bob.get_cube("diary")
+        tenants.bob.get_cube(DIARY)
     tenants.alice.grant("diary", "carol")
     exported = tenants.alice.export_cube("diary", tmp_path / "export")
     with MemOS.open(tmp_path / "other", embedder=tenants.operator._default_embedder) as other:
@@ -189,7 +195,7 @@ def test_bad_grants_are_refused(
 
 def test_the_operator_sees_everything_and_a_view_closes_nothing(tenants: Tenants) -> None:
     tenants.bob.create_cube("notes")
-    assert [c.name for c in tenants.operator.list_cubes()] == ["diary", "notes"]
+    assert [c.name for c in tenants.operator.list_cubes()] == [DIARY, "bob:notes"]
     assert tenants.operator.principal is None
     assert tenants.bob.principal == "bob"
     tenants.bob.close()
@@ -201,9 +207,57 @@ def test_a_grant_written_around_the_log_fails_verify(tenants: Tenants, data_dir:
     info = tenants.alice.get_cube("diary")
     forged = info.model_copy(update={"grants": {"mallory": Access.WRITE}})
     with sqlite3.connect(data_dir / "memos.db") as conn:
-        conn.execute(
-            "UPDATE cubes SET info = ? WHERE name = ?", (forged.model_dump_json(), "diary")
-        )
-    report = tenants.operator.verify("diary")
+        conn.execute("UPDATE cubes SET info = ? WHERE name = ?", (forged.model_dump_json(), DIARY))
+    report = tenants.operator.verify(DIARY)
     assert not report.ok
     assert report.problem == "the cube's configuration differs from the one its log set"
+
+
+# cube names are per owner ---------------------------------------------------------------------
+
+
+def test_a_name_another_tenant_holds_is_as_free_as_any(tenants: Tenants) -> None:
+    before = _state(tenants.operator)
+    taken, free = tenants.bob.create_cube("diary"), tenants.bob.create_cube("journal")
+    assert (taken.name, taken.owner, free.name, free.owner) == (
+        "bob:diary", "bob", "bob:journal", "bob",
+    )  # fmt: skip
+    assert tenants.bob.add("bob's own diary", cube="diary").cube == "bob:diary"
+    assert [e.op for e in tenants.bob.log("diary")] == [EventOp.CUBE_CREATE, EventOp.CREATE]
+    assert [(e.seq, e.hash) for e in tenants.operator.log(DIARY)] == before
+
+
+@pytest.mark.parametrize("name", [DIARY, "alice:no-such-cube"])
+def test_no_one_creates_in_another_namespace(tenants: Tenants, name: str) -> None:
+    before = _state(tenants.operator)
+    with pytest.raises(AccessDenied) as refused:
+        tenants.bob.create_cube(name)
+    assert str(refused.value) == "'bob' creates cubes in its own namespace, not 'alice'"
+    assert _state(tenants.operator) == before
+
+
+def test_the_operator_names_cubes_in_any_namespace(tenants: Tenants) -> None:
+    assert tenants.operator.create_cube("bob:inbox").owner == "bob"
+    assert tenants.bob.add("for bob", cube="inbox").cube == "bob:inbox"
+    with pytest.raises(InvalidInput):
+        tenants.operator.create_cube("bob:outbox", owner="alice")
+
+
+def test_a_short_name_means_a_visible_cube_of_that_name_first(tenants: Tenants) -> None:
+    tenants.operator.create_cube("team", owner="alice")  # the operator's, with no namespace
+    assert tenants.alice.get_cube("team").name == "team"
+    assert tenants.alice.create_cube("team").name == "alice:team"
+    assert tenants.alice.get_cube("team").name == "team"
+    assert tenants.alice.get_cube("alice:team").name == "alice:team"
+    # for bob, who cannot see the operator's "team", the name is free
+    assert tenants.bob.create_cube("team").name == "bob:team"
+    assert tenants.bob.get_cube("team").name == "bob:team"
+
+
+@pytest.mark.parametrize("principal", ["two words", "a:b", "-dash", "x" * 65, "ünï"])
+def test_a_principal_must_be_able_to_name_a_namespace(mos: MemOS, principal: str) -> None:
+    with pytest.raises(InvalidInput):
+        mos.as_principal(principal)
+    with pytest.raises(InvalidInput):
+        mos.create_api_key(principal)
+    assert mos.list_api_keys() == []

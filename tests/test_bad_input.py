@@ -41,6 +41,7 @@ class Face:
     sdk: Any
     root: MemOS
     name: str
+    cube: str  # the full name of Alice's ``notes``, as the operator and the store know it
 
 
 @pytest.fixture(params=["sqlite", "redis", "http", "redis-http"])
@@ -56,9 +57,10 @@ def face(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Face]:
                 sdk = stack.enter_context(MemOS.connect(base, api_key=token))
             else:
                 sdk = root.as_principal("alice")
-            sdk.create_cube("notes")
+            cube = sdk.create_cube("notes").name
+            assert cube == "alice:notes"
             sdk.add("the first memory", cube="notes", tags=["kept"])
-            yield Face(sdk=sdk, root=root, name=request.param)
+            yield Face(sdk=sdk, root=root, name=request.param, cube=cube)
     finally:
         root.close()
         if redis_backed:
@@ -88,7 +90,7 @@ def refused(face: Face, call: Callable[[], object]) -> MemosError:
 
 
 def first_id(face: Face) -> str:
-    return next(iter(face.root.store.iter_items("notes"))).id
+    return next(iter(face.root.store.iter_items(face.cube))).id
 
 
 # invalid Unicode in every field ------------------------------------------------------------
@@ -174,7 +176,7 @@ def test_the_ends_of_the_range_themselves_are_accepted(face: Face) -> None:
     assert last.occurred_at == datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
     found = sdk.search("at", cube="notes", since="0001-01-01T00:00:00Z", mode="keyword", k=10)
     assert {hit.item.id for hit in found} >= {first.id, last.id}
-    assert face.root.verify("notes").ok
+    assert face.root.verify(face.cube).ok
 
 
 # a batch is all or nothing -----------------------------------------------------------------
@@ -284,7 +286,7 @@ def test_any_input_is_a_success_or_a_typed_refusal(
                 text, cube="notes", mode=mode, where={"k": value}, since=when, until=when
             )
         )
-    assert face.root.verify("notes").ok
+    assert face.root.verify(face.cube).ok
 
 
 @pytest.fixture
@@ -303,8 +305,8 @@ def source(tmp_path: Path) -> Iterator[MemOS]:
 def test_what_was_accepted_survives_export_and_import(
     face: Face, source: MemOS, tmp_path: Path, text: str, value: Any, when: str
 ) -> None:
-    cube = f"trip{len(source.list_cubes())}"
-    source.create_cube(cube, owner="alice")
+    # a principal imports only its own namespace's cubes: the operator makes one there
+    cube = source.create_cube(f"alice:trip{len(source.list_cubes())}", owner="alice").name
     added = _typed_or_success(
         lambda: source.add(text, cube=cube, metadata={"k": value}, occurred_at=when)
     )

@@ -60,4 +60,4 @@ def test_serve_answers_with_the_keys_of_its_data_dir(cli: Cli, data_dir: Path) -
         assert made.json()["owner"] == "alice"
         assert httpx.get(f"{base}/v1/cubes").status_code == 401
     listed = json.loads(run_memos("cube", "list", "--json", data_dir=data_dir).out)
-    assert [c["name"] for c in listed] == ["notes"]
+    assert [c["name"] for c in listed] == ["alice:notes"]

@@ -67,6 +67,9 @@ from memos.llm import LocalModel
 
 CUBE, VICTIM = "heist", "ledger"
 ATTACKER, OWNER = "mallory", "bob"
+# cube names are per owner: the attacker's ``heist`` is ``mallory:heist``, the name the operator
+# and the store know it by; the victim's cube is the operator's, with no namespace
+ATTACKERS_CUBE = f"{ATTACKER}:{CUBE}"
 # trains in well under a second on the tiny model: what is learnt does not matter here
 QUICK = {"max_steps": 3, "learning_rate": 0.01, "batch_size": 2, "recall_every": 3}
 TYPED = (TamperedExport, InvalidInput, CorruptArtifact)
@@ -93,7 +96,7 @@ def source(tmp_path_factory: pytest.TempPathFactory, tiny_model: LocalModel) -> 
     root = tmp_path_factory.mktemp("attacker")
     with MemOS.open(root / "data", embedder=HashEmbedder(64), model=tiny_model) as operator:
         mos = operator.as_principal(ATTACKER)
-        mos.create_cube(CUBE, codec="ivf1+sq8")
+        assert mos.create_cube(CUBE, codec="ivf1+sq8").name == ATTACKERS_CUBE
         facts = mos.add_many(
             ["alice moved to lisbon in may", "the capital of france is paris", "paris in june"],
             cube=CUBE,
@@ -163,7 +166,7 @@ class World:
 
 
 def _victim(mos: MemOS, blob_names: Callable[[], set[str]], adapter: Path) -> World:
-    mos.create_cube(VICTIM, owner=OWNER)
+    assert mos.create_cube(VICTIM, owner=OWNER).name == VICTIM
     items = mos.add_many(
         ["bob keeps the ledger in june", "the capital of france is paris"], cube=VICTIM
     )
@@ -232,6 +235,66 @@ def export_blobs(directory: Path) -> set[str]:
     return {hashlib.sha256(p.read_bytes()).hexdigest() for p in paths if p.is_file()}
 
 
+# names are per owner: a principal imports into its own namespace alone ----------------------------
+
+
+def _in_namespace_of_another(export: Path, name: str) -> None:
+    """Make the attacker's export one of cube ``name``: an operator's cube with no namespace
+    (still owned by the attacker), or a cube of bob's namespace, owned by bob as bob's own
+    export of it would be."""
+    owner = OWNER if name.startswith(f"{OWNER}:") else ATTACKER
+    if owner == OWNER:
+        replace_everywhere(export, ATTACKER, OWNER)
+    else:
+        replace_everywhere(export, ATTACKERS_CUBE, name)
+    forge(export)
+    cube = manifest(export)["cube"]
+    assert (cube["name"], cube["owner"]) == (name, owner)
+
+
+@pytest.mark.parametrize("name", [CUBE, f"{OWNER}:{CUBE}"])
+def test_an_export_of_a_cube_outside_the_importers_namespace_is_refused_alike(
+    new_world: Callable[[], World], export: Path, name: str
+) -> None:
+    """Were a principal to import a cube outside its namespace, the import would collide (409)
+    with a cube of that name that another tenant holds and go in where none is: the answer
+    would tell the attacker another tenant's cube names. A principal imports only its own
+    namespace's cubes, so the answer is the same 403 whether a cube of that name exists or not,
+    and nothing changes either way."""
+    _in_namespace_of_another(export, name)
+    world = new_world()
+    assert world.mos.store.get_cube(name) is None
+    absent = refused(world, export, AccessDenied)
+    assert world.mos.store.get_cube(name) is None
+    made = world.mos.create_cube(name, owner=OWNER)
+    assert made.name == name
+    world.mos.add("bob keeps the vault in june", cube=name)
+    held = world.mos.store.head(name), world.mos.store.events(name), world.mos.verify(name)
+    present = refused(world, export, AccessDenied)
+    assert (world.mos.store.head(name), world.mos.store.events(name)) == held[:2]
+    assert world.mos.verify(name) == held[2]
+    assert present.status == absent.status == 403
+    assert present.to_dict() == absent.to_dict()
+    world.close()
+
+
+def test_a_cube_outside_its_owners_namespace_is_a_tampered_export(
+    world: World, export: Path
+) -> None:
+    """A cube named in one namespace and owned by another principal is no cube this library
+    makes: refused as tampered, by the attacker and by the operator alike."""
+    replace_everywhere(export, ATTACKERS_CUBE, f"{OWNER}:{CUBE}")
+    forge(export)
+    assert (manifest(export)["cube"]["owner"], manifest(export)["cube"]["name"]) == (
+        ATTACKER, f"{OWNER}:{CUBE}",
+    )  # fmt: skip
+    refused(world, export, TamperedExport)
+    before = world.state()
+    with pytest.raises(TamperedExport):
+        world.mos.import_cube(export)
+    assert world.state() == before
+
+
 # ids are global: a taken one is refused -----------------------------------------------------------
 
 
@@ -243,8 +306,8 @@ def test_the_untouched_export_imports_next_to_the_victim(
     forge(export)
     before = world.state()
     info = world.attacker().import_cube(export)
-    assert (info.name, info.owner) == (CUBE, ATTACKER)
-    assert world.mos.verify(CUBE).ok
+    assert (info.name, info.owner) == (ATTACKERS_CUBE, ATTACKER)
+    assert world.mos.verify(ATTACKERS_CUBE).ok
     assert {k: v for k, v in world.state().items() if k not in ("cubes", "blobs")} == {
         k: v for k, v in before.items() if k not in ("cubes", "blobs")
     }
@@ -280,7 +343,7 @@ def test_a_derived_artifact_id_of_another_cube_is_refused(
     replace_everywhere(export, ours, theirs)
     forge(export)
     assert refused(world, export, Conflict).status == 409
-    assert world.mos.store.derived_entries(CUBE) == []
+    assert world.mos.store.derived_entries(ATTACKERS_CUBE) == []
 
 
 def test_a_derived_artifact_built_from_another_cubes_memory_is_refused(
@@ -358,13 +421,14 @@ def test_memories_with_line_separators_survive_export_and_import(
     (U+2028, U+0085, U+001C, ...), so a valid export of such a memory was refused."""
     texts = ["one\u2028two", "three\x85four", "five\x1csix", "seven\u2029eight\x0bnine"]
     attacker = world.attacker()
-    attacker.create_cube("separators")
+    name = attacker.create_cube("separators").name
+    assert name == f"{ATTACKER}:separators"
     added = attacker.add_many(texts, cube="separators")
     exported = attacker.export_cube("separators", tmp_path / "separators")
     target = new_world()
-    target.attacker().import_cube(exported)
+    assert target.attacker().import_cube(exported).name == name
     assert [target.mos.get(item.id).text for item in added] == texts
-    assert target.mos.verify("separators").ok
+    assert target.mos.verify(name).ok
 
 
 # malformed files, checksums and chain forged to match ---------------------------------------------
@@ -704,10 +768,12 @@ DEN = "den"
 
 @pytest.fixture
 def den(world: World) -> str:
-    """The attacker's own cube in the world, where its adapter imports go."""
-    if world.mos.store.get_cube(DEN) is None:
-        world.attacker().create_cube(DEN)
-    return DEN
+    """The attacker's own cube in the world, where its adapter imports go: its full name,
+    which the attacker, the operator and the store all know it by."""
+    name = f"{ATTACKER}:{DEN}"
+    if world.mos.store.get_cube(name) is None:
+        assert world.attacker().create_cube(DEN).name == name
+    return name
 
 
 def test_an_imported_adapter_is_a_new_version_of_the_importers_cube_alone(
@@ -821,6 +887,7 @@ SPECIAL = (
     CUBE,
     VICTIM,
     OWNER,
+    f"{OWNER}:{CUBE}",
     "kv",
     "adapter",
     "0" * 64,

@@ -88,8 +88,7 @@ def sdk(connect: Connect) -> Any:
 
 @pytest.fixture
 def notes(sdk: Any) -> str:
-    sdk.create_cube("notes")
-    return "notes"
+    return str(sdk.create_cube("notes").name)
 
 
 # cubes and items --------------------------------------------------------------------------
@@ -98,12 +97,13 @@ def notes(sdk: Any) -> str:
 def test_create_list_and_get_cube(sdk: Any) -> None:
     info = sdk.create_cube("notes", codec="fp16")
     assert isinstance(info, CubeInfo)
-    assert (info.name, info.owner, info.codec, info.dim) == ("notes", "alice", "fp16", 64)
-    assert sdk.get_cube("notes") == info
+    # a principal's cube is named in its namespace; the short name still finds it
+    assert (info.name, info.owner, info.codec, info.dim) == ("alice:notes", "alice", "fp16", 64)
+    assert sdk.get_cube("notes") == sdk.get_cube("alice:notes") == info
     assert sdk.list_cubes() == [info]
     stats = sdk.cube_stats("notes")
     assert isinstance(stats, CubeStats)
-    assert (stats.cube, stats.items_active) == ("notes", 0)
+    assert (stats.cube, stats.items_active) == ("alice:notes", 0)
     with pytest.raises(CubeExists):
         sdk.create_cube("notes")
 
@@ -229,25 +229,25 @@ def test_reencode_refit_and_access_stats(sdk: Any, notes: str) -> None:
 
 def test_grant_and_revoke(connect: Connect) -> None:
     alice, bob = connect("alice"), connect("bob")
-    alice.create_cube("shared")
+    shared = alice.create_cube("shared").name
     item = alice.add("the spare key is under the flowerpot", cube="shared")
     with pytest.raises(CubeNotFound):
-        bob.get_cube("shared")
+        bob.get_cube(shared)
     with pytest.raises(ItemNotFound):
         bob.get(item.id)
     info = alice.grant("shared", "bob", "read", reason="reader")
     assert info.grants == {"bob": "read"}
     assert bob.get(item.id) == item
-    assert [h.item.id for h in bob.search("spare key", cube="shared")] == [item.id]
+    assert [h.item.id for h in bob.search("spare key", cube=shared)] == [item.id]
     with pytest.raises(AccessDenied):
-        bob.add("bob was here", cube="shared")
+        bob.add("bob was here", cube=shared)
     with pytest.raises(AccessDenied):
-        bob.grant("shared", "carol")
+        bob.grant(shared, "carol")
     alice.grant("shared", "bob", "write")
-    assert bob.add("bob was here", cube="shared").cube == "shared"
+    assert bob.add("bob was here", cube=shared).cube == shared == "alice:shared"
     assert alice.revoke("shared", "bob").grants == {}
     with pytest.raises(CubeNotFound):
-        bob.log("shared")
+        bob.log(shared)
     with pytest.raises(NotFound):
         alice.revoke("shared", "bob")
 
@@ -283,7 +283,7 @@ def test_import_an_export_made_elsewhere(sdk: Any, tmp_path: Path) -> None:
         hashes = [e.hash for e in alice.log("moved")]
         directory = alice.export_cube("moved", tmp_path / "moved")
     info = sdk.import_cube(directory)
-    assert (info.name, info.owner) == ("moved", "alice")
+    assert (info.name, info.owner) == ("alice:moved", "alice")
     assert sdk.verify("moved").ok
     assert [e.hash for e in sdk.log("moved")] == hashes
     assert {h.item.text for h in sdk.search("two", cube="moved", k=3)} == {"one", "two", "three"}
@@ -334,17 +334,17 @@ def test_error_details_travel(sdk: Any, notes: str) -> None:
 
 def test_a_reader_writing_is_access_denied(connect: Connect) -> None:
     alice, bob = connect("alice"), connect("bob")
-    alice.create_cube("diary")
-    item = alice.add("dear diary", cube="diary")
+    diary = alice.create_cube("diary").name
+    item = alice.add("dear diary", cube=diary)
     alice.grant("diary", "bob", "read")
     writes: list[Callable[[], object]] = [
-        lambda: bob.add("bob", cube="diary"),
-        lambda: bob.add_many(["bob"], cube="diary"),
+        lambda: bob.add("bob", cube=diary),
+        lambda: bob.add_many(["bob"], cube=diary),
         lambda: bob.update(item.id, "bob"),
         lambda: bob.delete(item.id),
         lambda: bob.rollback(item.id, to_version=1),
-        lambda: bob.rollback_cube("diary", to_seq=1),
-        lambda: bob.reencode("diary", codec="fp16"),
+        lambda: bob.rollback_cube(diary, to_seq=1),
+        lambda: bob.reencode(diary, codec="fp16"),
     ]
     for write in writes:
         with pytest.raises(AccessDenied) as caught:
@@ -355,9 +355,9 @@ def test_a_reader_writing_is_access_denied(connect: Connect) -> None:
 
 def test_chat_on_a_cube_the_caller_cannot_see_loads_no_model(connect: Connect) -> None:
     alice, bob = connect("alice"), connect("bob")
-    alice.create_cube("private")
+    private = alice.create_cube("private").name
     with pytest.raises(CubeNotFound):
-        bob.chat("what is in the cube?", cube="private")
+        bob.chat("what is in the cube?", cube=private)
 
 
 # HTTP only ----------------------------------------------------------------------------------

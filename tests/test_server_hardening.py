@@ -159,8 +159,9 @@ def test_a_chunked_upload_over_the_import_limit_is_refused_as_it_arrives(
     tenants: Tenants,
 ) -> None:
     client, mos, alice = tenants.client, tenants.mos, tenants.alice
-    assert client.post("/v1/cubes", json={"name": "notes"}, headers=alice).status_code == 201
-    before = mos.log("notes")
+    made = client.post("/v1/cubes", json={"name": "notes"}, headers=alice)
+    assert made.status_code == 201
+    before = mos.log(made.json()["name"])
     for path in ("/v1/cubes/import", ADAPTER_IMPORT):
         upload = Upload(1 * MiB, b"\0" * 4096)
         response = client.post(path, content=upload, headers=alice)
@@ -170,8 +171,8 @@ def test_a_chunked_upload_over_the_import_limit_is_refused_as_it_arrives(
             "message": "the request body is over the server's limit of 65536 bytes",
             "details": {"limit": 65536},
         }
-    assert [info.name for info in mos.list_cubes()] == ["notes"]
-    assert mos.log("notes") == before
+    assert [info.name for info in mos.list_cubes()] == ["alice:notes"]
+    assert mos.log("alice:notes") == before
 
 
 def _metric(text: str, name: str, label: str) -> float:
@@ -226,8 +227,8 @@ def test_a_malformed_import_names_no_server_path(
 ) -> None:
     mos = MemOS.open(data_dir, embedder=HashEmbedder(64), model=tiny_model)
     alice = _bearer(mos.create_api_key("alice")[1])
-    mos.as_principal("alice").create_cube("notes")
-    exported = mos.export_cube("notes", tmp_path / "export")
+    notes = mos.as_principal("alice").create_cube("notes").name
+    exported = mos.export_cube(notes, tmp_path / "export")
     manifest = (exported / "manifest.json").read_bytes()
     uploads = {
         "/v1/cubes/import": [

@@ -741,10 +741,10 @@ def test_anchors_over_http(data_dir: Path) -> None:
         serve(mos, ServerSettings(store=f"sqlite:///{data_dir}")) as url,
         MemOS.connect(url, api_key=token) as alice,
     ):
-        alice.create_cube(CUBE)
+        name = alice.create_cube(CUBE).name
         alice.add("Alice moved to Lisbon", cube=CUBE)
         anchor = alice.anchor(CUBE)
-        assert (anchor.cube, anchor.seq, anchor.hash) == (CUBE, 2, alice.log(CUBE)[-1].hash)
+        assert (anchor.cube, anchor.seq, anchor.hash) == (name, 2, alice.log(CUBE)[-1].hash)
         assert alice.verify(CUBE, anchor=anchor).ok
         report = alice.verify(CUBE, anchor=anchor.model_copy(update={"seq": 5}))
         assert (report.ok, report.first_bad_seq) == (False, 3)

@@ -27,8 +27,14 @@ def create(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The new cube's name.")],
     owner: Annotated[
-        str, typer.Option("--owner", "-o", help="The principal who owns the cube.")
-    ] = "local",
+        str | None,
+        typer.Option(
+            "--owner",
+            "-o",
+            help="The principal who owns the cube. Default: the namespace's principal for "
+            "NAMESPACE:NAME, else local (the key's principal over --url).",
+        ),
+    ] = None,
     embedder: Annotated[
         str | None,
         typer.Option(
