@@ -1,10 +1,16 @@
 """``memos serve``: the memory server over the data dir (or ``--store``)."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from memos.api._settings import ServerSettings
 from memos.cli._session import reporting, settings
+
+
+def _default(field: str) -> Any:
+    """The server's own default, so the CLI states none of its own."""
+    return ServerSettings.model_fields[field].default
 
 
 def serve(
@@ -13,32 +19,34 @@ def serve(
     port: Annotated[int, typer.Option("--port", help="The TCP port to listen on.")] = 8000,
     max_body_bytes: Annotated[
         int, typer.Option("--max-body-bytes", help="The largest request body accepted.")
-    ] = 4 * 1024 * 1024,
+    ] = _default("max_body_bytes"),
     max_import_bytes: Annotated[
         int, typer.Option("--max-import-bytes", help="The largest cube or adapter tar accepted.")
-    ] = 256 * 1024 * 1024,
+    ] = _default("max_import_bytes"),
     max_text_chars: Annotated[
         int, typer.Option("--max-text-chars", help="The longest memory text accepted.")
-    ] = 16_000,
+    ] = _default("max_text_chars"),
     max_batch: Annotated[
         int, typer.Option("--max-batch", help="The most memories one batch add may hold.")
-    ] = 1_000,
-    max_k: Annotated[int, typer.Option("--max-k", help="The largest k a search may ask.")] = 100,
+    ] = _default("max_batch"),
+    max_k: Annotated[
+        int, typer.Option("--max-k", help="The largest k a search may ask.")
+    ] = _default("max_k"),
     faiss_threads: Annotated[
         int, typer.Option("--faiss-threads", help="OpenMP threads FAISS may use per search.")
-    ] = 1,
+    ] = _default("faiss_threads"),
     workers: Annotated[
         int,
         typer.Option(
             "--workers",
-            help="Threads in this process that run queued jobs (default 0: run `memos worker`).",
+            help="Threads in this process that run queued jobs (0: they wait for `memos worker`).",
         ),
-    ] = 0,
+    ] = _default("workers"),
 ) -> None:
     """Serve the memory over HTTP (FastAPI): routes under /v1, API keys from `memos keys`."""
     import uvicorn
 
-    from memos.api import ServerSettings, create_app
+    from memos.api import create_app
 
     edge = settings(ctx)
     with reporting():
