@@ -21,7 +21,6 @@ and holds its connection until it is read to the end (or closed).
 from __future__ import annotations
 
 import builtins
-import functools
 import itertools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -36,13 +35,14 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from memos import _validation as check
-from memos import errors
 from memos._anchor import CubeAnchor
 from memos._archive import ADAPTER_EXPORT, CUBE_EXPORT, Layout, pack, unpack
 from memos._cube_stats import CubeStats
 from memos._history import ItemDiff
+from memos._http_errors import error_from
 from memos._jobs import Job, JobKind, JobState, checked_job_id, waited
 from memos._records import parse_records
+from memos._remote_chat import RemoteChatStream
 from memos._types import (
     AccessStats,
     ChatReply,
@@ -65,7 +65,6 @@ from memos.errors import (
 )
 
 if TYPE_CHECKING:
-    from memos._remote_chat import RemoteChatStream
     from memos.activation import KVEntry
     from memos.parametric import AdapterEntry
 
@@ -76,12 +75,6 @@ TrainProgress = Callable[[int, int, float], None]
 CONNECT_TIMEOUT_S = 5.0
 TAR = "application/x-tar"
 _LIMITS = Limits()  # for arguments the server never sees (user=, batch_size=)
-
-_ERRORS: dict[str, type[MemosError]] = {
-    cls.code: cls
-    for cls in (getattr(errors, name) for name in errors.__all__)
-    if isinstance(cls, type) and issubclass(cls, MemosError)
-}
 
 _ITEM = TypeAdapter(MemoryItem)
 _ITEMS = TypeAdapter(list[MemoryItem])
@@ -98,46 +91,6 @@ _REPLY = TypeAdapter(ChatReply)
 _ACCESS = TypeAdapter(dict[str, AccessStats])
 _JOB = TypeAdapter(Job)
 _JOBS = TypeAdapter(list[Job])
-
-
-# errors -------------------------------------------------------------------------------------
-
-
-@functools.cache
-def _unknown_error(code: str, status: int) -> type[MemosError]:
-    """A ``MemosError`` class for a code this client does not know (a newer server, a proxy)."""
-    attributes = {"code": code, "status": status, "__module__": __name__}
-    return cast(type[MemosError], type("ServerError", (MemosError,), attributes))
-
-
-def _envelope(response: httpx.Response) -> tuple[str, str, dict[str, Any]]:
-    """The code, message and details of an error answer; a body that is not the envelope
-    (a proxy's page) is reported with the HTTP status."""
-    try:
-        error = response.json().get("error")
-        code, message, details = error["code"], error["message"], error.get("details") or {}
-    except (ValueError, AttributeError, TypeError, KeyError):
-        code = message = details = None
-    if isinstance(code, str) and isinstance(message, str) and isinstance(details, dict):
-        return code, message, details
-    snippet = response.text[:200]
-    message = f"the server answered {response.status_code} {response.reason_phrase}: {snippet}"
-    return "http_error", message, {"status": response.status_code}
-
-
-def error_from(response: httpx.Response) -> MemosError:
-    """The typed error an error answer stands for: the class whose ``code`` it names."""
-    code, message, details = _envelope(response)
-    return error_named(code, message, details, response.status_code)
-
-
-def error_named(code: str, message: str, details: dict[str, Any], status: int) -> MemosError:
-    """The typed error of an envelope's fields; ``status`` is kept for a code this client
-    does not know."""
-    cls = _ERRORS.get(code) or _unknown_error(code, status)
-    error = cls(message)
-    error.details = details  # set, not passed: a detail may be named like a parameter
-    return error
 
 
 # the wire -----------------------------------------------------------------------------------
@@ -675,7 +628,6 @@ class RemoteMemOS:
         """:meth:`chat`, streamed: iterate for text pieces as the server generates them, then
         read ``.reply``. A refusal (an unknown cube, a bad argument) is raised here, before
         any piece, as the embedded ``chat_stream`` raises it."""
-        from memos._remote_chat import RemoteChatStream
 
         body = {
             "query": query, "user": user, "k": k, "max_new_tokens": max_new_tokens,

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 import httpx
 from pydantic import TypeAdapter, ValidationError
 
-from memos._remote import error_named
+from memos._http_errors import error_named
 from memos._types import ReplyStream
 from memos._wire import ChatDone, ChatEvent, ChatText
 from memos.errors import MemosError, StorageError
