@@ -9,7 +9,6 @@ read back exactly as before: the same items, the same log head, ``verify`` still
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
@@ -20,11 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _redis import drop_redis_store, fresh_redis_url
-from _servers import serve
+from _backends import FACES, clients
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from memos.api import ServerSettings
 
 from memos import HashEmbedder, MemOS, open_store
 from memos.errors import InvalidInput, ItemNotFound, MemosError
@@ -44,27 +41,14 @@ class Face:
     cube: str  # the full name of Alice's ``notes``, as the operator and the store know it
 
 
-@pytest.fixture(params=["sqlite", "redis", "http", "redis-http"])
+@pytest.fixture(params=FACES)
 def face(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Face]:
-    redis_backed = request.param.startswith("redis")
-    url = fresh_redis_url() if redis_backed else f"sqlite:///{tmp_path / 'data'}"
-    root = MemOS(open_store(url), embedder=HashEmbedder(64))
-    try:
-        with contextlib.ExitStack() as stack:
-            if request.param.endswith("http"):
-                base = stack.enter_context(serve(root, ServerSettings(store=url)))
-                _, token = root.create_api_key("alice")
-                sdk = stack.enter_context(MemOS.connect(base, api_key=token))
-            else:
-                sdk = root.as_principal("alice")
-            cube = sdk.create_cube("notes").name
-            assert cube == "alice:notes"
-            sdk.add("the first memory", cube="notes", tags=["kept"])
-            yield Face(sdk=sdk, root=root, name=request.param, cube=cube)
-    finally:
-        root.close()
-        if redis_backed:
-            drop_redis_store(url)
+    with clients(request.param, tmp_path / "data", embedder=HashEmbedder(64)) as (root, connect):
+        sdk = connect("alice")
+        cube = sdk.create_cube("notes").name
+        assert cube == "alice:notes"
+        sdk.add("the first memory", cube="notes", tags=["kept"])
+        yield Face(sdk=sdk, root=root, name=request.param, cube=cube)
 
 
 def state(root: MemOS) -> dict[str, Any]:

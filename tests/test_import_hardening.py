@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from _backends import STORES
 from _forge import (
     edit_records,
     fix_checksums,
@@ -182,7 +183,7 @@ def _redis_blobs(url: str) -> set[str]:
         return {key.decode().rsplit(":", 1)[1] for key in keys}
 
 
-@pytest.fixture(scope="module", params=["sqlite", "redis"])
+@pytest.fixture(scope="module", params=STORES)
 def new_world(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
@@ -1142,7 +1143,7 @@ class Served:
         assert self.world.state() == before
 
 
-@pytest.fixture(scope="module", params=["sqlite", "redis"])
+@pytest.fixture(scope="module", params=STORES)
 def served(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,

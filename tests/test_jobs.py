@@ -15,7 +15,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from _redis import drop_redis_store, fresh_redis_url
+from _backends import STORES
+from _backends import store_url as backend_url
 from _servers import serve
 from memos.api import ServerSettings
 from memos.schedulers import HANDLERS, Worker
@@ -35,12 +36,10 @@ T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 LEASE_S = 10.0
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=STORES)
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    url = fresh_redis_url() if request.param == "redis" else f"sqlite:///{tmp_path / 'store'}"
-    yield url
-    if request.param == "redis":
-        drop_redis_store(url)
+    with backend_url(request.param, tmp_path / "store") as url:
+        yield url
 
 
 @pytest.fixture
@@ -387,17 +386,13 @@ def test_a_queued_consolidation_trains_an_adapter(data_dir: Path, tiny_model: Lo
 # over HTTP -------------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["http", "redis-http"])
+@pytest.fixture(params=STORES)
 def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[MemOS, str]]:
     """A server's own handle (what its workers use) and its URL."""
-    url = fresh_redis_url() if request.param == "redis-http" else f"sqlite:///{tmp_path / 'data'}"
-    mos = MemOS(open_store(url), embedder=HashEmbedder(64))
-    try:
-        with serve(mos, ServerSettings(store=url)) as base:
+    with backend_url(request.param, tmp_path / "data") as url:
+        mos = MemOS(open_store(url), embedder=HashEmbedder(64))
+        with mos, serve(mos, ServerSettings(store=url)) as base:
             yield mos, base
-    finally:
-        if request.param == "redis-http":
-            drop_redis_store(url)
 
 
 def test_jobs_over_http(served: tuple[MemOS, str]) -> None:

@@ -7,7 +7,6 @@ the same principal. Both must return the same models and raise the same typed er
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import socket
 from collections.abc import Callable, Iterator
@@ -17,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _redis import drop_redis_store, fresh_redis_url
+from _backends import FACES, Connect, clients
 from _servers import serve
 from memos.api import ServerSettings
 
@@ -34,7 +33,6 @@ from memos import (
     MemOS,
     SearchHit,
     VerifyReport,
-    open_store,
 )
 from memos._remote import RemoteMemOS
 from memos.errors import (
@@ -52,32 +50,14 @@ from memos.errors import (
 )
 
 Client = MemOS | RemoteMemOS
-Connect = Callable[[str], Any]  # principal -> a client acting as it (MemOS or RemoteMemOS)
 
 
-@pytest.fixture(params=["embedded", "http", "redis-http"])
+@pytest.fixture(params=FACES)
 def connect(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Connect]:
-    """Make clients that act as a principal, on the face the test is parametrized with: the
-    embedded SDK, HTTP to a server on an embedded (SQLite) store, or HTTP to a server on the
-    Redis store."""
-    if request.param == "embedded":
-        mos = MemOS.open(tmp_path / "data", embedder=HashEmbedder(64))
-        yield mos.as_principal
-        mos.close()
-        return
-    url = fresh_redis_url() if request.param == "redis-http" else f"sqlite:///{tmp_path / 'data'}"
-    mos = MemOS(open_store(url), embedder=HashEmbedder(64))
-    try:
-        with serve(mos, ServerSettings(store=url)) as base, contextlib.ExitStack() as clients:
-
-            def client(principal: str) -> RemoteMemOS:
-                _, token = mos.create_api_key(principal)
-                return clients.enter_context(MemOS.connect(base, api_key=token))
-
-            yield client
-    finally:
-        if request.param == "redis-http":
-            drop_redis_store(url)
+    """Make clients that act as a principal, on the face the test is parametrized with (see
+    ``_backends``)."""
+    with clients(request.param, tmp_path / "data", embedder=HashEmbedder(64)) as (_, connect):
+        yield connect
 
 
 @pytest.fixture

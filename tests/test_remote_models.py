@@ -19,14 +19,13 @@ from typing import Any
 
 import httpx
 import pytest
-from _redis import drop_redis_store, fresh_redis_url
-from _servers import serve
+from _backends import FACES, clients
 from fastapi.testclient import TestClient
 from memos.api import ServerSettings, create_app
 from memos.api import _schemas as published
 from pydantic import BaseModel
 
-from memos import ChatReply, Event, EventOp, HashEmbedder, MemOS, open_store
+from memos import ChatReply, Event, EventOp, HashEmbedder, MemOS
 from memos._remote import RemoteMemOS
 from memos.activation import KVEntry, KVManifest
 from memos.errors import (
@@ -47,23 +46,12 @@ QUICK = {"max_steps": 3, "batch_size": 2, "recall_every": 1000}
 ADAPTER_FILES = ["adapter_config.json", "adapter_model.safetensors", "memos_manifest.json"]
 
 
-@pytest.fixture(params=["embedded", "http", "redis-http"])
+@pytest.fixture(params=FACES)
 def sdk(request: pytest.FixtureRequest, tmp_path: Path, tiny_model: LocalModel) -> Iterator[Any]:
-    """Alice's client on the tiny model: ``MemOS`` embedded, ``RemoteMemOS`` over HTTP."""
-    if request.param == "embedded":
-        with MemOS.open(tmp_path / "data", embedder=HashEmbedder(64), model=tiny_model) as mos:
-            yield mos.as_principal("alice")
-        return
-    url = fresh_redis_url() if request.param == "redis-http" else f"sqlite:///{tmp_path / 'data'}"
-    mos = MemOS(open_store(url), embedder=HashEmbedder(64), model=tiny_model)
-    try:
-        with serve(mos, ServerSettings(store=url)) as base:
-            _, token = mos.create_api_key("alice")
-            with MemOS.connect(base, api_key=token) as client:
-                yield client
-    finally:
-        if request.param == "redis-http":
-            drop_redis_store(url)
+    """Alice's client on the tiny model, on the face the test is parametrized with."""
+    handle = {"embedder": HashEmbedder(64), "model": tiny_model}
+    with clients(request.param, tmp_path / "data", **handle) as (_, connect):
+        yield connect("alice")
 
 
 @pytest.fixture

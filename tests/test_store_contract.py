@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _redis import drop_redis_store, fresh_redis_url
+from _backends import STORES
+from _backends import store_url as backend_url
 
 from memos import Change, CubeImport, CubeInfo, Event, EventOp, ItemFilter, MemoryItem, Store
 from memos._chain import GENESIS_HASH, verify_chain
@@ -41,42 +43,18 @@ T0 = datetime(2024, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
 StoreFactory = Callable[[], Store]
 
 
-def _sqlite_url(root: Path, n: int) -> str:
-    return f"sqlite:///{root / f'sqlite-store-{n}'}"
-
-
-def _redis_url(root: Path, n: int) -> str:
-    return fresh_redis_url()
-
-
-# backend name -> function(tmp dir, instance number) -> store URL
-BACKENDS: dict[str, Callable[[Path, int], str]] = {
-    "sqlite": _sqlite_url,
-    "redis": _redis_url,
-}
-# backend name -> function(store URL) deleting what a store keeps outside the tmp dir
-CLEANUPS: dict[str, Callable[[str], None]] = {
-    "redis": drop_redis_store,
-}
-
-
-@pytest.fixture(params=sorted(BACKENDS))
+@pytest.fixture(params=STORES)
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
     """A factory of fresh, empty, independent stores of one backend."""
-    url_for = BACKENDS[request.param]
-    opened: list[Store] = []
+    numbers = itertools.count()
+    with contextlib.ExitStack() as made:
 
-    def make() -> Store:
-        store = open_store(url_for(tmp_path, len(opened)))
-        opened.append(store)
-        return store
+        def make() -> Store:
+            directory = tmp_path / f"store-{next(numbers)}"
+            url = made.enter_context(backend_url(request.param, directory))
+            return made.enter_context(contextlib.closing(open_store(url)))
 
-    yield make
-    cleanup = CLEANUPS.get(request.param)
-    for store in opened:
-        store.close()
-        if cleanup is not None:
-            cleanup(store.url)
+        yield make
 
 
 @pytest.fixture

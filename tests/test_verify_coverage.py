@@ -24,6 +24,7 @@ import httpx
 import numpy as np
 import pytest
 import redis
+from _backends import STORES
 from _redis import REDIS_URL, drop_redis_store, fresh_redis_url, prefix_of
 from memos.stores import _fts5
 from memos.stores._keywords import tokens
@@ -100,7 +101,7 @@ def _backend(kind: str, tmp_path: Path) -> Iterator[Backend]:
             drop_redis_store(location)
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=STORES)
 def history(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     yield from _backend(request.param, tmp_path)
 
@@ -315,7 +316,7 @@ def test_redis_a_forged_filter_member_is_what_verify_reports(redis_history: Back
 # the codec's fitted state ---------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=STORES)
 def fitted(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Backend, str, int]]:
     """A history whose cube ``notes`` has a fitted int8 codec: the backend, the digest of the
     state blob and the seq of the ``codec_fit`` event that named it."""
