@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import functools
-import threading
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -15,15 +10,15 @@ from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
-from memos import _history, _keys, _mutations, _search
+from memos import _history, _keys, _mutations
 from memos import _validation as check
 from memos._access import DEFAULT_HALF_LIFE_S
 from memos._anchor import CubeAnchor
 from memos._cube_stats import CubeStats, cube_stats
 from memos._encoding import reconfigure
+from memos._engine import Engine
 from memos._export import export_cube, read_export
 from memos._history import ItemDiff
-from memos._indexes import CubeIndexes
 from memos._jobs import (
     Job,
     JobKind,
@@ -36,7 +31,6 @@ from memos._jobs import (
     new_job_id,
     waited,
 )
-from memos._partition import SCHEDULER_ACTOR, due_repartition
 from memos._records import Record, parse_records
 from memos._scope import Scope
 from memos._search import DEFAULT_MODE as DEFAULT_SEARCH_MODE
@@ -60,15 +54,13 @@ from memos._types import (
 from memos._validation import Limits
 from memos._verify import verify_cube
 from memos.codecs import default_codec, make_codec
-from memos.embedding import Embedder, make_embedder
-from memos.embedding._minilm import MODEL_NAME as DEFAULT_EMBEDDER
+from memos.embedding import Embedder
 from memos.errors import (
     AccessDenied,
     Conflict,
     IntegrityError,
     InvalidInput,
     JobNotFound,
-    ModelUnavailable,
     NotFound,
     VersionConflict,
 )
@@ -77,10 +69,10 @@ if TYPE_CHECKING:
     from memos._chat import ChatStream
     from memos._remote import RemoteMemOS
     from memos.activation import KVMemory
-    from memos.llm import LLMBackend, LocalModel
+    from memos.llm import LLMBackend
     from memos.parametric import LoraMemory
 
-DEFAULT_MODEL_CACHE = Path("~/.cache/memos/models")
+
 _RETRIES = 20
 _EMBED_CHUNK = 4096
 Progress = Callable[[int], None]
@@ -103,26 +95,18 @@ class MemOS:
         model: LLMBackend | str | Path | None = None,
         model_cache: Path | None = None,
     ) -> None:
-        self.store = store
-        self.limits = limits or Limits()
-        self._default_embedder = embedder
-        self._embedders: dict[str, Embedder] = {}
-        if embedder is not None:
-            self._embedders[embedder.name] = embedder
-        self._indexes = CubeIndexes(store, snapshot_dir)
-        # one worker for retrieval that overlaps the query embedding (hybrid search)
-        self._aside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memos-search")
-        # the language model is loaded on first use (chat, KV caches): a path, or None for the
-        # bundled SmolLM2, converted once into model_cache
-        self._model: LLMBackend | None = None if isinstance(model, str | Path | None) else model
-        self._model_source = model if isinstance(model, str | Path) else None
-        self._model_cache = (model_cache or DEFAULT_MODEL_CACHE).expanduser()
-        self._model_lock = threading.Lock()
-        self._kv: KVMemory | None = None
-        self._lora: LoraMemory | None = None
-        self._scope = Scope(store, None, self.limits)
-        # the handle that owns the shared state; a principal's view (as_principal) points here
-        self._root = self
+        engine = Engine(
+            store, limits=limits or Limits(), snapshot_dir=snapshot_dir, embedder=embedder,
+            model=model, model_cache=model_cache,
+        )  # fmt: skip
+        self._engine, self._scope = engine, engine.operator
+
+    @classmethod
+    def _over(cls, engine: Engine, scope: Scope) -> MemOS:
+        """A handle over ``engine`` that acts under ``scope``."""
+        handle = cls.__new__(cls)
+        handle._engine, handle._scope = engine, scope
+        return handle
 
     @classmethod
     def open(
@@ -166,23 +150,26 @@ class MemOS:
         only the cubes the principal owns or was granted, and the log names the principal for
         everything it does (see :mod:`memos._scope`). ``limits`` (a server's) replace the
         handle's input limits. Closing it closes nothing."""
-        view = copy.copy(self._root)
-        view.limits = limits or self.limits
-        view._scope = Scope(self.store, principal, view.limits)
-        view._kv = view._lora = None
-        return view
+        scope = Scope(self.store, principal, limits or self.limits)
+        return MemOS._over(self._engine, scope)
 
     @property
     def principal(self) -> str | None:
         """Whom this handle acts as; ``None`` for the operator of an embedded data directory."""
         return self._scope.principal
 
+    @property
+    def store(self) -> Store:
+        return self._engine.store
+
+    @property
+    def limits(self) -> Limits:
+        return self._scope.limits
+
     def close(self) -> None:
-        if self._root is not self:
-            return
-        self._aside.shutdown(wait=True)
-        self._indexes.save_all()
-        self.store.close()
+        """Close the store (the operator's handle; a principal's closes nothing)."""
+        if self._scope.principal is None:
+            self._engine.close()
 
     def __enter__(self) -> MemOS:
         return self
@@ -212,8 +199,8 @@ class MemOS:
         handle's principal (``local`` for the operator). A principal's cube is named
         ``principal:name`` (see :mod:`memos._scope`); the reply carries the full name."""
         name, owner = self._scope.new_cube(name, owner)
-        embedder_name = embedder or self._default_embedder_name()
-        model = self._embedder_named(embedder_name)
+        embedder_name = embedder or self._engine.default_embedder_name()
+        model = self._engine.embedder_named(embedder_name)
         info = CubeInfo(
             name=name,
             owner=owner,
@@ -366,7 +353,7 @@ class MemOS:
         parsed = parse_records(
             records, user=user, tags=tags, metadata=metadata, session=session, limits=self.limits
         )
-        embedder = self._embedder_for(info)
+        embedder = self._engine.embedder_for(info)
         added: list[MemoryItem] = []
         # Embedding a large chunk at once lets the embedder sort it by length (less padding);
         # commits stay at ``batch_size`` so each transaction is short.
@@ -432,7 +419,7 @@ class MemOS:
         current = self._scope.item(item_id, Access.WRITE)
         vector = None
         if new_text is not None and new_text != current.text:
-            vector = self._embedder_for(self.get_cube(current.cube)).embed([new_text])[0]
+            vector = self._engine.embedder_for(self.get_cube(current.cube)).embed([new_text])[0]
 
         def build(item: MemoryItem, now: datetime) -> MemoryItem:
             if item.status == ItemStatus.DELETED:
@@ -550,7 +537,7 @@ class MemOS:
                 pending.append((item, after, target))
         # one embedding call for every text that differs from what is stored
         texts = [t.text for item, _, t in pending if t is not None and t.text != item.text]
-        fresh = iter(self._embedder_for(info).embed(texts)) if texts else iter(())
+        fresh = iter(self._engine.embedder_for(info).embed(texts)) if texts else iter(())
         return [
             Change(
                 op=EventOp.ROLLBACK,
@@ -622,7 +609,7 @@ class MemOS:
         """A vector for ``target``'s text, or ``None`` when the stored one still fits."""
         if target.text == current.text:
             return None
-        vectors = self._embedder_for(self.get_cube(current.cube)).embed([target.text])
+        vectors = self._engine.embedder_for(self.get_cube(current.cube)).embed([target.text])
         return np.asarray(vectors[0], dtype=np.float32)
 
     # reads ------------------------------------------------------------------------------
@@ -650,36 +637,10 @@ class MemOS:
         shared words; score: bm25, higher is better) or ``"hybrid"`` (both, fused by
         reciprocal rank; score: the fused score). See :mod:`memos._search`.
         """
-        query = check.text(query, self.limits)
-        k = check.positive(k, "k", self.limits.max_k)
-        flt = _search.item_filter(
-            self.limits,
-            user=user,
-            tags=tags,
-            session=session,
-            since=since,
-            until=until,
-            where=where,
-        )
-        search_mode = _search.search_mode(mode)
-        info = self.get_cube(cube)
-
-        def dense(n: int, allowed: Collection[str] | None) -> list[tuple[str, float]]:
-            vector = self._embedder_for(info).embed([query])[0]
-            index = self._indexes.current(info)
-            exact = functools.partial(self.store.get_vectors, cube=info.name)
-            return index.search(vector, n, allowed, exact=exact)
-
-        return _search.search(
-            self.store,
-            info.name,
-            query,
-            k=k,
-            flt=flt,
-            mode=search_mode,
-            dense=dense,
-            aside=self._aside,
-        )
+        return self._engine.search(
+            self._scope, query, cube=cube, k=k, user=user, tags=tags, session=session,
+            since=since, until=until, where=where, mode=mode,
+        )  # fmt: skip
 
     def history(self, item_id: str) -> list[HistoryEntry]:
         item = self.get(item_id)
@@ -708,7 +669,7 @@ class MemOS:
         info = self.get_cube(cube)
         if anchor is not None and anchor.cube != info.name:
             raise InvalidInput(f"the anchor is of cube {anchor.cube!r}, not {info.name!r}")
-        return verify_cube(self.store, info, anchor=anchor, indexes=self._indexes)
+        return verify_cube(self.store, info, anchor=anchor, indexes=self._engine.indexes)
 
     def anchor(self, cube: str) -> CubeAnchor:
         """The cube's head now (seq and hash of its last event), to keep outside the data
@@ -741,8 +702,8 @@ class MemOS:
         self._scope.importable(data.cube)
         # the blobs go in with the cube, in its transaction: a refused import leaves none
         self.store.import_cube(data)
-        self._indexes.forget(data.cube.name)
-        self._indexes.current(data.cube)
+        self._engine.indexes.forget(data.cube.name)
+        self._engine.indexes.current(data.cube)
         return data.cube
 
     # codecs -----------------------------------------------------------------------------
@@ -755,7 +716,7 @@ class MemOS:
         info = _fitted(self._scope.cube(cube, Access.WRITE))
         return reconfigure(
             self.store,
-            self._indexes,
+            self._engine.indexes,
             info,
             codec=info.codec,
             op=EventOp.CODEC_FIT,
@@ -774,7 +735,7 @@ class MemOS:
         name = _checked_codec(codec, info.dim)
         return reconfigure(
             self.store,
-            self._indexes,
+            self._engine.indexes,
             info,
             codec=name,
             op=EventOp.REENCODE,
@@ -786,7 +747,7 @@ class MemOS:
         """Items, codec (version, fitted or not), dimensions, and the bytes per vector the
         index holds in RAM against the full-precision copy on disk."""
         info = self.get_cube(cube)
-        return cube_stats(self.store, info, self._indexes.current(info))
+        return cube_stats(self.store, info, self._engine.indexes.current(info))
 
     # background jobs --------------------------------------------------------------------
 
@@ -856,93 +817,26 @@ class MemOS:
         return waited(lambda: self.get_job(job_id), timeout, poll_s)
 
     def _after_write(self, info: CubeInfo, actor: str, *, grew: bool = True) -> None:
-        """Catch the cube's index up with a write; when the write may have grown the cube,
-        fit its codec on first reaching ``fit_min`` active memories, or partition the index
-        past ``limits.partition_items`` (see :mod:`memos._partition`)."""
-        items = len(self._indexes.current(info))
-        if not grew:
-            return
-        change = due_repartition(info, items, self.limits.partition_items)
-        if change is not None:
-            self._reconfigure_unless_raced(
-                info, change.codec, change.op, SCHEDULER_ACTOR, change.reason
-            )
-            return
-        if info.codec_state is not None:
-            return
-        fit_min = make_codec(info.codec).fit_min
-        if fit_min and items >= fit_min:
-            reason = f"the cube reached {fit_min} memories"
-            self._reconfigure_unless_raced(info, info.codec, EventOp.CODEC_FIT, actor, reason)
-
-    def _reconfigure_unless_raced(
-        self, info: CubeInfo, codec: str, op: EventOp, actor: str, reason: str
-    ) -> None:
-        # a VersionConflict means another writer changed the configuration first; theirs stands
-        with contextlib.suppress(VersionConflict):
-            reconfigure(
-                self.store, self._indexes, info, codec=codec, op=op, actor=actor, reason=reason
-            )
+        self._engine.after_write(info, actor, self.limits, grew=grew)
 
     # chat and activation memory ---------------------------------------------------------
 
     def model(self) -> LLMBackend:
         """The language model chat and KV caches use, loaded on first call."""
-        if self._root is not self:
-            return self._root.model()
-        with self._model_lock:
-            if self._model is None:
-                from memos.llm import LocalModel
-
-                self._model = LocalModel.load(self._model_source, cache_dir=self._model_cache)
-            return self._model
+        return self._engine.model()
 
     @property
     def kv(self) -> KVMemory:
         """The activation tier: ``build``, ``list``, ``get``, ``drop`` KV caches of memory
         blocks (see :class:`memos.activation.KVMemory`)."""
-        if self._kv is None and self._root is not self:
-            self._kv = self._root.kv.scoped(self._scope.cube, self._actor)
-        if self._kv is None:
-            from memos.activation import KVMemory
-
-            self._kv = KVMemory(
-                self.store,
-                model=self.model,
-                cube_info=self._scope.cube,
-                retrieve=self._retrieve,
-                actor=self._actor,
-                limits=self.limits,
-            )
-        return self._kv
+        return self._engine.kv().scoped(self._scope.cube, self._actor)
 
     @property
     def lora(self) -> LoraMemory:
         """The parametric tier: ``consolidate``, ``list``, ``show``, ``attach``, ``rollback``,
         ``retrain``, ``export``, ``import_adapter``, ``delete`` LoRA adapters (see
         :class:`memos.parametric.LoraMemory`)."""
-        if self._lora is None and self._root is not self:
-            self._lora = self._root.lora.scoped(self._scope.cube, self._actor)
-        if self._lora is None:
-            from memos.parametric import LoraMemory
-
-            self._lora = LoraMemory(
-                self.store,
-                model=self._local_model,
-                cube_info=self._scope.cube,
-                retrieve=self._retrieve,
-                actor=self._actor,
-                limits=self.limits,
-            )
-        return self._lora
-
-    def _local_model(self) -> LocalModel:
-        from memos.llm import LocalModel
-
-        model = self.model()
-        if not isinstance(model, LocalModel):
-            raise ModelUnavailable("LoRA adapters need a local model whose weights run here")
-        return model
+        return self._engine.lora().scoped(self._scope.cube, self._actor)
 
     def chat(
         self,
@@ -1034,26 +928,6 @@ class MemOS:
         if any(item is None or item.status != ItemStatus.ACTIVE for item in items):
             raise VersionConflict("a memory of the KV block changed while the chat started")
         return [item for item in items if item is not None]
-
-    # embedders --------------------------------------------------------------------------
-
-    def _default_embedder_name(self) -> str:
-        return self._default_embedder.name if self._default_embedder else DEFAULT_EMBEDDER
-
-    def _embedder_named(self, name: str) -> Embedder:
-        if name not in self._embedders:
-            model = make_embedder(name)
-            self._embedders[name] = self._embedders.setdefault(model.name, model)
-        return self._embedders[name]
-
-    def _embedder_for(self, info: CubeInfo) -> Embedder:
-        model = self._embedder_named(info.embedder)
-        if model.dim != info.dim:
-            raise InvalidInput(
-                f"cube {info.name!r} holds {info.dim}-d vectors but embedder "
-                f"{model.name!r} makes {model.dim}-d ones"
-            )
-        return model
 
     def _actor(self, user: str | None) -> str:
         return self._scope.actor(user)

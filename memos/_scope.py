@@ -41,6 +41,11 @@ class Scope:
             else check.namespace(check.principal(principal, "principal", limits))
         )
 
+    @property
+    def limits(self) -> Limits:
+        """The input limits of the handle acting under these rules."""
+        return self._limits
+
     def allows(self, info: CubeInfo, need: Access) -> bool:
         if self.principal is None or info.owner == self.principal:
             return True

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from memos import MemOS
+from memos import HashEmbedder, MemOS
 from memos._types import Access, EventOp
 from memos.errors import AccessDenied, CubeNotFound, InvalidInput, ItemNotFound, NotFound
 
@@ -168,7 +168,7 @@ def test_grants_are_events_that_verify_export_and_revoke(tenants: Tenants, tmp_p
         tenants.bob.get_cube(DIARY)
     tenants.alice.grant("diary", "carol")
     exported = tenants.alice.export_cube("diary", tmp_path / "export")
-    with MemOS.open(tmp_path / "other", embedder=tenants.operator._default_embedder) as other:
+    with MemOS.open(tmp_path / "other", embedder=HashEmbedder(64)) as other:
         with pytest.raises(AccessDenied):
             other.as_principal("bob").import_cube(exported)
         assert other.as_principal("alice").import_cube(exported).grants == {"carol": Access.READ}

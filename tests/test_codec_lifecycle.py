@@ -39,7 +39,7 @@ def _texts(n: int, start: int = 0) -> list[str]:
 
 
 def _index_ids(mos: MemOS, cube: str = CUBE) -> set[str]:
-    return mos._indexes.current(mos.get_cube(cube)).ids()
+    return mos._engine.indexes.current(mos.get_cube(cube)).ids()
 
 
 def _active_ids(mos: MemOS, cube: str = CUBE) -> set[str]:
@@ -224,7 +224,7 @@ def test_a_stale_configuration_change_is_refused(mos: MemOS) -> None:
     with pytest.raises(VersionConflict):
         reconfigure(
             mos.store,
-            mos._indexes,
+            mos._engine.indexes,
             stale,
             codec="fp32",
             op=EventOp.REENCODE,
@@ -238,10 +238,10 @@ def test_a_stale_configuration_change_is_refused(mos: MemOS) -> None:
 def test_readers_keep_a_complete_index_during_a_reencode(mos: MemOS) -> None:
     mos.create_cube(CUBE, codec="fp32")
     mos.add_many(_texts(300), cube=CUBE)
-    old = mos._indexes.current(mos.get_cube(CUBE))
+    old = mos._engine.indexes.current(mos.get_cube(CUBE))
     before = _answers(mos)
     mos.reencode(CUBE, codec="fp8")
-    new = mos._indexes.current(mos.get_cube(CUBE))
+    new = mos._engine.indexes.current(mos.get_cube(CUBE))
     # the new index was built aside and swapped in; the old one was never emptied or changed
     assert new is not old
     assert old.ids() == new.ids()
@@ -321,7 +321,7 @@ def test_another_process_reencoding_is_picked_up(data_dir: Path) -> None:
         before = _answers(reader)
         writer.reencode(CUBE, codec="fp16")
         after = _answers(reader)
-        assert reader._indexes.current(reader.get_cube(CUBE)).codec.name == "fp16"
+        assert reader._engine.indexes.current(reader.get_cube(CUBE)).codec.name == "fp16"
         # the same hits at the same scores; fp32 scan and fp16 re-rank round differently, so
         # exact ties (the hash embedder makes some) may come out in either order
         for old, new in zip(before, after, strict=True):

@@ -81,7 +81,7 @@ def _assert_index_agrees(mos: MemOS) -> None:
     assert active
     for query in QUERIES:
         assert set(_scores(mos, query)) == active
-    assert mos._indexes.current(mos.get_cube(CUBE)).ids() == active
+    assert mos._engine.indexes.current(mos.get_cube(CUBE)).ids() == active
 
 
 def _assert_same_scores(a: dict[str, float], b: dict[str, float]) -> None:
@@ -148,7 +148,7 @@ def test_reopen_loads_the_snapshot_and_replays_the_tail(data_dir: Path, tmp_path
         _assert_seqs_gapless(mos)
         _assert_acknowledged(mos, acks)
 
-        index = mos._indexes.current(mos.get_cube(CUBE))
+        index = mos._engine.indexes.current(mos.get_cube(CUBE))
         # Loaded from the snapshot (a rebuild would have re-saved at the head) and caught up.
         assert index.saved_seq == snapshot_seq
         assert index.seq == head_seq

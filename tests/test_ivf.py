@@ -338,7 +338,7 @@ def _config_events(mos: MemOS) -> list[tuple[EventOp, str, str | None, dict[str,
 
 
 def _index_ids(mos: MemOS) -> set[str]:
-    return mos._indexes.current(mos.get_cube(CUBE)).ids()
+    return mos._engine.indexes.current(mos.get_cube(CUBE)).ids()
 
 
 def _active_ids(mos: MemOS) -> set[str]:

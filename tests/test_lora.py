@@ -72,7 +72,7 @@ def test_consolidation_learns_the_facts_and_records_a_version(
     assert trained.manifest.recipe["learning_rate"] == FAST["learning_rate"]
     assert log_ops(mos)[-1] == EventOp.ADAPTER_BUILD
     slot = mos.lora.activate(trained)
-    assert recall(mos._local_model(), [ALICE, PARIS], adapter=slot) == 1.0
+    assert recall(mos._engine.local_model(), [ALICE, PARIS], adapter=slot) == 1.0
     assert mos.verify(CUBE).ok
 
 
@@ -147,7 +147,7 @@ def test_a_deleted_fact_is_no_longer_recalled_after_retraining(
     facts: tuple[MemOS, MemoryItem, MemoryItem], trained: AdapterEntry
 ) -> None:
     mos, alice, paris = facts
-    model = mos._local_model()
+    model = mos._engine.local_model()
     assert recall(model, [ALICE], adapter=mos.lora.activate(trained)) == 1.0
     mos.delete(alice.id, reason="forget me")
     retrained = mos.lora.retrain(CUBE, "trip")

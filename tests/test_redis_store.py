@@ -486,7 +486,7 @@ def test_a_write_through_one_store_is_searched_through_another(url: str) -> None
     writer.delete(cold.id)
     assert all(cold.id not in found("lake cold", mode) for mode in ("keyword", "hybrid"))
     # the reader's index records where it caught up to, hash included
-    index = reader._indexes.current(reader.get_cube(CUBE))
+    index = reader._engine.indexes.current(reader.get_cube(CUBE))
     assert (index.seq, index.head_hash) == writer.store.head(CUBE)
     for closing in (writer, reader):
         closing.close()

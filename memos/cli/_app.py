@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from memos import __version__
-from memos._mos import DEFAULT_MODEL_CACHE
+from memos._engine import DEFAULT_MODEL_CACHE
 from memos.cli import _audit, _chat, _jobs, _read, _serve, _write
 from memos.cli._cube import cube_app
 from memos.cli._keys import keys_app
