@@ -31,6 +31,7 @@ from memos.embedding import make_embedder
 from . import _cube_routes, _errors, _job_routes, _memory_routes, _model_routes
 from ._deps import Caller
 from ._middleware import Authenticate, BodyLimit, Timing
+from ._operation_routes import router_of
 from ._settings import ServerSettings
 
 # what a client may read without a key: liveness and the document that describes the routes
@@ -58,6 +59,7 @@ def create_app(settings: ServerSettings, mos: MemOS | None = None) -> FastAPI:
     app.state.mos, app.state.settings = mos, settings
     app.state.limits = server_limits(settings, mos.limits)
     _errors.install(app, private_paths(settings))
+    app.include_router(router_of(type(mos)))  # the operations its handles declare
     for module in (_cube_routes, _memory_routes, _model_routes, _job_routes):
         app.include_router(module.router)
     latency = _add_health_and_metrics(app)

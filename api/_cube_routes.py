@@ -10,14 +10,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from pydantic import AwareDatetime
 
-from memos import CubeInfo, CubeStats, Event, MemoryItem, VerifyReport
+from memos import CubeInfo, VerifyReport
 from memos._anchor import CubeAnchor
 from memos._archive import pack, unpack_file
 from memos.errors import InvalidInput
 
-from ._deps import Caller, ReasonQuery, Upload
+from ._deps import Caller, Upload
 from ._errors import COMMON_ERRORS
-from ._schemas import CubeCreate, CubeRollback, GrantBody, Reason, Reencode
+from ._schemas import CubeCreate
 
 router = APIRouter(prefix="/v1/cubes", tags=["cubes"], responses=COMMON_ERRORS)
 TAR = "application/x-tar"
@@ -28,41 +28,6 @@ def create_cube(body: CubeCreate, mos: Caller) -> CubeInfo:
     return mos.create_cube(
         body.name, embedder=body.embedder, codec=body.codec, kv_dtype=body.kv_dtype
     )
-
-
-@router.get("")
-def list_cubes(mos: Caller) -> list[CubeInfo]:
-    return mos.list_cubes()
-
-
-@router.get("/{cube}")
-def get_cube(cube: str, mos: Caller) -> CubeInfo:
-    return mos.get_cube(cube)
-
-
-@router.get("/{cube}/stats")
-def cube_stats(cube: str, mos: Caller) -> CubeStats:
-    return mos.cube_stats(cube)
-
-
-@router.post("/{cube}/grants")
-def grant(cube: str, body: GrantBody, mos: Caller) -> CubeInfo:
-    return mos.grant(cube, body.principal, body.access, reason=body.reason)
-
-
-@router.delete("/{cube}/grants/{principal:path}")
-def revoke(cube: str, principal: str, mos: Caller, reason: ReasonQuery = None) -> CubeInfo:
-    return mos.revoke(cube, principal, reason=reason)
-
-
-@router.get("/{cube}/log")
-def log(
-    cube: str,
-    mos: Caller,
-    after_seq: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int | None, Query(ge=0, le=100_000)] = None,
-) -> list[Event]:
-    return mos.log(cube, after_seq=after_seq, limit=limit)
 
 
 @router.get("/{cube}/verify")
@@ -82,21 +47,6 @@ def verify(
     named = mos.get_cube(cube).name  # the full name, whatever name the path gave
     anchor = CubeAnchor(cube=named, seq=anchor_seq, hash=anchor_hash, at=anchor_at)
     return mos.verify(cube, anchor=anchor)
-
-
-@router.post("/{cube}/rollback")
-def rollback_cube(cube: str, body: CubeRollback, mos: Caller) -> list[MemoryItem]:
-    return mos.rollback_cube(cube, to_seq=body.to_seq, reason=body.reason)
-
-
-@router.post("/{cube}/refit")
-def refit(cube: str, body: Reason, mos: Caller) -> CubeInfo:
-    return mos.refit(cube, reason=body.reason)
-
-
-@router.post("/{cube}/reencode")
-def reencode(cube: str, body: Reencode, mos: Caller) -> CubeInfo:
-    return mos.reencode(cube, codec=body.codec, reason=body.reason)
 
 
 @router.get("/{cube}/export", response_class=Response, responses={200: {"content": {TAR: {}}}})

@@ -78,14 +78,3 @@ def list_jobs(cube: str, mos: Caller, state: StateQuery = None) -> list[Job]:
 def list_all_jobs(mos: Caller, state: StateQuery = None) -> list[Job]:
     """The jobs of every cube the caller may read, oldest first."""
     return mos.list_jobs(state=state)
-
-
-@router.get("/jobs/{job_id}")
-def get_job(job_id: JobId, mos: Caller) -> Job:
-    return mos.get_job(job_id)
-
-
-@router.post("/jobs/{job_id}/cancel")
-def cancel_job(job_id: JobId, mos: Caller) -> Job:
-    """Cancel a job no worker has taken yet (409 once one has)."""
-    return mos.cancel_job(job_id)

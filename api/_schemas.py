@@ -29,12 +29,6 @@ class CubeCreate(_Body):
     kv_dtype: Literal["fp32", "bf16", "int8"] = "fp32"
 
 
-class GrantBody(_Body):
-    principal: str
-    access: Literal["read", "write"] = "read"
-    reason: str | None = None
-
-
 class MemoryCreate(_Body):
     text: str
     user: str | None = None
@@ -65,42 +59,6 @@ class MemoryBatch(_Body):
     session: str | None = None
 
 
-class MemoryUpdate(_Body):
-    text: str | None = None
-    tags: list[str] | None = None
-    metadata: dict[str, MetadataValue] | None = None
-    expected_version: int | None = None
-    reason: str | None = None
-
-
-class ItemRollback(_Body):
-    to_version: int
-    expected_version: int | None = None
-    reason: str | None = None
-
-
-class CubeRollback(_Body):
-    to_seq: int
-    reason: str | None = None
-
-
-class Reencode(_Body):
-    codec: str
-    reason: str | None = None
-
-
-class SearchBody(_Body):
-    query: str
-    k: int = 5
-    user: str | None = None
-    tags: list[str] | None = None
-    session: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    where: dict[str, MetadataValue] | None = None
-    mode: Literal["dense", "keyword", "hybrid"] = "hybrid"
-
-
 class ChatBody(_Body):
     query: str
     user: str | None = None
@@ -109,10 +67,6 @@ class ChatBody(_Body):
     use_kv: bool = True
     adapter: str | None = None
     retrieve: bool = True
-
-
-class AccessStatsBody(_Body):
-    item_ids: list[str]
 
 
 class KVBuild(_Body):

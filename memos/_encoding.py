@@ -122,3 +122,19 @@ def configured_cube(events: Sequence[Event]) -> CubeInfo | None:
         if event.op in CONFIG_OPS and event.payload is not None and "cube" in event.payload:
             return CubeInfo.model_validate(event.payload["cube"])
     return None
+
+
+def fitted(info: CubeInfo) -> CubeInfo:
+    """``info``, whose codec is one that is fitted (refit refuses any other)."""
+    if not make_codec(info.codec).fit_min:
+        raise InvalidInput(f"codec {info.codec} of cube {info.name!r} is not fitted")
+    return info
+
+
+def checked_codec(name: str, dim: int) -> str:
+    """The canonical name of codec ``name``, which must be able to encode ``dim``-d vectors."""
+    if not isinstance(name, str):
+        raise InvalidInput("a codec is named by a string")
+    codec = make_codec(name)
+    codec.projected_dim(dim)
+    return codec.name

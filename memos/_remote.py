@@ -2,7 +2,10 @@
 
 :class:`RemoteMemOS` has the methods of an embedded :class:`memos.MemOS` that the server exposes,
 with the same signatures, and returns the SDK's own models, so code (and a test suite) runs
-unchanged against either face. It acts as the API key's principal, exactly as
+unchanged against either face. Both are a :class:`memos._handle.Handle`: the operations declared
+there (see :mod:`memos._operations`) are sent by :meth:`RemoteMemOS._perform` to the route their
+declaration names; the methods written here are the ones whose wire differs (uploads, streams,
+batches). It acts as the API key's principal, exactly as
 ``mos.as_principal(principal)`` does embedded: ``user=`` names no actor (the log names the
 principal), and is only checked.
 
@@ -21,6 +24,7 @@ and holds its connection until it is read to the end (or closed).
 from __future__ import annotations
 
 import builtins
+import functools
 import itertools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -37,23 +41,19 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 from memos import _validation as check
 from memos._anchor import CubeAnchor
 from memos._archive import ADAPTER_EXPORT, CUBE_EXPORT, Layout, pack, unpack
-from memos._cube_stats import CubeStats
-from memos._history import ItemDiff
+from memos._handle import Handle
 from memos._http_errors import error_from
-from memos._jobs import Job, JobKind, JobState, checked_job_id, waited
+from memos._jobs import Job, JobKind, JobState, checked_job_id
+from memos._operations import PATH_PARAMETER, Operation
 from memos._records import parse_records
 from memos._remote_chat import RemoteChatStream
 from memos._types import (
-    AccessStats,
     ChatReply,
     CubeInfo,
     Event,
-    HistoryEntry,
     MemoryItem,
     MetadataValue,
-    SearchHit,
     VerifyReport,
-    utcnow,
 )
 from memos._validation import Limits
 from memos.errors import (
@@ -79,16 +79,10 @@ _LIMITS = Limits()  # for arguments the server never sees (user=, batch_size=)
 _ITEM = TypeAdapter(MemoryItem)
 _ITEMS = TypeAdapter(list[MemoryItem])
 _CUBE = TypeAdapter(CubeInfo)
-_CUBES = TypeAdapter(list[CubeInfo])
 _EVENT = TypeAdapter(Event)
 _EVENTS = TypeAdapter(list[Event])
-_HITS = TypeAdapter(list[SearchHit])
-_HISTORY = TypeAdapter(list[HistoryEntry])
-_DIFF = TypeAdapter(ItemDiff)
 _REPORT = TypeAdapter(VerifyReport)
-_STATS = TypeAdapter(CubeStats)
 _REPLY = TypeAdapter(ChatReply)
-_ACCESS = TypeAdapter(dict[str, AccessStats])
 _JOB = TypeAdapter(Job)
 _JOBS = TypeAdapter(list[Job])
 
@@ -188,14 +182,43 @@ def _routable(segment: str) -> bool:
     return segment not in ("", ".", "..") and "/" not in segment and check.is_unicode(segment)
 
 
+def _cube_segment(cube: object) -> str:
+    return quote(check.cube_ref(cube), safe="")
+
+
+def _item_segment(item_id: object) -> str:
+    if not isinstance(item_id, str) or not _routable(item_id):
+        raise ItemNotFound(f"no memory with id {item_id!r}", item_id=str(item_id))
+    return quote(item_id, safe="")
+
+
+def _principal_segment(principal: object) -> str:
+    principal = check.principal(principal, "principal", _LIMITS)
+    if principal in (".", ".."):  # URL normalisation would drop the segment
+        raise InvalidInput(f"principal {principal!r} cannot be named over HTTP")
+    return quote(principal, safe="")
+
+
+# how a path parameter is checked and encoded, by its name; any other is a plain segment
+_SEGMENTS: dict[str, Callable[[object], str]] = {
+    "cube": _cube_segment,
+    "item_id": _item_segment,
+    "principal": _principal_segment,
+    "job_id": checked_job_id,  # a job id's characters need no quoting
+}
+
+
+def _segment_of(name: str, values: Mapping[str, object]) -> str:
+    encode = _SEGMENTS.get(name) or functools.partial(_segment, field=name)
+    return encode(values[name])
+
+
 def _cube_path(cube: str) -> str:
-    return f"/v1/cubes/{quote(check.cube_ref(cube), safe='')}"
+    return f"/v1/cubes/{_cube_segment(cube)}"
 
 
 def _item_path(item_id: str) -> str:
-    if not isinstance(item_id, str) or not _routable(item_id):
-        raise ItemNotFound(f"no memory with id {item_id!r}", item_id=str(item_id))
-    return f"/v1/memories/{quote(item_id, safe='')}"
+    return f"/v1/memories/{_item_segment(item_id)}"
 
 
 def _job_path(job_id: str) -> str:
@@ -211,6 +234,16 @@ def _segment(value: object, field: str) -> str:
     if not isinstance(value, str) or not _routable(value):
         raise InvalidInput(f"{field} {value!r} cannot name a resource over HTTP", field=field)
     return quote(value, safe="")
+
+
+def _wire_value(value: object) -> object:
+    """An argument as JSON carries it (see :mod:`memos._operations`); anything else is sent as
+    it is, for the server to refuse as the embedded SDK does."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, Iterable) and not isinstance(value, str | bytes):
+        return list(value)
+    return value
 
 
 def _listed(values: object) -> object:
@@ -254,7 +287,7 @@ def _packed(source: Path, layout: Layout) -> bytes:
 # the client ---------------------------------------------------------------------------------
 
 
-class RemoteMemOS:
+class RemoteMemOS(Handle):
     """A MemOS server, as its API key's principal sees it; see the module docstring."""
 
     def __init__(
@@ -278,6 +311,16 @@ class RemoteMemOS:
     @property
     def url(self) -> str:
         return self._http.url
+
+    def _perform(self, op: Operation, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Send a declared operation to its route and read the reply (the body never runs
+        here)."""
+        values = op.arguments(args, kwargs)
+        path = PATH_PARAMETER.sub(lambda m: _segment_of(m.group(1), values), op.path)
+        rest = {k: _wire_value(v) for k, v in values.items() if k not in op.path_parameters}
+        if op.in_query:
+            return self._http.call(op.reply_adapter, op.method, path, params=rest)
+        return self._http.call(op.reply_adapter, op.method, path, body=rest)
 
     def close(self) -> None:
         self._http.close()
@@ -312,25 +355,6 @@ class RemoteMemOS:
             )
         body = {"name": name, "embedder": embedder, "codec": codec, "kv_dtype": kv_dtype}
         return self._http.call(_CUBE, "POST", "/v1/cubes", body=body)
-
-    def get_cube(self, name: str) -> CubeInfo:
-        return self._http.call(_CUBE, "GET", _cube_path(name))
-
-    def list_cubes(self) -> list[CubeInfo]:
-        return self._http.call(_CUBES, "GET", "/v1/cubes")
-
-    def grant(
-        self, cube: str, principal: str, access: str = "read", *, reason: str | None = None
-    ) -> CubeInfo:
-        body = {"principal": principal, "access": access, "reason": reason}
-        return self._http.call(_CUBE, "POST", f"{_cube_path(cube)}/grants", body=body)
-
-    def revoke(self, cube: str, principal: str, *, reason: str | None = None) -> CubeInfo:
-        check.principal(principal, "principal", _LIMITS)
-        if principal in (".", ".."):  # URL normalisation would drop the segment
-            raise InvalidInput(f"principal {principal!r} cannot be revoked over HTTP")
-        path = f"{_cube_path(cube)}/grants/{quote(principal, safe='')}"
-        return self._http.call(_CUBE, "DELETE", path, params={"reason": reason})
 
     # writes -----------------------------------------------------------------------------
 
@@ -423,91 +447,7 @@ class RemoteMemOS:
             raise InvalidInput("nothing to add: the list of records is empty")
         return added
 
-    def update(
-        self,
-        item_id: str,
-        text: str | None = None,
-        *,
-        user: str | None = None,
-        tags: Iterable[str] | None = None,
-        metadata: Mapping[str, MetadataValue] | None = None,
-        expected_version: int | None = None,
-        reason: str | None = None,
-    ) -> MemoryItem:
-        _actor(user)
-        body = {
-            "text": text, "tags": _listed(tags), "metadata": _mapped(metadata),
-            "expected_version": expected_version, "reason": reason,
-        }  # fmt: skip
-        return self._http.call(_ITEM, "PATCH", _item_path(item_id), body=body)
-
-    def delete(
-        self,
-        item_id: str,
-        *,
-        user: str | None = None,
-        reason: str | None = None,
-        expected_version: int | None = None,
-    ) -> MemoryItem:
-        _actor(user)
-        params = {"expected_version": expected_version, "reason": reason}
-        return self._http.call(_ITEM, "DELETE", _item_path(item_id), params=params)
-
-    def rollback(
-        self,
-        item_id: str,
-        *,
-        to_version: int,
-        user: str | None = None,
-        reason: str | None = None,
-        expected_version: int | None = None,
-    ) -> MemoryItem:
-        _actor(user)
-        body = {"to_version": to_version, "expected_version": expected_version, "reason": reason}
-        return self._http.call(_ITEM, "POST", f"{_item_path(item_id)}/rollback", body=body)
-
-    def rollback_cube(
-        self, cube: str, *, to_seq: int, user: str | None = None, reason: str | None = None
-    ) -> list[MemoryItem]:
-        _actor(user)
-        body = {"to_seq": to_seq, "reason": reason}
-        return self._http.call(_ITEMS, "POST", f"{_cube_path(cube)}/rollback", body=body)
-
     # reads ------------------------------------------------------------------------------
-
-    def get(self, item_id: str) -> MemoryItem:
-        return self._http.call(_ITEM, "GET", _item_path(item_id))
-
-    def search(
-        self,
-        query: str,
-        *,
-        cube: str,
-        k: int = 5,
-        user: str | None = None,
-        tags: Iterable[str] | None = None,
-        session: str | None = None,
-        since: datetime | str | None = None,
-        until: datetime | str | None = None,
-        where: Mapping[str, MetadataValue] | None = None,
-        mode: str = "hybrid",
-    ) -> list[SearchHit]:
-        body = {
-            "query": query, "k": k, "user": user, "tags": _listed(tags), "session": session,
-            "since": since, "until": until, "where": _mapped(where), "mode": mode,
-        }  # fmt: skip
-        return self._http.call(_HITS, "POST", f"{_cube_path(cube)}/search", body=body)
-
-    def history(self, item_id: str) -> list[HistoryEntry]:
-        return self._http.call(_HISTORY, "GET", f"{_item_path(item_id)}/history")
-
-    def diff(self, item_id: str, from_version: int, to_version: int) -> ItemDiff:
-        params = {"from_version": from_version, "to_version": to_version}
-        return self._http.call(_DIFF, "GET", f"{_item_path(item_id)}/diff", params=params)
-
-    def log(self, cube: str, *, after_seq: int = 0, limit: int | None = None) -> list[Event]:
-        params = {"after_seq": after_seq, "limit": limit}
-        return self._http.call(_EVENTS, "GET", f"{_cube_path(cube)}/log", params=params)
 
     def verify(self, cube: str, *, anchor: CubeAnchor | None = None) -> VerifyReport:
         params = None
@@ -518,24 +458,6 @@ class RemoteMemOS:
             params = {"anchor_seq": anchor.seq, "anchor_hash": anchor.hash}
             params["anchor_at"] = anchor.at.isoformat()
         return self._http.call(_REPORT, "GET", f"{_cube_path(cube)}/verify", params=params)
-
-    def anchor(self, cube: str) -> CubeAnchor:
-        head = self.log(cube, limit=1)[-1]
-        return CubeAnchor(cube=head.cube, seq=head.seq, hash=head.hash, at=utcnow())
-
-    def verify_all(self) -> list[VerifyReport]:
-        return [self.verify(info.name) for info in self.list_cubes()]
-
-    def cube_stats(self, cube: str) -> CubeStats:
-        return self._http.call(_STATS, "GET", f"{_cube_path(cube)}/stats")
-
-    def access_stats(self, item_ids: Sequence[str]) -> dict[str, AccessStats]:
-        if isinstance(item_ids, str):
-            raise InvalidInput("access_stats takes a list of memory ids")
-        body = {"item_ids": _listed(item_ids)}
-        return self._http.call(_ACCESS, "POST", "/v1/access-stats", body=body)
-
-    # portability and codecs -------------------------------------------------------------
 
     def export_cube(self, cube: str, directory: str | Path) -> Path:
         """Download the cube's export and unpack it into ``directory`` (new, or empty)."""
@@ -550,19 +472,6 @@ class RemoteMemOS:
         data = _packed(source, CUBE_EXPORT)
         return self._http.call(_CUBE, "POST", "/v1/cubes/import", content=data, content_type=TAR)
 
-    def refit(self, cube: str, *, user: str | None = None, reason: str | None = None) -> CubeInfo:
-        _actor(user)
-        return self._http.call(_CUBE, "POST", f"{_cube_path(cube)}/refit", body={"reason": reason})
-
-    def reencode(
-        self, cube: str, *, codec: str, user: str | None = None, reason: str | None = None
-    ) -> CubeInfo:
-        _actor(user)
-        body = {"codec": codec, "reason": reason}
-        return self._http.call(_CUBE, "POST", f"{_cube_path(cube)}/reencode", body=body)
-
-    # background jobs --------------------------------------------------------------------
-
     def submit_job(
         self,
         cube: str,
@@ -576,21 +485,12 @@ class RemoteMemOS:
         body = {"kind": kind, "params": _mapped(params or {}), "reason": reason}
         return self._http.call(_JOB, "POST", f"{_cube_path(cube)}/jobs", body=body)
 
-    def get_job(self, job_id: str) -> Job:
-        return self._http.call(_JOB, "GET", _job_path(job_id))
-
-    def cancel_job(self, job_id: str) -> Job:
-        return self._http.call(_JOB, "POST", f"{_job_path(job_id)}/cancel")
-
     def list_jobs(
         self, cube: str | None = None, *, state: JobState | str | None = None
     ) -> list[Job]:
         path = "/v1/jobs" if cube is None else f"{_cube_path(cube)}/jobs"
         params = {"state": None if state is None else str(state)}  # None is left out
         return self._http.call(_JOBS, "GET", path, params=params)
-
-    def wait_for_job(self, job_id: str, *, timeout: float = 600.0, poll_s: float = 0.2) -> Job:
-        return waited(lambda: self.get_job(job_id), timeout, poll_s)
 
     # chat and the model tiers -----------------------------------------------------------
 

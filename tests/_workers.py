@@ -112,10 +112,10 @@ def _emit(**fields: Any) -> None:
     print(json.dumps(fields), flush=True)
 
 
-def _open(data_dir: str) -> Any:
+def _open(data_dir: str, limits: Any = None) -> Any:
     from memos import HashEmbedder, MemOS
 
-    return MemOS.open(data_dir, embedder=HashEmbedder(HASH_DIM))
+    return MemOS.open(data_dir, embedder=HashEmbedder(HASH_DIM), limits=limits)
 
 
 def _ack(op: str, item: Any) -> None:
@@ -170,8 +170,7 @@ def reader(data_dir: str, cube: str) -> None:
     """Answer one search per stdin line ``{"query", "k"}`` with the hit ids, until EOF."""
     from memos import Limits
 
-    mos = _open(data_dir)
-    mos.limits = Limits(max_k=100_000)
+    mos = _open(data_dir, Limits(max_k=100_000))
     _emit(ready=True)
     for line in sys.stdin:
         request = json.loads(line)
