@@ -122,8 +122,13 @@ def private_paths(settings: ServerSettings) -> dict[str, str]:
 
 
 def server_limits(settings: ServerSettings, base: Limits) -> Limits:
-    """``base`` with the server's limits on text length and k."""
-    return dataclasses.replace(base, max_text_chars=settings.max_text_chars, max_k=settings.max_k)
+    """``base`` with the server's limits on text length, k and generated tokens."""
+    return dataclasses.replace(
+        base,
+        max_text_chars=settings.max_text_chars,
+        max_k=settings.max_k,
+        max_new_tokens=settings.max_new_tokens,
+    )
 
 
 def open_memos(settings: ServerSettings) -> MemOS:

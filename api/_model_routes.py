@@ -12,13 +12,13 @@ from fastapi import APIRouter, Depends, Query, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.sse import EventSourceResponse
 
-from memos import ChatReply, CubeInfo, Event
+from memos import CubeInfo, Event
 from memos._archive import ADAPTER_EXPORT, pack, unpack_file
 from memos._wire import ChatDone, ChatEvent, ChatFailed, ChatText, ErrorBody
-from memos.errors import InvalidInput, MemosError
+from memos.errors import MemosError
 
 from ._cube_routes import TAR
-from ._deps import Caller, ReasonQuery, Settings, Upload
+from ._deps import Caller, ReasonQuery, Upload
 from ._errors import COMMON_ERRORS
 from ._schemas import (
     AdapterEntry,
@@ -29,7 +29,6 @@ from ._schemas import (
     KVEntry,
     Reason,
 )
-from ._settings import ServerSettings
 
 if TYPE_CHECKING:
     from memos._chat import ChatStream
@@ -56,29 +55,10 @@ connection open."""
 # chat ---------------------------------------------------------------------------------------
 
 
-def _checked_tokens(body: ChatBody, settings: ServerSettings) -> None:
-    if body.max_new_tokens > settings.max_new_tokens:
-        raise InvalidInput(
-            f"max_new_tokens is at most {settings.max_new_tokens}", field="max_new_tokens"
-        )
-
-
-@router.post("/chat")
-def chat(cube: str, body: ChatBody, mos: Caller, settings: Settings) -> ChatReply:
-    _checked_tokens(body, settings)
-    return mos.chat(
-        body.query, cube=cube, user=body.user, k=body.k, max_new_tokens=body.max_new_tokens,
-        use_kv=body.use_kv, adapter=body.adapter, retrieve=body.retrieve,
-    )  # fmt: skip
-
-
-def _started_chat(
-    cube: str, body: ChatBody, mos: Caller, settings: Settings
-) -> Iterator[ChatEvent]:
+def _started_chat(cube: str, body: ChatBody, mos: Caller) -> Iterator[ChatEvent]:
     """The chat's events, once everything ``chat_stream`` checks before generating has passed:
     as a dependency it runs before the response starts, so a refusal is an ordinary error
     answer rather than an event."""
-    _checked_tokens(body, settings)
     stream = mos.chat_stream(
         body.query, cube=cube, user=body.user, k=body.k, max_new_tokens=body.max_new_tokens,
         use_kv=body.use_kv, adapter=body.adapter, retrieve=body.retrieve,

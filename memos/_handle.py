@@ -27,12 +27,14 @@ from memos._search import DEFAULT_MODE as DEFAULT_SEARCH_MODE
 from memos._types import (
     Access,
     AccessStats,
+    ChatReply,
     CubeInfo,
     Event,
     EventOp,
     HistoryEntry,
     MemoryItem,
     MetadataValue,
+    ReplyStream,
     SearchHit,
     VerifyReport,
     utcnow,
@@ -52,6 +54,19 @@ class Handle(Performs):
     if TYPE_CHECKING:  # each handle's own: over HTTP an anchor travels as three query fields
 
         def verify(self, cube: str, *, anchor: CubeAnchor | None = None) -> VerifyReport: ...
+
+        def chat_stream(
+            self,
+            query: str,
+            *,
+            cube: str,
+            user: str | None = None,
+            k: int = 5,
+            max_new_tokens: int = 128,
+            use_kv: bool = True,
+            adapter: str | None = None,
+            retrieve: bool = True,
+        ) -> ReplyStream: ...
 
     # cubes ------------------------------------------------------------------------------
 
@@ -262,6 +277,35 @@ class Handle(Performs):
         """The job once a worker finished it (``done`` or ``failed``), or as it stands when
         ``timeout`` seconds ran out."""
         return waited(lambda: self.get_job(job_id), timeout, poll_s)
+
+    # chat -------------------------------------------------------------------------------
+
+    @operation("POST", "/v1/cubes/{cube}/chat")
+    def chat(
+        self,
+        query: str,
+        *,
+        cube: str,
+        user: str | None = None,
+        k: int = 5,
+        max_new_tokens: int = 128,
+        use_kv: bool = True,
+        adapter: str | None = None,
+        retrieve: bool = True,
+    ) -> ChatReply:
+        """Answer ``query`` with the cube's memories in the prompt (greedy decoding).
+
+        The ``k`` best memories (of ``user``, when given) are retrieved; when a stored KV
+        block holds all of them, the prompt is built from that block and, with ``use_kv``,
+        its cache replaces prefilling it. ``use_kv=False`` recomputes the same prompt in full.
+        ``adapter`` (or else the cube's attached one) answers through that LoRA adapter;
+        ``retrieve=False`` puts no memory in the prompt (recall from parameters alone).
+        The memories used get an access counted (:meth:`access_stats`)."""
+        stream = self.chat_stream(
+            query, cube=cube, user=user, k=k, max_new_tokens=max_new_tokens, use_kv=use_kv,
+            adapter=adapter, retrieve=retrieve,
+        )  # fmt: skip
+        return stream.run()
 
     @operation("POST", "/v1/access-stats")
     def access_stats(self, item_ids: Sequence[str]) -> dict[str, AccessStats]:

@@ -447,37 +447,6 @@ class MemOS(Handle):
         :class:`memos.parametric.LoraMemory`)."""
         return self._engine.lora().scoped(self._scope.cube, self._actor)
 
-    def chat(
-        self,
-        query: str,
-        *,
-        cube: str,
-        user: str | None = None,
-        k: int = 5,
-        max_new_tokens: int = 128,
-        use_kv: bool = True,
-        adapter: str | None = None,
-        retrieve: bool = True,
-    ) -> ChatReply:
-        """Answer ``query`` with the cube's memories in the prompt (greedy decoding).
-
-        The ``k`` best memories (of ``user``, when given) are retrieved; when a stored KV
-        block holds all of them, the prompt is built from that block and, with ``use_kv``,
-        its cache replaces prefilling it. ``use_kv=False`` recomputes the same prompt in full.
-        ``adapter`` (or else the cube's attached one) answers through that LoRA adapter;
-        ``retrieve=False`` puts no memory in the prompt (recall from parameters alone).
-        The memories used get an access counted (:meth:`access_stats`)."""
-        return self.chat_stream(
-            query,
-            cube=cube,
-            user=user,
-            k=k,
-            max_new_tokens=max_new_tokens,
-            use_kv=use_kv,
-            adapter=adapter,
-            retrieve=retrieve,
-        ).run()
-
     def chat_stream(
         self,
         query: str,
@@ -494,7 +463,9 @@ class MemOS(Handle):
         from memos._chat import ChatStream, plan_chat
 
         query = check.text(query, self.limits)
-        max_new_tokens = check.positive(max_new_tokens, "max_new_tokens", 4096)
+        max_new_tokens = check.positive(
+            max_new_tokens, "max_new_tokens", self.limits.max_new_tokens
+        )
         info = self.get_cube(cube)
         through = None
         if adapter is not None or info.default_adapter is not None:

@@ -494,25 +494,6 @@ class RemoteMemOS(Handle):
 
     # chat and the model tiers -----------------------------------------------------------
 
-    def chat(
-        self,
-        query: str,
-        *,
-        cube: str,
-        user: str | None = None,
-        k: int = 5,
-        max_new_tokens: int = 128,
-        use_kv: bool = True,
-        adapter: str | None = None,
-        retrieve: bool = True,
-    ) -> ChatReply:
-        """Answer ``query`` with the cube's memories, on the server's model."""
-        body = {
-            "query": query, "user": user, "k": k, "max_new_tokens": max_new_tokens,
-            "use_kv": use_kv, "adapter": adapter, "retrieve": retrieve,
-        }  # fmt: skip
-        return self._http.call(_REPLY, "POST", f"{_cube_path(cube)}/chat", body=body)
-
     def chat_stream(
         self,
         query: str,

@@ -40,6 +40,7 @@ class Limits:
     max_metadata_value_chars: int = 4_096
     max_name_chars: int = 128
     max_k: int = 1_000
+    max_new_tokens: int = 4_096
     partition_items: int | None = PARTITION_ITEMS
 
 
