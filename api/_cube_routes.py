@@ -17,17 +17,9 @@ from memos.errors import InvalidInput
 
 from ._deps import Caller, Upload
 from ._errors import COMMON_ERRORS
-from ._schemas import CubeCreate
 
 router = APIRouter(prefix="/v1/cubes", tags=["cubes"], responses=COMMON_ERRORS)
 TAR = "application/x-tar"
-
-
-@router.post("", status_code=201)
-def create_cube(body: CubeCreate, mos: Caller) -> CubeInfo:
-    return mos.create_cube(
-        body.name, embedder=body.embedder, codec=body.codec, kv_dtype=body.kv_dtype
-    )
 
 
 @router.get("/{cube}/verify")

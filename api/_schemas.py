@@ -22,13 +22,6 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class CubeCreate(_Body):
-    name: str
-    embedder: str | None = None
-    codec: str | None = None
-    kv_dtype: Literal["fp32", "bf16", "int8"] = "fp32"
-
-
 class MemoryCreate(_Body):
     text: str
     user: str | None = None

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from memos import _grants, _memories
+from memos import _cubes, _grants, _memories
 from memos import _validation as check
 from memos._anchor import CubeAnchor
 from memos._cube_stats import CubeStats, cube_stats
@@ -69,6 +69,26 @@ class Handle(Performs):
         ) -> ReplyStream: ...
 
     # cubes ------------------------------------------------------------------------------
+
+    @operation("POST", "/v1/cubes", status=201, tag=CUBES)
+    def create_cube(
+        self,
+        name: str,
+        *,
+        owner: str | None = None,
+        embedder: str | None = None,
+        codec: str | None = None,
+        kv_dtype: str = "fp32",
+    ) -> CubeInfo:
+        """Create a cube. ``codec`` (how its vectors are held in RAM) defaults to
+        :func:`memos.codecs.default_codec` for the embedder's dimension; ``kv_dtype`` is how
+        its KV caches are stored (``fp32``, ``bf16`` or ``int8``). ``owner`` defaults to the
+        handle's principal (``local`` for the operator). A principal's cube is named
+        ``principal:name`` (see :mod:`memos._scope`); the reply carries the full name."""
+        return _cubes.create_cube(
+            self._engine, self._scope, name, owner=owner, embedder=embedder, codec=codec,
+            kv_dtype=kv_dtype,
+        )  # fmt: skip
 
     @operation("GET", "/v1/cubes/{cube}", tag=CUBES, wire={"name": "cube"})
     def get_cube(self, name: str) -> CubeInfo:

@@ -43,7 +43,6 @@ from memos._types import (
 )
 from memos._validation import Limits
 from memos._verify import verify_cube
-from memos.codecs import default_codec
 from memos.embedding import Embedder
 from memos.errors import (
     AccessDenied,
@@ -170,35 +169,6 @@ class MemOS(Handle):
         self.close()
 
     # cubes ------------------------------------------------------------------------------
-
-    def create_cube(
-        self,
-        name: str,
-        *,
-        owner: str | None = None,
-        embedder: str | None = None,
-        codec: str | None = None,
-        kv_dtype: str = "fp32",
-    ) -> CubeInfo:
-        """Create a cube. ``codec`` (how its vectors are held in RAM) defaults to
-        :func:`memos.codecs.default_codec` for the embedder's dimension; ``kv_dtype`` is how
-        its KV caches are stored (``fp32``, ``bf16`` or ``int8``). ``owner`` defaults to the
-        handle's principal (``local`` for the operator). A principal's cube is named
-        ``principal:name`` (see :mod:`memos._scope`); the reply carries the full name."""
-        name, owner = self._scope.new_cube(name, owner)
-        embedder_name = embedder or self._engine.default_embedder_name()
-        model = self._engine.embedder_named(embedder_name)
-        info = CubeInfo(
-            name=name,
-            owner=owner,
-            embedder=model.name,
-            dim=model.dim,
-            codec=checked_codec(codec or default_codec(model.dim), model.dim),
-            kv_dtype=_checked_kv_dtype(kv_dtype),
-            created_at=utcnow(),
-        )
-        self.store.create_cube(info, actor=owner)
-        return info
 
     # API keys of the server ------------------------------------------------------------
 
@@ -502,9 +472,3 @@ class MemOS(Handle):
 
     def _actor(self, user: str | None) -> str:
         return self._scope.actor(user)
-
-
-def _checked_kv_dtype(dtype: str) -> str:
-    if dtype not in ("fp32", "bf16", "int8"):
-        raise InvalidInput(f"kv_dtype must be fp32, bf16 or int8, not {dtype!r}")
-    return dtype

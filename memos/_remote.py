@@ -13,12 +13,12 @@ A failure the server reports in its JSON error envelope is raised as the
 :class:`memos.errors.MemosError` subclass with the same ``code``, message and details; a server
 that cannot be reached is a :class:`memos.errors.StorageError` naming the URL.
 
-What HTTP cannot mirror exactly: ``create_cube(owner=...)`` is refused (a key's cubes are its
-principal's); ``add_many`` sends one request per ``batch_size`` records, so a bad record in a
-later batch leaves the earlier batches added; ``lora.import_adapter`` checks the directory's
-files before the cube (an unknown cube with a missing directory is :class:`InvalidInput`); API
-keys have no route and are absent. A ``chat_stream`` reads the server's events as they arrive
-and holds its connection until it is read to the end (or closed).
+What HTTP cannot mirror exactly: ``add_many`` sends one request per ``batch_size`` records,
+so a bad record in a later batch leaves the earlier batches added; ``lora.import_adapter``
+checks the directory's files before the cube (an unknown cube with a missing directory is
+:class:`InvalidInput`); API keys have no route and are absent. A ``chat_stream`` reads the
+server's events as they arrive and holds its connection until it is read to the end (or
+closed).
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ from memos._operations import PATH_PARAMETER, Operation
 from memos._records import parse_records
 from memos._remote_chat import RemoteChatStream
 from memos._types import (
-    ChatReply,
     CubeInfo,
     Event,
     MemoryItem,
@@ -82,7 +81,6 @@ _CUBE = TypeAdapter(CubeInfo)
 _EVENT = TypeAdapter(Event)
 _EVENTS = TypeAdapter(list[Event])
 _REPORT = TypeAdapter(VerifyReport)
-_REPLY = TypeAdapter(ChatReply)
 _JOB = TypeAdapter(Job)
 _JOBS = TypeAdapter(list[Job])
 
@@ -337,24 +335,6 @@ class RemoteMemOS(Handle):
         self.close()
 
     # cubes ------------------------------------------------------------------------------
-
-    def create_cube(
-        self,
-        name: str,
-        *,
-        owner: str | None = None,
-        embedder: str | None = None,
-        codec: str | None = None,
-        kv_dtype: str = "fp32",
-    ) -> CubeInfo:
-        """Create a cube owned by the key's principal."""
-        if owner is not None:
-            raise InvalidInput(
-                "over HTTP a cube is owned by the API key's principal; leave owner unset",
-                field="owner",
-            )
-        body = {"name": name, "embedder": embedder, "codec": codec, "kv_dtype": kv_dtype}
-        return self._http.call(_CUBE, "POST", "/v1/cubes", body=body)
 
     # writes -----------------------------------------------------------------------------
 

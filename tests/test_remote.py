@@ -392,8 +392,9 @@ def test_reasons_of_deletes_travel_in_the_query(server: tuple[str, MemOS]) -> No
         assert alice.revoke("c", "team/bob", reason="left the team").grants == {}
         last = alice.log("c")[-1]
         assert (last.op, last.reason) == (EventOp.REVOKE, "left the team")
-        with pytest.raises(InvalidInput, match="owner"):
-            alice.create_cube("d", owner="alice")
+        assert alice.create_cube("d", owner="alice").name == "alice:d"
+        with pytest.raises(AccessDenied, match="owned by 'bob'"):
+            alice.create_cube("e", owner="bob")
 
 
 def _closed_port() -> int:
