@@ -14,7 +14,7 @@ import re
 import secrets
 
 from memos import _validation as check
-from memos._store import Store
+from memos._store import KeyStore
 from memos._types import ApiKey, utcnow
 from memos._validation import Limits
 from memos.errors import Unauthenticated
@@ -22,7 +22,7 @@ from memos.errors import Unauthenticated
 _TOKEN = re.compile(r"memos_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 
 
-def create_key(store: Store, principal: str, limits: Limits) -> tuple[ApiKey, str]:
+def create_key(store: KeyStore, principal: str, limits: Limits) -> tuple[ApiKey, str]:
     """Make a key for ``principal``; returns its record and the token, which is never stored."""
     principal = check.namespace(check.principal(principal, "principal", limits))
     key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
@@ -31,7 +31,7 @@ def create_key(store: Store, principal: str, limits: Limits) -> tuple[ApiKey, st
     return key, f"memos_{key_id}_{secret}"
 
 
-def authenticate(store: Store, token: str | None) -> ApiKey:
+def authenticate(store: KeyStore, token: str | None) -> ApiKey:
     """The live key ``token`` is, else :class:`Unauthenticated` (the same error whatever is
     wrong with it, so a caller learns nothing about which keys exist)."""
     match = _TOKEN.fullmatch(token or "")

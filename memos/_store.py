@@ -1,4 +1,4 @@
-"""The ``Store`` protocol every persistence backend implements, and the registry that opens one.
+"""The ``Store`` protocols every persistence backend implements, and the registry that opens one.
 
 A store keeps four things per cube: the cube record with its chain head, the event log, the item
 projection and one full-precision vector per item; beside them, immutable blobs (safetensors
@@ -126,8 +126,9 @@ class CubeImport:
 
 
 @runtime_checkable
-class Store(Protocol):
-    """Persistence for cubes, their event logs, item projections and vectors."""
+class CubeLog(Protocol):
+    """Cubes, their hash-chained event logs, the item projections and the full-precision
+    vectors, with the search indexes a store keeps over the items."""
 
     url: str
 
@@ -191,10 +192,21 @@ class Store(Protocol):
     ) -> list[Event]: ...
     def changed_since(self, cube: str, after_seq: int) -> tuple[set[str], int]: ...
 
-    # derived artifacts (KV caches) and access statistics
+
+@runtime_checkable
+class DerivedArtifacts(Protocol):
+    """The standing artifacts built from a cube's items (KV caches, adapters); they are
+    written and dropped by :meth:`CubeLog.commit`, with the events that name them."""
+
     def derived_entries(self, cube: str, kind: str | None = None) -> list[DerivedEntry]:
         """The cube's standing derived artifacts (of one ``kind``), oldest first."""
         ...
+
+
+@runtime_checkable
+class AccessLog(Protocol):
+    """How memories are used: counts and decayed frequencies, kept beside the items rather
+    than in the log (they describe use, not content)."""
 
     def record_access(self, item_ids: Sequence[str], at: datetime, half_life_s: float) -> None:
         """Count one use of each item at ``at``; see :class:`memos.AccessStats`."""
@@ -204,7 +216,11 @@ class Store(Protocol):
         """The recorded stats of those items that were ever used."""
         ...
 
-    # server API keys: only the sha256 of each secret is kept
+
+@runtime_checkable
+class KeyStore(Protocol):
+    """The server's API keys: only the sha256 of each secret is kept."""
+
     def put_api_key(self, key: ApiKey) -> None:
         """Store a new key; ``Conflict`` when its id is taken."""
         ...
@@ -219,7 +235,11 @@ class Store(Protocol):
         ``NotFound`` when there is no such key."""
         ...
 
-    # background jobs (see memos._jobs): a durable queue with leases
+
+@runtime_checkable
+class JobQueue(Protocol):
+    """Background jobs (see :mod:`memos._jobs`): a durable queue with leases."""
+
     def enqueue_job(self, job: Job) -> None:
         """Queue a new job; ``Conflict`` when its id is taken."""
         ...
@@ -252,7 +272,12 @@ class Store(Protocol):
         """How many jobs are queued and how many running, over every cube."""
         ...
 
-    # blobs: immutable, content-addressed; written before any commit that names them
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """Immutable, content-addressed blobs (safetensors files), written before any commit
+    that names them."""
+
     def put_blob(self, data: bytes) -> str:
         """Store ``data`` (idempotent) and return its sha256 hex digest."""
         ...
@@ -261,6 +286,11 @@ class Store(Protocol):
         """The blob with this digest, ``None`` when absent; ``IntegrityError`` when what is
         stored no longer hashes to ``digest``."""
         ...
+
+
+@runtime_checkable
+class Store(CubeLog, DerivedArtifacts, AccessLog, KeyStore, JobQueue, BlobStore, Protocol):
+    """Everything a backend keeps: one protocol per concern, each with its contract suite."""
 
 
 # scheme -> "module:Class"; backends live in memos.stores and are imported on first use.
