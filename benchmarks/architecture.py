@@ -1,0 +1,153 @@
+"""The shape of the code, measured: where each SDK operation is written, the largest classes and
+the import cycles between packages.
+
+An operation is "written" in a place when that place names it by hand: its declaration on the
+shared handle (``memos._handle.Handle``, from which the embedded call, the route, the OpenAPI
+entry and the HTTP client's call follow), a method of the embedded ``MemOS`` or the HTTP
+``RemoteMemOS`` that is not inherited, and a hand-written server route that calls it. Run:
+
+    .venv/bin/python benchmarks/architecture.py
+"""
+
+from __future__ import annotations
+
+import ast
+import collections
+import inspect
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# where each package of the memos namespace lives in the repository
+PACKAGES = {"memos": "memos", "memos.stores": "stores", "memos.api": "api",
+            "memos.schedulers": "schedulers"}  # fmt: skip
+
+
+def operation_places() -> dict[str, list[str]]:
+    """SDK method name (``kv.build`` for the tiers' namespaces) -> the places it is written by
+    hand."""
+    from memos import MemOS
+    from memos._handle import Handle
+    from memos._operations import operations_of
+    from memos._remote import RemoteKV, RemoteLora, RemoteMemOS
+    from memos.activation import KVMemory
+    from memos.parametric import LoraMemory
+
+    declared = {op.name for op in operations_of(Handle)}
+    routes = _route_calls()
+    places: dict[str, list[str]] = {}
+    for prefix, embedded, remote in (
+        ("", MemOS, RemoteMemOS), ("kv.", KVMemory, RemoteKV), ("lora.", LoraMemory, RemoteLora),
+    ):  # fmt: skip
+        for name in sorted(set(_methods(embedded)) | set(_methods(remote))):
+            where = ["declaration"] if not prefix and name in declared else []
+            where += [cls.__name__ for cls in (embedded, remote) if name in vars(cls)]
+            where += ["route"] * routes[prefix + name]
+            places[prefix + name] = where
+    return places
+
+
+def _methods(cls: type) -> list[str]:
+    return [
+        name
+        for name in dir(cls)
+        if not name.startswith("_")
+        and callable(getattr(cls, name))
+        and not isinstance(inspect.getattr_static(cls, name), property)
+        and name != "scoped"
+    ]
+
+
+def _route_calls() -> collections.Counter[str]:
+    """How many hand-written route functions answer with ``mos.<name>`` or ``mos.kv.<name>``
+    (the call they return)."""
+    calls: collections.Counter[str] = collections.Counter()
+    for path in (ROOT / "api").glob("_*_routes.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and node.decorator_list:
+                calls.update({name for name in map(_sdk_call, ast.walk(node)) if name})
+    return calls
+
+
+def _sdk_call(node: ast.AST) -> str | None:
+    """``name`` for a call ``mos.name(...)``, ``kv.name`` for ``mos.kv.name(...)``."""
+    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+        return None
+    owner = node.func.value
+    if isinstance(owner, ast.Name) and owner.id == "mos":
+        return None if node.func.attr in ("get_cube", "kv", "lora") else node.func.attr
+    if isinstance(owner, ast.Attribute) and isinstance(owner.value, ast.Name):
+        if owner.value.id == "mos":
+            return f"{owner.attr}.{node.func.attr}"
+    return None
+
+
+def largest_classes(n: int = 8) -> list[tuple[int, str]]:
+    rows = []
+    for folder in PACKAGES.values():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ClassDef) and node.end_lineno is not None:
+                    size = node.end_lineno - node.lineno + 1
+                    rows.append((size, f"{path.relative_to(ROOT)}:{node.name}"))
+    return sorted(rows, reverse=True)[:n]
+
+
+def package_cycles() -> list[tuple[str, str]]:
+    """Pairs of packages that import each other (at module level); the flat ``memos`` root
+    counts as one package."""
+    edges: dict[str, set[str]] = collections.defaultdict(set)
+    for package, folder in PACKAGES.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            source = _package_of(package, path.relative_to(ROOT / folder))
+            for target in _imports(path, package, path.relative_to(ROOT / folder)):
+                if target != source:
+                    edges[source].add(target)
+    return sorted((a, b) for a in edges for b in edges[a] if a < b and a in edges.get(b, ()))
+
+
+def _package_of(package: str, relative: Path) -> str:
+    parts = relative.parts
+    if package == "memos" and len(parts) > 1:
+        return f"memos.{parts[0]}"
+    return package if package != "memos" or len(parts) > 1 else "memos"
+
+
+def _imports(path: Path, package: str, relative: Path) -> set[str]:
+    found = set()
+    for node in ast.parse(path.read_text()).body:  # module level: lazy imports run later
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        for name in names:
+            if name.startswith("memos"):
+                found.add(_package_named(name))
+    return found
+
+
+def _package_named(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) > 1 and not parts[1].startswith("_") and parts[1] != "errors":
+        return ".".join(parts[:2])
+    return "memos"
+
+
+def main() -> None:
+    sys.path.insert(0, str(ROOT))
+    places = operation_places()
+    counts = collections.Counter(len(where) for where in places.values())
+    print("places an SDK operation is written (declaration, MemOS, RemoteMemOS, routes):")
+    for name, where in places.items():
+        print(f"  {name:<16} {len(where)}  {', '.join(where)}")
+    print("operations by places written:", dict(sorted(counts.items())))
+    print("largest classes:")
+    for size, name in largest_classes():
+        print(f"  {size:>5} {name}")
+    print("package-level import cycles:", package_cycles() or "none")
+
+
+if __name__ == "__main__":
+    main()
