@@ -1,5 +1,5 @@
-"""Memories: add (one or a batch), read, update, delete, history, diff, rollback; search and
-access statistics."""
+"""A batch of memories: its size is the server's own limit, so its route is written here; the
+other memory routes follow from the operation declarations (``memos._handle``)."""
 
 from __future__ import annotations
 
@@ -12,25 +12,9 @@ from memos.errors import InvalidInput
 
 from ._deps import Caller, Settings
 from ._errors import COMMON_ERRORS
-from ._schemas import (
-    MemoryBatch,
-    MemoryCreate,
-)
+from ._schemas import MemoryBatch
 
 router = APIRouter(prefix="/v1", tags=["memories"], responses=COMMON_ERRORS)
-
-
-@router.post("/cubes/{cube}/memories", status_code=201)
-def add(cube: str, body: MemoryCreate, mos: Caller) -> MemoryItem:
-    return mos.add(
-        body.text,
-        cube=cube,
-        user=body.user,
-        tags=body.tags,
-        metadata=body.metadata,
-        session=body.session,
-        occurred_at=body.occurred_at,
-    )
 
 
 @router.post("/cubes/{cube}/memories/batch", status_code=201)

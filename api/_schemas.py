@@ -22,15 +22,6 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class MemoryCreate(_Body):
-    text: str
-    user: str | None = None
-    tags: list[str] | None = None
-    metadata: dict[str, MetadataValue] | None = None
-    session: str | None = None
-    occurred_at: datetime | None = None
-
-
 class Record(_Body):
     text: str | None = None
     content: str | None = None

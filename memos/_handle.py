@@ -9,9 +9,9 @@ handle. Code written against a ``Handle`` runs on either.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, overload
 
 from memos import _cubes, _grants, _memories
 from memos import _validation as check
@@ -54,6 +54,19 @@ class Handle(Performs):
     if TYPE_CHECKING:  # each handle's own: over HTTP an anchor travels as three query fields
 
         def verify(self, cube: str, *, anchor: CubeAnchor | None = None) -> VerifyReport: ...
+
+        def add_many(
+            self,
+            records: Iterable[str | Mapping[str, Any]],
+            *,
+            cube: str,
+            user: str | None = None,
+            tags: Iterable[str] | None = None,
+            metadata: Mapping[str, MetadataValue] | None = None,
+            session: str | None = None,
+            batch_size: int = 256,
+            progress: Callable[[int], None] | None = None,
+        ) -> list[MemoryItem]: ...
 
         def chat_stream(
             self,
@@ -183,6 +196,60 @@ class Handle(Performs):
         )
 
     # memories ---------------------------------------------------------------------------
+
+    @overload
+    def add(
+        self,
+        content: str,
+        *,
+        cube: str,
+        user: str | None = None,
+        tags: Iterable[str] | None = None,
+        metadata: Mapping[str, MetadataValue] | None = None,
+        session: str | None = None,
+        occurred_at: datetime | str | None = None,
+    ) -> MemoryItem: ...
+
+    @overload
+    def add(
+        self,
+        content: Sequence[Mapping[str, Any]],
+        *,
+        cube: str,
+        user: str | None = None,
+        tags: Iterable[str] | None = None,
+        metadata: Mapping[str, MetadataValue] | None = None,
+        session: str | None = None,
+        occurred_at: None = None,
+    ) -> list[MemoryItem]: ...
+
+    @operation("POST", "/v1/cubes/{cube}/memories", status=201, wire={"content": "text"})
+    def add(
+        self,
+        content: str | Sequence[Mapping[str, Any]],
+        *,
+        cube: str,
+        user: str | None = None,
+        tags: Iterable[str] | None = None,
+        metadata: Mapping[str, MetadataValue] | None = None,
+        session: str | None = None,
+        occurred_at: datetime | str | None = None,
+    ) -> MemoryItem | list[MemoryItem]:
+        """Add one memory from a text, or one memory per chat message from a message list
+        (``{"role", "content"}`` with an optional ISO ``timestamp``)."""
+        records: Sequence[str | Mapping[str, Any]]
+        limits = self._scope.limits
+        if isinstance(content, str):
+            # checked here too, so one text's error is not reported as "record 0: ..."
+            records = [{"text": check.text(content, limits), "occurred_at": occurred_at}]
+        elif isinstance(content, Sequence) and content:
+            records = content
+        else:
+            raise InvalidInput("add takes a text or a non-empty list of chat messages")
+        added = self.add_many(
+            records, cube=cube, user=user, tags=tags, metadata=metadata, session=session
+        )
+        return added[0] if isinstance(content, str) else added
 
     @operation("GET", "/v1/memories/{item_id}")
     def get(self, item_id: str) -> MemoryItem:

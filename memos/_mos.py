@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any
 
 from memos import _keys, _mutations
 from memos import _validation as check
@@ -192,58 +191,6 @@ class MemOS(Handle):
             raise AccessDenied(f"only the operator may {what}")
 
     # writes -----------------------------------------------------------------------------
-
-    @overload
-    def add(
-        self,
-        content: str,
-        *,
-        cube: str,
-        user: str | None = None,
-        tags: Iterable[str] | None = None,
-        metadata: Mapping[str, MetadataValue] | None = None,
-        session: str | None = None,
-        occurred_at: datetime | str | None = None,
-    ) -> MemoryItem: ...
-
-    @overload
-    def add(
-        self,
-        content: Sequence[Mapping[str, Any]],
-        *,
-        cube: str,
-        user: str | None = None,
-        tags: Iterable[str] | None = None,
-        metadata: Mapping[str, MetadataValue] | None = None,
-        session: str | None = None,
-        occurred_at: None = None,
-    ) -> list[MemoryItem]: ...
-
-    def add(
-        self,
-        content: str | Sequence[Mapping[str, Any]],
-        *,
-        cube: str,
-        user: str | None = None,
-        tags: Iterable[str] | None = None,
-        metadata: Mapping[str, MetadataValue] | None = None,
-        session: str | None = None,
-        occurred_at: datetime | str | None = None,
-    ) -> MemoryItem | list[MemoryItem]:
-        """Add one memory from a text, or one memory per chat message from a message list
-        (``{"role", "content"}`` with an optional ISO ``timestamp``)."""
-        records: Sequence[str | Mapping[str, Any]]
-        if isinstance(content, str):
-            # checked here too, so one text's error is not reported as "record 0: ..."
-            records = [{"text": check.text(content, self.limits), "occurred_at": occurred_at}]
-        elif isinstance(content, Sequence) and content:
-            records = content
-        else:
-            raise InvalidInput("add takes a text or a non-empty list of chat messages")
-        added = self.add_many(
-            records, cube=cube, user=user, tags=tags, metadata=metadata, session=session
-        )
-        return added[0] if isinstance(content, str) else added
 
     def add_many(
         self,

@@ -24,8 +24,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import (
     Any,
-    Concatenate,
-    ParamSpec,
     TypeVar,
     Union,
     cast,
@@ -36,9 +34,7 @@ from typing import (
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
-P = ParamSpec("P")
-R = TypeVar("R")
-H = TypeVar("H", bound="Performs")
+F = TypeVar("F", bound=Callable[..., Any])
 
 # a path template's parameters: "{name}" or "{name:converter}"
 PATH_PARAMETER = re.compile(r"{(\w+)(?::\w+)?}")
@@ -134,18 +130,18 @@ def operation(
     status: int = 200,
     tag: str = "memories",
     wire: Mapping[str, str] | None = None,
-) -> Callable[[Callable[Concatenate[H, P], R]], Callable[Concatenate[H, P], R]]:
+) -> Callable[[F], F]:
     """Declare an SDK method an operation (see the module docstring)."""
 
-    def declare(function: Callable[Concatenate[H, P], R]) -> Callable[Concatenate[H, P], R]:
+    def declare(function: F) -> F:
         op = Operation(function, method, path, status, tag, dict(wire or {}))
 
         @functools.wraps(function)
-        def perform(self: H, /, *args: P.args, **kwargs: P.kwargs) -> R:
-            return cast(R, self._perform(op, args, kwargs))
+        def perform(self: Performs, /, *args: Any, **kwargs: Any) -> Any:
+            return self._perform(op, args, kwargs)
 
         perform.operation = op  # type: ignore[attr-defined]
-        return perform
+        return cast(F, perform)
 
     return declare
 

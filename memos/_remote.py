@@ -28,10 +28,9 @@ import functools
 import itertools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 from urllib.parse import quote
 
 import httpx
@@ -337,56 +336,6 @@ class RemoteMemOS(Handle):
     # cubes ------------------------------------------------------------------------------
 
     # writes -----------------------------------------------------------------------------
-
-    @overload
-    def add(
-        self,
-        content: str,
-        *,
-        cube: str,
-        user: str | None = None,
-        tags: Iterable[str] | None = None,
-        metadata: Mapping[str, MetadataValue] | None = None,
-        session: str | None = None,
-        occurred_at: datetime | str | None = None,
-    ) -> MemoryItem: ...
-
-    @overload
-    def add(
-        self,
-        content: Sequence[Mapping[str, Any]],
-        *,
-        cube: str,
-        user: str | None = None,
-        tags: Iterable[str] | None = None,
-        metadata: Mapping[str, MetadataValue] | None = None,
-        session: str | None = None,
-        occurred_at: None = None,
-    ) -> list[MemoryItem]: ...
-
-    def add(
-        self,
-        content: str | Sequence[Mapping[str, Any]],
-        *,
-        cube: str,
-        user: str | None = None,
-        tags: Iterable[str] | None = None,
-        metadata: Mapping[str, MetadataValue] | None = None,
-        session: str | None = None,
-        occurred_at: datetime | str | None = None,
-    ) -> MemoryItem | list[MemoryItem]:
-        """Add one memory from a text, or one memory per chat message from a message list."""
-        if isinstance(content, str):
-            body = {
-                "text": content, "user": user, "tags": _listed(tags),
-                "metadata": _mapped(metadata), "session": session, "occurred_at": occurred_at,
-            }  # fmt: skip
-            return self._http.call(_ITEM, "POST", f"{_cube_path(cube)}/memories", body=body)
-        if not isinstance(content, Sequence) or not content:
-            raise InvalidInput("add takes a text or a non-empty list of chat messages")
-        return self.add_many(
-            content, cube=cube, user=user, tags=tags, metadata=metadata, session=session
-        )
 
     def add_many(
         self,
