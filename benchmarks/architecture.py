@@ -76,9 +76,12 @@ def _sdk_call(node: ast.AST) -> str | None:
     owner = node.func.value
     if isinstance(owner, ast.Name) and owner.id == "mos":
         return None if node.func.attr in ("get_cube", "kv", "lora") else node.func.attr
-    if isinstance(owner, ast.Attribute) and isinstance(owner.value, ast.Name):
-        if owner.value.id == "mos":
-            return f"{owner.attr}.{node.func.attr}"
+    if (
+        isinstance(owner, ast.Attribute)
+        and isinstance(owner.value, ast.Name)
+        and owner.value.id == "mos"
+    ):
+        return f"{owner.attr}.{node.func.attr}"
     return None
 
 

@@ -6,6 +6,11 @@ process, another process, a restarted one) and upserted or removed. The same cat
 the tail after a snapshot is loaded, so "open", "another writer" and "our own write" share one
 code path. An index is made for one codec configuration (codec, version, fitted state); when
 the cube's configuration moves on, a new index is built from the store and swapped in whole.
+
+A lossy codec's index also keeps the items' full-precision vectors for the exact re-rank, in
+memory-mapped files next to its snapshot (or, with no snapshot folder, as with a Redis store
+shared by several processes, in a temporary file of this process), caught up with the same
+events as the codes; ``verify`` compares them with the store's vectors.
 """
 
 from __future__ import annotations
@@ -89,7 +94,7 @@ class CubeIndexes:
         index in use afterwards is the snapshot just checked or, failing that, one rebuilt on
         the next search. Returns the seq the snapshot covered and what differed."""
         if self._snapshot_dir is None:
-            return None  # no snapshot: the index in use was built from the store
+            return self._check_in_use(cube, vectors, seq)
         codec = load_codec(self._store, cube)
         loaded = self._snapshot(cube, codec)
         covered = 0 if loaded is None else loaded.seq
@@ -105,13 +110,30 @@ class CubeIndexes:
             in_use = self._indexes.get(cube.name)
             if problem is not None:
                 self._indexes.pop(cube.name, None)
-                for suffix in (".json", ".codes"):
+                for suffix in (".json", ".codes", ".rows"):
                     (self._snapshot_dir / f"{cube.name}{suffix}").unlink(missing_ok=True)
             elif in_use is None or in_use.codec_version <= loaded.codec_version:
                 self._indexes[cube.name] = loaded
         if problem is None:
             return None
         return covered, f"the index snapshot of cube {cube.name!r} {problem}; it was discarded"
+
+    def _check_in_use(
+        self, cube: CubeInfo, vectors: Mapping[str, Vector], seq: int
+    ) -> tuple[int, str] | None:
+        """With no snapshot the index in use was built from the store, but the rows it
+        re-ranks with lie in a file of this process: they are compared with the store's, and
+        an index that differs is dropped (the next search builds it again)."""
+        with self._lock:
+            index = self._indexes.get(cube.name)
+        if index is None or not index.keeps_rows:
+            return None
+        problem = None if index.seq != seq else _rows_difference(index, vectors)
+        if index.seq != seq or problem is not None:
+            self.forget(cube.name)
+        if problem is None:
+            return None
+        return seq, f"the vector index of cube {cube.name!r} {problem}; it was discarded"
 
     def _difference(
         self,
@@ -125,6 +147,9 @@ class CubeIndexes:
             return f"holds item {min(held - indexed)}, which is not an active item"
         if indexed - held:
             return f"lacks active item {min(indexed - held)}"
+        rows = _rows_difference(loaded, vectors)
+        if rows is not None:
+            return rows
         assert self._snapshot_dir is not None
         with tempfile.TemporaryDirectory(dir=self._snapshot_dir, prefix=".check-") as scratch:
             saved_seq = loaded.saved_seq
@@ -176,9 +201,10 @@ class CubeIndexes:
     def _rebuild(self, cube: CubeInfo, codec: VectorCodec | None = None) -> VectorIndex:
         if codec is None:
             codec = load_codec(self._store, cube)
-        index = VectorIndex(
+        index = VectorIndex.keeping_rows(
             codec,
             cube.dim,
+            self._snapshot_dir,
             codec_version=cube.codec_version,
             codec_state=cube.codec_state,
         )
@@ -230,7 +256,7 @@ def _saved(index: VectorIndex, directory: Path) -> dict[str, Any]:
     """``index`` saved into ``directory``, as what compares two indexes position by position:
     its codec, its ids in order and the vectors its codes decode to."""
     try:
-        index.save(directory, "index")
+        index.save(directory, "index", with_rows=False)
         sidecar = json.loads((directory / "index.json").read_text(encoding="utf-8"))
         codes = _decoded(directory / "index.codes")
     except (OSError, ValueError) as exc:
@@ -238,6 +264,25 @@ def _saved(index: VectorIndex, directory: Path) -> dict[str, Any]:
     if not isinstance(sidecar, dict):
         raise StorageError(f"cannot check the index snapshot in {directory}")
     return {"codes": codes, **{key: sidecar.get(key) for key in ("ids", "codec", "dim")}}
+
+
+def _rows_difference(index: VectorIndex, vectors: Mapping[str, Vector]) -> str | None:
+    """What differs between the full-precision rows ``index`` re-ranks with and ``vectors``
+    (the store's, verified): each must be the same float32 vector, bit for bit."""
+    if not index.keeps_rows:
+        return None
+    held, indexed = index.ids(), set(vectors)
+    if held != indexed:
+        return f"holds items other than the active ones ({min(held ^ indexed)})"
+    order = sorted(indexed)
+    for start in range(0, len(order), 4096):
+        chunk = order[start : start + 4096]
+        rows = index.rows_of(chunk)
+        differs = np.any(rows != np.stack([vectors[item_id] for item_id in chunk]), axis=1)
+        if differs.any():
+            item_id = chunk[int(np.argmax(differs))]
+            return f"holds a re-rank vector of item {item_id} that differs from the store's"
+    return None
 
 
 def _decoded(path: Path) -> NDArray[np.float32]:

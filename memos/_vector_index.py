@@ -3,10 +3,11 @@ exactly from full-precision vectors, with crash-safe snapshots.
 
 The index records the event seq it covers. A snapshot is the code table file plus a JSON
 sidecar (seq, the hash of event ``seq``, the codec with its version and fitted state, the id at
-each position, checksums of both files)
-written with atomic renames; a snapshot that is torn, stale or from another history is
-ignored and the index rebuilt from the store, so a snapshot can only ever save time, never
-change an answer.
+each position, checksums of both files) and, for a lossy codec, the file of full-precision
+rows the re-rank reads (see memos._rerank_rows; the sidecar names it by its token), written
+with atomic renames; a snapshot that is torn, stale or from another history is ignored and
+the index rebuilt from the store, so a snapshot can only ever save time, never change an
+answer.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from memos._rerank_rows import RerankRows
 from memos.codecs import CodeTable, VectorCodec
 
-SNAPSHOT_FORMAT = 3
+# 4: a lossy codec's snapshot also names its full-precision rows file
+SNAPSHOT_FORMAT = 4
 # A lossy codec's top ``RERANK_FACTOR * k`` candidates (at least ``RERANK_MIN``) are re-scored
-# with the full-precision vectors from the store.
+# with full-precision vectors: the index's own rows when it keeps them, else the store's.
 RERANK_FACTOR = 4
 RERANK_MIN = 100
 
@@ -48,7 +51,10 @@ class VectorIndex:
         *,
         codec_version: int = 0,
         codec_state: str | None = None,
+        rows: RerankRows | None = None,
     ) -> None:
+        """``rows``: where the index keeps the full-precision vectors of a lossy codec for
+        the re-rank (see :meth:`keeping_rows`); without them the re-rank asks the store."""
         self.codec = codec
         self.dim = dim
         # which configuration of the cube the codes were made with (see CubeInfo)
@@ -60,6 +66,8 @@ class VectorIndex:
         self._table = table if table is not None else codec.new_table(dim)
         self._id_at: list[str] = []
         self._position: dict[str, int] = {}
+        self._rows = None if codec.exact else rows
+        self._slots = np.zeros(0, dtype=np.int64)  # the row of each position in ``_rows``
         # One process may search while another thread catches the index up: codes and the
         # id list must change together, never under a reader.
         self._lock = threading.RLock()
@@ -73,6 +81,32 @@ class VectorIndex:
     def ids(self) -> set[str]:
         return set(self._position)
 
+    @classmethod
+    def keeping_rows(
+        cls,
+        codec: VectorCodec,
+        dim: int,
+        scratch: Path | None,
+        *,
+        codec_version: int = 0,
+        codec_state: str | None = None,
+    ) -> VectorIndex:
+        """An empty index that keeps its items' full-precision rows for the re-rank (a lossy
+        codec's), adding new ones in a temporary file in ``scratch``."""
+        rows = RerankRows(dim, scratch)
+        return cls(codec, dim, codec_version=codec_version, codec_state=codec_state, rows=rows)
+
+    @property
+    def keeps_rows(self) -> bool:
+        return self._rows is not None
+
+    def rows_of(self, ids: Sequence[str]) -> NDArray[np.float32]:
+        """The full-precision rows the re-rank reads for ``ids`` (held ids, index rows kept)."""
+        with self._lock:
+            assert self._rows is not None
+            positions = np.fromiter(map(self._position.__getitem__, ids), dtype=np.int64)
+            return self._rows.gather(self._slots[positions])
+
     @property
     def nbytes(self) -> int:
         """RAM held by the codes (ids and bookkeeping not counted)."""
@@ -83,7 +117,11 @@ class VectorIndex:
             return
         with self._lock:
             self.remove([i for i in ids if i in self._position])
-            self._table.add(np.ascontiguousarray(vectors, dtype=np.float32))
+            matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+            self._table.add(matrix)
+            if self._rows is not None:
+                self._slots = np.concatenate([self._slots, self._rows.append(matrix)])
+                self._slots = self._rows.compacted(self._slots)
             for item_id in ids:
                 self._position[item_id] = len(self._id_at)
                 self._id_at.append(item_id)
@@ -95,6 +133,9 @@ class VectorIndex:
                 return
             positions = np.fromiter((self._position[i] for i in gone), dtype=np.int64)
             self._table.remove(np.sort(positions))
+            if self._rows is not None:
+                self._rows.release(self._slots[positions])
+                self._slots = np.delete(self._slots, positions)
             self._id_at = [i for i in self._id_at if i not in gone]
             self._position = {item_id: n for n, item_id in enumerate(self._id_at)}
 
@@ -113,15 +154,17 @@ class VectorIndex:
         """
         rerank = exact is not None and not self.codec.exact
         matrix = np.ascontiguousarray(query, dtype=np.float32).reshape(self.dim)
-        ranked = self._candidates(matrix, k, allowed, rerank)
-        if rerank and exact is not None and ranked:
+        ranked, rescored = self._candidates(matrix, k, allowed, rerank)
+        if rerank and not rescored and exact is not None and ranked:
             ranked = _rescored(ranked, matrix, exact)
         # equal scores in id order, so the answer never depends on positions in the table
         return sorted(ranked, key=lambda pair: (-pair[1], pair[0]))[:k]
 
     def _candidates(
         self, query: NDArray[np.float32], k: int, allowed: Collection[str] | None, rerank: bool
-    ) -> list[tuple[str, float]]:
+    ) -> tuple[list[tuple[str, float]], bool]:
+        """The codec's best candidates, and whether their scores are already exact (re-scored
+        from the index's own rows, read by position under the lock that keeps them aligned)."""
         with self._lock:
             positions = None
             if allowed is not None:
@@ -133,41 +176,67 @@ class VectorIndex:
             limit = len(self) if positions is None else int(positions.size)
             wanted = min(max(RERANK_FACTOR * k, RERANK_MIN) if rerank else k, limit)
             if wanted <= 0:
-                return []
+                return [], False
             scores, found = self._table.search(query, wanted, positions)
-            return [(self._id_at[int(p)], float(s)) for s, p in zip(scores, found, strict=True)]
+            own = rerank and self._rows is not None
+            if own and len(found) > k:
+                assert self._rows is not None
+                scores = self._rows.gather(self._slots[found]) @ query
+                # only the exact top k (and any tied with the k-th) can be in the answer
+                keep = scores >= np.partition(scores, len(scores) - k)[len(scores) - k]
+                scores, found = scores[keep], found[keep]
+            elif own and len(found):
+                assert self._rows is not None
+                scores = self._rows.gather(self._slots[found]) @ query
+            return [
+                (self._id_at[int(p)], float(s)) for s, p in zip(scores, found, strict=True)
+            ], own
 
     # snapshots --------------------------------------------------------------------------
 
-    def save(self, directory: Path, name: str) -> bool:
+    def save(self, directory: Path, name: str, *, with_rows: bool = True) -> bool:
         """Write a snapshot; ``False`` when the disk refused it. A snapshot only saves time on
         the next open, so a failure here must never fail the write that asked for it: the
-        event is committed, and the index is rebuilt from the store when no snapshot fits."""
+        event is committed, and the index is rebuilt from the store when no snapshot fits.
+        ``with_rows=False`` leaves the full-precision rows out (a copy only compared, never
+        loaded)."""
         # Temporary names are unique to this writer: processes (and threads of one process
         # with indexes of their own) snapshot the same cube into the same folder.
         token = f"{os.getpid()}.{threading.get_ident()}.{secrets.token_hex(4)}"
-        table_path, meta_path = directory / f"{name}.codes", directory / f"{name}.json"
-        tmp_table = directory / f".{name}.codes.{token}.tmp"
-        tmp_meta = directory / f".{name}.json.{token}.tmp"
+        paths = {suffix: directory / f"{name}.{suffix}" for suffix in ("rows", "codes", "json")}
+        temps = {suffix: directory / f".{name}.{suffix}.{token}.tmp" for suffix in paths}
         with self._lock:
             try:
                 directory.mkdir(parents=True, exist_ok=True)
-                self._write_snapshot(tmp_table, tmp_meta)
-                # The sidecar names the checksum of the table it belongs to, so a crash (or
-                # another writer) between the two renames leaves a pair that fails the check
-                # and is rebuilt, never a wrong index.
-                os.replace(tmp_table, table_path)
-                os.replace(tmp_meta, meta_path)
+                rows_token = self._save_rows(paths["rows"], temps["rows"]) if with_rows else None
+                self._write_snapshot(temps["codes"], temps["json"], rows_token)
+                # The sidecar names the checksum of the table and the token of the rows it
+                # belongs to, so a crash (or another writer) between the renames leaves a set
+                # that fails the check and is rebuilt, never a wrong index.
+                for suffix in paths:
+                    if temps[suffix].exists():
+                        os.replace(temps[suffix], paths[suffix])
             except OSError as error:
                 _log.warning("snapshot of %s not written: %s", name, error.strerror or error)
-                for leftover in (tmp_table, tmp_meta):
+                for leftover in temps.values():
                     with contextlib.suppress(OSError):  # the folder itself may be what failed
                         leftover.unlink(missing_ok=True)
                 return False
             self.saved_seq = self.seq
             return True
 
-    def _write_snapshot(self, tmp_table: Path, tmp_meta: Path) -> None:
+    def _save_rows(self, path: Path, tmp: Path) -> str | None:
+        """The token of the rows file the snapshot names: the one already at ``path`` when it
+        holds exactly the index's rows, else a new one written to ``tmp``."""
+        if self._rows is None:
+            return None
+        if self._rows.is_saved_as(self._slots, path):
+            return self._rows.token
+        token = self._rows.write(tmp, self._slots)
+        self._slots = np.arange(len(self._slots), dtype=np.int64)
+        return token
+
+    def _write_snapshot(self, tmp_table: Path, tmp_meta: Path, rows_token: str | None) -> None:
         self._table.save(tmp_table)
         _fsync(tmp_table)
         sidecar = {
@@ -180,6 +249,7 @@ class VectorIndex:
             "head_hash": self.head_hash,
             "ids": self._id_at,
             "table_sha256": _sha256(tmp_table),
+            "rows_token": rows_token,
         }
         # The sidecar seals itself too: an edited id list would silently misname results.
         sidecar["sidecar_sha256"] = _sidecar_digest(sidecar)
@@ -207,14 +277,22 @@ class VectorIndex:
                 sidecar.get("codec_state"),
             ) != (codec_version, codec_state):
                 return None
+            ids = [str(i) for i in sidecar["ids"]]
+            rows = None
+            if not codec.exact:
+                rows = _saved_rows(directory / f"{name}.rows", dim, len(ids), sidecar)
+                if rows is None:
+                    return None  # missing or another save's: rebuilt from the store
             index = cls(
                 codec,
                 dim,
                 codec.load_table(table_path, dim),
                 codec_version=codec_version,
                 codec_state=codec_state,
+                rows=rows,
             )
-            index._id_at = [str(i) for i in sidecar["ids"]]
+            index._slots = np.arange(len(ids), dtype=np.int64)
+            index._id_at = ids
             index._position = {item_id: n for n, item_id in enumerate(index._id_at)}
             index.seq = index.saved_seq = int(sidecar["seq"])
             index.head_hash = str(sidecar["head_hash"])
@@ -223,6 +301,16 @@ class VectorIndex:
         if len(index._position) != len(index._id_at) or len(index._table) != len(index._id_at):
             return None
         return index
+
+
+def _saved_rows(path: Path, dim: int, count: int, sidecar: dict[str, Any]) -> RerankRows | None:
+    token = sidecar.get("rows_token")
+    if not isinstance(token, str):
+        return None
+    # The rows are not hashed on open (a million rows is 1.5 GB to read): they were on disk
+    # before the sidecar that names them, so a crash cannot tear them, and verify compares
+    # every row with the store's vector.
+    return RerankRows.open_saved(path, dim, count, token, scratch=path.parent)
 
 
 def _rescored(
