@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM := false
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile memos/_fp8scan.c
+$(STAMP): pyproject.toml Makefile memos/codecs/_fp8scan.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first, pinned to the CPU build on local disk, so nothing later pulls a CUDA build.

@@ -24,8 +24,8 @@ from prometheus_client import (
 )
 
 from memos import ItemFilter, JobState, Limits, MemOS, __version__, open_store
-from memos._derived import KV_KIND
-from memos._jobs import UNFINISHED
+from memos.core._derived import KV_KIND
+from memos.core._jobs import UNFINISHED
 from memos.embedding import make_embedder
 
 from . import _cube_routes, _errors, _job_routes, _memory_routes, _model_routes

@@ -11,8 +11,8 @@ from fastapi import APIRouter, Query, Response
 from pydantic import AwareDatetime
 
 from memos import CubeInfo, VerifyReport
-from memos._anchor import CubeAnchor
-from memos._archive import pack, unpack_file
+from memos.core._anchor import CubeAnchor
+from memos.core._archive import pack, unpack_file
 from memos.errors import InvalidInput
 
 from ._deps import Caller, Upload

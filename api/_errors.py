@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from memos._wire import ErrorBody
+from memos.core._wire import ErrorBody
 from memos.errors import MemosError
 
 

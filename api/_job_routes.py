@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from memos import Job, JobState
-from memos._jobs import ConsolidateParams, ReencodeParams, RefitParams, RetrainParams
+from memos.core._jobs import ConsolidateParams, ReencodeParams, RefitParams, RetrainParams
 
 from ._deps import Caller
 from ._errors import COMMON_ERRORS

@@ -1,5 +1,5 @@
 """A batch of memories: its size is the server's own limit, so its route is written here; the
-other memory routes follow from the operation declarations (``memos._handle``)."""
+other memory routes follow from the operation declarations (``memos.engine._handle``)."""
 
 from __future__ import annotations
 

@@ -21,8 +21,8 @@ from prometheus_client import Histogram
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from memos._keys import authenticate
-from memos._store import Store
+from memos.core._keys import authenticate
+from memos.core._store import Store
 from memos.errors import MemosError, RequestTooLarge
 
 from ._errors import error_response, redacted

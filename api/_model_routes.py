@@ -13,8 +13,8 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.sse import EventSourceResponse
 
 from memos import CubeInfo, Event
-from memos._archive import ADAPTER_EXPORT, pack, unpack_file
-from memos._wire import ChatDone, ChatEvent, ChatFailed, ChatText, ErrorBody
+from memos.core._archive import ADAPTER_EXPORT, pack, unpack_file
+from memos.core._wire import ChatDone, ChatEvent, ChatFailed, ChatText, ErrorBody
 from memos.errors import MemosError
 
 from ._cube_routes import TAR
@@ -31,7 +31,7 @@ from ._schemas import (
 )
 
 if TYPE_CHECKING:
-    from memos._chat import ChatStream
+    from memos.engine._chat import ChatStream
 
 router = APIRouter(prefix="/v1/cubes/{cube}", tags=["models"], responses=COMMON_ERRORS)
 # the adapter upload, which the app lets be as large as a cube import

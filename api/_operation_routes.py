@@ -1,4 +1,4 @@
-"""The routes of the declared operations (see :mod:`memos._operations`), made from their
+"""The routes of the declared operations (see :mod:`memos.engine._operations`), made from their
 declarations: a route runs the operation's body on the caller's handle."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query
 
-from memos._handle import Handle
-from memos._operations import Operation, operations_of
+from memos.engine._handle import Handle
+from memos.engine._operations import Operation, operations_of
 
 from ._deps import Caller
 from ._errors import COMMON_ERRORS

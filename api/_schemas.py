@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from memos import SourceRef
-from memos._types import MetadataValue
+from memos.core._types import MetadataValue
 
 
 class _Body(BaseModel):

@@ -2,7 +2,7 @@
 the import cycles between packages.
 
 An operation is "written" in a place when that place names it by hand: its declaration on the
-shared handle (``memos._handle.Handle``, from which the embedded call, the route, the OpenAPI
+shared handle (``memos.engine._handle.Handle``, from which the embedded call, the route, the OpenAPI
 entry and the HTTP client's call follow), a method of the embedded ``MemOS`` or the HTTP
 ``RemoteMemOS`` that is not inherited, and a hand-written server route that calls it. Run:
 
@@ -27,10 +27,10 @@ def operation_places() -> dict[str, list[str]]:
     """SDK method name (``kv.build`` for the tiers' namespaces) -> the places it is written by
     hand."""
     from memos import MemOS
-    from memos._handle import Handle
-    from memos._operations import operations_of
-    from memos._remote import RemoteKV, RemoteLora, RemoteMemOS
     from memos.activation import KVMemory
+    from memos.engine._handle import Handle
+    from memos.engine._operations import operations_of
+    from memos.engine._remote import RemoteKV, RemoteLora, RemoteMemOS
     from memos.parametric import LoraMemory
 
     declared = {op.name for op in operations_of(Handle)}
@@ -97,44 +97,39 @@ def largest_classes(n: int = 8) -> list[tuple[int, str]]:
 
 
 def package_cycles() -> list[tuple[str, str]]:
-    """Pairs of packages that import each other (at module level); the flat ``memos`` root
-    counts as one package."""
-    edges: dict[str, set[str]] = collections.defaultdict(set)
+    """Pairs of packages that import each other (any import, lazy ones included); the facade
+    ``memos/__init__.py`` and ``memos/errors.py`` count as packages of their own."""
+    edges: set[tuple[str, str]] = set()
     for package, folder in PACKAGES.items():
-        for path in (ROOT / folder).rglob("*.py"):
-            source = _package_of(package, path.relative_to(ROOT / folder))
-            for target in _imports(path, package, path.relative_to(ROOT / folder)):
-                if target != source:
-                    edges[source].add(target)
-    return sorted((a, b) for a in edges for b in edges[a] if a < b and a in edges.get(b, ()))
+        for path in folder_files(folder):
+            parts = list(path.relative_to(ROOT / folder).with_suffix("").parts)
+            module = ".".join([package, *(parts[:-1] if parts[-1] == "__init__" else parts)])
+            for target in _imports(path, module):
+                edges.add((_package(module), _package(target)))
+    return sorted((a, b) for a, b in edges if a < b and (b, a) in edges)
 
 
-def _package_of(package: str, relative: Path) -> str:
-    parts = relative.parts
-    if package == "memos" and len(parts) > 1:
-        return f"memos.{parts[0]}"
-    return package if package != "memos" or len(parts) > 1 else "memos"
+def folder_files(folder: str) -> list[Path]:
+    return sorted((ROOT / folder).rglob("*.py"))
 
 
-def _imports(path: Path, package: str, relative: Path) -> set[str]:
+def _imports(path: Path, module: str) -> set[str]:
     found = set()
-    for node in ast.parse(path.read_text()).body:  # module level: lazy imports run later
-        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [f"{node.module}.{a.name}" for a in node.names]
-        elif isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        else:
-            continue
-        for name in names:
-            if name.startswith("memos"):
-                found.add(_package_named(name))
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("memos")}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module == "memos":  # from memos import _x: the module memos._x
+                found |= {f"memos.{a.name}" for a in node.names}
+            elif node.module.startswith("memos"):
+                found.add(node.module)
     return found
 
 
-def _package_named(module: str) -> str:
+def _package(module: str) -> str:
     parts = module.split(".")
-    if len(parts) > 1 and not parts[1].startswith("_") and parts[1] != "errors":
-        return ".".join(parts[:2])
+    if len(parts) > 1 and (parts[1] == "errors" or not parts[1][0].isupper()):
+        return ".".join(parts[:2]) if not parts[1].startswith("_") else "memos"
     return "memos"
 
 

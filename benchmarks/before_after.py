@@ -200,7 +200,7 @@ def serve(args: argparse.Namespace) -> None:
     """The worker's loop: one JSON request a line on stdin, one JSON reply a line."""
     replies: IO[str] = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
     sys.stdout = sys.stderr  # whatever the library prints stays out of the replies
-    modules = ("memos", "memos._mos", "memos.stores.sqlite", "memos._fp8scan")
+    modules = ("memos", "memos.engine._mos", "memos.stores.sqlite", "memos.codecs._fp8scan")
     where = {name: importlib.import_module(name).__file__ for name in modules}
     with tempfile.TemporaryDirectory(prefix="memos-ba-", dir=args.workdir) as tmp:
         worker = Worker(Path(tmp), args.redis, args.n, args.adds, args.queries)

@@ -45,8 +45,8 @@ from rich.console import Console
 from rich.table import Table
 
 from memos import codecs as memos_codecs
-from memos._vector_index import VectorIndex
 from memos.codecs import FaissTable, VectorCodec, make_codec
+from memos.plaintext._vector_index import VectorIndex
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_LOCOMO = HERE.parent.parent / "shared" / "data" / "locomo" / "locomo_dev.json"
@@ -1278,7 +1278,7 @@ def git_commit() -> str:
 
 
 def machine() -> dict[str, Any]:
-    from memos import _fp8scan
+    from memos.codecs import _fp8scan
 
     return {
         "platform": platform.platform(),

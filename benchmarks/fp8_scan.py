@@ -1,7 +1,7 @@
 """Micro-benchmark of the fp8 (e4m3) scan kernel against FAISS flat and numpy, in one run.
 
 Single query at a time, ms per query (median over ``--reps`` distinct queries), for
-``memos._fp8scan.ip_scan`` at d = 384 and 192 and, on the same d = 384 vectors, FAISS
+``memos.codecs._fp8scan.ip_scan`` at d = 384 and 192 and, on the same d = 384 vectors, FAISS
 ``IndexFlatIP`` (fp32) and a numpy ``matrix @ query``. The vectors are synthetic unit vectors:
 a scan's speed depends only on n and d, not on the values. fp8 is reported both as the bare
 scan and as scan + top-10 (what FAISS's ``search`` does), so the comparison is like for like.
@@ -24,8 +24,8 @@ import faiss
 import numpy as np
 from numpy.typing import NDArray
 
-from memos import _fp8scan
-from memos._fp8 import encode_fp8, scan, top_k
+from memos.codecs import _fp8scan
+from memos.codecs._fp8 import encode_fp8, scan, top_k
 
 Matrix = NDArray[np.float32]
 K = 10

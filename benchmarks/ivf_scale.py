@@ -46,10 +46,10 @@ import faiss
 import numpy as np
 from numpy.typing import NDArray
 
-from memos._partition import lists_for
-from memos._vector_index import RERANK_FACTOR, RERANK_MIN, VectorIndex
 from memos.codecs import IvfCodec, IvfTable, fit_sample_size, make_codec
 from memos.codecs._ivf import NPROBE
+from memos.plaintext._partition import lists_for
+from memos.plaintext._vector_index import RERANK_FACTOR, RERANK_MIN, VectorIndex
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"

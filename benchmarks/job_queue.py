@@ -29,7 +29,7 @@ from typing import Any
 import redis
 
 from memos import Job, JobKind, open_store
-from memos._jobs import new_job_id, succeeded
+from memos.core._jobs import new_job_id, succeeded
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"

@@ -9,13 +9,11 @@ Errors live in :mod:`memos.errors`, embedders in :mod:`memos.embedding`, vector 
 import torch, so ``import memos`` does not load them.
 """
 
-from memos._anchor import CubeAnchor
-from memos._cube_stats import CubeStats
-from memos._history import FieldChange, ItemDiff
-from memos._jobs import Job, JobFailure, JobKind, JobState
-from memos._mos import MemOS
-from memos._store import Change, CubeImport, Store, open_store, register_backend
-from memos._types import (
+from memos.core._anchor import CubeAnchor
+from memos.core._history import FieldChange, ItemDiff
+from memos.core._jobs import Job, JobFailure, JobKind, JobState
+from memos.core._store import Change, CubeImport, Store, open_store, register_backend
+from memos.core._types import (
     Access,
     AccessStats,
     ApiKey,
@@ -33,8 +31,10 @@ from memos._types import (
     Tier,
     VerifyReport,
 )
-from memos._validation import Limits
+from memos.core._validation import Limits
 from memos.embedding import Embedder, HashEmbedder, MiniLMEmbedder
+from memos.engine._cube_stats import CubeStats
+from memos.engine._mos import MemOS
 
 __version__ = "0.1.0"
 

@@ -1,4 +1,4 @@
-"""Workers that run the background jobs of :mod:`memos._jobs` (installed as
+"""Workers that run the background jobs of :mod:`memos.core._jobs` (installed as
 ``memos.schedulers``).
 
 ``memos worker`` runs a :class:`Worker` over a store; several workers (and the API processes

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from memos import Event, Job, JobKind, MemOS
-from memos._jobs import (
+from memos.core._jobs import (
     ConsolidateParams,
     ReencodeParams,
     RetrainParams,

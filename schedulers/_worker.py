@@ -11,8 +11,8 @@ import threading
 from types import TracebackType
 
 from memos import Job, MemOS
-from memos._jobs import MAX_ATTEMPTS, failed
-from memos._types import utcnow
+from memos.core._jobs import MAX_ATTEMPTS, failed
+from memos.core._types import utcnow
 from memos.errors import Conflict, MemosError, StorageError
 
 from ._handlers import run_job

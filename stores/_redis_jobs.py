@@ -29,7 +29,7 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import ResponseError
 
-from memos._jobs import (
+from memos.core._jobs import (
     UNFINISHED,
     Job,
     JobState,

@@ -36,7 +36,7 @@ of a cube in one slot::
 
 Atomicity. Every write is one MULTI/EXEC, planned optimistically: the commit WATCHes the head
 of each cube it touches and each global key it reads, reads what the shared rules of
-:mod:`memos._commit_rules` check, runs them in Python, seals the events onto the chain and
+:mod:`memos.core._commit_rules` check, runs them in Python, seals the events onto the chain and
 queues every write (log, payloads, items, indexes, postings, derived artifacts, the new heads)
 in one transaction. Every commit to a cube rewrites its head, so watching the head watches the
 whole cube: if another process commits to it after the read, EXEC writes nothing and the
@@ -71,13 +71,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from memos import _commit_rules as rules
-from memos._access import accessed
-from memos._chain import GENESIS_HASH, seal
-from memos._derived import REPLACE_OPS, invalidations, slot_key
-from memos._jobs import Job, JobState
-from memos._store import Change, CubeImport, Vector
-from memos._types import (
+from memos.core import _commit_rules as rules
+from memos.core._access import accessed
+from memos.core._chain import GENESIS_HASH, seal
+from memos.core._derived import REPLACE_OPS, invalidations, slot_key
+from memos.core._jobs import Job, JobState
+from memos.core._store import Change, CubeImport, Vector
+from memos.core._types import (
     AccessStats,
     ApiKey,
     CubeInfo,
@@ -88,7 +88,7 @@ from memos._types import (
     ItemStatus,
     MemoryItem,
 )
-from memos._validation import is_unicode
+from memos.core._validation import is_unicode
 from memos.errors import (
     Conflict,
     CubeExists,

@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from memos import _commit_rules as rules
-from memos._access import accessed
-from memos._chain import GENESIS_HASH, seal
-from memos._derived import REPLACE_OPS, invalidations, slot_key
-from memos._jobs import (
+from memos.core import _commit_rules as rules
+from memos.core._access import accessed
+from memos.core._chain import GENESIS_HASH, seal
+from memos.core._derived import REPLACE_OPS, invalidations, slot_key
+from memos.core._jobs import (
     UNFINISHED,
     Job,
     JobState,
@@ -39,8 +39,8 @@ from memos._jobs import (
     held,
     renewed,
 )
-from memos._store import Change, CubeImport, Vector
-from memos._types import (
+from memos.core._store import Change, CubeImport, Vector
+from memos.core._types import (
     AccessStats,
     ApiKey,
     CubeInfo,

@@ -22,9 +22,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from memos._chain import GENESIS_HASH, event_hash, payload_digest
-from memos._encoding import CONFIG_OPS
-from memos._types import Event
+from memos.core._chain import GENESIS_HASH, event_hash, payload_digest
+from memos.core._types import Event
+from memos.plaintext._encoding import CONFIG_OPS
 
 Record = dict[str, Any]
 _DIGEST_NAME = re.compile(r"[0-9a-f]{64}")

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from memos import HashEmbedder, MemOS
-from memos._types import Access, EventOp
+from memos.core._types import Access, EventOp
 from memos.errors import AccessDenied, CubeNotFound, InvalidInput, ItemNotFound, NotFound
 
 DIARY = "alice:diary"  # the full name of alice's cube "diary", as others name it

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
-from memos._chain import GENESIS_HASH, canonical_json, event_hash, seal, verify_chain
-from memos._types import Event, EventOp
+from memos.core._chain import GENESIS_HASH, canonical_json, event_hash, seal, verify_chain
+from memos.core._types import Event, EventOp
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 

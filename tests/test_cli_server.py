@@ -11,8 +11,8 @@ from _servers import serve_process
 from test_cli import Cli, Seeded, assert_error, cli, run_memos, sdk, seeded
 
 from memos import MemOS
-from memos._keys import authenticate
 from memos.cli._session import ExitCode
+from memos.core._keys import authenticate
 
 __all__ = ["cli", "sdk", "seeded"]  # fixtures shared with test_cli
 

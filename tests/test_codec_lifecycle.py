@@ -17,12 +17,12 @@ import pytest
 from memos.stores.sqlite import DB_FILE
 
 from memos import CubeInfo, EventOp, HashEmbedder, ItemStatus, MemOS, SearchHit
-from memos._chain import payload_digest
-from memos._codec_state import codec_from_blob
-from memos._encoding import reconfigure
-from memos._vector_index import VectorIndex
 from memos.codecs import FIT_MIN, make_codec, state_to_bytes
+from memos.core._chain import payload_digest
 from memos.errors import IntegrityError, InvalidInput, TamperedExport, VersionConflict
+from memos.plaintext._codec_state import codec_from_blob
+from memos.plaintext._encoding import reconfigure
+from memos.plaintext._vector_index import VectorIndex
 
 CUBE = "notes"
 PCA = "pca32+fp8"  # half of the test embedder's 64 dimensions

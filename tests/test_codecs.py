@@ -15,8 +15,6 @@ from numpy.typing import NDArray
 from safetensors.numpy import save_file
 
 from memos import MemOS, MiniLMEmbedder
-from memos._fp8 import decode_fp8
-from memos._vector_index import VectorIndex
 from memos.codecs import (
     FIT_MIN,
     Fp8Table,
@@ -26,8 +24,10 @@ from memos.codecs import (
     state_to_bytes,
 )
 from memos.codecs._float8 import load_fp8_table
+from memos.codecs._fp8 import decode_fp8
 from memos.codecs._pca import uncentred_pca
 from memos.errors import InvalidInput
+from memos.plaintext._vector_index import VectorIndex
 
 ALL_CODECS = ("fp32", "fp16", "fp8", "int8", "pca16+fp8")
 

@@ -16,9 +16,9 @@ import pytest
 from _workers import HASH_DIM, LineReader, spawn
 
 from memos import HashEmbedder, ItemStatus, Limits, MemOS
-from memos._indexes import _SNAPSHOT_MIN_EVENTS
-from memos._vector_index import VectorIndex, _sidecar_digest
 from memos.codecs import make_codec
+from memos.plaintext._indexes import _SNAPSHOT_MIN_EVENTS
+from memos.plaintext._vector_index import VectorIndex, _sidecar_digest
 
 CUBE = "crashy"
 QUERIES = ("note on subject 7", "revised note", "prefill memory about topic 3", "writer 1")

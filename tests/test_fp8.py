@@ -1,4 +1,4 @@
-"""The float8 (e4m3fn) scan kernel memos._fp8scan and its wrapper memos._fp8."""
+"""The float8 (e4m3fn) scan kernel memos.codecs._fp8scan and its wrapper memos.codecs._fp8."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from memos import _fp8scan
-from memos._fp8 import E4M3_MAX, decode_fp8, encode_fp8, scan, top_k
+from memos.codecs import _fp8scan
+from memos.codecs._fp8 import E4M3_MAX, decode_fp8, encode_fp8, scan, top_k
 
 FINITE_CODES = np.array([b for b in range(256) if b & 0x7F != 0x7F], dtype=np.uint8)
 

@@ -26,8 +26,8 @@ from memos.stores import _fts5
 from numpy.typing import NDArray
 
 from memos import HashEmbedder, ItemFilter, ItemStatus, MemOS, MiniLMEmbedder
-from memos._search import CANDIDATE_MIN, DENSE_WEIGHT, KEYWORD_WEIGHT, RRF_K, fuse
 from memos.errors import InvalidInput, VersionConflict
+from memos.plaintext._search import CANDIDATE_MIN, DENSE_WEIGHT, KEYWORD_WEIGHT, RRF_K, fuse
 
 MODES = ("dense", "keyword", "hybrid")
 CHAT = "chat-1"  # the made-up conversation the retrieval check asks about

@@ -50,10 +50,10 @@ from hypothesis import strategies as st
 from memos.api import ServerSettings
 
 from memos import HashEmbedder, MemOS, open_store
-from memos._archive import pack
-from memos._export import read_export
-from memos._store import CubeImport
-from memos._types import SourceRef
+from memos.core._archive import pack
+from memos.core._store import CubeImport
+from memos.core._types import SourceRef
+from memos.engine._export import read_export
 from memos.errors import (
     AccessDenied,
     Conflict,

@@ -15,12 +15,12 @@ import pytest
 from numpy.typing import NDArray
 
 from memos import EventOp, HashEmbedder, ItemStatus, Limits, MemOS, SearchHit
-from memos._codec_state import codec_from_blob
-from memos._partition import SCHEDULER_ACTOR, lists_for
-from memos._vector_index import VectorIndex, _sha256, _sidecar_digest
 from memos.codecs import IvfCodec, IvfTable, make_codec, state_from_bytes, state_to_bytes
 from memos.codecs._ivf import FIT_PER_LIST, SLACK_SHARE
 from memos.errors import IntegrityError, InvalidInput
+from memos.plaintext._codec_state import codec_from_blob
+from memos.plaintext._partition import SCHEDULER_ACTOR, lists_for
+from memos.plaintext._vector_index import VectorIndex, _sha256, _sidecar_digest
 
 DIM = 32
 CUBE = "notes"

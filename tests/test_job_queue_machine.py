@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
 from memos import Job, JobKind, JobState, open_store
-from memos._jobs import new_job_id, succeeded
+from memos.core._jobs import new_job_id, succeeded
 from memos.errors import Conflict
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

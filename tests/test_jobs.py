@@ -22,7 +22,7 @@ from memos.api import ServerSettings
 from memos.schedulers import HANDLERS, Worker
 
 from memos import HashEmbedder, Job, JobKind, JobState, MemOS, Store, open_store
-from memos._jobs import MAX_ATTEMPTS, new_job_id, succeeded
+from memos.core._jobs import MAX_ATTEMPTS, new_job_id, succeeded
 from memos.errors import (
     AccessDenied,
     Conflict,

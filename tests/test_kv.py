@@ -20,11 +20,11 @@ import torch
 from _models import WORDS, tiny_model_dir
 
 from memos import EventOp, HashEmbedder, MemoryItem, MemOS
-from memos._access import DEFAULT_HALF_LIFE_S, accessed, decayed_frequency
-from memos._derived import KV_KIND
-from memos._store import Change
-from memos._types import AccessStats, DerivedEntry, SourceRef
 from memos.activation import KVEntry, cache_from_bytes, render_block
+from memos.core._access import DEFAULT_HALF_LIFE_S, accessed, decayed_frequency
+from memos.core._derived import KV_KIND
+from memos.core._store import Change
+from memos.core._types import AccessStats, DerivedEntry, SourceRef
 from memos.errors import (
     Conflict,
     CubeNotFound,

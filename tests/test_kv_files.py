@@ -24,10 +24,10 @@ from pydantic import ValidationError
 from safetensors.torch import load, save
 
 from memos import EventOp, HashEmbedder, MemOS
-from memos._derived import KV_KIND
-from memos._store import Change
-from memos._types import DerivedEntry, SourceRef
 from memos.activation import KVEntry, KVManifest, cache_from_bytes, cache_to_bytes
+from memos.core._derived import KV_KIND
+from memos.core._store import Change
+from memos.core._types import DerivedEntry, SourceRef
 from memos.errors import CorruptArtifact, IntegrityError
 from memos.llm import KV, LocalModel, ModelFingerprint
 

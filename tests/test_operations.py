@@ -1,4 +1,4 @@
-"""Operations declared once (``memos._operations``): a declaration alone gives the embedded
+"""Operations declared once (``memos.engine._operations``): a declaration alone gives the embedded
 call, the HTTP route and its OpenAPI entry, and the HTTP client's call."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from _servers import serve
 from memos.api import ServerSettings
 
 from memos import HashEmbedder, MemOS
-from memos._handle import Handle
-from memos._operations import operation, operations_of
-from memos._remote import RemoteMemOS
-from memos._types import ItemStatus
+from memos.core._types import ItemStatus
+from memos.engine._handle import Handle
+from memos.engine._operations import operation, operations_of
+from memos.engine._remote import RemoteMemOS
 from memos.errors import CubeNotFound, InvalidInput
 
 

@@ -36,9 +36,8 @@ from test_store_contract import (
 )
 
 from memos import Change, EventOp, HashEmbedder, ItemFilter, MemOS, open_store
-from memos._chain import verify_chain
-from memos._indexes import CubeIndexes
-from memos._types import ApiKey, ItemStatus
+from memos.core._chain import verify_chain
+from memos.core._types import ApiKey, ItemStatus
 from memos.errors import (
     CubeNotFound,
     DataDirError,
@@ -48,6 +47,7 @@ from memos.errors import (
     StorageError,
     VersionConflict,
 )
+from memos.plaintext._indexes import CubeIndexes
 
 CUBE = "notes"
 # a name the SDK would refuse, but a store must still keep apart from every other key

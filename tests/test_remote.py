@@ -34,7 +34,7 @@ from memos import (
     SearchHit,
     VerifyReport,
 )
-from memos._remote import RemoteMemOS
+from memos.engine._remote import RemoteMemOS
 from memos.errors import (
     AccessDenied,
     CubeExists,
@@ -348,8 +348,8 @@ def _parameters(function: Callable[..., object]) -> list[tuple[str, object, obje
 
 
 def test_remote_methods_have_the_embedded_signatures() -> None:
-    from memos._remote import RemoteKV, RemoteLora
     from memos.activation import KVMemory
+    from memos.engine._remote import RemoteKV, RemoteLora
     from memos.parametric import LoraMemory
 
     for embedded, remote in ((MemOS, RemoteMemOS), (KVMemory, RemoteKV), (LoraMemory, RemoteLora)):

@@ -26,8 +26,8 @@ from memos.api import _schemas as published
 from pydantic import BaseModel
 
 from memos import ChatReply, Event, EventOp, HashEmbedder, MemOS
-from memos._remote import RemoteMemOS
 from memos.activation import KVEntry, KVManifest
+from memos.engine._remote import RemoteMemOS
 from memos.errors import (
     CubeNotFound,
     InvalidInput,

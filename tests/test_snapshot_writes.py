@@ -18,8 +18,8 @@ import pytest
 from _workers import HASH_DIM, LineReader, spawn
 
 from memos import HashEmbedder, MemOS
-from memos._vector_index import VectorIndex
 from memos.codecs import Fp32Codec
+from memos.plaintext._vector_index import VectorIndex
 
 DIM = 16
 

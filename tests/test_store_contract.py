@@ -24,9 +24,9 @@ from _backends import STORES
 from _backends import store_url as backend_url
 
 from memos import Change, CubeImport, CubeInfo, Event, EventOp, ItemFilter, MemoryItem, Store
-from memos._chain import GENESIS_HASH, verify_chain
-from memos._store import Vector, open_store
-from memos._types import Access, ApiKey, DerivedEntry, ItemStatus, SourceRef
+from memos.core._chain import GENESIS_HASH, verify_chain
+from memos.core._store import Vector, open_store
+from memos.core._types import Access, ApiKey, DerivedEntry, ItemStatus, SourceRef
 from memos.errors import (
     Conflict,
     CubeExists,

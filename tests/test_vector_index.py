@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from memos._vector_index import VectorIndex
 from memos.codecs import Fp32Codec
+from memos.plaintext._vector_index import VectorIndex
 
 
 def unit_rows(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:

@@ -23,7 +23,7 @@ import pytest
 from memos.stores.sqlite import DB_FILE
 
 from memos import EventOp, HashEmbedder, MemOS, VerifyReport
-from memos._chain import seal
+from memos.core._chain import seal
 
 CUBE, OTHER = "notes", "other"
 LAST_SEQ = 7

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from memos._types import MemoryItem
+from memos.core._types import MemoryItem
 
 BLOCK_TEMPLATE = "memos-block-1"
 _HEADER = (

@@ -22,10 +22,13 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from memos import _validation as check
-from memos._derived import KV_KIND
-from memos._store import Change, Store
-from memos._types import (
+from memos.activation._block import render_block, template_version
+from memos.activation._manifest import KV_DTYPES, KVManifest
+from memos.activation._tensors import cache_from_bytes, cache_to_bytes, token_sha256
+from memos.core import _validation as check
+from memos.core._derived import KV_KIND
+from memos.core._store import Change, Store
+from memos.core._types import (
     Access,
     CubeInfo,
     DerivedEntry,
@@ -36,10 +39,7 @@ from memos._types import (
     SourceRef,
     utcnow,
 )
-from memos._validation import Limits
-from memos.activation._block import render_block, template_version
-from memos.activation._manifest import KV_DTYPES, KVManifest
-from memos.activation._tensors import cache_from_bytes, cache_to_bytes, token_sha256
+from memos.core._validation import Limits
 from memos.errors import (
     Conflict,
     CorruptArtifact,

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from memos._types import SourceRef
+from memos.core._types import SourceRef
 from memos.llm import ModelFingerprint
 
 KVDtype = Literal["fp32", "bf16", "int8"]

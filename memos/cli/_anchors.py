@@ -1,5 +1,5 @@
 """Anchor files at the command line: ``memos log --anchor`` writes one, ``memos verify
---anchor`` checks the logs against it (see :mod:`memos._anchor`).
+--anchor`` checks the logs against it (see :mod:`memos.core._anchor`).
 
 An anchor and its key are worth something only where whoever can change the data directory
 cannot change them, so both are refused inside the data directory. The key is read here, at
@@ -13,7 +13,8 @@ from typing import Annotated
 import typer
 
 from memos import CubeAnchor, MemOS, VerifyReport
-from memos._anchor import (
+from memos.cli._session import settings
+from memos.core._anchor import (
     AnchorFile,
     anchor_file,
     dump_anchor_file,
@@ -21,7 +22,6 @@ from memos._anchor import (
     held_problem,
     read_anchor_file,
 )
-from memos.cli._session import settings
 from memos.errors import IntegrityError, InvalidInput
 
 AnchorOption = Annotated[

@@ -9,13 +9,13 @@ from typing import Annotated
 import typer
 
 from memos import __version__
-from memos._engine import DEFAULT_MODEL_CACHE
 from memos.cli import _audit, _chat, _jobs, _read, _serve, _write
 from memos.cli._cube import cube_app
 from memos.cli._keys import keys_app
 from memos.cli._kv import kv_app
 from memos.cli._lora import lora_app
 from memos.cli._session import Settings
+from memos.engine._engine import DEFAULT_MODEL_CACHE
 
 app = typer.Typer(
     name="memos",

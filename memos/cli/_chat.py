@@ -5,13 +5,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from memos import MemOS
-from memos._types import ChatReply
 from memos.cli import _render
 from memos.cli._options import CubeOption
 from memos.cli._session import open_memos
+from memos.core._types import ChatReply
 
-if TYPE_CHECKING:  # memos._chat imports torch; only a chat should pay for that
-    from memos._chat import ChatStream
+if TYPE_CHECKING:  # memos.engine._chat imports torch; only a chat should pay for that
+    from memos.engine._chat import ChatStream
 
 
 def chat(

@@ -3,7 +3,7 @@
 import json
 from collections.abc import Iterable
 
-from memos._types import MetadataValue
+from memos.core._types import MetadataValue
 from memos.errors import InvalidInput
 
 

@@ -4,10 +4,10 @@ from typing import Annotated
 
 import typer
 
-from memos._search import DEFAULT_MODE, SearchMode
 from memos.cli import _render
 from memos.cli._options import CubeOption, ItemId, JsonFlag
 from memos.cli._session import open_memos
+from memos.plaintext._search import DEFAULT_MODE, SearchMode
 
 
 def search(

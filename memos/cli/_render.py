@@ -25,7 +25,7 @@ from memos import (
     SearchHit,
     VerifyReport,
 )
-from memos._types import ChatReply
+from memos.core._types import ChatReply
 
 if TYPE_CHECKING:  # memos.activation imports torch; only KV commands should pay for that
     from memos.activation import KVEntry

@@ -2,7 +2,7 @@
 
 Each vector is scaled so its largest component maps to e4m3's largest finite value, so small
 components keep their precision instead of being flushed to zero. Codes live in a growable
-numpy array (appends are amortised) and are scanned by the fp8 kernel in :mod:`memos._fp8`.
+numpy array (appends are amortised) and are scanned by the fp8 kernel in :mod:`memos.codecs._fp8`.
 Tables are saved as safetensors, never pickle, and checked on load.
 """
 
@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
-from memos import _fp8 as kernel
+from memos.codecs import _fp8 as kernel
 from memos.codecs._common import NeverFitted
 from memos.codecs._protocol import Positions, Vectors
 

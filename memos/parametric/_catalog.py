@@ -24,10 +24,10 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from memos import _validation as check
-from memos._derived import ADAPTER_KIND
-from memos._store import Change, Store
-from memos._types import (
+from memos.core import _validation as check
+from memos.core._derived import ADAPTER_KIND
+from memos.core._store import Change, Store
+from memos.core._types import (
     Access,
     CubeInfo,
     DerivedEntry,
@@ -38,7 +38,7 @@ from memos._types import (
     SourceRef,
     utcnow,
 )
-from memos._validation import Limits
+from memos.core._validation import Limits
 from memos.errors import (
     Conflict,
     CorruptArtifact,

@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from memos._types import SourceRef
-from memos._validation import ADAPTER_NAME
+from memos.core._types import SourceRef
+from memos.core._validation import ADAPTER_NAME
 from memos.llm import ModelFingerprint
 
 AdapterOrigin = Literal["consolidate", "import", "retrain", "rollback"]

@@ -1,0 +1,1 @@
+"""The engine, the handles over it (embedded and HTTP) and the operation declarations."""

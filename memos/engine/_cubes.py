@@ -1,0 +1,44 @@
+"""Making a cube: its name in the caller's namespace, its embedder, codec and KV storage."""
+
+from __future__ import annotations
+
+from memos.codecs import default_codec
+from memos.core._types import CubeInfo, utcnow
+from memos.engine._engine import Engine
+from memos.engine._scope import Scope
+from memos.errors import InvalidInput
+from memos.plaintext._encoding import checked_codec
+
+KV_DTYPES = ("fp32", "bf16", "int8")
+
+
+def create_cube(
+    engine: Engine,
+    scope: Scope,
+    name: str,
+    *,
+    owner: str | None,
+    embedder: str | None,
+    codec: str | None,
+    kv_dtype: str,
+) -> CubeInfo:
+    """:meth:`memos.MemOS.create_cube` for ``scope``."""
+    name, owner = scope.new_cube(name, owner)
+    model = engine.embedder_named(embedder or engine.default_embedder_name())
+    info = CubeInfo(
+        name=name,
+        owner=owner,
+        embedder=model.name,
+        dim=model.dim,
+        codec=checked_codec(codec or default_codec(model.dim), model.dim),
+        kv_dtype=_checked_kv_dtype(kv_dtype),
+        created_at=utcnow(),
+    )
+    engine.store.create_cube(info, actor=owner)
+    return info
+
+
+def _checked_kv_dtype(dtype: str) -> str:
+    if dtype not in KV_DTYPES:
+        raise InvalidInput(f"kv_dtype must be fp32, bf16 or int8, not {dtype!r}")
+    return dtype

@@ -1,0 +1,421 @@
+"""The ``MemOS`` facade: the SDK's one entry point over a store, embedders and indexes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from memos.core import _keys, _mutations
+from memos.core import _validation as check
+from memos.core._access import DEFAULT_HALF_LIFE_S
+from memos.core._anchor import CubeAnchor
+from memos.core._jobs import (
+    Job,
+    JobKind,
+    JobState,
+    ReencodeParams,
+    checked_kind,
+    checked_params,
+    checked_state,
+    new_job_id,
+)
+from memos.core._records import Record, parse_records
+from memos.core._store import Change, Store, Vector, open_store
+from memos.core._types import (
+    Access,
+    ApiKey,
+    ChatReply,
+    CubeInfo,
+    EventOp,
+    ItemStatus,
+    MemoryItem,
+    MetadataValue,
+    VerifyReport,
+    utcnow,
+)
+from memos.core._validation import Limits
+from memos.embedding import Embedder
+from memos.engine._engine import Engine
+from memos.engine._export import export_cube, read_export
+from memos.engine._handle import Handle
+from memos.engine._scope import Scope
+from memos.engine._verify import verify_cube
+from memos.errors import (
+    AccessDenied,
+    IntegrityError,
+    InvalidInput,
+    VersionConflict,
+)
+from memos.plaintext._encoding import checked_codec, fitted
+
+if TYPE_CHECKING:
+    from memos.activation import KVMemory
+    from memos.engine._chat import ChatStream
+    from memos.engine._remote import RemoteMemOS
+    from memos.llm import LLMBackend
+    from memos.parametric import LoraMemory
+
+
+_RETRIES = 20
+_EMBED_CHUNK = 4096
+Progress = Callable[[int], None]
+
+
+class MemOS(Handle):
+    """Memory for LLM applications: cubes of memories with an audited, reversible history.
+
+    Open an embedded data directory with :meth:`open`. Every mutation appends one event to the
+    cube's hash-chained log in the same transaction that changes the item.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        snapshot_dir: Path | None = None,
+        embedder: Embedder | None = None,
+        limits: Limits | None = None,
+        model: LLMBackend | str | Path | None = None,
+        model_cache: Path | None = None,
+    ) -> None:
+        engine = Engine(
+            store, limits=limits or Limits(), snapshot_dir=snapshot_dir, embedder=embedder,
+            model=model, model_cache=model_cache,
+        )  # fmt: skip
+        self._engine, self._scope = engine, engine.operator
+
+    @classmethod
+    def _over(cls, engine: Engine, scope: Scope) -> MemOS:
+        """A handle over ``engine`` that acts under ``scope``."""
+        handle = cls.__new__(cls)
+        handle._engine, handle._scope = engine, scope
+        return handle
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path = ".memos",
+        *,
+        create: bool = True,
+        embedder: Embedder | None = None,
+        limits: Limits | None = None,
+        model: LLMBackend | str | Path | None = None,
+        model_cache: Path | None = None,
+    ) -> MemOS:
+        """Open (or create) an embedded data directory: SQLite, index snapshots, blobs.
+
+        ``model`` (for chat and KV caches) is a loaded backend, a local Hugging Face model
+        directory or ``.gguf`` file, or ``None`` for the bundled SmolLM2-135M-Instruct; a GGUF
+        is converted once into ``model_cache`` (default ``~/.cache/memos/models``)."""
+        data_dir = Path(path).expanduser().resolve()
+        store = open_store(f"sqlite:///{data_dir}", create=create)
+        return cls(
+            store,
+            snapshot_dir=data_dir / "index",
+            embedder=embedder,
+            limits=limits,
+            model=model,
+            model_cache=model_cache,
+        )
+
+    @classmethod
+    def connect(cls, url: str, *, api_key: str, timeout: float = 600.0) -> RemoteMemOS:
+        """A client of a MemOS server with the same methods as an embedded MemOS.
+
+        It acts as the principal of ``api_key`` (made by ``memos keys create``); ``timeout``
+        is how long to wait for an answer, in seconds (chat and consolidation are slow)."""
+        from memos.engine._remote import RemoteMemOS
+
+        return RemoteMemOS(url, api_key=api_key, timeout=timeout)
+
+    def as_principal(self, principal: str, *, limits: Limits | None = None) -> MemOS:
+        """A handle over the same store, indexes and model that acts as ``principal``: it sees
+        only the cubes the principal owns or was granted, and the log names the principal for
+        everything it does (see :mod:`memos.engine._scope`). ``limits`` (a server's) replace the
+        handle's input limits. Closing it closes nothing."""
+        scope = Scope(self.store, principal, limits or self.limits)
+        return type(self)._over(self._engine, scope)
+
+    @property
+    def principal(self) -> str | None:
+        """Whom this handle acts as; ``None`` for the operator of an embedded data directory."""
+        return self._scope.principal
+
+    @property
+    def store(self) -> Store:
+        return self._engine.store
+
+    @property
+    def limits(self) -> Limits:
+        return self._scope.limits
+
+    def close(self) -> None:
+        """Close the store (the operator's handle; a principal's closes nothing)."""
+        if self._scope.principal is None:
+            self._engine.close()
+
+    def __enter__(self) -> MemOS:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # cubes ------------------------------------------------------------------------------
+
+    # API keys of the server ------------------------------------------------------------
+
+    def create_api_key(self, principal: str) -> tuple[ApiKey, str]:
+        """Make an API key for ``principal``: its record and the token, shown this once."""
+        self._operator_only("create API keys")
+        return _keys.create_key(self.store, principal, self.limits)
+
+    def list_api_keys(self) -> list[ApiKey]:
+        self._operator_only("list API keys")
+        return self.store.list_api_keys()
+
+    def revoke_api_key(self, key_id: str) -> ApiKey:
+        self._operator_only("revoke API keys")
+        if not isinstance(key_id, str):
+            raise InvalidInput("a key id is a string", field="key_id")
+        return self.store.revoke_api_key(key_id, utcnow())
+
+    def _operator_only(self, what: str) -> None:
+        if self.principal is not None:
+            raise AccessDenied(f"only the operator may {what}")
+
+    # writes -----------------------------------------------------------------------------
+
+    def add_many(
+        self,
+        records: Iterable[str | Mapping[str, Any]],
+        *,
+        cube: str,
+        user: str | None = None,
+        tags: Iterable[str] | None = None,
+        metadata: Mapping[str, MetadataValue] | None = None,
+        session: str | None = None,
+        batch_size: int = 256,
+        progress: Progress | None = None,
+    ) -> list[MemoryItem]:
+        """Ingest many memories: all are validated first, then embedded and committed in
+        batches (one transaction and one event per memory)."""
+        info = self._scope.cube(cube, Access.WRITE)
+        batch_size = check.positive(batch_size, "batch_size", 100_000)
+        parsed = parse_records(
+            records, user=user, tags=tags, metadata=metadata, session=session, limits=self.limits
+        )
+        embedder = self._engine.embedder_for(info)
+        added: list[MemoryItem] = []
+        # Embedding a large chunk at once lets the embedder sort it by length (less padding);
+        # commits stay at ``batch_size`` so each transaction is short.
+        chunk_size = max(batch_size, _EMBED_CHUNK)
+        for chunk_start in range(0, len(parsed), chunk_size):
+            chunk = parsed[chunk_start : chunk_start + chunk_size]
+            vectors = embedder.embed([r.text for r in chunk])
+            for start in range(0, len(chunk), batch_size):
+                end = start + batch_size
+                added.extend(self._commit_new(info, chunk[start:end], vectors[start:end]))
+                if progress is not None:
+                    progress(len(chunk[start:end]))
+        self._after_write(info, self._actor(user))
+        return added
+
+    def _commit_new(
+        self, info: CubeInfo, batch: Sequence[Record], vectors: Vector
+    ) -> list[MemoryItem]:
+        now = utcnow()
+        changes = []
+        for record, vector in zip(batch, vectors, strict=True):
+            item = _mutations.new_item(
+                cube=info.name,
+                text=record.text,
+                user=record.user,
+                tags=record.tags,
+                metadata=record.metadata,
+                occurred_at=record.occurred_at,
+                now=now,
+            )
+            changes.append(
+                Change(
+                    op=EventOp.CREATE,
+                    cube=info.name,
+                    actor=self._actor(record.user),
+                    ts=now,
+                    item_id=item.id,
+                    after=item,
+                    vector=vector,
+                    expected_version=0,
+                )
+            )
+        self.store.commit(changes)
+        return [c.after for c in changes if c.after is not None]
+
+    # reads ------------------------------------------------------------------------------
+
+    def verify(self, cube: str, *, anchor: CubeAnchor | None = None) -> VerifyReport:
+        """Recompute the cube's hash chain and check against it everything that decides an
+        answer: items, vectors, configuration, derived artifacts, the keyword index, the codec's
+        fitted state and the vector index snapshot; names the first bad seq. With ``anchor``
+        (from :meth:`anchor`, kept outside the data directory) it also catches a log whose
+        newest events were cut off or rewritten since."""
+        info = self.get_cube(cube)
+        if anchor is not None and anchor.cube != info.name:
+            raise InvalidInput(f"the anchor is of cube {anchor.cube!r}, not {info.name!r}")
+        return verify_cube(self.store, info, anchor=anchor, indexes=self._engine.indexes)
+
+    # portability ------------------------------------------------------------------------
+
+    def export_cube(self, cube: str, directory: str | Path) -> Path:
+        """Write a portable, checksummed copy of the cube (items, events, vectors)."""
+        info = self.get_cube(cube)
+        report = self.verify(info.name)
+        if not report.ok:
+            raise IntegrityError(
+                f"cube {info.name!r} does not verify (seq {report.first_bad_seq}: "
+                f"{report.problem}); refusing to export it",
+                seq=report.first_bad_seq,
+            )
+        return export_cube(self.store, info, Path(directory))
+
+    def import_cube(self, directory: str | Path) -> CubeInfo:
+        """Import an export after checking its checksums, chain and items; the imported log is
+        identical to the exported one, hashes included."""
+        data = read_export(Path(directory))
+        self._scope.importable(data.cube)
+        # the blobs go in with the cube, in its transaction: a refused import leaves none
+        self.store.import_cube(data)
+        self._engine.indexes.forget(data.cube.name)
+        self._engine.indexes.current(data.cube)
+        return data.cube
+
+    # background jobs --------------------------------------------------------------------
+
+    def submit_job(
+        self,
+        cube: str,
+        kind: JobKind | str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        user: str | None = None,
+        reason: str | None = None,
+    ) -> Job:
+        """Queue a background job on ``cube`` and return it, queued: ``consolidate`` (params as
+        ``lora.consolidate``: ``name`` and ``item_ids`` or ``query``), ``retrain``
+        (``name``), ``refit``, ``reencode`` (``codec``). A worker (``memos worker``) runs it
+        with this handle's rights; the events it makes name the acting user and begin their
+        reason with the job's id. The job is stored before this returns: no worker crash
+        loses it (see :mod:`memos.core._jobs`)."""
+        info = self._scope.cube(cube, Access.WRITE)
+        job_kind = checked_kind(kind)
+        checked = checked_params(job_kind, dict(params) if isinstance(params, Mapping) else params)
+        # what the worker's call would refuse at once is refused now, before anything queues
+        if isinstance(checked, ReencodeParams):
+            checked_codec(checked.codec, info.dim)
+        elif job_kind == JobKind.REFIT:
+            fitted(info)
+        job = Job(
+            id=new_job_id(), cube=info.name, kind=job_kind, principal=self.principal,
+            params=checked.model_dump(mode="json"), actor=self._actor(user),
+            reason=check.reason(reason, self.limits), after_seq=self.store.head(info.name)[0],
+            submitted_at=utcnow(),
+        )  # fmt: skip
+        check.reason(job.event_reason, self.limits)  # the events' reasons must fit too
+        self.store.enqueue_job(job)
+        return job
+
+    def list_jobs(
+        self, cube: str | None = None, *, state: JobState | str | None = None
+    ) -> list[Job]:
+        """The jobs of ``cube`` (default: of every cube this handle may read), oldest first;
+        only those in ``state`` when given."""
+        wanted = checked_state(state)
+        cubes = self.list_cubes() if cube is None else [self._scope.cube(cube)]
+        jobs = [job for info in cubes for job in self.store.list_jobs(info.name)]
+        if cube is None:
+            jobs.sort(key=lambda job: (job.submitted_at, job.id))
+        return [job for job in jobs if wanted is None or job.state == wanted]
+
+    def _after_write(self, info: CubeInfo, actor: str, *, grew: bool = True) -> None:
+        self._engine.after_write(info, actor, self.limits, grew=grew)
+
+    # chat and activation memory ---------------------------------------------------------
+
+    def model(self) -> LLMBackend:
+        """The language model chat and KV caches use, loaded on first call."""
+        return self._engine.model()
+
+    @property
+    def kv(self) -> KVMemory:
+        """The activation tier: ``build``, ``list``, ``get``, ``drop`` KV caches of memory
+        blocks (see :class:`memos.activation.KVMemory`)."""
+        return self._engine.kv().scoped(self._scope.cube, self._actor)
+
+    @property
+    def lora(self) -> LoraMemory:
+        """The parametric tier: ``consolidate``, ``list``, ``show``, ``attach``, ``rollback``,
+        ``retrain``, ``export``, ``import_adapter``, ``delete`` LoRA adapters (see
+        :class:`memos.parametric.LoraMemory`)."""
+        return self._engine.lora().scoped(self._scope.cube, self._actor)
+
+    def chat_stream(
+        self,
+        query: str,
+        *,
+        cube: str,
+        user: str | None = None,
+        k: int = 5,
+        max_new_tokens: int = 128,
+        use_kv: bool = True,
+        adapter: str | None = None,
+        retrieve: bool = True,
+    ) -> ChatStream:
+        """:meth:`chat`, streamed: iterate for text pieces, then read ``.reply``."""
+        from memos.engine._chat import ChatStream, plan_chat
+
+        query = check.text(query, self.limits)
+        max_new_tokens = check.positive(
+            max_new_tokens, "max_new_tokens", self.limits.max_new_tokens
+        )
+        info = self.get_cube(cube)
+        through = None
+        if adapter is not None or info.default_adapter is not None:
+            entry = self.lora.for_chat(info.name, adapter)
+            through = None if entry is None else (entry.id, self.lora.activate(entry))
+        retrieved = self._retrieve(query, info.name, k, user) if retrieve else []
+        plan = plan_chat(
+            self.model(),
+            self.kv,
+            cube=info.name,
+            query=query,
+            retrieved=retrieved,
+            block_items=self._active_items,
+            use_kv=bool(use_kv),
+            adapter=through,
+        )
+
+        def count_use(reply: ChatReply) -> None:
+            ids = [m.id for m in reply.memories]
+            if ids:
+                self.store.record_access(ids, utcnow(), DEFAULT_HALF_LIFE_S)
+
+        return ChatStream(self.model(), plan, max_new_tokens, count_use)
+
+    def _retrieve(self, query: str, cube: str, k: int, user: str | None) -> list[MemoryItem]:
+        return [hit.item for hit in self.search(query, cube=cube, k=k, user=user)]
+
+    def _active_items(self, item_ids: Sequence[str]) -> list[MemoryItem]:
+        found = self.store.get_items(item_ids)
+        items = [found.get(i) for i in item_ids]
+        if any(item is None or item.status != ItemStatus.ACTIVE for item in items):
+            raise VersionConflict("a memory of the KV block changed while the chat started")
+        return [item for item in items if item is not None]
+
+    def _actor(self, user: str | None) -> str:
+        return self._scope.actor(user)

@@ -1,0 +1,629 @@
+"""``MemOS.connect(url, api_key=...)``: the SDK's methods over a MemOS server's HTTP API.
+
+:class:`RemoteMemOS` has the methods of an embedded :class:`memos.MemOS` that the server exposes,
+with the same signatures, and returns the SDK's own models, so code (and a test suite) runs
+unchanged against either face. Both are a :class:`memos.engine._handle.Handle`: the
+operations declared there (see :mod:`memos.engine._operations`) are sent by
+:meth:`RemoteMemOS._perform` to the route their declaration names; the methods written here
+are the ones whose wire differs (uploads, streams, batches). It acts as the API key's
+principal, exactly as ``mos.as_principal(principal)`` does embedded: ``user=`` names no actor
+(the log names the principal), and is only checked.
+
+A failure the server reports in its JSON error envelope is raised as the
+:class:`memos.errors.MemosError` subclass with the same ``code``, message and details; a server
+that cannot be reached is a :class:`memos.errors.StorageError` naming the URL.
+
+What HTTP cannot mirror exactly: ``add_many`` sends one request per ``batch_size`` records,
+so a bad record in a later batch leaves the earlier batches added; ``lora.import_adapter``
+checks the directory's files before the cube (an unknown cube with a missing directory is
+:class:`InvalidInput`); API keys have no route and are absent. A ``chat_stream`` reads the
+server's events as they arrive and holds its connection until it is read to the end (or
+closed).
+"""
+
+from __future__ import annotations
+
+import builtins
+import functools
+import itertools
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
+from urllib.parse import quote
+
+import httpx
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError, to_jsonable_python
+
+from memos.core import _validation as check
+from memos.core._anchor import CubeAnchor
+from memos.core._archive import ADAPTER_EXPORT, CUBE_EXPORT, Layout, pack, unpack
+from memos.core._jobs import Job, JobKind, JobState, checked_job_id
+from memos.core._records import parse_records
+from memos.core._types import (
+    CubeInfo,
+    Event,
+    MemoryItem,
+    MetadataValue,
+    VerifyReport,
+)
+from memos.core._validation import Limits
+from memos.engine._handle import Handle
+from memos.engine._http_errors import error_from
+from memos.engine._operations import PATH_PARAMETER, Operation
+from memos.engine._remote_chat import RemoteChatStream
+from memos.errors import (
+    InvalidInput,
+    ItemNotFound,
+    KVEntryNotFound,
+    MemosError,
+    StorageError,
+)
+
+if TYPE_CHECKING:
+    from memos.activation import KVEntry
+    from memos.parametric import AdapterEntry
+
+T = TypeVar("T")
+Progress = Callable[[int], None]
+TrainProgress = Callable[[int, int, float], None]
+
+CONNECT_TIMEOUT_S = 5.0
+TAR = "application/x-tar"
+_LIMITS = Limits()  # for arguments the server never sees (user=, batch_size=)
+
+_ITEM = TypeAdapter(MemoryItem)
+_ITEMS = TypeAdapter(list[MemoryItem])
+_CUBE = TypeAdapter(CubeInfo)
+_EVENT = TypeAdapter(Event)
+_EVENTS = TypeAdapter(list[Event])
+_REPORT = TypeAdapter(VerifyReport)
+_JOB = TypeAdapter(Job)
+_JOBS = TypeAdapter(list[Job])
+
+
+# the wire -----------------------------------------------------------------------------------
+
+
+def _encode(body: object) -> bytes:
+    try:
+        return json.dumps(to_jsonable_python(body), allow_nan=False).encode()
+    except (PydanticSerializationError, ValueError) as exc:
+        raise InvalidInput(f"the arguments cannot be sent as JSON: {exc}") from None
+
+
+def _parsed(adapter: TypeAdapter[T], response: httpx.Response) -> T:
+    try:
+        return adapter.validate_json(response.content)
+    except ValidationError as exc:
+        raise MemosError(
+            f"the server's answer to {response.request.method} {response.request.url.path} "
+            f"is not what this client reads: {exc}"
+        ) from exc
+
+
+class _Connection:
+    """One keep-alive HTTP client of a server, authenticated as one API key."""
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        timeout: float,
+        transport: httpx.BaseTransport | None,
+    ) -> None:
+        self.url = url
+        self._client = httpx.Client(
+            base_url=url,
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S),
+            transport=transport,
+        )
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: object = None,
+        params: Mapping[str, object] | None = None,
+        content: bytes | None = None,
+        content_type: str = "application/json",
+        stream: bool = False,
+    ) -> httpx.Response:
+        """The server's 2xx answer to the request, else its error raised as a ``MemosError``.
+        With ``stream``, a 2xx answer's body is left unread, for the caller to read as it
+        arrives and then close."""
+        if content is None and body is not None:
+            content = _encode(body)
+        query = {k: _query_value(k, v) for k, v in (params or {}).items() if v is not None}
+        headers = {} if content is None else {"Content-Type": content_type}
+        try:
+            request = self._client.build_request(
+                method, path, content=content, params=cast(Any, query), headers=headers
+            )
+            response = self._client.send(request, stream=stream)
+        except httpx.RequestError as exc:
+            raise self._unreachable(exc) from exc
+        if not response.is_success:
+            try:
+                response.read()  # a streamed answer's error envelope is still to come
+            except httpx.RequestError as exc:
+                raise self._unreachable(exc) from exc
+            finally:
+                response.close()
+            raise error_from(response)
+        return response
+
+    def _unreachable(self, exc: httpx.RequestError) -> StorageError:
+        return StorageError(
+            f"cannot reach the MemOS server at {self.url}: {type(exc).__name__}: {exc}",
+            url=self.url,
+        )
+
+    def call(self, adapter: TypeAdapter[T], method: str, path: str, **kwargs: Any) -> T:
+        return _parsed(adapter, self.send(method, path, **kwargs))
+
+    def close(self) -> None:
+        self._client.close()
+
+
+# paths --------------------------------------------------------------------------------------
+
+
+def _routable(segment: str) -> bool:
+    """Whether ``segment`` survives as one path segment: URL normalisation drops ``.`` and
+    ``..``, the server decodes ``%2F`` before routing, and a lone surrogate has no UTF-8."""
+    return segment not in ("", ".", "..") and "/" not in segment and check.is_unicode(segment)
+
+
+def _cube_segment(cube: object) -> str:
+    return quote(check.cube_ref(cube), safe="")
+
+
+def _item_segment(item_id: object) -> str:
+    if not isinstance(item_id, str) or not _routable(item_id):
+        raise ItemNotFound(f"no memory with id {item_id!r}", item_id=str(item_id))
+    return quote(item_id, safe="")
+
+
+def _principal_segment(principal: object) -> str:
+    principal = check.principal(principal, "principal", _LIMITS)
+    if principal in (".", ".."):  # URL normalisation would drop the segment
+        raise InvalidInput(f"principal {principal!r} cannot be named over HTTP")
+    return quote(principal, safe="")
+
+
+# how a path parameter is checked and encoded, by its name; any other is a plain segment
+_SEGMENTS: dict[str, Callable[[object], str]] = {
+    "cube": _cube_segment,
+    "item_id": _item_segment,
+    "principal": _principal_segment,
+    "job_id": checked_job_id,  # a job id's characters need no quoting
+}
+
+
+def _segment_of(name: str, values: Mapping[str, object]) -> str:
+    encode = _SEGMENTS.get(name) or functools.partial(_segment, field=name)
+    return encode(values[name])
+
+
+def _cube_path(cube: str) -> str:
+    return f"/v1/cubes/{_cube_segment(cube)}"
+
+
+def _item_path(item_id: str) -> str:
+    return f"/v1/memories/{_item_segment(item_id)}"
+
+
+def _job_path(job_id: str) -> str:
+    return f"/v1/jobs/{checked_job_id(job_id)}"  # the id's characters need no quoting
+
+
+def _query_value(field: str, value: object) -> object:
+    """A query parameter as sent: a string must be valid Unicode to be percent-encoded."""
+    return check.unicode(value, field) if isinstance(value, str) else value
+
+
+def _segment(value: object, field: str) -> str:
+    if not isinstance(value, str) or not _routable(value):
+        raise InvalidInput(f"{field} {value!r} cannot name a resource over HTTP", field=field)
+    return quote(value, safe="")
+
+
+def _wire_value(value: object) -> object:
+    """An argument as JSON carries it (see :mod:`memos.engine._operations`); anything else is
+    sent as it is, for the server to refuse as the embedded SDK does."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, Iterable) and not isinstance(value, str | bytes):
+        return list(value)
+    return value
+
+
+def _listed(values: object) -> object:
+    """A list for the JSON body; a lone string (or a non-iterable) is sent as it is, for the
+    server to refuse as the embedded SDK does."""
+    return list(values) if isinstance(values, Iterable) and not isinstance(values, str) else values
+
+
+def _mapped(values: object) -> object:
+    return dict(values) if isinstance(values, Mapping) else values
+
+
+def _record(record: object) -> object:
+    return {"text": record} if isinstance(record, str) else _mapped(record)
+
+
+def _actor(user: str | None) -> None:
+    """Check ``user`` as the embedded SDK does; the log names the key's principal anyway."""
+    check.optional_principal(user, "user", _LIMITS)
+
+
+def _unpacked(data: bytes, target: Path, layout: Layout) -> Path:
+    """Unpack a downloaded export into ``target`` (new, or an empty directory)."""
+    try:
+        if target.exists():
+            if not target.is_dir() or any(target.iterdir()):
+                raise InvalidInput(f"export directory {target} exists and is not empty")
+            target.rmdir()  # unpack makes it afresh
+        return unpack(data, target, layout)
+    except OSError as exc:
+        raise StorageError(f"cannot write the export to {target}: {exc}") from exc
+
+
+def _packed(source: Path, layout: Layout) -> bytes:
+    try:
+        return pack(source, layout)
+    except OSError as exc:
+        raise StorageError(f"cannot read the export in {source}: {exc}") from exc
+
+
+# the client ---------------------------------------------------------------------------------
+
+
+class RemoteMemOS(Handle):
+    """A MemOS server, as its API key's principal sees it; see the module docstring."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        api_key: str,
+        timeout: float = 600.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise InvalidInput(f"a server URL starts with http:// or https://, not {url!r}")
+        if not isinstance(api_key, str) or not api_key.isascii() or not api_key.isprintable():
+            raise InvalidInput("api_key must be a printable ASCII string", field="api_key")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise InvalidInput(f"timeout must be a positive number of seconds, not {timeout!r}")
+        self._http = _Connection(url.rstrip("/"), api_key, float(timeout), transport)
+        self._kv: RemoteKV | None = None
+        self._lora: RemoteLora | None = None
+
+    @property
+    def url(self) -> str:
+        return self._http.url
+
+    def _perform(self, op: Operation, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Send a declared operation to its route and read the reply (the body never runs
+        here)."""
+        values = op.arguments(args, kwargs)
+        path = PATH_PARAMETER.sub(lambda m: _segment_of(m.group(1), values), op.path)
+        rest = {k: _wire_value(v) for k, v in values.items() if k not in op.path_parameters}
+        if op.in_query:
+            return self._http.call(op.reply_adapter, op.method, path, params=rest)
+        return self._http.call(op.reply_adapter, op.method, path, body=rest)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # cubes ------------------------------------------------------------------------------
+
+    # writes -----------------------------------------------------------------------------
+
+    def add_many(
+        self,
+        records: Iterable[str | Mapping[str, Any]],
+        *,
+        cube: str,
+        user: str | None = None,
+        tags: Iterable[str] | None = None,
+        metadata: Mapping[str, MetadataValue] | None = None,
+        session: str | None = None,
+        batch_size: int = 256,
+        progress: Progress | None = None,
+    ) -> list[MemoryItem]:
+        """Add many memories, ``batch_size`` records per request (texts or record mappings).
+
+        Every record is checked here before the first request, as the embedded SDK checks
+        them before the first commit, so a bad record makes the call write nothing. (A server
+        with tighter size limits than the SDK's defaults may still refuse a later request.)"""
+        if isinstance(records, str | bytes) or not isinstance(records, Iterable):
+            raise InvalidInput("add_many takes a list of texts or records")
+        batch_size = check.positive(batch_size, "batch_size", 100_000)
+        records = list(records)
+        parse_records(
+            records, user=user, tags=tags, metadata=metadata, session=session, limits=Limits()
+        )
+        path = f"{_cube_path(cube)}/memories/batch"
+        shared = {
+            "user": user, "tags": _listed(tags), "metadata": _mapped(metadata), "session": session,
+        }  # fmt: skip
+        pending, added = iter(records), []
+        while batch := list(itertools.islice(pending, batch_size)):
+            body = {"records": [_record(r) for r in batch], **shared}
+            items: list[MemoryItem] = self._http.call(_ITEMS, "POST", path, body=body)
+            added.extend(items)
+            if progress is not None:
+                progress(len(batch))
+        if not added:
+            raise InvalidInput("nothing to add: the list of records is empty")
+        return added
+
+    # reads ------------------------------------------------------------------------------
+
+    def verify(self, cube: str, *, anchor: CubeAnchor | None = None) -> VerifyReport:
+        params = None
+        if anchor is not None:
+            named = cube if anchor.cube == cube else self.get_cube(cube).name  # a short name
+            if anchor.cube != named:
+                raise InvalidInput(f"the anchor is of cube {anchor.cube!r}, not {named!r}")
+            params = {"anchor_seq": anchor.seq, "anchor_hash": anchor.hash}
+            params["anchor_at"] = anchor.at.isoformat()
+        return self._http.call(_REPORT, "GET", f"{_cube_path(cube)}/verify", params=params)
+
+    def export_cube(self, cube: str, directory: str | Path) -> Path:
+        """Download the cube's export and unpack it into ``directory`` (new, or empty)."""
+        data = self._http.send("GET", f"{_cube_path(cube)}/export").content
+        return _unpacked(data, Path(directory), CUBE_EXPORT)
+
+    def import_cube(self, directory: str | Path) -> CubeInfo:
+        """Upload the export in ``directory``; the server checks it as an embedded import."""
+        source = Path(directory)
+        if not (source / "manifest.json").is_file():
+            raise InvalidInput(f"{source} is not a MemOS export (no manifest.json)")
+        data = _packed(source, CUBE_EXPORT)
+        return self._http.call(_CUBE, "POST", "/v1/cubes/import", content=data, content_type=TAR)
+
+    def submit_job(
+        self,
+        cube: str,
+        kind: JobKind | str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        user: str | None = None,
+        reason: str | None = None,
+    ) -> Job:
+        _actor(user)
+        body = {"kind": kind, "params": _mapped(params or {}), "reason": reason}
+        return self._http.call(_JOB, "POST", f"{_cube_path(cube)}/jobs", body=body)
+
+    def list_jobs(
+        self, cube: str | None = None, *, state: JobState | str | None = None
+    ) -> list[Job]:
+        path = "/v1/jobs" if cube is None else f"{_cube_path(cube)}/jobs"
+        params = {"state": None if state is None else str(state)}  # None is left out
+        return self._http.call(_JOBS, "GET", path, params=params)
+
+    # chat and the model tiers -----------------------------------------------------------
+
+    def chat_stream(
+        self,
+        query: str,
+        *,
+        cube: str,
+        user: str | None = None,
+        k: int = 5,
+        max_new_tokens: int = 128,
+        use_kv: bool = True,
+        adapter: str | None = None,
+        retrieve: bool = True,
+    ) -> RemoteChatStream:
+        """:meth:`chat`, streamed: iterate for text pieces as the server generates them, then
+        read ``.reply``. A refusal (an unknown cube, a bad argument) is raised here, before
+        any piece, as the embedded ``chat_stream`` raises it."""
+
+        body = {
+            "query": query, "user": user, "k": k, "max_new_tokens": max_new_tokens,
+            "use_kv": use_kv, "adapter": adapter, "retrieve": retrieve,
+        }  # fmt: skip
+        path = f"{_cube_path(cube)}/chat/stream"
+        return RemoteChatStream(self._http.send("POST", path, body=body, stream=True), self.url)
+
+    @property
+    def kv(self) -> RemoteKV:
+        """The activation tier on the server: ``build``, ``list``, ``get``, ``drop``."""
+        if self._kv is None:
+            self._kv = RemoteKV(self._http)
+        return self._kv
+
+    @property
+    def lora(self) -> RemoteLora:
+        """The parametric tier on the server: ``list``, ``show``, ``consolidate``,
+        ``retrain``, ``rollback``, ``import_adapter``, ``export``, ``attach``, ``delete``."""
+        if self._lora is None:
+            self._lora = RemoteLora(self._http)
+        return self._lora
+
+
+class RemoteKV:
+    """KV caches of memory blocks, built and kept by the server (``mos.kv`` embedded)."""
+
+    def __init__(self, http: _Connection) -> None:
+        self._http = http
+
+    def build(
+        self,
+        cube: str,
+        item_ids: Sequence[str] | None = None,
+        *,
+        query: str | None = None,
+        k: int = 8,
+        dtype: str | None = None,
+        user: str | None = None,
+        reason: str | None = None,
+    ) -> KVEntry:
+        from memos.activation import KVEntry
+
+        _actor(user)
+        body = {
+            "item_ids": _listed(item_ids), "query": query, "k": k, "dtype": dtype,
+            "reason": reason,
+        }  # fmt: skip
+        return self._http.call(TypeAdapter(KVEntry), "POST", f"{_cube_path(cube)}/kv", body=body)
+
+    def list(self, cube: str) -> list[KVEntry]:
+        from memos.activation import KVEntry
+
+        return self._http.call(TypeAdapter(list[KVEntry]), "GET", f"{_cube_path(cube)}/kv")
+
+    def get(self, cube: str, entry_id: str) -> KVEntry:
+        for entry in self.list(cube):
+            if entry.id == entry_id:
+                return entry
+        raise KVEntryNotFound(f"cube {cube!r} has no KV entry {entry_id!r}", entry=str(entry_id))
+
+    def drop(
+        self, cube: str, entry_id: str, *, user: str | None = None, reason: str | None = None
+    ) -> Event:
+        _actor(user)
+        if not isinstance(entry_id, str) or not _routable(entry_id):
+            raise KVEntryNotFound(
+                f"cube {cube!r} has no KV entry {entry_id!r}", entry=str(entry_id)
+            )
+        path = f"{_cube_path(cube)}/kv/{quote(entry_id, safe='')}"
+        return self._http.call(_EVENT, "DELETE", path, params={"reason": reason})
+
+
+class RemoteLora:
+    """LoRA adapters, trained and kept by the server (``mos.lora`` embedded). Training
+    progress is not reported over HTTP: ``progress`` is accepted and never called."""
+
+    def __init__(self, http: _Connection) -> None:
+        self._http = http
+
+    def _path(self, cube: str, name: str | None = None) -> str:
+        base = f"{_cube_path(cube)}/adapters"
+        return base if name is None else f"{base}/{_segment(name, 'adapter name')}"
+
+    def _entry(self, method: str, path: str, **kwargs: Any) -> AdapterEntry:
+        from memos.parametric import AdapterEntry
+
+        return self._http.call(TypeAdapter(AdapterEntry), method, path, **kwargs)
+
+    def list(self, cube: str, name: str | None = None) -> list[AdapterEntry]:
+        from memos.parametric import AdapterEntry
+
+        adapter = TypeAdapter(list[AdapterEntry])
+        return self._http.call(adapter, "GET", self._path(cube), params={"name": name})
+
+    def show(self, cube: str, name: str, version: int | None = None) -> AdapterEntry:
+        return self._entry("GET", self._path(cube, name), params={"version": version})
+
+    def consolidate(
+        self,
+        cube: str,
+        item_ids: Sequence[str] | None = None,
+        *,
+        name: str,
+        query: str | None = None,
+        k: int = 20,
+        recipe: Any = None,
+        density: float | None = 0.5,
+        user: str | None = None,
+        reason: str | None = None,
+        progress: TrainProgress | None = None,
+    ) -> AdapterEntry:
+        _actor(user)
+        body = {
+            "name": name, "item_ids": _listed(item_ids), "query": query, "k": k,
+            "recipe": recipe, "density": density, "reason": reason,
+        }  # fmt: skip
+        return self._entry("POST", self._path(cube), body=body)
+
+    def retrain(
+        self,
+        cube: str,
+        name: str,
+        *,
+        user: str | None = None,
+        reason: str | None = None,
+        progress: TrainProgress | None = None,
+    ) -> AdapterEntry:
+        _actor(user)
+        return self._entry("POST", f"{self._path(cube, name)}/retrain", body={"reason": reason})
+
+    def rollback(
+        self,
+        cube: str,
+        name: str,
+        *,
+        to_version: int,
+        user: str | None = None,
+        reason: str | None = None,
+    ) -> AdapterEntry:
+        _actor(user)
+        body = {"to_version": to_version, "reason": reason}
+        return self._entry("POST", f"{self._path(cube, name)}/rollback", body=body)
+
+    def import_adapter(
+        self,
+        cube: str,
+        directory: str | Path,
+        *,
+        name: str,
+        density: float | None = None,
+        user: str | None = None,
+        reason: str | None = None,
+    ) -> AdapterEntry:
+        """Upload the peft adapter directory ``directory`` as a new version of ``name``; the
+        server checks its files as an embedded import does."""
+        from memos.parametric._peftdir import check_adapter_dir
+
+        _actor(user)
+        source = Path(directory)
+        check_adapter_dir(source)  # what is not uploaded (pickled weights) is refused here
+        data = _packed(source, ADAPTER_EXPORT)
+        path = f"{self._path(cube, name)}/import"
+        params = {"density": density, "reason": reason}
+        return self._entry("POST", path, params=params, content=data, content_type=TAR)
+
+    def export(
+        self, cube: str, name: str, directory: str | Path, *, version: int | None = None
+    ) -> Path:
+        """Download adapter ``name`` (at ``version``; its latest by default) into the peft
+        adapter directory ``directory`` (new, or empty)."""
+        path = f"{self._path(cube, name)}/export"
+        data = self._http.send("GET", path, params={"version": version}).content
+        return _unpacked(data, Path(directory), ADAPTER_EXPORT)
+
+    def attach(
+        self, cube: str, name: str | None, *, user: str | None = None, reason: str | None = None
+    ) -> CubeInfo:
+        """Make ``name`` the cube's default adapter for chat (``None``: detach)."""
+        _actor(user)
+        path = f"{self._path(cube)}/detach" if name is None else f"{self._path(cube, name)}/attach"
+        return self._http.call(_CUBE, "POST", path, body={"reason": reason})
+
+    def delete(
+        self, cube: str, name: str, *, user: str | None = None, reason: str | None = None
+    ) -> builtins.list[Event]:
+        _actor(user)
+        path = self._path(cube, name)
+        return self._http.call(_EVENTS, "DELETE", path, params={"reason": reason})

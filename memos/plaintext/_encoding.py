@@ -1,0 +1,140 @@
+"""A cube's codec over its life: fitting it to the cube's vectors, refitting, re-encoding.
+
+A codec that needs fitting (``int8``, ``pca{k}+fp8``) starts unfitted (exact fp32 tables). Its
+fitted state is a safetensors blob in the store, named by its sha256, and the cube's
+configuration records that digest with a version that goes up on every change. A change is one
+cube-level event (``codec_fit`` or ``reencode``) committed with the new configuration in one
+transaction. The new index is built from the store's full-precision vectors *before* the
+commit and swapped in after it, so readers always search a complete index of one configuration
+and no item can be lost: every active item with a vector is re-encoded from the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from memos.codecs import FIT_SAMPLE_MAX, fit_sample_size, make_codec, state_to_bytes
+from memos.core._store import Change, Store, Vector
+from memos.core._types import CubeInfo, Event, EventOp, ItemFilter, utcnow
+from memos.errors import InvalidInput
+from memos.plaintext._indexes import CubeIndexes
+
+CONFIG_OPS = frozenset(
+    {
+        EventOp.CUBE_CREATE,
+        EventOp.CODEC_FIT,
+        EventOp.REENCODE,
+        EventOp.ADAPTER_ATTACH,
+        EventOp.GRANT,
+        EventOp.REVOKE,
+    }
+)
+_SAMPLE_SEED = 0
+_CHUNK = 4096
+
+
+def sample_vectors(store: Store, ids: Sequence[str], limit: int = FIT_SAMPLE_MAX) -> Vector:
+    """Up to ``limit`` of the items' vectors, a seeded sample (the same ids give the same
+    sample, so a refit of an unchanged cube gives the same state)."""
+    chosen = sorted(ids)
+    if len(chosen) > limit:
+        rng = np.random.default_rng(_SAMPLE_SEED)
+        chosen = [chosen[i] for i in sorted(rng.choice(len(chosen), limit, replace=False))]
+    rows: list[Vector] = []
+    for start in range(0, len(chosen), _CHUNK):
+        chunk = chosen[start : start + _CHUNK]
+        vectors = store.get_vectors(chunk)
+        rows.extend(vectors[i] for i in chunk if i in vectors)
+    if not rows:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.ascontiguousarray(np.stack(rows), dtype=np.float32)
+
+
+def reconfigure(
+    store: Store,
+    indexes: CubeIndexes,
+    info: CubeInfo,
+    *,
+    codec: str,
+    op: EventOp,
+    actor: str,
+    reason: str | None,
+    force_fit: bool = False,
+) -> CubeInfo:
+    """Give the cube ``codec`` (fitted now when it needs fitting and the cube holds
+    ``fit_min`` active vectors, or when ``force_fit``), as one ``op`` event.
+
+    Raises ``VersionConflict`` (and changes nothing) when another writer changed the cube's
+    configuration meanwhile.
+    """
+    target = make_codec(codec)
+    target.projected_dim(info.dim)
+    ids = store.filter_item_ids(info.name, ItemFilter())
+    digest: str | None = None
+    used = 0
+    if target.fit_min and (force_fit or len(ids) >= target.fit_min):
+        if len(ids) < target.fit_min:
+            raise InvalidInput(
+                f"codec {target.name} needs {target.fit_min} active memories to fit; "
+                f"cube {info.name!r} holds {len(ids)}",
+                cube=info.name,
+            )
+        sample = sample_vectors(store, ids, fit_sample_size(target))
+        state = target.fit(sample)
+        digest = store.put_blob(state_to_bytes(target.name, state))
+        target = make_codec(target.name, state)
+        used = len(sample)
+    new_info = info.model_copy(
+        update={
+            "codec": target.name,
+            "codec_state": digest,
+            "codec_version": info.codec_version + 1,
+        }
+    )
+    index = indexes.build(new_info, target)
+    change = Change(
+        op=op,
+        cube=info.name,
+        actor=actor,
+        ts=utcnow(),
+        reason=reason,
+        cube_info=new_info,
+        extra={
+            "codec": new_info.codec,
+            "codec_version": new_info.codec_version,
+            "codec_state": digest,
+            "fit_vectors": used,
+            "items": len(ids),
+            "previous": {"codec": info.codec, "codec_version": info.codec_version},
+        },
+    )
+    store.commit([change])
+    indexes.install(new_info, index)
+    return new_info
+
+
+def configured_cube(events: Sequence[Event]) -> CubeInfo | None:
+    """The cube's configuration as the log last set it (creation, fit, re-encode, attached
+    adapter, grants)."""
+    for event in reversed(events):
+        if event.op in CONFIG_OPS and event.payload is not None and "cube" in event.payload:
+            return CubeInfo.model_validate(event.payload["cube"])
+    return None
+
+
+def fitted(info: CubeInfo) -> CubeInfo:
+    """``info``, whose codec is one that is fitted (refit refuses any other)."""
+    if not make_codec(info.codec).fit_min:
+        raise InvalidInput(f"codec {info.codec} of cube {info.name!r} is not fitted")
+    return info
+
+
+def checked_codec(name: str, dim: int) -> str:
+    """The canonical name of codec ``name``, which must be able to encode ``dim``-d vectors."""
+    if not isinstance(name, str):
+        raise InvalidInput("a codec is named by a string")
+    codec = make_codec(name)
+    codec.projected_dim(dim)
+    return codec.name
