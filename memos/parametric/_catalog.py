@@ -50,7 +50,8 @@ from memos.errors import (
     VersionConflict,
 )
 from memos.llm import LocalModel
-from memos.parametric._manifest import AdapterManifest, LoraSettings
+from memos.parametric._density import density_keeping_recall, slot
+from memos.parametric._manifest import AdapterManifest, new_manifest, settings_of
 from memos.parametric._weights import Weights, decode, encode
 
 MAX_FACTS = 512
@@ -62,7 +63,6 @@ _NAME = re.compile(check.ADAPTER_NAME)
 # SmolLM2 adapters lost all recall at density 0.1 and kept most of it at 0.5 (492 KB)
 DEFAULT_DENSITY = 0.5
 # compressed weights are kept when they recall at most this fraction fewer facts than raw
-RECALL_TOLERANCE = 0.05
 Retriever = Callable[[str, str, int, "str | None"], list[MemoryItem]]
 Progress = Callable[[int, int, float], None]
 
@@ -272,7 +272,7 @@ class LoraMemory:
                 f"the adapter in {directory} was made for base model "
                 f"{exported.base_model.short}, not the loaded {model.fingerprint.short}"
             )
-        manifest = self._manifest(
+        manifest = new_manifest(
             model, name, "import", lora, weights, density, (), None, {}, None,
             self._next_version(info, name),
         )  # fmt: skip
@@ -396,73 +396,24 @@ class LoraMemory:
 
         model, recipe = self._model(), _recipe(recipe)
         facts = [item.text for item in items]
-        slot = _slot("training")
+        training = slot("training")
         with self._lock:
-            result = consolidate(model, facts, recipe, adapter=slot, progress=progress)
-            weights = model.adapters.weights(slot)
-            model.adapters.remove(slot)
-            density, kept = self._keeping_recall(model, weights, recipe, facts, density)
+            result = consolidate(model, facts, recipe, adapter=training, progress=progress)
+            weights = model.adapters.weights(training)
+            model.adapters.remove(training)
+            density, kept = density_keeping_recall(model, weights, recipe, facts, density)
         metrics: dict[str, float | int | bool | str] = dict(result.model_dump())
         if kept is not None:
             metrics["compressed_recall"] = kept
         sources = tuple(SourceRef(item_id=i.id, version=i.version) for i in items)
-        manifest = self._manifest(
-            model, name, origin, _settings(recipe), weights, density, sources,
+        manifest = new_manifest(
+            model, name, origin, settings_of(recipe), weights, density, sources,
             recipe.model_dump(mode="json"), metrics, from_version, self._next_version(info, name),
         )  # fmt: skip
         data = encode(weights, manifest.storage, manifest.density)
         return self._commit(
             info, manifest, self._store.put_blob(data), len(data), False, user, reason
         )
-
-    def _keeping_recall(
-        self,
-        model: LocalModel,
-        weights: Weights,
-        recipe: Any,
-        facts: builtins.list[str],
-        density: float | None,
-    ) -> tuple[float | None, float | None]:
-        """``density`` (and the compressed adapter's recall) when compressing at it keeps
-        the raw adapter's recall of the facts (within ``RECALL_TOLERANCE``), else ``None``
-        (store fp32)."""
-        from memos.parametric._compress import compress, decompress
-        from memos.parametric._train import recall
-
-        if density is None:
-            return None, None
-        recalls = []
-        for candidate in (weights, decompress(compress(weights, density=density))):
-            slot = _slot("check")
-            model.adapters.add(slot, _settings(recipe).peft_kwargs(), candidate)
-            try:
-                recalls.append(recall(model, facts, adapter=slot, recipe=recipe))
-            finally:
-                model.adapters.remove(slot)
-        raw, compressed = recalls
-        return (density if compressed >= raw - RECALL_TOLERANCE else None), compressed
-
-    def _manifest(
-        self,
-        model: LocalModel,
-        name: str,
-        origin: str,
-        lora: LoraSettings,
-        weights: Weights,
-        density: float | None,
-        sources: tuple[SourceRef, ...],
-        recipe: dict[str, Any] | None,
-        metrics: dict[str, Any],
-        from_version: int | None,
-        version: int,
-    ) -> AdapterManifest:
-        return AdapterManifest(
-            name=name, version=version, origin=origin,  # type: ignore[arg-type]
-            base_model_name=model.name[:200], base_model=model.fingerprint, lora=lora,
-            parameters=sum(t.numel() for t in weights.values()),
-            storage="fp32" if density is None else "compeft", density=density,
-            sources=sources, recipe=recipe, metrics=metrics, from_version=from_version,
-        )  # fmt: skip
 
     def _next_version(self, info: CubeInfo, name: str) -> int:
         return 1 + max((e.version for e in self.list(info.name, name)), default=0)
@@ -546,20 +497,6 @@ def _recipe(recipe: Any) -> Any:
         return TrainingRecipe.model_validate_json(json.dumps(recipe or {}))
     except (ValidationError, TypeError) as exc:
         raise InvalidInput(f"not a training recipe: {exc}") from exc
-
-
-def _slot(purpose: str) -> str:
-    return f"{purpose}-{os.getpid()}-{time.time_ns()}"
-
-
-def _settings(recipe: Any) -> LoraSettings:
-    config = recipe.lora_config()
-    return LoraSettings(
-        r=int(config["r"]),
-        lora_alpha=int(config["lora_alpha"]),
-        target_modules=tuple(config["target_modules"]),
-        lora_dropout=float(config.get("lora_dropout", 0.0)),
-    )
 
 
 def _checked_density(density: float | None) -> float | None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from memos.core._types import SourceRef
 from memos.core._validation import ADAPTER_NAME
 from memos.llm import ModelFingerprint
+
+if TYPE_CHECKING:
+    from memos.llm import LocalModel
+    from memos.parametric._weights import Weights
 
 AdapterOrigin = Literal["consolidate", "import", "retrain", "rollback"]
 AdapterStorage = Literal["fp32", "compeft"]
@@ -62,3 +66,37 @@ class AdapterManifest(BaseModel):
     metrics: dict[str, float | int | bool | str] = Field(default_factory=dict)
     # the version this one restores (origin "rollback") or retrains (origin "retrain")
     from_version: int | None = Field(default=None, ge=1)
+
+
+def settings_of(recipe: Any) -> LoraSettings:
+    """The LoRA settings a training recipe trains with."""
+    config = recipe.lora_config()
+    return LoraSettings(
+        r=int(config["r"]),
+        lora_alpha=int(config["lora_alpha"]),
+        target_modules=tuple(config["target_modules"]),
+        lora_dropout=float(config.get("lora_dropout", 0.0)),
+    )
+
+
+def new_manifest(
+    model: LocalModel,
+    name: str,
+    origin: str,
+    lora: LoraSettings,
+    weights: Weights,
+    density: float | None,
+    sources: tuple[SourceRef, ...],
+    recipe: dict[str, Any] | None,
+    metrics: dict[str, Any],
+    from_version: int | None,
+    version: int,
+) -> AdapterManifest:
+    """The manifest of a new version of adapter ``name`` of ``model``."""
+    return AdapterManifest(
+        name=name, version=version, origin=origin,  # type: ignore[arg-type]
+        base_model_name=model.name[:200], base_model=model.fingerprint, lora=lora,
+        parameters=sum(t.numel() for t in weights.values()),
+        storage="fp32" if density is None else "compeft", density=density,
+        sources=sources, recipe=recipe, metrics=metrics, from_version=from_version,
+    )  # fmt: skip
