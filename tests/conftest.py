@@ -7,16 +7,21 @@ marked ``slow`` use the real SmolLM2 (``smollm2``, converted once into pytest's 
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _backends import STORES
+from _backends import store_url as backend_url
+from _contract import StoreFactory
 from _models import model_cache, tiny_model_dir
 from _outside import check as check_reads_outside
 from _outside import install as refuse_reads_outside
 
-from memos import HashEmbedder, MemOS
+from memos import HashEmbedder, MemOS, Store, open_store
 from memos.llm import LocalModel
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -69,3 +74,25 @@ def chat_mos(data_dir: Path, tiny_model: LocalModel) -> Iterator[MemOS]:
     client = MemOS.open(data_dir, embedder=HashEmbedder(64), model=tiny_model)
     yield client
     client.close()
+
+
+# the stores of the contract suites (tests/test_contract_*.py), one per backend --------------
+
+
+@pytest.fixture(params=STORES)
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """A factory of fresh, empty, independent stores of one backend."""
+    numbers = itertools.count()
+    with contextlib.ExitStack() as made:
+
+        def make() -> Store:
+            directory = tmp_path / f"store-{next(numbers)}"
+            url = made.enter_context(backend_url(request.param, directory))
+            return made.enter_context(contextlib.closing(open_store(url)))
+
+        yield make
+
+
+@pytest.fixture
+def store(make_store: StoreFactory) -> Store:
+    return make_store()

@@ -1,4 +1,4 @@
-"""What is particular to the Redis store; the contract suite (test_store_contract.py) runs the
+"""What is particular to the Redis store; the contract suites (test_contract_*.py) run the
 rest against it.
 
 Every key of a cube carries the cube's hash tag; concurrent writers with their own connections
@@ -21,11 +21,7 @@ from urllib.parse import quote
 
 import pytest
 import redis
-from _redis import REDIS_URL, drop_redis_store, fresh_redis_url, prefix_of
-from memos.stores import _keywords
-from memos.stores.redis import RedisStore
-from redis.crc import key_slot
-from test_store_contract import (
+from _contract import (
     T0,
     create,
     cube_info,
@@ -34,6 +30,9 @@ from test_store_contract import (
     revise,
     vec,
 )
+from _redis import REDIS_URL, drop_redis_store, fresh_redis_url, prefix_of
+from memos.stores.redis import RedisStore, _keywords
+from redis.crc import key_slot
 
 from memos import Change, EventOp, HashEmbedder, ItemFilter, MemOS, open_store
 from memos.core._chain import verify_chain

@@ -27,7 +27,7 @@ import redis
 from _backends import STORES
 from _redis import REDIS_URL, drop_redis_store, fresh_redis_url, prefix_of
 from memos.stores import _fts5
-from memos.stores._keywords import tokens
+from memos.stores.redis._keywords import tokens
 from memos.stores.sqlite import DB_FILE
 from test_cli import Result, run_memos
 

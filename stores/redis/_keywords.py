@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache
 
-from ._fts5 import MAX_TERMS, STOP_WORDS  # relative: this package is installed as memos.stores
+from .._fts5 import MAX_TERMS, STOP_WORDS  # relative: stores/ is installed as memos.stores
 
 # FTS5's bm25() constants
 K1 = 1.2

@@ -1,177 +1,41 @@
-"""The contract every ``Store`` backend passes.
+"""The contract of ``CubeLog``: cubes, their hash-chained event logs, the item projections, the
+full-precision vectors and the search indexes over the items, on every backend.
 
-The tests talk to a store only through the ``Store`` protocol; what a backend needs to exist
-(a file, a server, a key prefix) lives in the ``make_store`` factory below, so adding a backend
-means adding one entry to ``BACKENDS`` (and, for one that keeps data outside the tmp dir, a
-cleanup in ``CLEANUPS``) and nothing else.
+The tests talk to a store only through the protocol; what a backend needs to exist (a file, a
+server, a key prefix) lives in the ``make_store`` fixture of ``conftest.py``, so adding a backend
+means adding it to ``_backends.STORES`` (with its ``store_url``) and nothing else.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import itertools
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from _backends import STORES
-from _backends import store_url as backend_url
-
-from memos import Change, CubeImport, CubeInfo, Event, EventOp, ItemFilter, MemoryItem, Store
-from memos.core._chain import GENESIS_HASH, verify_chain
-from memos.core._store import Vector, open_store
-from memos.core._types import Access, ApiKey, DerivedEntry, ItemStatus, SourceRef
-from memos.errors import (
-    Conflict,
-    CubeExists,
-    CubeNotFound,
-    InvalidInput,
-    ItemNotFound,
-    NotFound,
-    VersionConflict,
+from _contract import (
+    DIM,
+    T0,
+    StoreFactory,
+    check_chain,
+    create,
+    cube_info,
+    make_item,
+    revise,
+    state,
+    vec,
 )
 
-DIM = 8
-T0 = datetime(2024, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
+from memos import Change, CubeImport, Event, EventOp, ItemFilter, Store
+from memos.core._chain import GENESIS_HASH
+from memos.core._store import open_store
+from memos.core._types import Access, ItemStatus
+from memos.errors import CubeExists, CubeNotFound, InvalidInput, ItemNotFound, VersionConflict
 
-StoreFactory = Callable[[], Store]
-
-
-@pytest.fixture(params=STORES)
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
-    """A factory of fresh, empty, independent stores of one backend."""
-    numbers = itertools.count()
-    with contextlib.ExitStack() as made:
-
-        def make() -> Store:
-            directory = tmp_path / f"store-{next(numbers)}"
-            url = made.enter_context(backend_url(request.param, directory))
-            return made.enter_context(contextlib.closing(open_store(url)))
-
-        yield make
-
-
-@pytest.fixture
-def store(make_store: StoreFactory) -> Store:
-    return make_store()
-
-
-# helpers --------------------------------------------------------------------------------------
-
-
-def cube_info(name: str, owner: str = "alice") -> CubeInfo:
-    return CubeInfo(name=name, owner=owner, embedder="hash-8", dim=DIM, created_at=T0)
-
-
-def vec(seed: int) -> Vector:
-    return np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
-
-
-def make_item(
-    item_id: str,
-    cube: str,
-    text: str = "some text",
-    *,
-    user: str | None = "alice",
-    tags: tuple[str, ...] = (),
-    metadata: dict[str, Any] | None = None,
-    occurred_at: datetime = T0,
-    version: int = 1,
-    status: ItemStatus = ItemStatus.ACTIVE,
-) -> MemoryItem:
-    return MemoryItem(
-        id=item_id,
-        cube=cube,
-        text=text,
-        user=user,
-        tags=tags,
-        metadata=metadata or {},
-        occurred_at=occurred_at,
-        created_at=T0,
-        updated_at=T0 + timedelta(seconds=version),
-        version=version,
-        status=status,
-    )
-
-
-def create(item: MemoryItem, vector: Vector | None = None, **kw: Any) -> Change:
-    return Change(
-        op=EventOp.CREATE,
-        cube=item.cube,
-        actor=kw.pop("actor", "alice"),
-        ts=kw.pop("ts", T0),
-        item_id=item.id,
-        after=item,
-        vector=vec(zlib.crc32(item.id.encode())) if vector is None else vector,
-        expected_version=kw.pop("expected_version", 0),
-        **kw,
-    )
-
-
-def revise(
-    item: MemoryItem,
-    *,
-    vector: Vector | None = None,
-    expected_version: int | None = -1,
-    op: EventOp = EventOp.UPDATE,
-    reason: str | None = None,
-    **fields: Any,
-) -> tuple[Change, MemoryItem]:
-    """The change that moves ``item`` to its next version with ``fields`` replaced."""
-    after = item.model_copy(update={"version": item.version + 1, **fields})
-    expected = item.version if expected_version == -1 else expected_version
-    change = Change(
-        op=op,
-        cube=item.cube,
-        actor="alice",
-        ts=T0 + timedelta(minutes=after.version),
-        item_id=item.id,
-        after=after,
-        vector=vector,
-        expected_version=expected,
-        reason=reason,
-    )
-    return change, after
-
-
-def check_chain(store: Store, cube: str) -> None:
-    report = verify_chain(
-        cube, store.events(cube), head=store.head(cube), items=store.iter_items(cube)
-    )
-    assert report.ok, report
-    assert report.head_seq == store.head(cube)[0]
-
-
-def state(store: Store) -> dict[str, Any]:
-    """Everything observable through the protocol, for all-or-nothing checks."""
-    out: dict[str, Any] = {}
-    for info in store.list_cubes():
-        items = list(store.iter_items(info.name))
-        vectors = store.get_vectors([i.id for i in items])
-        every_word = " ".join(item.text for item in items) or "nothing"
-        out[info.name] = {
-            "info": info,
-            "head": store.head(info.name),
-            "events": store.events(info.name),
-            "items": items,
-            "vectors": {k: v.tobytes() for k, v in sorted(vectors.items())},
-            "keyword": store.keyword_search(info.name, every_word, 1000, ItemFilter()),
-        }
-    return out
-
-
-# cubes ----------------------------------------------------------------------------------------
-
-
-def test_store_satisfies_protocol(store: Store) -> None:
-    assert isinstance(store, Store)
-    assert isinstance(store.url, str)
+# cubes ---------------------------------------------------------------------------------------
 
 
 def test_create_get_and_list_cubes(store: Store) -> None:
@@ -358,53 +222,6 @@ def test_a_grant_changes_the_grants_alone(store: Store) -> None:
     store.commit([dataclasses.replace(change, op=EventOp.REVOKE, cube_info=revoked)])
     assert store.get_cube("notes") == revoked
     check_chain(store, "notes")
-
-
-def api_key(key_id: str, principal: str = "alice", minutes: int = 0) -> ApiKey:
-    return ApiKey(
-        id=key_id,
-        principal=principal,
-        secret_sha256=hashlib.sha256(key_id.encode()).hexdigest(),
-        created_at=T0 + timedelta(minutes=minutes),
-    )
-
-
-def test_api_keys_round_trip_and_revoke(make_store: StoreFactory) -> None:
-    store = make_store()
-    assert store.list_api_keys() == []
-    first, second = api_key("k2", minutes=0), api_key("k1", principal="bob", minutes=1)
-    store.put_api_key(first)
-    store.put_api_key(second)
-    with pytest.raises(Conflict):
-        store.put_api_key(api_key("k1", principal="mallory"))
-    assert store.get_api_key("k1") == second
-    assert store.get_api_key("nope") is None
-    assert store.list_api_keys() == [first, second]
-    revoked = store.revoke_api_key("k1", T0 + timedelta(hours=1))
-    assert revoked == second.model_copy(update={"revoked_at": T0 + timedelta(hours=1)})
-    assert store.revoke_api_key("k1", T0 + timedelta(hours=2)) == revoked
-    with pytest.raises(NotFound):
-        store.revoke_api_key("nope", T0)
-    store.close()
-    again = open_store(store.url)
-    try:
-        assert again.list_api_keys() == [first, revoked]
-    finally:
-        again.close()
-
-
-def test_blobs_are_content_addressed(store: Store) -> None:
-    data = b"\x00safetensors bytes \xff" * 100
-    digest = store.put_blob(data)
-    assert digest == hashlib.sha256(data).hexdigest()
-    assert store.put_blob(data) == digest  # idempotent
-    assert store.get_blob(digest) == data
-    assert store.get_blob(hashlib.sha256(b"other").hexdigest()) is None
-    empty = store.put_blob(b"")
-    assert store.get_blob(empty) == b""
-    for bad in ("", "../memos.db", "AB" * 32, "g" * 64, digest[:-1], "/" + digest[1:]):
-        with pytest.raises(InvalidInput):
-            store.get_blob(bad)
 
 
 def test_commit_nothing(store: Store) -> None:
@@ -925,125 +742,3 @@ def test_import_cube_writes_identical_events(log_store: Store, make_store: Store
     with pytest.raises(CubeExists):
         target.import_cube(data)
     assert state(target) == before
-
-
-# derived artifacts and access statistics ---------------------------------------------------
-
-
-def derived_entry(entry_id: str, cube: str, *sources: MemoryItem) -> DerivedEntry:
-    return DerivedEntry(
-        id=entry_id,
-        cube=cube,
-        kind="kv",
-        blob="ab" * 32,
-        size=10,
-        sources=tuple(SourceRef(item_id=s.id, version=s.version) for s in sources),
-        manifest={"any": "json"},
-        created_at=T0,
-    )
-
-
-def build(entry: DerivedEntry) -> Change:
-    return Change(op=EventOp.KV_BUILD, cube=entry.cube, actor="alice", ts=T0, derived=entry)
-
-
-def test_a_derived_entry_is_listed_until_dropped(store: Store) -> None:
-    store.create_cube(cube_info("c"), actor="alice")
-    a, b = make_item("a", "c"), make_item("b", "c")
-    store.commit([create(a), create(b)])
-    first, second = derived_entry("kv-1", "c", a, b), derived_entry("kv-2", "c", b)
-    store.commit([build(first), build(second)])
-    assert store.derived_entries("c") == [first, second]
-    assert store.derived_entries("c", "adapter") == []
-    drop = Change(op=EventOp.KV_DROP, cube="c", actor="alice", ts=T0, dropped="kv-1")
-    [event] = store.commit([drop])
-    assert event.payload is not None
-    assert event.payload["dropped"] == "kv-1"
-    assert store.derived_entries("c") == [second]
-    check_chain(store, "c")
-
-
-def test_a_new_version_of_a_source_drops_its_entries_in_the_same_commit(store: Store) -> None:
-    store.create_cube(cube_info("c"), actor="alice")
-    a, b = make_item("a", "c"), make_item("b", "c")
-    store.commit([create(a), create(b)])
-    store.commit([build(derived_entry("kv-a", "c", a)), build(derived_entry("kv-b", "c", b))])
-    change, _ = revise(a, text="new text")
-    events = store.commit([change])
-    assert [e.op for e in events] == [EventOp.UPDATE, EventOp.KV_DROP]
-    assert events[1].payload is not None
-    assert events[1].payload["dropped"] == "kv-a"
-    assert events[1].reason is not None
-    assert "a" in events[1].reason
-    assert [e.id for e in store.derived_entries("c")] == ["kv-b"]
-    check_chain(store, "c")
-
-
-def test_a_build_from_a_stale_or_missing_source_writes_nothing(store: Store) -> None:
-    store.create_cube(cube_info("c"), actor="alice")
-    store.create_cube(cube_info("other"), actor="alice")
-    a, elsewhere = make_item("a", "c"), make_item("x", "other")
-    store.commit([create(a), create(elsewhere)])
-    change, _ = revise(a, text="newer")
-    store.commit([change])
-    before = state(store)
-    with pytest.raises(VersionConflict):
-        store.commit([build(derived_entry("kv-old", "c", a))])
-    with pytest.raises(ItemNotFound):
-        store.commit([build(derived_entry("kv-x", "c", elsewhere))])
-    deleted, _ = revise(make_item("a", "c", version=2), status=ItemStatus.DELETED)
-    store.commit([deleted])
-    with pytest.raises(VersionConflict):
-        store.commit([build(derived_entry("kv-del", "c", make_item("a", "c", version=3)))])
-    assert store.derived_entries("c") == []
-    assert state(store)["other"] == before["other"]
-
-
-def test_dropping_an_unknown_entry_writes_nothing(store: Store) -> None:
-    store.create_cube(cube_info("c"), actor="alice")
-    before = state(store)
-    drop = Change(op=EventOp.KV_DROP, cube="c", actor="alice", ts=T0, dropped="kv-none")
-    with pytest.raises(NotFound):
-        store.commit([drop])
-    assert state(store) == before
-
-
-def test_access_is_counted_and_decays(store: Store) -> None:
-    store.create_cube(cube_info("c"), actor="alice")
-    day = 24 * 3600.0
-    store.record_access(["a", "b", "a"], T0, half_life_s=day)
-    store.record_access(["a"], T0 + timedelta(days=1), half_life_s=day)
-    stats = store.access_stats(["a", "b", "never"])
-    assert set(stats) == {"a", "b"}
-    assert stats["a"].count == 2
-    assert stats["b"].count == 1
-    assert stats["a"].last_access == T0 + timedelta(days=1)
-    assert stats["a"].frequency == pytest.approx(1.5)
-    assert stats["b"].frequency == pytest.approx(1.0)
-
-
-def test_an_adapter_version_number_is_taken_once(store: Store) -> None:
-    """Two trainings of one adapter that finish together cannot both land as the same
-    version: the second commit is a VersionConflict naming the taken version, and writes
-    nothing."""
-    store.create_cube(cube_info("c"), actor="alice")
-    a = make_item("a", "c")
-    store.commit([create(a)])
-
-    def adapter(entry_id: str, name: str, version: int) -> Change:
-        entry = derived_entry(entry_id, "c", a).model_copy(
-            update={"kind": "adapter", "manifest": {"name": name, "version": version}}
-        )
-        return Change(op=EventOp.ADAPTER_BUILD, cube="c", actor="alice", ts=T0, derived=entry)
-
-    store.commit([adapter("lora-1", "trip", 1)])
-    before = state(store)
-    with pytest.raises(VersionConflict) as raised:
-        store.commit([adapter("lora-2", "trip", 1)])
-    assert raised.value.details["taken"] == "trip@1"
-    assert state(store) == before
-    store.commit([adapter("lora-2", "trip", 2), adapter("lora-3", "other", 1)])
-    with pytest.raises(VersionConflict):  # within one batch too
-        store.commit([adapter("lora-4", "new", 1), adapter("lora-5", "new", 1)])
-    assert [e.id for e in store.derived_entries("c", "adapter")] == ["lora-1", "lora-2", "lora-3"]
-    check_chain(store, "c")

@@ -29,17 +29,10 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import ResponseError
 
-from memos.core._jobs import (
-    UNFINISHED,
-    Job,
-    JobState,
-    cancelled,
-    claimable,
-    claimed,
-    held,
-    renewed,
-)
+from memos.core._jobs import UNFINISHED, Job, JobState, cancelled, claimable, claimed, held, renewed
 from memos.errors import Conflict, IntegrityError, InvalidInput, JobNotFound
+
+from ._connection import _Connection, _storage_errors
 
 GROUP = "workers"
 # pending entries examined per look for a job whose worker stopped
@@ -270,3 +263,41 @@ def _text(value: object) -> str:
     if isinstance(value, str):
         return value
     raise IntegrityError(f"unexpected value in the job queue: {value!r}")
+
+
+class _Jobs(_Connection):
+    """The :class:`memos.core._store.JobQueue` methods, run by the queue."""
+
+    _jobs: RedisJobQueue
+
+    @_storage_errors
+    def enqueue_job(self, job: Job) -> None:
+        self._jobs.enqueue(job)
+
+    @_storage_errors
+    def claim_job(self, worker: str, now: datetime, lease_s: float) -> Job | None:
+        return self._jobs.claim(worker, now, lease_s)
+
+    @_storage_errors
+    def renew_job(self, job_id: str, worker: str, now: datetime, lease_s: float) -> Job:
+        return self._jobs.renew(job_id, worker, now, lease_s)
+
+    @_storage_errors
+    def finish_job(self, job: Job) -> Job:
+        return self._jobs.finish(job)
+
+    @_storage_errors
+    def cancel_job(self, job_id: str, now: datetime) -> Job:
+        return self._jobs.cancel(job_id, now)
+
+    @_storage_errors
+    def get_job(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    @_storage_errors
+    def list_jobs(self, cube: str) -> list[Job]:
+        return self._jobs.in_cube(cube)
+
+    @_storage_errors
+    def job_counts(self) -> dict[JobState, int]:
+        return self._jobs.counts()
