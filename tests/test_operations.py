@@ -95,3 +95,24 @@ def test_the_shared_operations_are_declared_once_for_both_handles() -> None:
     # each route is a (method, path) of its own
     routes = [(op.method, op.path) for op in operations_of(TallyingMemOS)]
     assert len(routes) == len(set(routes))
+
+
+def test_a_declaration_makes_its_request_model_from_the_signature() -> None:
+    search = next(op for op in operations_of(Handle) if op.name == "search")
+    assert (search.method, search.path, search.path_parameters) == (
+        "POST", "/v1/cubes/{cube}/search", ["cube"],
+    )  # fmt: skip
+    fields = search.request.model_fields
+    assert "cube" not in fields  # a path parameter travels in the path
+    assert fields["query"].is_required()
+    assert not fields["k"].is_required()
+    assert fields["k"].default == 5
+    # on the wire an iterable is a list and a mapping an object
+    schema = search.request.model_json_schema()
+    assert {"array", "null"} == {t.get("type") for t in schema["properties"]["tags"]["anyOf"]}
+    assert {"object", "null"} == {t.get("type") for t in schema["properties"]["where"]["anyOf"]}
+    with pytest.raises(ValueError, match="extra"):
+        search.request.model_validate({"query": "q", "colour": "red"})
+    add = next(op for op in operations_of(Handle) if op.name == "add")
+    assert "text" in add.request.model_fields  # the wire name of the parameter ``content``
+    assert add.arguments(("hello",), {"cube": "notes"})["text"] == "hello"
