@@ -200,7 +200,7 @@ def serve(args: argparse.Namespace) -> None:
     """The worker's loop: one JSON request a line on stdin, one JSON reply a line."""
     replies: IO[str] = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
     sys.stdout = sys.stderr  # whatever the library prints stays out of the replies
-    modules = ("memos", "memos.engine._mos", "memos.stores.sqlite", "memos.codecs._fp8scan")
+    modules = ("memos", "memos.stores.sqlite")  # in every layout the trees may have
     where = {name: importlib.import_module(name).__file__ for name in modules}
     with tempfile.TemporaryDirectory(prefix="memos-ba-", dir=args.workdir) as tmp:
         worker = Worker(Path(tmp), args.redis, args.n, args.adds, args.queries)
@@ -257,8 +257,10 @@ def extract_baseline(rev: str, into: Path) -> str:
         link = into / "memos" / name
         if not link.exists():
             link.symlink_to(Path("..") / name)
-    for built in (REPO / "memos").glob("_fp8scan*.so"):
-        shutil.copy2(built, into / "memos" / built.name)
+    # the compiled fp8 kernel goes next to its source, wherever the baseline keeps it
+    for source in (into / "memos").rglob("_fp8scan.c"):
+        for built in (REPO / "memos").rglob("_fp8scan*.so"):
+            shutil.copy2(built, source.parent / built.name)
     return sha
 
 
