@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, overload
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self, overload
 
 from memos.core import _validation as check
 from memos.core._anchor import CubeAnchor
@@ -51,7 +52,20 @@ class Handle(Performs):
     _engine: Engine
     _scope: Scope
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
     if TYPE_CHECKING:  # each handle's own: over HTTP an anchor travels as three query fields
+
+        def close(self) -> None: ...
 
         def verify(self, cube: str, *, anchor: CubeAnchor | None = None) -> VerifyReport: ...
 

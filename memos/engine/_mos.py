@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from memos.core import _keys, _mutations
@@ -155,17 +154,6 @@ class MemOS(Handle):
         """Close the store (the operator's handle; a principal's closes nothing)."""
         if self._scope.principal is None:
             self._engine.close()
-
-    def __enter__(self) -> MemOS:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # cubes ------------------------------------------------------------------------------
 

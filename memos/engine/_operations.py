@@ -117,9 +117,14 @@ class Operation:
         bound.apply_defaults()
         return {self.parameters[n]: v for n, v in list(bound.arguments.items())[1:]}
 
+    @functools.cached_property
+    def _names(self) -> dict[str, str]:
+        """Each parameter's name in the SDK, by its wire name."""
+        return {wire: name for name, wire in self.parameters.items()}
+
     def call(self, handle: Any, wire_values: Mapping[str, Any]) -> Any:
         """Run the operation's body on ``handle`` with arguments named as on the wire."""
-        names = {wire: name for name, wire in self.parameters.items()}
+        names = self._names
         return self.function(handle, **{names[w]: v for w, v in wire_values.items()})
 
 
