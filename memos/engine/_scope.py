@@ -52,19 +52,22 @@ class Scope:
         granted = info.grants.get(self.principal)
         return granted == Access.WRITE or (granted == Access.READ and need == Access.READ)
 
-    def key(self, name: str) -> str:
-        """The full name ``name`` means to this scope (see the module's docs)."""
-        name = check.cube_ref(name)
-        if self.principal is None or check.NAMESPACE_SEPARATOR in name or self.can_read(name):
-            return name
-        return f"{self.principal}{check.NAMESPACE_SEPARATOR}{name}"
-
     def cube(self, name: str, need: Access = Access.READ) -> CubeInfo:
         """The cube ``name`` if this scope may ``need`` it, else a typed error."""
-        info = self._store.get_cube(self.key(name))
+        info = self._named(check.cube_ref(name))
         if info is None or not self.allows(info, Access.READ):
             raise CubeNotFound(f"no cube named {name!r}", cube=name)
         return self._writable(info) if need == Access.WRITE else info
+
+    def _named(self, name: str) -> CubeInfo | None:
+        """The cube ``name`` means to this scope (see the module's docs): the one of that full
+        name when the scope may see it, else the principal's own of that name."""
+        info = self._store.get_cube(name)
+        if self.principal is None or check.NAMESPACE_SEPARATOR in name:
+            return info
+        if info is not None and self.allows(info, Access.READ):
+            return info
+        return self._store.get_cube(f"{self.principal}{check.NAMESPACE_SEPARATOR}{name}")
 
     def _writable(self, info: CubeInfo) -> CubeInfo:
         """``info``, which this scope may read, if it may also change it."""
