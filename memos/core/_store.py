@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 import numpy as np
 from numpy.typing import NDArray
 
-from memos.core._chain import vector_digest
+from memos.core._chain import GENESIS_HASH, seal, vector_digest
 from memos.core._jobs import Job, JobState
 from memos.core._types import (
     AccessStats,
@@ -72,6 +72,13 @@ class Change:
     derived: DerivedEntry | None = None
     dropped: str | None = None
 
+    def sealed(self, seq: int, prev_hash: str) -> Event:
+        """The event this change appends after the head ``(seq, prev_hash)``."""
+        return seal(
+            cube=self.cube, seq=seq + 1, prev_hash=prev_hash, ts=self.ts, actor=self.actor,
+            op=self.op, item_id=self.item_id, reason=self.reason, payload=self.payload(),
+        )  # fmt: skip
+
     def payload(self) -> dict[str, Any]:
         body: dict[str, Any] = {"after": None if self.after is None else self.after.snapshot()}
         if self.vector is not None:
@@ -84,6 +91,15 @@ class Change:
             body["dropped"] = self.dropped
         body.update(self.extra)
         return body
+
+
+def creation_event(cube: CubeInfo, actor: str) -> Event:
+    """The first event of a new cube's log, which records its configuration."""
+    return seal(
+        cube=cube.name, seq=1, prev_hash=GENESIS_HASH, ts=cube.created_at, actor=actor,
+        op=EventOp.CUBE_CREATE, item_id=None, reason=None,
+        payload={"cube": cube.model_dump(mode="json")},
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from memos.core import _commit_rules as rules
-from memos.core._chain import seal
 from memos.core._derived import REPLACE_OPS, invalidations, slot_key
 from memos.core._store import Change, CubeImport, Vector
 from memos.core._types import CubeInfo, DerivedEntry, Event, ItemStatus, MemoryItem
@@ -73,17 +72,7 @@ class _Batch:
         if change.cube_info is not None:
             rules.check_cube_successor(change, self.view.info(change.cube))
         self._check_new_derived(change)
-        event = seal(
-            cube=change.cube,
-            seq=seq + 1,
-            prev_hash=prev_hash,
-            ts=change.ts,
-            actor=change.actor,
-            op=change.op,
-            item_id=change.item_id,
-            reason=change.reason,
-            payload=change.payload(),
-        )
+        event = change.sealed(seq, prev_hash)
         self.append_event(event)
         if change.after is not None:
             self.put_item(change.after, row=event.seq)

@@ -7,9 +7,8 @@ from typing import Any
 
 from redis.client import Pipeline
 
-from memos.core._chain import GENESIS_HASH, seal
-from memos.core._store import Change, CubeImport
-from memos.core._types import CubeInfo, Event, EventOp
+from memos.core._store import Change, CubeImport, creation_event
+from memos.core._types import CubeInfo, Event
 from memos.errors import CubeExists, CubeNotFound
 
 from ._batch import _Batch, _check_import_ids
@@ -24,17 +23,7 @@ class _Cubes(_Connection):
 
     @_storage_errors
     def create_cube(self, cube: CubeInfo, actor: str) -> Event:
-        event = seal(
-            cube=cube.name,
-            seq=1,
-            prev_hash=GENESIS_HASH,
-            ts=cube.created_at,
-            actor=actor,
-            op=EventOp.CUBE_CREATE,
-            item_id=None,
-            reason=None,
-            payload={"cube": cube.model_dump(mode="json")},
-        )
+        event = creation_event(cube, actor)
 
         def plan(watcher: Pipeline) -> _Plan[Event]:
             batch = _Batch(_View(self._redis, watcher, self._keys), self._keys)

@@ -15,9 +15,8 @@ from datetime import datetime
 from typing import Any
 
 from memos.core import _commit_rules as rules
-from memos.core._chain import GENESIS_HASH, seal
 from memos.core._derived import REPLACE_OPS
-from memos.core._store import Change
+from memos.core._store import Change, creation_event
 from memos.core._types import CubeInfo, Event, EventOp
 from memos.errors import CubeExists, CubeNotFound, IntegrityError
 
@@ -36,17 +35,7 @@ class EventLog(Connected):
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM cubes WHERE name = ?", (cube.name,)).fetchone():
                 raise CubeExists(f"cube {cube.name!r} already exists", cube=cube.name)
-            event = seal(
-                cube=cube.name,
-                seq=1,
-                prev_hash=GENESIS_HASH,
-                ts=cube.created_at,
-                actor=actor,
-                op=EventOp.CUBE_CREATE,
-                item_id=None,
-                reason=None,
-                payload={"cube": cube.model_dump(mode="json")},
-            )
+            event = creation_event(cube, actor)
             conn.execute(
                 "INSERT INTO cubes VALUES (?, ?, ?, ?)",
                 (cube.name, cube.model_dump_json(), event.seq, event.hash),
@@ -128,17 +117,7 @@ def _apply(conn: sqlite3.Connection, change: Change, head: tuple[int, str]) -> E
     _check_version(conn, change)
     _check_cube_info(conn, change)
     _derived.check_sources(conn, change)
-    event = seal(
-        cube=change.cube,
-        seq=head[0] + 1,
-        prev_hash=head[1],
-        ts=change.ts,
-        actor=change.actor,
-        op=change.op,
-        item_id=change.item_id,
-        reason=change.reason,
-        payload=change.payload(),
-    )
+    event = change.sealed(*head)
     _insert_event(conn, event)
     if change.after is not None:
         _items.upsert_item(conn, change.after)
