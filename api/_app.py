@@ -28,7 +28,7 @@ from memos.core._derived import KV_KIND
 from memos.core._jobs import UNFINISHED
 from memos.embedding import make_embedder
 
-from . import _cube_routes, _errors, _job_routes, _memory_routes, _model_routes
+from . import _cube_routes, _errors, _memory_routes, _model_routes
 from ._deps import Caller
 from ._middleware import Authenticate, BodyLimit, Timing
 from ._operation_routes import router_of
@@ -60,7 +60,7 @@ def create_app(settings: ServerSettings, mos: MemOS | None = None) -> FastAPI:
     app.state.limits = server_limits(settings, mos.limits)
     _errors.install(app, private_paths(settings))
     app.include_router(router_of(type(mos)))  # the operations its handles declare
-    for module in (_cube_routes, _memory_routes, _model_routes, _job_routes):
+    for module in (_cube_routes, _memory_routes, _model_routes):
         app.include_router(module.router)
     latency = _add_health_and_metrics(app)
     # the last added runs first: a request is timed, then authenticated, then its body read
@@ -207,7 +207,7 @@ def tier_counts(mos: MemOS) -> dict[str, int]:
 def queue_depth(mos: MemOS) -> dict[JobState, int]:
     """Queued and running jobs over the cubes ``mos`` may read."""
     counts = dict.fromkeys(UNFINISHED, 0)
-    for job in mos.list_jobs():
+    for job in mos.jobs.list():
         if job.state in counts:
             counts[job.state] += 1
     return counts

@@ -1,5 +1,6 @@
-"""What needs the language model: chat, activation memory (KV caches) and parametric memory
-(LoRA adapters). The model is loaded on the first such request."""
+"""What needs the language model and does not travel as JSON: the chat stream (server-sent
+events) and adapter directories (tars). The model is loaded on the first such request; the
+other chat, KV and adapter routes follow from the operation declarations."""
 
 from __future__ import annotations
 
@@ -12,23 +13,15 @@ from fastapi import APIRouter, Depends, Query, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.sse import EventSourceResponse
 
-from memos import CubeInfo, Event
 from memos.core._archive import ADAPTER_EXPORT, pack, unpack_file
 from memos.core._wire import ChatDone, ChatEvent, ChatFailed, ChatText, ErrorBody
 from memos.errors import MemosError
+from memos.parametric import AdapterEntry
 
 from ._cube_routes import TAR
 from ._deps import Caller, ReasonQuery, Upload
 from ._errors import COMMON_ERRORS
-from ._schemas import (
-    AdapterEntry,
-    AdapterRollback,
-    ChatBody,
-    Consolidate,
-    KVBuild,
-    KVEntry,
-    Reason,
-)
+from ._schemas import ChatBody
 
 if TYPE_CHECKING:
     from memos.engine._chat import ChatStream
@@ -89,73 +82,7 @@ def chat_stream(
     yield from events
 
 
-# activation memory --------------------------------------------------------------------------
-
-
-@router.post("/kv", status_code=201)
-def kv_build(cube: str, body: KVBuild, mos: Caller) -> KVEntry:
-    entry = mos.kv.build(
-        cube, body.item_ids, query=body.query, k=body.k, dtype=body.dtype, reason=body.reason
-    )
-    return KVEntry.model_validate(entry)
-
-
-@router.get("/kv")
-def kv_list(cube: str, mos: Caller) -> list[KVEntry]:
-    return [KVEntry.model_validate(entry) for entry in mos.kv.list(cube)]
-
-
-@router.delete("/kv/{entry_id}")
-def kv_drop(cube: str, entry_id: str, mos: Caller, reason: ReasonQuery = None) -> Event:
-    return mos.kv.drop(cube, entry_id, reason=reason)
-
-
-# parametric memory --------------------------------------------------------------------------
-
-
-@router.get("/adapters")
-def adapters(cube: str, mos: Caller, name: str | None = None) -> list[AdapterEntry]:
-    return [AdapterEntry.model_validate(entry) for entry in mos.lora.list(cube, name)]
-
-
-@router.get("/adapters/{name}")
-def adapter(cube: str, name: str, mos: Caller, version: int | None = None) -> AdapterEntry:
-    return AdapterEntry.model_validate(mos.lora.show(cube, name, version))
-
-
-@router.post("/adapters", status_code=201)
-def consolidate(cube: str, body: Consolidate, mos: Caller) -> AdapterEntry:
-    entry = mos.lora.consolidate(
-        cube, body.item_ids, name=body.name, query=body.query, k=body.k, recipe=body.recipe,
-        density=body.density, reason=body.reason,
-    )  # fmt: skip
-    return AdapterEntry.model_validate(entry)
-
-
-@router.post("/adapters/{name}/retrain", status_code=201)
-def retrain(cube: str, name: str, body: Reason, mos: Caller) -> AdapterEntry:
-    return AdapterEntry.model_validate(mos.lora.retrain(cube, name, reason=body.reason))
-
-
-@router.post("/adapters/{name}/rollback", status_code=201)
-def adapter_rollback(cube: str, name: str, body: AdapterRollback, mos: Caller) -> AdapterEntry:
-    entry = mos.lora.rollback(cube, name, to_version=body.to_version, reason=body.reason)
-    return AdapterEntry.model_validate(entry)
-
-
-@router.post("/adapters/{name}/attach")
-def attach(cube: str, name: str, body: Reason, mos: Caller) -> CubeInfo:
-    return mos.lora.attach(cube, name, reason=body.reason)
-
-
-@router.post("/adapters/detach")
-def detach(cube: str, body: Reason, mos: Caller) -> CubeInfo:
-    return mos.lora.attach(cube, None, reason=body.reason)
-
-
-@router.delete("/adapters/{name}")
-def delete_adapter(cube: str, name: str, mos: Caller, reason: ReasonQuery = None) -> list[Event]:
-    return mos.lora.delete(cube, name, reason=reason)
+# adapter directories, which travel as tars --------------------------------------------
 
 
 @router.get(
@@ -196,5 +123,4 @@ def import_adapter(
     ``density`` when given."""
     with tempfile.TemporaryDirectory(prefix="memos-adapter-") as tmp:
         directory = unpack_file(upload, Path(tmp) / "adapter", ADAPTER_EXPORT)
-        entry = mos.lora.import_adapter(cube, directory, name=name, density=density, reason=reason)
-    return AdapterEntry.model_validate(entry)
+        return mos.lora.import_adapter(cube, directory, name=name, density=density, reason=reason)

@@ -231,7 +231,7 @@ def seed_store(store_url: str, texts: Sequence[str], snapshot_dir: Path | None) 
 
     mos = MemOS(open_store(store_url), snapshot_dir=snapshot_dir)
     try:
-        _, token = mos.create_api_key("bench")
+        _, token = mos.keys.create("bench")
         bench = mos.as_principal("bench")
         bench.create_cube(CUBE)
         bench.add_many(list(texts), cube=CUBE)

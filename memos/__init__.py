@@ -2,7 +2,8 @@
 
 Open an embedded data directory with :meth:`MemOS.open`, or a server with
 :meth:`MemOS.connect` (a client with the same methods; httpx is imported then, not here);
-everything else hangs off it.
+everything else hangs off it. Both are a :class:`Handle`, the type to write code against when
+it should run either way.
 Errors live in :mod:`memos.errors`, embedders in :mod:`memos.embedding`, vector codecs in
 :mod:`memos.codecs`, storage backends in :mod:`memos.stores`, the local language model in
 :mod:`memos.llm` and activation memory (KV caches) in :mod:`memos.activation`; the last two
@@ -34,6 +35,7 @@ from memos.core._types import (
 from memos.core._validation import Limits
 from memos.embedding import Embedder, HashEmbedder, MiniLMEmbedder
 from memos.engine._cube_stats import CubeStats
+from memos.engine._handle import Handle
 from memos.engine._mos import MemOS
 
 __version__ = "0.1.0"
@@ -53,6 +55,7 @@ __all__ = [
     "Event",
     "EventOp",
     "FieldChange",
+    "Handle",
     "HashEmbedder",
     "HistoryEntry",
     "ItemDiff",

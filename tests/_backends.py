@@ -56,7 +56,7 @@ def clients(face: str, directory: Path, **handle: Any) -> Iterator[tuple[MemOS, 
             with serve(root, ServerSettings(store=url)) as base, contextlib.ExitStack() as made:
 
                 def connect(principal: str) -> Any:
-                    _, token = root.create_api_key(principal)
+                    _, token = root.keys.create(principal)
                     return made.enter_context(MemOS.connect(base, api_key=token))
 
                 yield root, connect

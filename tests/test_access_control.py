@@ -259,5 +259,5 @@ def test_a_principal_must_be_able_to_name_a_namespace(mos: MemOS, principal: str
     with pytest.raises(InvalidInput):
         mos.as_principal(principal)
     with pytest.raises(InvalidInput):
-        mos.create_api_key(principal)
-    assert mos.list_api_keys() == []
+        mos.keys.create(principal)
+    assert mos.keys.list() == []

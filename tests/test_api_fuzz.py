@@ -43,7 +43,7 @@ EXAMPLES = 12
 @pytest.fixture
 def api(data_dir: Path, tiny_model: LocalModel) -> Iterator[tuple[Any, str, dict[str, str]]]:
     mos = MemOS.open(data_dir, embedder=HashEmbedder(64), model=tiny_model)
-    _, token = mos.create_api_key("alice")
+    _, token = mos.keys.create("alice")
     owned = mos.as_principal("alice")
     owned.create_cube("notes")
     items = owned.add_many([f"memory {n} of the fuzzed cube" for n in range(5)], cube="notes")

@@ -94,8 +94,8 @@ def test_a_worker_stops_on_sigterm(data_dir: Path) -> None:
         assert worker.stderr is not None
         assert worker.stderr.readline().startswith("worker ")  # it is running
         with MemOS.open(data_dir, embedder=HashEmbedder(64)) as mos:
-            job = mos.submit_job("notes", "reencode", {"codec": "fp16"})
-            assert mos.wait_for_job(job.id, timeout=60, poll_s=0.05).state == "done"
+            job = mos.jobs.submit("notes", "reencode", {"codec": "fp16"})
+            assert mos.jobs.wait(job.id, timeout=60, poll_s=0.05).state == "done"
         time.sleep(0.1)
         worker.send_signal(signal.SIGTERM)
         _, err = worker.communicate(timeout=30)

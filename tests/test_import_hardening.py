@@ -1108,7 +1108,7 @@ class Served:
             names = lambda: {p.name for p in (data_dir / "blobs").iterdir()}  # noqa: E731
         mos = MemOS(open_store(store_url), embedder=HashEmbedder(64), model=self.model)
         world = _victim(mos, names, self.source.adapter)
-        _, token = mos.create_api_key(ATTACKER)
+        _, token = mos.keys.create(ATTACKER)
         base = self._stack.enter_context(serve(mos, ServerSettings(store=store_url)))
         return world, base, token
 

@@ -201,7 +201,7 @@ def fitted(mos: MemOS, cube: str) -> str:
 
 
 def test_a_worker_runs_a_queued_reencode(mos: MemOS, fitted: str) -> None:
-    job = mos.submit_job(fitted, "reencode", {"codec": "fp16"}, user="carol", reason="smaller")
+    job = mos.jobs.submit(fitted, "reencode", {"codec": "fp16"}, user="carol", reason="smaller")
     assert (job.state, job.actor, job.params) == (JobState.QUEUED, "carol", {"codec": "fp16"})
     assert mos.get_cube(fitted).codec != "fp16"  # nothing happens until a worker runs it
     done = Worker(mos, name="w1").run_once()
@@ -213,8 +213,8 @@ def test_a_worker_runs_a_queued_reencode(mos: MemOS, fitted: str) -> None:
     last = mos.log(fitted)[-1]
     assert (last.op, last.actor, last.reason) == ("reencode", "carol", f"[{job.id}] smaller")
     assert done.result == {"codec": "fp16", "codec_version": 1, "seq": last.seq, "op": "reencode"}
-    assert mos.get_job(job.id) == done
-    assert mos.list_jobs(fitted) == [done]
+    assert mos.jobs.get(job.id) == done
+    assert mos.jobs.list(fitted) == [done]
     assert Worker(mos).run_once() is None
     assert mos.verify(fitted).ok
 
@@ -239,43 +239,43 @@ def test_bad_jobs_are_refused_and_queue_nothing(
     mos: MemOS, cube: str, kind: str, params: object, error: type[Exception]
 ) -> None:
     with pytest.raises(error):
-        mos.submit_job(cube, kind, params)  # type: ignore[arg-type]
-    assert mos.list_jobs(cube) == []
+        mos.jobs.submit(cube, kind, params)  # type: ignore[arg-type]
+    assert mos.jobs.list(cube) == []
     assert mos.store.job_counts()[JobState.QUEUED] == 0
 
 
 def test_jobs_are_scoped_like_their_cube(mos: MemOS, fitted: str) -> None:
     alice, bob = mos.as_principal("alice"), mos.as_principal("bob")
-    job = alice.submit_job(fitted, "reencode", {"codec": "fp16"})
+    job = alice.jobs.submit(fitted, "reencode", {"codec": "fp16"})
     assert (job.principal, job.actor) == ("alice", "alice")
     with pytest.raises(JobNotFound):
-        bob.get_job(job.id)
+        bob.jobs.get(job.id)
     with pytest.raises(CubeNotFound):
-        bob.list_jobs(fitted)
+        bob.jobs.list(fitted)
     with pytest.raises(CubeNotFound):
-        bob.submit_job(fitted, "reencode", {"codec": "fp16"})
+        bob.jobs.submit(fitted, "reencode", {"codec": "fp16"})
     with pytest.raises(JobNotFound):
-        bob.cancel_job(job.id)
-    assert bob.list_jobs() == []
+        bob.jobs.cancel(job.id)
+    assert bob.jobs.list() == []
     mos.grant(fitted, "bob", "read")
-    assert bob.get_job(job.id) == job
-    assert bob.list_jobs() == [job]
-    assert bob.list_jobs(state="queued") == [job]
-    assert bob.list_jobs(fitted, state=JobState.DONE) == []
+    assert bob.jobs.get(job.id) == job
+    assert bob.jobs.list() == [job]
+    assert bob.jobs.list(state="queued") == [job]
+    assert bob.jobs.list(fitted, state=JobState.DONE) == []
     with pytest.raises(InvalidInput):
-        bob.list_jobs(state="finished")
+        bob.jobs.list(state="finished")
     with pytest.raises(AccessDenied):
-        bob.submit_job(fitted, "reencode", {"codec": "fp16"})
+        bob.jobs.submit(fitted, "reencode", {"codec": "fp16"})
     with pytest.raises(AccessDenied):
-        bob.cancel_job(job.id)
+        bob.jobs.cancel(job.id)
     with pytest.raises(InvalidInput):
-        bob.get_job("not-a-job")
-    assert mos.list_jobs(fitted) == [job]
+        bob.jobs.get("not-a-job")
+    assert mos.jobs.list(fitted) == [job]
 
 
 def test_a_job_runs_with_the_rights_of_its_submitter(mos: MemOS, fitted: str) -> None:
     mos.grant(fitted, "bob", "write")
-    job = mos.as_principal("bob").submit_job(fitted, "reencode", {"codec": "fp16"})
+    job = mos.as_principal("bob").jobs.submit(fitted, "reencode", {"codec": "fp16"})
     mos.revoke(fitted, "bob")  # before any worker ran it
     done = Worker(mos).run_once()
     assert done is not None
@@ -283,11 +283,11 @@ def test_a_job_runs_with_the_rights_of_its_submitter(mos: MemOS, fitted: str) ->
     assert done.failure is not None
     assert done.failure.code == "cube_not_found"
     assert mos.get_cube(fitted).codec != "fp16"
-    assert mos.get_job(job.id).state == JobState.FAILED
+    assert mos.jobs.get(job.id).state == JobState.FAILED
 
 
 def test_a_job_done_before_its_worker_died_is_not_run_twice(mos: MemOS, fitted: str) -> None:
-    job = mos.submit_job(fitted, "reencode", {"codec": "fp16"})
+    job = mos.jobs.submit(fitted, "reencode", {"codec": "fp16"})
     claimed = mos.store.claim_job("dies", datetime.now(UTC), 0.2)
     assert claimed is not None
     HANDLERS[JobKind.REENCODE](mos, claimed)  # its change lands, then the worker is gone
@@ -302,7 +302,7 @@ def test_a_job_done_before_its_worker_died_is_not_run_twice(mos: MemOS, fitted: 
 
 
 def test_a_job_that_keeps_killing_workers_fails_for_good(mos: MemOS, fitted: str) -> None:
-    job = mos.submit_job(fitted, "reencode", {"codec": "fp16"})
+    job = mos.jobs.submit(fitted, "reencode", {"codec": "fp16"})
     an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
     for attempt in range(MAX_ATTEMPTS):  # each worker dies within its one-second lease
         claimed = mos.store.claim_job(
@@ -316,7 +316,7 @@ def test_a_job_that_keeps_killing_workers_fails_for_good(mos: MemOS, fitted: str
     assert done.failure is not None
     assert "gave up after 3 attempts" in done.failure.message
     assert mos.get_cube(fitted).codec != "fp16"
-    assert mos.get_job(job.id).attempts == MAX_ATTEMPTS + 1
+    assert mos.jobs.get(job.id).attempts == MAX_ATTEMPTS + 1
 
 
 def test_an_unexpected_error_fails_the_job_and_the_worker_goes_on(
@@ -326,8 +326,8 @@ def test_an_unexpected_error_fails_the_job_and_the_worker_goes_on(
         raise ZeroDivisionError("a bug in a handler")
 
     monkeypatch.setitem(HANDLERS, JobKind.REENCODE, broken)
-    first = mos.submit_job(fitted, "reencode", {"codec": "fp16"})
-    second = mos.submit_job(fitted, "reencode", {"codec": "int8"})
+    first = mos.jobs.submit(fitted, "reencode", {"codec": "fp16"})
+    second = mos.jobs.submit(fitted, "reencode", {"codec": "int8"})
     worker = Worker(mos)
     failed = worker.run_once()
     assert failed is not None
@@ -335,25 +335,25 @@ def test_an_unexpected_error_fails_the_job_and_the_worker_goes_on(
     assert failed.failure is not None
     assert failed.failure.message == "ZeroDivisionError: a bug in a handler"
     assert worker.run_once() is not None  # the next job still runs
-    assert mos.get_job(second.id).state == JobState.FAILED
+    assert mos.jobs.get(second.id).state == JobState.FAILED
 
 
 def test_worker_run_drains_the_queue_until_stopped(mos: MemOS, fitted: str) -> None:
-    jobs = [mos.submit_job(fitted, "reencode", {"codec": c}) for c in ("fp16", "fp32", "fp8")]
+    jobs = [mos.jobs.submit(fitted, "reencode", {"codec": c}) for c in ("fp16", "fp32", "fp8")]
     stop = threading.Event()
     thread = threading.Thread(
         target=Worker(mos, lease_s=1).run, args=(stop,), kwargs={"poll_s": 0.05}
     )
     thread.start()
     try:
-        finished = [mos.wait_for_job(job.id, timeout=30, poll_s=0.05) for job in jobs]
+        finished = [mos.jobs.wait(job.id, timeout=30, poll_s=0.05) for job in jobs]
     finally:
         stop.set()
         thread.join(timeout=30)
     assert not thread.is_alive()
     assert [job.state for job in finished] == [JobState.DONE] * 3
     assert mos.get_cube(fitted).codec == "fp8"
-    assert mos.wait_for_job(jobs[0].id, timeout=0) == finished[0]
+    assert mos.jobs.wait(jobs[0].id, timeout=0) == finished[0]
 
 
 def test_a_queued_consolidation_trains_an_adapter(data_dir: Path, tiny_model: LocalModel) -> None:
@@ -364,7 +364,7 @@ def test_a_queued_consolidation_trains_an_adapter(data_dir: Path, tiny_model: Lo
                              cube="trip")  # fmt: skip
         recipe = {"max_steps": 12, "learning_rate": 0.01, "batch_size": 4, "recall_every": 6}
         params = {"name": "trip", "item_ids": [f.id for f in facts], "recipe": recipe}
-        job = mos.submit_job("trip", "consolidate", params, reason="nightly")
+        job = mos.jobs.submit("trip", "consolidate", params, reason="nightly")
         done = Worker(mos).run_once()
         assert done is not None
         assert done.state == JobState.DONE, done
@@ -398,33 +398,33 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Mem
 def test_jobs_over_http(served: tuple[MemOS, str]) -> None:
     mos, base = served
     with (
-        MemOS.connect(base, api_key=mos.create_api_key("alice")[1]) as alice,
-        MemOS.connect(base, api_key=mos.create_api_key("bob")[1]) as bob,
+        MemOS.connect(base, api_key=mos.keys.create("alice")[1]) as alice,
+        MemOS.connect(base, api_key=mos.keys.create("bob")[1]) as bob,
     ):
         alice.create_cube("notes")
         alice.add_many([f"fact {n} about the harbour" for n in range(40)], cube="notes")
-        job = alice.submit_job("notes", JobKind.REENCODE, {"codec": "fp16"}, reason="smaller")
+        job = alice.jobs.submit("notes", JobKind.REENCODE, {"codec": "fp16"}, reason="smaller")
         assert (job.state, job.principal, job.params) == ("queued", "alice", {"codec": "fp16"})
         with pytest.raises(JobNotFound):
-            bob.get_job(job.id)
+            bob.jobs.get(job.id)
         with pytest.raises(CubeNotFound):
-            bob.submit_job("notes", "reencode", {"codec": "fp16"})
+            bob.jobs.submit("notes", "reencode", {"codec": "fp16"})
         with pytest.raises(InvalidInput):
-            alice.submit_job("notes", "reencode", {"codec": "zip"})
+            alice.jobs.submit("notes", "reencode", {"codec": "zip"})
         with pytest.raises(InvalidInput):
-            alice.submit_job("notes", "defrag")
-        assert alice.list_jobs("notes") == [job]
-        extra = alice.submit_job("notes", "reencode", {"codec": "int8"})
+            alice.jobs.submit("notes", "defrag")
+        assert alice.jobs.list("notes") == [job]
+        extra = alice.jobs.submit("notes", "reencode", {"codec": "int8"})
         with pytest.raises(JobNotFound):
-            bob.cancel_job(extra.id)
-        assert alice.cancel_job(extra.id).state == "cancelled"
+            bob.jobs.cancel(extra.id)
+        assert alice.jobs.cancel(extra.id).state == "cancelled"
         with pytest.raises(Conflict):
-            alice.cancel_job(extra.id)
+            alice.jobs.cancel(extra.id)
         stop = threading.Event()
         worker = threading.Thread(target=Worker(mos).run, args=(stop,), kwargs={"poll_s": 0.05})
         worker.start()
         try:
-            done = alice.wait_for_job(job.id, timeout=30, poll_s=0.05)
+            done = alice.jobs.wait(job.id, timeout=30, poll_s=0.05)
         finally:
             stop.set()
             worker.join(timeout=30)
@@ -432,13 +432,13 @@ def test_jobs_over_http(served: tuple[MemOS, str]) -> None:
         assert done.result is not None
         assert alice.get_cube("notes").codec == "fp16"
         assert alice.log("notes")[-1].reason == f"[{job.id}] smaller"
-        assert alice.list_jobs("notes") == [done, alice.get_job(extra.id)]
-        assert alice.list_jobs(state="cancelled") == [alice.get_job(extra.id)]
-        assert alice.list_jobs() == alice.list_jobs("notes")
-        assert bob.list_jobs() == []
+        assert alice.jobs.list("notes") == [done, alice.jobs.get(extra.id)]
+        assert alice.jobs.list(state="cancelled") == [alice.jobs.get(extra.id)]
+        assert alice.jobs.list() == alice.jobs.list("notes")
+        assert bob.jobs.list() == []
         with pytest.raises(InvalidInput):
-            alice.list_jobs(state="finished")
-        assert alice.get_job(extra.id).state == "cancelled"  # no worker ran it
+            alice.jobs.list(state="finished")
+        assert alice.jobs.get(extra.id).state == "cancelled"  # no worker ran it
 
 
 def test_a_server_with_workers_runs_its_jobs_itself(tmp_path: Path) -> None:
@@ -446,11 +446,11 @@ def test_a_server_with_workers_runs_its_jobs_itself(tmp_path: Path) -> None:
     mos = MemOS(open_store(url), embedder=HashEmbedder(64))
     with (
         serve(mos, ServerSettings(store=url, workers=1)) as base,
-        MemOS.connect(base, api_key=mos.create_api_key("alice")[1]) as alice,
+        MemOS.connect(base, api_key=mos.keys.create("alice")[1]) as alice,
     ):
         alice.create_cube("notes")
         alice.add_many([f"fact {n} about the harbour" for n in range(40)], cube="notes")
-        job = alice.submit_job("notes", "reencode", {"codec": "fp16"})
-        done = alice.wait_for_job(job.id, timeout=60, poll_s=0.05)
+        job = alice.jobs.submit("notes", "reencode", {"codec": "fp16"})
+        done = alice.jobs.wait(job.id, timeout=60, poll_s=0.05)
         assert done.state == "done"
         assert alice.get_cube("notes").codec == "fp16"

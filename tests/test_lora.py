@@ -442,7 +442,8 @@ def test_a_version_number_taken_meanwhile_goes_to_the_next(
     one adapter) commits under the next free number instead of a second v1."""
     mos, _, _ = facts
     info = mos.get_cube(CUBE)
-    late = mos.lora._commit(info, trained.manifest, trained.blob, trained.size, False, None, "late")
+    catalog = mos.lora._tier
+    late = catalog._commit(info, trained.manifest, trained.blob, trained.size, False, None, "late")
     assert (trained.version, late.version) == (1, 2)
     assert [e.version for e in mos.lora.list(CUBE, "trip")] == [1, 2]
     assert mos.verify(CUBE).ok

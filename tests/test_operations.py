@@ -43,7 +43,7 @@ class TallyingClient(Tally, RemoteMemOS):
 def served(tmp_path: Path) -> Iterator[tuple[TallyingMemOS, TallyingClient]]:
     root = TallyingMemOS.open(tmp_path / "data", embedder=HashEmbedder(64))
     with serve(root, ServerSettings(store=f"sqlite:///{tmp_path / 'data'}")) as url:
-        _, token = root.create_api_key("alice")
+        _, token = root.keys.create("alice")
         with TallyingClient(url, api_key=token) as client:
             yield root, client
 

@@ -20,6 +20,7 @@ EXPECTED = {
     "Event",
     "EventOp",
     "FieldChange",
+    "Handle",
     "HashEmbedder",
     "HistoryEntry",
     "ItemDiff",
@@ -143,3 +144,11 @@ def test_api_all() -> None:
     import memos.api
 
     assert set(memos.api.__all__) == {"ServerSettings", "create_app", "open_memos"}
+
+
+def test_both_faces_are_handles() -> None:
+    """Code typed against ``memos.Handle`` runs on an embedded store or over HTTP."""
+    from memos.engine._remote import RemoteMemOS
+
+    assert issubclass(memos.MemOS, memos.Handle)
+    assert issubclass(RemoteMemOS, memos.Handle)

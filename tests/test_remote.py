@@ -34,6 +34,11 @@ from memos import (
     SearchHit,
     VerifyReport,
 )
+from memos.engine._handle import Handle
+from memos.engine._jobs import Jobs
+from memos.engine._kv import KV
+from memos.engine._lora import Lora
+from memos.engine._operations import namespace
 from memos.engine._remote import RemoteMemOS
 from memos.errors import (
     AccessDenied,
@@ -348,19 +353,41 @@ def _parameters(function: Callable[..., object]) -> list[tuple[str, object, obje
 
 
 def test_remote_methods_have_the_embedded_signatures() -> None:
-    from memos.activation import KVMemory
-    from memos.engine._remote import RemoteKV, RemoteLora
-    from memos.parametric import LoraMemory
+    # what each face writes for itself (an upload, a stream, a batch) keeps one signature
+    from memos.engine._lora import EmbeddedLora
+    from memos.engine._remote import RemoteLora
 
-    for embedded, remote in ((MemOS, RemoteMemOS), (KVMemory, RemoteKV), (LoraMemory, RemoteLora)):
+    for embedded, remote in ((MemOS, RemoteMemOS), (EmbeddedLora, RemoteLora)):
         shared = [name for name in vars(remote) if not name.startswith("_") and name != "url"]
-        assert len(shared) >= 4
+        assert len(shared) >= 2
         for name in shared:
             mine, theirs = getattr(remote, name), getattr(embedded, name)
-            if isinstance(mine, property):
-                assert isinstance(theirs, property), name
+            if isinstance(mine, property | namespace):
+                assert type(theirs) is type(mine), name
                 continue
             assert _parameters(mine) == _parameters(theirs), name
+
+
+def test_the_embedded_tiers_have_the_catalogs_signatures() -> None:
+    from memos.activation import KVMemory
+    from memos.engine._kv import EmbeddedKV
+    from memos.engine._lora import EmbeddedLora
+    from memos.parametric import LoraMemory
+
+    for tier, catalog in ((EmbeddedKV, KVMemory), (EmbeddedLora, LoraMemory)):
+        public = {n for k in tier.__mro__[:-3] for n in vars(k) if not n.startswith("_")}
+        assert len(public) >= 6
+        for name in public:
+            assert _parameters(getattr(tier, name)) == _parameters(getattr(catalog, name)), name
+
+
+def test_both_handles_are_handles_with_the_same_namespaces(connect: Connect) -> None:
+    handle = connect("alice")
+    assert isinstance(handle, Handle)
+    assert isinstance(handle.kv, KV)
+    assert isinstance(handle.lora, Lora)
+    assert isinstance(handle.jobs, Jobs)
+    assert handle.kv is handle.kv  # made once per handle
 
 
 @pytest.fixture
@@ -372,20 +399,20 @@ def server(tmp_path: Path) -> Iterator[tuple[str, MemOS]]:
 
 def test_a_wrong_api_key_is_unauthenticated(server: tuple[str, MemOS]) -> None:
     url, mos = server
-    key, token = mos.create_api_key("alice")
+    key, token = mos.keys.create("alice")
     forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
     for wrong in (forged, "memos_000000000000_" + "x" * 43, "not-a-key"):
         with MemOS.connect(url, api_key=wrong) as client, pytest.raises(Unauthenticated) as caught:
             client.list_cubes()
         assert (caught.value.status, caught.value.code) == (401, "unauthenticated")
-    mos.revoke_api_key(key.id)
+    mos.keys.revoke(key.id)
     with MemOS.connect(url, api_key=token) as client, pytest.raises(Unauthenticated):
         client.list_cubes()
 
 
 def test_reasons_of_deletes_travel_in_the_query(server: tuple[str, MemOS]) -> None:
     url, mos = server
-    _, token = mos.create_api_key("alice")
+    _, token = mos.keys.create("alice")
     with MemOS.connect(url, api_key=token) as alice:
         alice.create_cube("c")
         alice.grant("c", "team/bob")

@@ -42,7 +42,7 @@ def store_url() -> Iterator[str]:
 def token(store_url: str) -> str:
     mos = MemOS(open_store(store_url))
     try:
-        return mos.create_api_key("alice")[1]
+        return mos.keys.create("alice")[1]
     finally:
         mos.close()
 

@@ -36,7 +36,7 @@ def _bearer(token: str) -> dict[str, str]:
 def server(data_dir: Path) -> Iterator[Server]:
     mos = MemOS.open(data_dir, embedder=HashEmbedder(64))
     settings = ServerSettings(store=f"sqlite:///{data_dir}", **LIMITS)
-    alice, bob = (_bearer(mos.create_api_key(p)[1]) for p in ("alice", "bob"))
+    alice, bob = (_bearer(mos.keys.create(p)[1]) for p in ("alice", "bob"))
     with TestClient(create_app(settings, mos=mos)) as client:
         assert client.post("/v1/cubes", json={"name": "diary"}, headers=alice).status_code == 201
         added = client.post(
@@ -72,8 +72,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/cubes/{cube}/adapters"): {"name": "stolen", "query": "key"},
     ("POST", "/v1/cubes/{cube}/adapters/{name}/retrain"): {},
     ("POST", "/v1/cubes/{cube}/adapters/{name}/rollback"): {"to_version": 1},
-    ("POST", "/v1/cubes/{cube}/adapters/{name}/attach"): {},
-    ("POST", "/v1/cubes/{cube}/adapters/detach"): {},
+    ("POST", "/v1/cubes/{cube}/adapters/attach"): {"name": "facts"},
     ("POST", "/v1/access-stats"): {"item_ids": []},
     ("POST", "/v1/cubes/{cube}/jobs"): {"kind": "reencode", "params": {"codec": "fp16"}},
 }
@@ -109,8 +108,8 @@ def test_every_route_but_healthz_needs_a_valid_key(server: Server) -> None:
     routes = [r for r in _routes(server) if r not in OPEN_ROUTES]
     assert len(routes) > 30
     keys: list[dict[str, str]] = [{}, _bearer("memos_000000000000_" + "A" * 43), {"X": "y"}]
-    revoked, token = server.mos.create_api_key("alice")
-    server.mos.revoke_api_key(revoked.id)
+    revoked, token = server.mos.keys.create("alice")
+    server.mos.keys.revoke(revoked.id)
     keys.append(_bearer(token))
     for method, path in [*routes, ("GET", "/metrics")]:
         for headers in keys:
@@ -217,7 +216,7 @@ def test_export_and_import_round_trip_over_http(server: Server, tmp_path: Path) 
     assert exported.headers["content-type"] == "application/x-tar"
     other = MemOS.open(tmp_path / "other", embedder=HashEmbedder(64))
     settings = ServerSettings(store=f"sqlite:///{tmp_path / 'other'}")
-    token = _bearer(other.create_api_key("alice")[1])
+    token = _bearer(other.keys.create("alice")[1])
     with TestClient(create_app(settings, mos=other)) as client:
         imported = client.post("/v1/cubes/import", content=exported.content, headers=token)
         assert imported.status_code == 201, imported.text

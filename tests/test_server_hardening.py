@@ -43,7 +43,7 @@ def _bearer(token: str) -> dict[str, str]:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     data_dir = tmp_path_factory.mktemp("served") / "data"
     with MemOS.open(data_dir, embedder=HashEmbedder(64)) as mos:
-        _, token = mos.create_api_key("alice")
+        _, token = mos.keys.create("alice")
         mos.as_principal("alice").create_cube("notes")
     with serve_process("--data-dir", str(data_dir)) as (url, process):
         yield Served(url, process.pid, _bearer(token))
@@ -150,7 +150,7 @@ class Tenants:
 def tenants(data_dir: Path) -> Iterator[Tenants]:
     mos = MemOS.open(data_dir, embedder=HashEmbedder(64))
     settings = ServerSettings(store=f"sqlite:///{data_dir}", max_import_bytes=64 * 1024)
-    alice, bob = (_bearer(mos.create_api_key(p)[1]) for p in ("alice", "bob"))
+    alice, bob = (_bearer(mos.keys.create(p)[1]) for p in ("alice", "bob"))
     with TestClient(create_app(settings, mos=mos)) as client:
         yield Tenants(client, mos, alice, bob)
 
@@ -226,7 +226,7 @@ def test_a_malformed_import_names_no_server_path(
     data_dir: Path, tiny_model: LocalModel, tmp_path: Path
 ) -> None:
     mos = MemOS.open(data_dir, embedder=HashEmbedder(64), model=tiny_model)
-    alice = _bearer(mos.create_api_key("alice")[1])
+    alice = _bearer(mos.keys.create("alice")[1])
     notes = mos.as_principal("alice").create_cube("notes").name
     exported = mos.export_cube(notes, tmp_path / "export")
     manifest = (exported / "manifest.json").read_bytes()
@@ -266,7 +266,7 @@ def test_an_unexpected_failure_is_the_envelope_and_names_nothing_internal(
         raise RuntimeError(f"a bug that knows {data_dir}")
 
     app.add_api_route("/v1/failing", failing)
-    headers = _bearer(mos.create_api_key("alice")[1])
+    headers = _bearer(mos.keys.create("alice")[1])
     with TestClient(app, raise_server_exceptions=False) as client:
         answer = client.get("/v1/failing", headers=headers)
     assert answer.status_code == 500
@@ -279,7 +279,7 @@ def test_an_error_names_none_of_the_servers_folders(tmp_path: Path) -> None:
     data_dir, model_dir = tmp_path / "data", tmp_path / "models" / "missing"
     mos = MemOS.open(data_dir, embedder=HashEmbedder(64), model=model_dir)
     settings = ServerSettings(store=f"sqlite:///{data_dir}", model=str(model_dir))
-    headers = _bearer(mos.create_api_key("alice")[1])
+    headers = _bearer(mos.keys.create("alice")[1])
     with TestClient(create_app(settings, mos=mos)) as client:
         client.post("/v1/cubes", json={"name": "notes"}, headers=headers)
         client.post("/v1/cubes/notes/memories", json={"text": "a memory"}, headers=headers)

@@ -737,7 +737,7 @@ def test_anchors_over_http(data_dir: Path) -> None:
     from memos.api import ServerSettings
 
     mos = MemOS.open(data_dir, embedder=HashEmbedder(64))
-    _, token = mos.create_api_key("alice")
+    _, token = mos.keys.create("alice")
     with (
         serve(mos, ServerSettings(store=f"sqlite:///{data_dir}")) as url,
         MemOS.connect(url, api_key=token) as alice,

@@ -1,10 +1,21 @@
 """The activation tier: KV caches of memory blocks for a local model, stored as safetensors
-with a JSON manifest, checked against the model's fingerprint, reused as read-only prefixes."""
+with a JSON manifest, checked against the model's fingerprint, reused as read-only prefixes.
+
+Entries, manifests and block rendering load without torch; the catalog and the tensor codecs
+load it on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from memos.activation._block import BLOCK_TEMPLATE, render_block
-from memos.activation._catalog import KVEntry, KVMemory
-from memos.activation._manifest import KV_DTYPES, KVManifest
-from memos.activation._tensors import cache_from_bytes, cache_to_bytes
+from memos.activation._manifest import KV_DTYPES, KVEntry, KVManifest
+
+if TYPE_CHECKING:
+    from memos.activation._catalog import KVMemory
+    from memos.activation._tensors import cache_from_bytes, cache_to_bytes
 
 __all__ = [
     "BLOCK_TEMPLATE",
@@ -16,3 +27,16 @@ __all__ = [
     "cache_to_bytes",
     "render_block",
 ]
+
+# what imports torch, by the module that defines it
+_WITH_TORCH = {
+    "KVMemory": "memos.activation._catalog",
+    "cache_from_bytes": "memos.activation._tensors",
+    "cache_to_bytes": "memos.activation._tensors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WITH_TORCH:
+        return getattr(importlib.import_module(_WITH_TORCH[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

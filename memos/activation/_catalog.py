@@ -11,19 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-
 from memos.activation._block import render_block, template_version
-from memos.activation._manifest import KV_DTYPES, KVManifest
+from memos.activation._manifest import KV_DTYPES, KVEntry, KVManifest
 from memos.activation._tensors import cache_from_bytes, cache_to_bytes, token_sha256
 from memos.core import _validation as check
 from memos.core._derived import KV_KIND
@@ -58,45 +54,6 @@ DEFAULT_RESIDENT_BYTES = 2 * 2**30
 
 ModelProvider = Callable[[], LLMBackend]
 Retriever = Callable[[str, str, int, "str | None"], list[MemoryItem]]
-
-
-class KVEntry(BaseModel):
-    """A stored KV cache of a memory block, as ``mos.kv.list`` reports it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: str
-    cube: str
-    blob: str
-    size: int
-    created_at: datetime
-    manifest: KVManifest
-
-    @property
-    def sources(self) -> tuple[SourceRef, ...]:
-        return self.manifest.sources
-
-    @property
-    def tokens(self) -> int:
-        return self.manifest.tokens
-
-    @classmethod
-    def from_derived(cls, entry: DerivedEntry) -> KVEntry:
-        try:
-            # through JSON: the manifest is strict, and JSON is where its tuples are arrays
-            manifest = KVManifest.model_validate_json(json.dumps(entry.manifest))
-        except ValidationError as exc:
-            raise CorruptArtifact(f"KV entry {entry.id} has a malformed manifest: {exc}") from exc
-        if manifest.sources != entry.sources:
-            raise CorruptArtifact(f"KV entry {entry.id}: manifest and record name other sources")
-        return cls(
-            id=entry.id,
-            cube=entry.cube,
-            blob=entry.blob,
-            size=entry.size,
-            created_at=entry.created_at,
-            manifest=manifest,
-        )
 
 
 class KVMemory:

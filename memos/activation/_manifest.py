@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from memos.core._types import SourceRef
+from memos.core._types import DerivedEntry, SourceRef
+from memos.errors import CorruptArtifact
 from memos.llm import ModelFingerprint
 
 KVDtype = Literal["fp32", "bf16", "int8"]
@@ -37,3 +40,42 @@ class KVManifest(BaseModel):
     def bytes_fp32(self) -> int:
         """What the cache takes in RAM once loaded (fp32 keys and values)."""
         return self.layers * 2 * self.kv_heads * self.tokens * self.head_dim * 4
+
+
+class KVEntry(BaseModel):
+    """A stored KV cache of a memory block, as ``mos.kv.list`` reports it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    cube: str
+    blob: str
+    size: int
+    created_at: datetime
+    manifest: KVManifest
+
+    @property
+    def sources(self) -> tuple[SourceRef, ...]:
+        return self.manifest.sources
+
+    @property
+    def tokens(self) -> int:
+        return self.manifest.tokens
+
+    @classmethod
+    def from_derived(cls, entry: DerivedEntry) -> KVEntry:
+        try:
+            # through JSON: the manifest is strict, and JSON is where its tuples are arrays
+            manifest = KVManifest.model_validate_json(json.dumps(entry.manifest))
+        except ValidationError as exc:
+            raise CorruptArtifact(f"KV entry {entry.id} has a malformed manifest: {exc}") from exc
+        if manifest.sources != entry.sources:
+            raise CorruptArtifact(f"KV entry {entry.id}: manifest and record name other sources")
+        return cls(
+            id=entry.id,
+            cube=entry.cube,
+            blob=entry.blob,
+            size=entry.size,
+            created_at=entry.created_at,
+            manifest=manifest,
+        )

@@ -47,9 +47,9 @@ def submit(
 ) -> None:
     """Queue a job on a cube and print its id (the job is stored before this returns)."""
     with open_memos(ctx, json_errors=json_out) as mos:
-        job = mos.submit_job(cube, kind, _parsed(params), user=user, reason=reason)
+        job = mos.jobs.submit(cube, kind, _parsed(params), user=user, reason=reason)
         if wait:
-            job = mos.wait_for_job(job.id, timeout=timeout)
+            job = mos.jobs.wait(job.id, timeout=timeout)
     _print_job(job, json_out=json_out, brief=not wait)
 
 
@@ -69,7 +69,7 @@ def list_(
 ) -> None:
     """List jobs, oldest first."""
     with open_memos(ctx, json_errors=json_out) as mos:
-        jobs = mos.list_jobs(cube, state=state)
+        jobs = mos.jobs.list(cube, state=state)
     if json_out:
         _render.print_json(_render.dumps(jobs))
     else:
@@ -80,7 +80,7 @@ def list_(
 def show(ctx: typer.Context, job_id: JobId, json_out: JsonFlag = False) -> None:
     """Show where a job stands: its state, attempts, worker, result or failure."""
     with open_memos(ctx, json_errors=json_out) as mos:
-        job = mos.get_job(job_id)
+        job = mos.jobs.get(job_id)
     _print_job(job, json_out=json_out, brief=False)
 
 
@@ -88,7 +88,7 @@ def show(ctx: typer.Context, job_id: JobId, json_out: JsonFlag = False) -> None:
 def cancel(ctx: typer.Context, job_id: JobId, json_out: JsonFlag = False) -> None:
     """Cancel a job no worker has taken yet (a running job is never interrupted)."""
     with open_memos(ctx, json_errors=json_out) as mos:
-        job = mos.cancel_job(job_id)
+        job = mos.jobs.cancel(job_id)
     if json_out:
         _render.print_json(job.model_dump(mode="json"))
     else:
@@ -105,7 +105,7 @@ def wait_(
     """Wait until a worker has finished a job, then show it; exits 1 if it failed or is still
     unfinished when the timeout runs out."""
     with open_memos(ctx, json_errors=json_out) as mos:
-        job = mos.wait_for_job(job_id, timeout=timeout)
+        job = mos.jobs.wait(job_id, timeout=timeout)
     _print_job(job, json_out=json_out, brief=False)
     if job.state != "done":
         raise typer.Exit(1)

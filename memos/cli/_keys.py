@@ -21,7 +21,7 @@ def create(
 ) -> None:
     """Make an API key for a principal and print it; it is shown this once."""
     with open_memos(ctx, json_errors=json_out, create=True) as mos:
-        key, token = mos.create_api_key(principal)
+        key, token = mos.keys.create(principal)
     if json_out:
         _render.print_json({"id": key.id, "principal": key.principal, "key": token})
     else:
@@ -35,7 +35,7 @@ def create(
 def list_(ctx: typer.Context, json_out: JsonFlag = False) -> None:
     """List the keys (never their secrets), revoked ones too."""
     with open_memos(ctx, json_errors=json_out) as mos:
-        keys = mos.list_api_keys()
+        keys = mos.keys.list()
     if json_out:
         _render.print_json([k.model_dump(mode="json", exclude={"secret_sha256"}) for k in keys])
         return
@@ -51,5 +51,5 @@ def revoke(
 ) -> None:
     """Revoke a key: the server refuses it from the next request on."""
     with open_memos(ctx) as mos:
-        key = mos.revoke_api_key(key_id)
+        key = mos.keys.revoke(key_id)
     typer.echo(f"revoked key {key.id} of {key.principal}")

@@ -5,7 +5,7 @@ import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich import box
@@ -25,9 +25,8 @@ from memos.cli import _render
 from memos.cli._options import CubeOption, JsonFlag, ReasonOption, UserOption
 from memos.cli._session import open_memos
 from memos.errors import InvalidInput
-
-if TYPE_CHECKING:  # memos.parametric imports torch; only LoRA commands should pay for that
-    from memos.parametric import AdapterEntry
+from memos.parametric import AdapterEntry
+from memos.parametric._manifest import DEFAULT_DENSITY
 
 lora_app = typer.Typer(
     help="Train, list, attach, export and roll back LoRA adapters: a cube's memories learned "
@@ -329,8 +328,6 @@ def _stored_density(density: float | None, fp32: bool) -> float | None:
             raise InvalidInput("give --density or --fp32, not both", field="density")
         return None
     if density is None:
-        from memos.parametric._catalog import DEFAULT_DENSITY
-
         return DEFAULT_DENSITY
     return _checked_density(density)
 

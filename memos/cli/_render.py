@@ -5,7 +5,7 @@ import os
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 from pydantic import BaseModel
@@ -25,10 +25,8 @@ from memos import (
     SearchHit,
     VerifyReport,
 )
+from memos.activation import KVEntry
 from memos.core._types import ChatReply
-
-if TYPE_CHECKING:  # memos.activation imports torch; only KV commands should pay for that
-    from memos.activation import KVEntry
 
 _HASH_PREFIX = 8
 _PIPE_WIDTH = 200
@@ -196,7 +194,7 @@ def cube_stats(stats: CubeStats) -> None:
     console().print(table)
 
 
-def kv_entries(entries: Sequence["KVEntry"]) -> None:
+def kv_entries(entries: Sequence[KVEntry]) -> None:
     table = _table("id", "tokens", "dtype", "size", "sources", "model", "created")
     for entry in entries:
         table.add_row(

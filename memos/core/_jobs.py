@@ -1,7 +1,7 @@
 """Background jobs: long work (training an adapter, re-encoding a cube) asked for now and done
 later by a worker (``memos worker``, :mod:`memos.schedulers`).
 
-A job is durable from the moment :meth:`memos.MemOS.submit_job` returns: the store keeps it in a
+A job is durable from the moment ``mos.jobs.submit`` returns: the store keeps it in a
 queue (a table in SQLite, a Redis Streams consumer group on Redis). A worker *claims* the oldest
 queued job under a lease that it renews while it works; a worker that dies stops renewing, and
 once the lease runs out the next worker claims the job again. Running a job twice must not make

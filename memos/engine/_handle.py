@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Self, overload
 from memos.core import _validation as check
 from memos.core._anchor import CubeAnchor
 from memos.core._history import ItemDiff
-from memos.core._jobs import Job, checked_job_id, waited
 from memos.core._types import (
     Access,
     AccessStats,
@@ -36,13 +35,16 @@ from memos.core._types import (
 from memos.engine import _cubes, _grants, _memories
 from memos.engine._cube_stats import CubeStats, cube_stats
 from memos.engine._engine import Engine
-from memos.engine._operations import Performs, operation
+from memos.engine._jobs import Jobs
+from memos.engine._kv import KV
+from memos.engine._lora import Lora
+from memos.engine._operations import Performs, namespace, operation
 from memos.engine._scope import Scope
-from memos.errors import InvalidInput, JobNotFound
+from memos.errors import InvalidInput
 from memos.plaintext._encoding import checked_codec, fitted, reconfigure
 from memos.plaintext._search import DEFAULT_MODE as DEFAULT_SEARCH_MODE
 
-CUBES, MEMORIES, JOBS = "cubes", "memories", "jobs"
+CUBES, MEMORIES = "cubes", "memories"
 
 
 class Handle(Performs):
@@ -51,6 +53,17 @@ class Handle(Performs):
     # set on an embedded handle, whose operations run here; an HTTP handle sends them instead
     _engine: Engine
     _scope: Scope
+
+    kv = namespace(KV)
+    """The activation tier: ``build``, ``list``, ``get``, ``drop`` KV caches of memory blocks
+    (see :class:`memos.engine._kv.KV`)."""
+    lora = namespace(Lora)
+    """The parametric tier: ``consolidate``, ``list``, ``show``, ``attach``, ``rollback``,
+    ``retrain``, ``export``, ``import_adapter``, ``delete`` LoRA adapters (see
+    :class:`memos.engine._lora.Lora`)."""
+    jobs = namespace(Jobs)
+    """Background jobs: ``submit``, ``list``, ``get``, ``cancel``, ``wait`` (see
+    :class:`memos.engine._jobs.Jobs`)."""
 
     def __enter__(self) -> Self:
         return self
@@ -354,30 +367,6 @@ class Handle(Performs):
             self._scope, query, cube=cube, k=k, user=user, tags=tags, session=session,
             since=since, until=until, where=where, mode=mode,
         )  # fmt: skip
-
-    # background jobs ------------------------------------------------------------------
-
-    @operation("GET", "/v1/jobs/{job_id}", tag=JOBS)
-    def get_job(self, job_id: str) -> Job:
-        """The job as it stands; :class:`JobNotFound` also for a job of a cube this handle may
-        not read."""
-        job = self._engine.store.get_job(checked_job_id(job_id))
-        if job is None or not self._scope.can_read(job.cube):
-            raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
-        return job
-
-    @operation("POST", "/v1/jobs/{job_id}/cancel", tag=JOBS)
-    def cancel_job(self, job_id: str) -> Job:
-        """Cancel a job no worker has taken yet (:class:`Conflict` once one has: a running job
-        is never interrupted); needs write access to its cube."""
-        job = self.get_job(job_id)
-        self._scope.cube(job.cube, Access.WRITE)
-        return self._engine.store.cancel_job(job.id, utcnow())
-
-    def wait_for_job(self, job_id: str, *, timeout: float = 600.0, poll_s: float = 0.2) -> Job:
-        """The job once a worker finished it (``done`` or ``failed``), or as it stands when
-        ``timeout`` seconds ran out."""
-        return waited(lambda: self.get_job(job_id), timeout, poll_s)
 
     # chat -------------------------------------------------------------------------------
 

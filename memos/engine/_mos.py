@@ -6,25 +6,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from memos.core import _keys, _mutations
+from memos.core import _mutations
 from memos.core import _validation as check
 from memos.core._access import DEFAULT_HALF_LIFE_S
 from memos.core._anchor import CubeAnchor
-from memos.core._jobs import (
-    Job,
-    JobKind,
-    JobState,
-    ReencodeParams,
-    checked_kind,
-    checked_params,
-    checked_state,
-    new_job_id,
-)
 from memos.core._records import Record, parse_records
 from memos.core._store import Change, Store, Vector, open_store
 from memos.core._types import (
     Access,
-    ApiKey,
     ChatReply,
     CubeInfo,
     EventOp,
@@ -39,22 +28,22 @@ from memos.embedding import Embedder
 from memos.engine._engine import Engine
 from memos.engine._export import export_cube, read_export
 from memos.engine._handle import Handle
+from memos.engine._keys import Keys
+from memos.engine._kv import EmbeddedKV
+from memos.engine._lora import EmbeddedLora
+from memos.engine._operations import namespace
 from memos.engine._scope import Scope
 from memos.engine._verify import verify_cube
 from memos.errors import (
-    AccessDenied,
     IntegrityError,
     InvalidInput,
     VersionConflict,
 )
-from memos.plaintext._encoding import checked_codec, fitted
 
 if TYPE_CHECKING:
-    from memos.activation import KVMemory
     from memos.engine._chat import ChatStream
     from memos.engine._remote import RemoteMemOS
     from memos.llm import LLMBackend
-    from memos.parametric import LoraMemory
 
 
 _RETRIES = 20
@@ -68,6 +57,12 @@ class MemOS(Handle):
     Open an embedded data directory with :meth:`open`. Every mutation appends one event to the
     cube's hash-chained log in the same transaction that changes the item.
     """
+
+    kv = namespace(EmbeddedKV)
+    lora = namespace(EmbeddedLora)
+    keys = namespace(Keys)
+    """The server's API keys: ``create``, ``list``, ``revoke`` (see
+    :class:`memos.engine._keys.Keys`)."""
 
     def __init__(
         self,
@@ -156,27 +151,6 @@ class MemOS(Handle):
             self._engine.close()
 
     # cubes ------------------------------------------------------------------------------
-
-    # API keys of the server ------------------------------------------------------------
-
-    def create_api_key(self, principal: str) -> tuple[ApiKey, str]:
-        """Make an API key for ``principal``: its record and the token, shown this once."""
-        self._operator_only("create API keys")
-        return _keys.create_key(self.store, principal, self.limits)
-
-    def list_api_keys(self) -> list[ApiKey]:
-        self._operator_only("list API keys")
-        return self.store.list_api_keys()
-
-    def revoke_api_key(self, key_id: str) -> ApiKey:
-        self._operator_only("revoke API keys")
-        if not isinstance(key_id, str):
-            raise InvalidInput("a key id is a string", field="key_id")
-        return self.store.revoke_api_key(key_id, utcnow())
-
-    def _operator_only(self, what: str) -> None:
-        if self.principal is not None:
-            raise AccessDenied(f"only the operator may {what}")
 
     # writes -----------------------------------------------------------------------------
 
@@ -283,53 +257,6 @@ class MemOS(Handle):
         self._engine.indexes.current(data.cube)
         return data.cube
 
-    # background jobs --------------------------------------------------------------------
-
-    def submit_job(
-        self,
-        cube: str,
-        kind: JobKind | str,
-        params: Mapping[str, Any] | None = None,
-        *,
-        user: str | None = None,
-        reason: str | None = None,
-    ) -> Job:
-        """Queue a background job on ``cube`` and return it, queued: ``consolidate`` (params as
-        ``lora.consolidate``: ``name`` and ``item_ids`` or ``query``), ``retrain``
-        (``name``), ``refit``, ``reencode`` (``codec``). A worker (``memos worker``) runs it
-        with this handle's rights; the events it makes name the acting user and begin their
-        reason with the job's id. The job is stored before this returns: no worker crash
-        loses it (see :mod:`memos.core._jobs`)."""
-        info = self._scope.cube(cube, Access.WRITE)
-        job_kind = checked_kind(kind)
-        checked = checked_params(job_kind, dict(params) if isinstance(params, Mapping) else params)
-        # what the worker's call would refuse at once is refused now, before anything queues
-        if isinstance(checked, ReencodeParams):
-            checked_codec(checked.codec, info.dim)
-        elif job_kind == JobKind.REFIT:
-            fitted(info)
-        job = Job(
-            id=new_job_id(), cube=info.name, kind=job_kind, principal=self.principal,
-            params=checked.model_dump(mode="json"), actor=self._actor(user),
-            reason=check.reason(reason, self.limits), after_seq=self.store.head(info.name)[0],
-            submitted_at=utcnow(),
-        )  # fmt: skip
-        check.reason(job.event_reason, self.limits)  # the events' reasons must fit too
-        self.store.enqueue_job(job)
-        return job
-
-    def list_jobs(
-        self, cube: str | None = None, *, state: JobState | str | None = None
-    ) -> list[Job]:
-        """The jobs of ``cube`` (default: of every cube this handle may read), oldest first;
-        only those in ``state`` when given."""
-        wanted = checked_state(state)
-        cubes = self.list_cubes() if cube is None else [self._scope.cube(cube)]
-        jobs = [job for info in cubes for job in self.store.list_jobs(info.name)]
-        if cube is None:
-            jobs.sort(key=lambda job: (job.submitted_at, job.id))
-        return [job for job in jobs if wanted is None or job.state == wanted]
-
     def _after_write(self, info: CubeInfo, actor: str, *, grew: bool = True) -> None:
         self._engine.after_write(info, actor, self.limits, grew=grew)
 
@@ -338,19 +265,6 @@ class MemOS(Handle):
     def model(self) -> LLMBackend:
         """The language model chat and KV caches use, loaded on first call."""
         return self._engine.model()
-
-    @property
-    def kv(self) -> KVMemory:
-        """The activation tier: ``build``, ``list``, ``get``, ``drop`` KV caches of memory
-        blocks (see :class:`memos.activation.KVMemory`)."""
-        return self._engine.kv().scoped(self._scope.cube, self._actor)
-
-    @property
-    def lora(self) -> LoraMemory:
-        """The parametric tier: ``consolidate``, ``list``, ``show``, ``attach``, ``rollback``,
-        ``retrain``, ``export``, ``import_adapter``, ``delete`` LoRA adapters (see
-        :class:`memos.parametric.LoraMemory`)."""
-        return self._engine.lora().scoped(self._scope.cube, self._actor)
 
     def chat_stream(
         self,
@@ -379,7 +293,7 @@ class MemOS(Handle):
         retrieved = self._retrieve(query, info.name, k, user) if retrieve else []
         plan = plan_chat(
             self.model(),
-            self.kv,
+            self.kv._tier,
             cube=info.name,
             query=query,
             retrieved=retrieved,

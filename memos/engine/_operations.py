@@ -8,6 +8,11 @@ embedded handle), the HTTP client's call (:class:`memos.RemoteMemOS` sends the a
 instead of running the body), the server's route and its OpenAPI schema
 (:mod:`memos.api`), and any other face that lists :func:`operations_of` a handle class.
 
+Operations can be grouped under an attribute of the handle (``mos.kv``, ``mos.lora``,
+``mos.jobs``): a :class:`Namespace` class declares them, a :class:`namespace` attribute of the
+handle class holds it, and its operations are performed through the handle, so they run or
+travel exactly as the handle's own do.
+
 Path parameters travel in the path; the others in the JSON body, or in the query string for
 ``GET`` and ``DELETE``. On the wire an ``Iterable`` or ``Sequence`` is a list and a ``Mapping``
 an object.
@@ -20,16 +25,19 @@ import functools
 import inspect
 import re
 import types
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import (
     Any,
+    Generic,
+    Self,
     TypeVar,
     Union,
     cast,
     get_args,
     get_origin,
     get_type_hints,
+    overload,
 )
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
@@ -47,7 +55,52 @@ class Performs:
     the method's body; the HTTP client sends the call)."""
 
     def _perform(self, op: Operation, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return op.function(self, *args, **kwargs)
+        return self._perform_on(self, op, args, kwargs)
+
+    def _perform_on(
+        self, target: Performs, op: Operation, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Perform ``op``, declared on ``target`` (this handle, or one of its namespaces)."""
+        return op.function(target, *args, **kwargs)
+
+
+class Namespace(Performs):
+    """A group of a handle's operations under one of its attributes; see the module
+    docstring."""
+
+    def __init__(self, handle: Performs) -> None:
+        self._handle = handle
+
+    def _perform(self, op: Operation, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return self._handle._perform_on(self, op, args, kwargs)
+
+
+N = TypeVar("N", bound=Namespace, covariant=True)
+
+
+class namespace(Generic[N]):  # noqa: N801 (used as an attribute decorator would be)
+    """A handle class's attribute that holds a :class:`Namespace` of its operations, made
+    for each handle on first use."""
+
+    def __init__(self, cls: type[N]) -> None:
+        self.cls = cls
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> Self: ...
+
+    @overload
+    def __get__(self, instance: Performs, owner: type) -> N: ...
+
+    def __get__(self, instance: Performs | None, owner: type) -> Self | N:
+        if instance is None:
+            return self
+        made = self.cls(instance)
+        vars(instance)[self.name] = made  # later reads find it before this descriptor
+        return made
 
 
 @dataclass(frozen=True)
@@ -60,10 +113,15 @@ class Operation:
     status: int = 200
     tag: str = "memories"
     wire: Mapping[str, str] = field(default_factory=dict)
+    local: frozenset[str] = frozenset()
+    # the handle attribute of the namespace that declares it ("" for the handle's own)
+    namespace: str = ""
 
     @property
     def name(self) -> str:
-        return self.function.__name__
+        """Unique among a handle's operations: ``kv_build`` for ``mos.kv.build``."""
+        own = self.function.__name__
+        return f"{self.namespace}_{own}" if self.namespace else own
 
     @property
     def summary(self) -> str:
@@ -75,8 +133,9 @@ class Operation:
 
     @functools.cached_property
     def parameters(self) -> dict[str, str]:
-        """Each parameter's wire name, by its name in the SDK (``self`` left out)."""
-        names = list(self.signature.parameters)[1:]
+        """Each parameter's wire name, by its name in the SDK (``self`` and the parameters that
+        stay in the caller's process left out)."""
+        names = [n for n in list(self.signature.parameters)[1:] if n not in self.local]
         return {name: self.wire.get(name, name) for name in names}
 
     @functools.cached_property
@@ -115,7 +174,8 @@ class Operation:
         """A call's arguments by wire name, defaults filled in (``TypeError`` as a call)."""
         bound = self.signature.bind(None, *args, **kwargs)
         bound.apply_defaults()
-        return {self.parameters[n]: v for n, v in list(bound.arguments.items())[1:]}
+        sent = list(bound.arguments.items())[1:]
+        return {self.parameters[n]: v for n, v in sent if n not in self.local}
 
     @functools.cached_property
     def _names(self) -> dict[str, str]:
@@ -125,7 +185,8 @@ class Operation:
     def call(self, handle: Any, wire_values: Mapping[str, Any]) -> Any:
         """Run the operation's body on ``handle`` with arguments named as on the wire."""
         names = self._names
-        return self.function(handle, **{names[w]: v for w, v in wire_values.items()})
+        target = getattr(handle, self.namespace) if self.namespace else handle
+        return self.function(target, **{names[w]: v for w, v in wire_values.items()})
 
 
 def operation(
@@ -135,11 +196,14 @@ def operation(
     status: int = 200,
     tag: str = "memories",
     wire: Mapping[str, str] | None = None,
+    local: Iterable[str] = (),
 ) -> Callable[[F], F]:
-    """Declare an SDK method an operation (see the module docstring)."""
+    """Declare an SDK method an operation (see the module docstring). ``wire`` renames
+    parameters on the wire; ``local`` names those that never leave the caller's process (a
+    progress callback), which the HTTP client accepts and does not send."""
 
     def declare(function: F) -> F:
-        op = Operation(function, method, path, status, tag, dict(wire or {}))
+        op = Operation(function, method, path, status, tag, dict(wire or {}), frozenset(local))
 
         @functools.wraps(function)
         def perform(self: Performs, /, *args: Any, **kwargs: Any) -> Any:
@@ -152,14 +216,21 @@ def operation(
 
 
 def operations_of(cls: type) -> list[Operation]:
-    """The operations a handle class declares, in the order they are defined."""
-    found: dict[str, Operation] = {}
+    """The operations a handle class declares, its namespaces' included, in the order they
+    are defined."""
+    found: dict[str, Operation | namespace[Namespace]] = {}
     for klass in reversed(cls.__mro__):
         for name, member in vars(klass).items():
             op = getattr(member, "operation", None)
-            if isinstance(op, Operation):
-                found[name] = op
-    return list(found.values())
+            if isinstance(op, Operation) or isinstance(member, namespace):
+                found[name] = op if isinstance(op, Operation) else member
+    ops: list[Operation] = []
+    for name, member in found.items():
+        if isinstance(member, Operation):
+            ops.append(member)
+        else:
+            ops.extend(replace(op, namespace=name) for op in operations_of(member.cls))
+    return ops
 
 
 def wire_type(annotation: Any) -> Any:

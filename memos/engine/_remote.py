@@ -23,13 +23,12 @@ closed).
 
 from __future__ import annotations
 
-import builtins
 import functools
 import itertools
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 import httpx
@@ -39,11 +38,10 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 from memos.core import _validation as check
 from memos.core._anchor import CubeAnchor
 from memos.core._archive import ADAPTER_EXPORT, CUBE_EXPORT, Layout, pack, unpack
-from memos.core._jobs import Job, JobKind, JobState, checked_job_id
+from memos.core._jobs import checked_job_id
 from memos.core._records import parse_records
 from memos.core._types import (
     CubeInfo,
-    Event,
     MemoryItem,
     MetadataValue,
     VerifyReport,
@@ -51,7 +49,8 @@ from memos.core._types import (
 from memos.core._validation import Limits
 from memos.engine._handle import Handle
 from memos.engine._http_errors import error_from
-from memos.engine._operations import PATH_PARAMETER, Operation
+from memos.engine._lora import Lora
+from memos.engine._operations import PATH_PARAMETER, Operation, Performs, namespace
 from memos.engine._remote_chat import RemoteChatStream
 from memos.errors import (
     InvalidInput,
@@ -60,10 +59,7 @@ from memos.errors import (
     MemosError,
     StorageError,
 )
-
-if TYPE_CHECKING:
-    from memos.activation import KVEntry
-    from memos.parametric import AdapterEntry
+from memos.parametric import AdapterEntry
 
 T = TypeVar("T")
 Progress = Callable[[int], None]
@@ -73,14 +69,10 @@ CONNECT_TIMEOUT_S = 5.0
 TAR = "application/x-tar"
 _LIMITS = Limits()  # for arguments the server never sees (user=, batch_size=)
 
-_ITEM = TypeAdapter(MemoryItem)
 _ITEMS = TypeAdapter(list[MemoryItem])
 _CUBE = TypeAdapter(CubeInfo)
-_EVENT = TypeAdapter(Event)
-_EVENTS = TypeAdapter(list[Event])
 _REPORT = TypeAdapter(VerifyReport)
-_JOB = TypeAdapter(Job)
-_JOBS = TypeAdapter(list[Job])
+_ADAPTER = TypeAdapter(AdapterEntry)
 
 
 # the wire -----------------------------------------------------------------------------------
@@ -195,12 +187,24 @@ def _principal_segment(principal: object) -> str:
     return quote(principal, safe="")
 
 
+def _entry_segment(entry_id: object) -> str:
+    if not isinstance(entry_id, str) or not _routable(entry_id):
+        raise KVEntryNotFound(f"no KV entry {entry_id!r}", entry=str(entry_id))
+    return quote(entry_id, safe="")
+
+
+def _adapter_segment(name: object) -> str:
+    return _segment(name, "adapter name")
+
+
 # how a path parameter is checked and encoded, by its name; any other is a plain segment
 _SEGMENTS: dict[str, Callable[[object], str]] = {
     "cube": _cube_segment,
     "item_id": _item_segment,
     "principal": _principal_segment,
     "job_id": checked_job_id,  # a job id's characters need no quoting
+    "entry_id": _entry_segment,
+    "name": _adapter_segment,  # only adapters are named in a path
 }
 
 
@@ -283,8 +287,53 @@ def _packed(source: Path, layout: Layout) -> bytes:
 # the client ---------------------------------------------------------------------------------
 
 
+class RemoteLora(Lora):
+    """``mos.lora`` over HTTP: an adapter directory travels as a tar. Training progress is not
+    reported over HTTP: ``progress`` is accepted and never called."""
+
+    _handle: RemoteMemOS
+
+    def _path(self, cube: str, name: str) -> str:
+        return f"{_cube_path(cube)}/adapters/{_adapter_segment(name)}"
+
+    def import_adapter(
+        self,
+        cube: str,
+        directory: str | Path,
+        *,
+        name: str,
+        density: float | None = None,
+        user: str | None = None,
+        reason: str | None = None,
+    ) -> AdapterEntry:
+        """Upload the peft adapter directory ``directory`` as a new version of ``name``; the
+        server checks its files as an embedded import does."""
+        from memos.parametric._peftdir import check_adapter_dir
+
+        _actor(user)
+        source = Path(directory)
+        check_adapter_dir(source)  # what is not uploaded (pickled weights) is refused here
+        data = _packed(source, ADAPTER_EXPORT)
+        path = f"{self._path(cube, name)}/import"
+        params = {"density": density, "reason": reason}
+        return self._handle._http.call(
+            _ADAPTER, "POST", path, params=params, content=data, content_type=TAR
+        )
+
+    def export(
+        self, cube: str, name: str, directory: str | Path, *, version: int | None = None
+    ) -> Path:
+        """Download adapter ``name`` (at ``version``; its latest by default) into the peft
+        adapter directory ``directory`` (new, or empty)."""
+        path = f"{self._path(cube, name)}/export"
+        data = self._handle._http.send("GET", path, params={"version": version}).content
+        return _unpacked(data, Path(directory), ADAPTER_EXPORT)
+
+
 class RemoteMemOS(Handle):
     """A MemOS server, as its API key's principal sees it; see the module docstring."""
+
+    lora = namespace(RemoteLora)
 
     def __init__(
         self,
@@ -301,14 +350,14 @@ class RemoteMemOS(Handle):
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             raise InvalidInput(f"timeout must be a positive number of seconds, not {timeout!r}")
         self._http = _Connection(url.rstrip("/"), api_key, float(timeout), transport)
-        self._kv: RemoteKV | None = None
-        self._lora: RemoteLora | None = None
 
     @property
     def url(self) -> str:
         return self._http.url
 
-    def _perform(self, op: Operation, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _perform_on(
+        self, target: Performs, op: Operation, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         """Send a declared operation to its route and read the reply (the body never runs
         here)."""
         values = op.arguments(args, kwargs)
@@ -389,26 +438,6 @@ class RemoteMemOS(Handle):
         data = _packed(source, CUBE_EXPORT)
         return self._http.call(_CUBE, "POST", "/v1/cubes/import", content=data, content_type=TAR)
 
-    def submit_job(
-        self,
-        cube: str,
-        kind: JobKind | str,
-        params: Mapping[str, Any] | None = None,
-        *,
-        user: str | None = None,
-        reason: str | None = None,
-    ) -> Job:
-        _actor(user)
-        body = {"kind": kind, "params": _mapped(params or {}), "reason": reason}
-        return self._http.call(_JOB, "POST", f"{_cube_path(cube)}/jobs", body=body)
-
-    def list_jobs(
-        self, cube: str | None = None, *, state: JobState | str | None = None
-    ) -> list[Job]:
-        path = "/v1/jobs" if cube is None else f"{_cube_path(cube)}/jobs"
-        params = {"state": None if state is None else str(state)}  # None is left out
-        return self._http.call(_JOBS, "GET", path, params=params)
-
     # chat and the model tiers -----------------------------------------------------------
 
     def chat_stream(
@@ -433,185 +462,3 @@ class RemoteMemOS(Handle):
         }  # fmt: skip
         path = f"{_cube_path(cube)}/chat/stream"
         return RemoteChatStream(self._http.send("POST", path, body=body, stream=True), self.url)
-
-    @property
-    def kv(self) -> RemoteKV:
-        """The activation tier on the server: ``build``, ``list``, ``get``, ``drop``."""
-        if self._kv is None:
-            self._kv = RemoteKV(self._http)
-        return self._kv
-
-    @property
-    def lora(self) -> RemoteLora:
-        """The parametric tier on the server: ``list``, ``show``, ``consolidate``,
-        ``retrain``, ``rollback``, ``import_adapter``, ``export``, ``attach``, ``delete``."""
-        if self._lora is None:
-            self._lora = RemoteLora(self._http)
-        return self._lora
-
-
-class RemoteKV:
-    """KV caches of memory blocks, built and kept by the server (``mos.kv`` embedded)."""
-
-    def __init__(self, http: _Connection) -> None:
-        self._http = http
-
-    def build(
-        self,
-        cube: str,
-        item_ids: Sequence[str] | None = None,
-        *,
-        query: str | None = None,
-        k: int = 8,
-        dtype: str | None = None,
-        user: str | None = None,
-        reason: str | None = None,
-    ) -> KVEntry:
-        from memos.activation import KVEntry
-
-        _actor(user)
-        body = {
-            "item_ids": _listed(item_ids), "query": query, "k": k, "dtype": dtype,
-            "reason": reason,
-        }  # fmt: skip
-        return self._http.call(TypeAdapter(KVEntry), "POST", f"{_cube_path(cube)}/kv", body=body)
-
-    def list(self, cube: str) -> list[KVEntry]:
-        from memos.activation import KVEntry
-
-        return self._http.call(TypeAdapter(list[KVEntry]), "GET", f"{_cube_path(cube)}/kv")
-
-    def get(self, cube: str, entry_id: str) -> KVEntry:
-        for entry in self.list(cube):
-            if entry.id == entry_id:
-                return entry
-        raise KVEntryNotFound(f"cube {cube!r} has no KV entry {entry_id!r}", entry=str(entry_id))
-
-    def drop(
-        self, cube: str, entry_id: str, *, user: str | None = None, reason: str | None = None
-    ) -> Event:
-        _actor(user)
-        if not isinstance(entry_id, str) or not _routable(entry_id):
-            raise KVEntryNotFound(
-                f"cube {cube!r} has no KV entry {entry_id!r}", entry=str(entry_id)
-            )
-        path = f"{_cube_path(cube)}/kv/{quote(entry_id, safe='')}"
-        return self._http.call(_EVENT, "DELETE", path, params={"reason": reason})
-
-
-class RemoteLora:
-    """LoRA adapters, trained and kept by the server (``mos.lora`` embedded). Training
-    progress is not reported over HTTP: ``progress`` is accepted and never called."""
-
-    def __init__(self, http: _Connection) -> None:
-        self._http = http
-
-    def _path(self, cube: str, name: str | None = None) -> str:
-        base = f"{_cube_path(cube)}/adapters"
-        return base if name is None else f"{base}/{_segment(name, 'adapter name')}"
-
-    def _entry(self, method: str, path: str, **kwargs: Any) -> AdapterEntry:
-        from memos.parametric import AdapterEntry
-
-        return self._http.call(TypeAdapter(AdapterEntry), method, path, **kwargs)
-
-    def list(self, cube: str, name: str | None = None) -> list[AdapterEntry]:
-        from memos.parametric import AdapterEntry
-
-        adapter = TypeAdapter(list[AdapterEntry])
-        return self._http.call(adapter, "GET", self._path(cube), params={"name": name})
-
-    def show(self, cube: str, name: str, version: int | None = None) -> AdapterEntry:
-        return self._entry("GET", self._path(cube, name), params={"version": version})
-
-    def consolidate(
-        self,
-        cube: str,
-        item_ids: Sequence[str] | None = None,
-        *,
-        name: str,
-        query: str | None = None,
-        k: int = 20,
-        recipe: Any = None,
-        density: float | None = 0.5,
-        user: str | None = None,
-        reason: str | None = None,
-        progress: TrainProgress | None = None,
-    ) -> AdapterEntry:
-        _actor(user)
-        body = {
-            "name": name, "item_ids": _listed(item_ids), "query": query, "k": k,
-            "recipe": recipe, "density": density, "reason": reason,
-        }  # fmt: skip
-        return self._entry("POST", self._path(cube), body=body)
-
-    def retrain(
-        self,
-        cube: str,
-        name: str,
-        *,
-        user: str | None = None,
-        reason: str | None = None,
-        progress: TrainProgress | None = None,
-    ) -> AdapterEntry:
-        _actor(user)
-        return self._entry("POST", f"{self._path(cube, name)}/retrain", body={"reason": reason})
-
-    def rollback(
-        self,
-        cube: str,
-        name: str,
-        *,
-        to_version: int,
-        user: str | None = None,
-        reason: str | None = None,
-    ) -> AdapterEntry:
-        _actor(user)
-        body = {"to_version": to_version, "reason": reason}
-        return self._entry("POST", f"{self._path(cube, name)}/rollback", body=body)
-
-    def import_adapter(
-        self,
-        cube: str,
-        directory: str | Path,
-        *,
-        name: str,
-        density: float | None = None,
-        user: str | None = None,
-        reason: str | None = None,
-    ) -> AdapterEntry:
-        """Upload the peft adapter directory ``directory`` as a new version of ``name``; the
-        server checks its files as an embedded import does."""
-        from memos.parametric._peftdir import check_adapter_dir
-
-        _actor(user)
-        source = Path(directory)
-        check_adapter_dir(source)  # what is not uploaded (pickled weights) is refused here
-        data = _packed(source, ADAPTER_EXPORT)
-        path = f"{self._path(cube, name)}/import"
-        params = {"density": density, "reason": reason}
-        return self._entry("POST", path, params=params, content=data, content_type=TAR)
-
-    def export(
-        self, cube: str, name: str, directory: str | Path, *, version: int | None = None
-    ) -> Path:
-        """Download adapter ``name`` (at ``version``; its latest by default) into the peft
-        adapter directory ``directory`` (new, or empty)."""
-        path = f"{self._path(cube, name)}/export"
-        data = self._http.send("GET", path, params={"version": version}).content
-        return _unpacked(data, Path(directory), ADAPTER_EXPORT)
-
-    def attach(
-        self, cube: str, name: str | None, *, user: str | None = None, reason: str | None = None
-    ) -> CubeInfo:
-        """Make ``name`` the cube's default adapter for chat (``None``: detach)."""
-        _actor(user)
-        path = f"{self._path(cube)}/detach" if name is None else f"{self._path(cube, name)}/attach"
-        return self._http.call(_CUBE, "POST", path, body={"reason": reason})
-
-    def delete(
-        self, cube: str, name: str, *, user: str | None = None, reason: str | None = None
-    ) -> builtins.list[Event]:
-        _actor(user)
-        path = self._path(cube, name)
-        return self._http.call(_EVENTS, "DELETE", path, params={"reason": reason})

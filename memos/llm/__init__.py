@@ -1,11 +1,18 @@
 """Local language models: loading (with the bundled SmolLM2 converted once from GGUF),
 fingerprints that derived artifacts are checked against, greedy streaming generation, and KV
-prefixes that generations start from without copying them."""
+prefixes that generations start from without copying them.
+
+Fingerprints, shapes and the bundled model's location load without torch; the models and
+their KV prefixes load torch on first use, so a server or a client that never runs a model
+never imports it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from memos.errors import ModelUnavailable
-from memos.llm._backend import LLMBackend
-from memos.llm._local import LocalModel
-from memos.llm._prefix import KV, ResidentPrefix
 from memos.llm._shapes import ModelShape, SplitPrompt
 from memos.llm._weights import (
     ModelFingerprint,
@@ -13,6 +20,11 @@ from memos.llm._weights import (
     fingerprint,
     materialized_gguf,
 )
+
+if TYPE_CHECKING:
+    from memos.llm._backend import LLMBackend
+    from memos.llm._local import LocalModel
+    from memos.llm._prefix import KV, ResidentPrefix
 
 __all__ = [
     "KV",
@@ -27,3 +39,17 @@ __all__ = [
     "fingerprint",
     "materialized_gguf",
 ]
+
+# what imports torch, by the module that defines it
+_WITH_TORCH = {
+    "KV": "memos.llm._prefix",
+    "ResidentPrefix": "memos.llm._prefix",
+    "LLMBackend": "memos.llm._backend",
+    "LocalModel": "memos.llm._local",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WITH_TORCH:
+        return getattr(importlib.import_module(_WITH_TORCH[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,9 +1,20 @@
 """Parametric memory: LoRA adapters of a local model, trained on a cube's memories,
-versioned in its log, marked stale when a source changes, and stored compressed."""
+versioned in its log, marked stale when a source changes, and stored compressed.
 
-from memos.parametric._catalog import AdapterEntry, LoraMemory
-from memos.parametric._compress import compress, decompress
-from memos.parametric._manifest import AdapterManifest, LoraSettings
+Entries and manifests load without torch; the catalog and the compression load it on first
+use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from memos.parametric._manifest import AdapterEntry, AdapterManifest, LoraSettings
+
+if TYPE_CHECKING:
+    from memos.parametric._catalog import LoraMemory
+    from memos.parametric._compress import compress, decompress
 
 __all__ = [
     "AdapterEntry",
@@ -13,3 +24,16 @@ __all__ = [
     "compress",
     "decompress",
 ]
+
+# what imports torch, by the module that defines it
+_WITH_TORCH = {
+    "LoraMemory": "memos.parametric._catalog",
+    "compress": "memos.parametric._compress",
+    "decompress": "memos.parametric._compress",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WITH_TORCH:
+        return getattr(importlib.import_module(_WITH_TORCH[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,11 +18,10 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from memos.core import _validation as check
 from memos.core._derived import ADAPTER_KIND
@@ -41,7 +40,6 @@ from memos.core._types import (
 from memos.core._validation import Limits
 from memos.errors import (
     Conflict,
-    CorruptArtifact,
     IntegrityError,
     InvalidInput,
     ItemNotFound,
@@ -51,7 +49,13 @@ from memos.errors import (
 )
 from memos.llm import LocalModel
 from memos.parametric._density import density_keeping_recall, slot
-from memos.parametric._manifest import AdapterManifest, new_manifest, settings_of
+from memos.parametric._manifest import (
+    DEFAULT_DENSITY,
+    AdapterEntry,
+    AdapterManifest,
+    new_manifest,
+    settings_of,
+)
 from memos.parametric._weights import Weights, decode, encode
 
 MAX_FACTS = 512
@@ -60,56 +64,9 @@ MAX_LOADED_ADAPTERS = 8
 # commits of one new adapter version, each after another version took its number
 _VERSION_ATTEMPTS = 10
 _NAME = re.compile(check.ADAPTER_NAME)
-# SmolLM2 adapters lost all recall at density 0.1 and kept most of it at 0.5 (492 KB)
-DEFAULT_DENSITY = 0.5
 # compressed weights are kept when they recall at most this fraction fewer facts than raw
 Retriever = Callable[[str, str, int, "str | None"], list[MemoryItem]]
 Progress = Callable[[int, int, float], None]
-
-
-class AdapterEntry(BaseModel):
-    """One stored version of a named adapter, as ``mos.lora.list`` reports it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: str
-    cube: str
-    blob: str
-    size: int
-    created_at: datetime
-    stale: bool
-    manifest: AdapterManifest
-
-    @property
-    def name(self) -> str:
-        return self.manifest.name
-
-    @property
-    def version(self) -> int:
-        return self.manifest.version
-
-    @property
-    def sources(self) -> tuple[SourceRef, ...]:
-        return self.manifest.sources
-
-    @classmethod
-    def from_derived(cls, entry: DerivedEntry) -> AdapterEntry:
-        try:
-            # through JSON: the manifest is strict, and JSON is where its tuples are arrays
-            manifest = AdapterManifest.model_validate_json(json.dumps(entry.manifest))
-        except ValidationError as exc:
-            raise CorruptArtifact(f"adapter {entry.id} has a malformed manifest: {exc}") from exc
-        if manifest.sources != entry.sources:
-            raise CorruptArtifact(f"adapter {entry.id}: manifest and record name other sources")
-        return cls(
-            id=entry.id,
-            cube=entry.cube,
-            blob=entry.blob,
-            size=entry.size,
-            created_at=entry.created_at,
-            stale=entry.stale,
-            manifest=manifest,
-        )
 
 
 class LoraMemory:
