@@ -2,9 +2,10 @@
 the import cycles between packages.
 
 An operation is "written" in a place when that place names it by hand: its declaration on the
-shared handle (``memos.engine._handle.Handle``, from which the embedded call, the route, the OpenAPI
-entry and the HTTP client's call follow), a method of the embedded ``MemOS`` or the HTTP
-``RemoteMemOS`` that is not inherited, and a hand-written server route that calls it. Run:
+shared handle or one of its namespaces (``memos.engine._handle.Handle``, ``mos.kv``,
+``mos.lora``, ``mos.jobs``: from it the embedded call, the route, the OpenAPI entry and the HTTP
+client's call follow), a method of an embedded or an HTTP class that writes it for itself, and a
+hand-written server route that calls it. Run:
 
     .venv/bin/python benchmarks/architecture.py
 """
@@ -24,27 +25,45 @@ PACKAGES = {"memos": "memos", "memos.stores": "stores", "memos.api": "api",
 
 
 def operation_places() -> dict[str, list[str]]:
-    """SDK method name (``kv.build`` for the tiers' namespaces) -> the places it is written by
-    hand."""
+    """SDK method name (``kv.build`` for a namespace's) -> the places it is written by hand."""
     from memos import MemOS
-    from memos.activation import KVMemory
     from memos.engine._handle import Handle
+    from memos.engine._keys import Keys
     from memos.engine._operations import operations_of
-    from memos.engine._remote import RemoteKV, RemoteLora, RemoteMemOS
-    from memos.parametric import LoraMemory
+    from memos.engine._remote import RemoteMemOS
 
-    declared = {op.name for op in operations_of(Handle)}
+    declared = {_dotted(op.namespace, op.function.__name__) for op in operations_of(Handle)}
     routes = _route_calls()
+    # the classes of each face, the shared one first
+    faces: list[tuple[str, list[type]]] = [("", [Handle, MemOS, RemoteMemOS]), ("keys", [Keys])]
+    faces += [
+        (name, [_namespace(cls, name) for cls in (Handle, MemOS, RemoteMemOS)])
+        for name in ("kv", "lora", "jobs")
+    ]
     places: dict[str, list[str]] = {}
-    for prefix, embedded, remote in (
-        ("", MemOS, RemoteMemOS), ("kv.", KVMemory, RemoteKV), ("lora.", LoraMemory, RemoteLora),
-    ):  # fmt: skip
-        for name in sorted(set(_methods(embedded)) | set(_methods(remote))):
-            where = ["declaration"] if not prefix and name in declared else []
-            where += [cls.__name__ for cls in (embedded, remote) if name in vars(cls)]
-            where += ["route"] * routes[prefix + name]
-            places[prefix + name] = where
+    for prefix, classes in faces:
+        classes = list(dict.fromkeys(classes))
+        for name in sorted({m for cls in classes for m in _methods(cls)}):
+            full = _dotted(prefix, name)
+            where = ["declaration"] if full in declared else []
+            where += [cls.__name__ for cls in classes if _written(cls, name)]
+            where += ["route"] * routes[full]
+            places[full] = where
     return places
+
+
+def _dotted(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _namespace(handle: type, name: str) -> type:
+    return next(vars(k)[name].cls for k in handle.__mro__ if name in vars(k))
+
+
+def _written(cls: type, name: str) -> bool:
+    """Whether ``cls`` itself writes method ``name`` by hand (a declaration is not)."""
+    member = vars(cls).get(name)
+    return member is not None and not hasattr(member, "operation")
 
 
 def _methods(cls: type) -> list[str]:
@@ -54,7 +73,6 @@ def _methods(cls: type) -> list[str]:
         if not name.startswith("_")
         and callable(getattr(cls, name))
         and not isinstance(inspect.getattr_static(cls, name), property)
-        and name != "scoped"
     ]
 
 
@@ -137,9 +155,9 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     places = operation_places()
     counts = collections.Counter(len(where) for where in places.values())
-    print("places an SDK operation is written (declaration, MemOS, RemoteMemOS, routes):")
+    print("places an SDK operation is written (declaration, face classes, routes):")
     for name, where in places.items():
-        print(f"  {name:<16} {len(where)}  {', '.join(where)}")
+        print(f"  {name:<20} {len(where)}  {', '.join(where)}")
     print("operations by places written:", dict(sorted(counts.items())))
     print("largest classes:")
     for size, name in largest_classes():

@@ -753,7 +753,7 @@ def test_anchors_over_http(data_dir: Path) -> None:
             alice.verify(CUBE, anchor=anchor.model_copy(update={"cube": OTHER}))
         half = httpx.get(
             f"{url}/v1/cubes/{CUBE}/verify",
-            params={"anchor_seq": 2},
+            params={"anchor": json.dumps({"seq": 2})},  # a partial anchor
             headers={"Authorization": f"Bearer {token}"},
         )
         assert half.status_code == InvalidInput.status

@@ -40,6 +40,7 @@ from memos.engine._kv import KV
 from memos.engine._lora import Lora
 from memos.engine._operations import Performs, namespace, operation
 from memos.engine._scope import Scope
+from memos.engine._verify import verify_cube
 from memos.errors import InvalidInput
 from memos.plaintext._encoding import checked_codec, fitted, reconfigure
 from memos.plaintext._search import DEFAULT_MODE as DEFAULT_SEARCH_MODE
@@ -79,8 +80,6 @@ class Handle(Performs):
     if TYPE_CHECKING:  # each handle's own: over HTTP an anchor travels as three query fields
 
         def close(self) -> None: ...
-
-        def verify(self, cube: str, *, anchor: CubeAnchor | None = None) -> VerifyReport: ...
 
         def add_many(
             self,
@@ -176,6 +175,19 @@ class Handle(Performs):
         info = self._scope.cube(cube)
         seq, digest = self._engine.store.head(info.name)
         return CubeAnchor(cube=info.name, seq=seq, hash=digest, at=utcnow())
+
+    @operation("GET", "/v1/cubes/{cube}/verify", tag=CUBES)
+    def verify(self, cube: str, *, anchor: CubeAnchor | None = None) -> VerifyReport:
+        """Recompute the cube's hash chain and check against it everything that decides an
+        answer: items, vectors, configuration, derived artifacts, the keyword index, the codec's
+        fitted state and the vector index snapshot; names the first bad seq. With ``anchor``
+        (from :meth:`anchor`, kept outside the data directory) it also catches a log whose
+        newest events were cut off or rewritten since."""
+        info = self._scope.cube(cube, Access.READ)
+        if anchor is not None and anchor.cube != info.name:
+            raise InvalidInput(f"the anchor is of cube {anchor.cube!r}, not {info.name!r}")
+        engine = self._engine
+        return verify_cube(engine.store, info, anchor=anchor, indexes=engine.indexes)
 
     def verify_all(self) -> list[VerifyReport]:
         """:meth:`verify` of every cube this handle may read."""

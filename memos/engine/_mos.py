@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 from memos.core import _mutations
 from memos.core import _validation as check
 from memos.core._access import DEFAULT_HALF_LIFE_S
-from memos.core._anchor import CubeAnchor
 from memos.core._records import Record, parse_records
 from memos.core._store import Change, Store, Vector, open_store
 from memos.core._types import (
@@ -20,7 +19,6 @@ from memos.core._types import (
     ItemStatus,
     MemoryItem,
     MetadataValue,
-    VerifyReport,
     utcnow,
 )
 from memos.core._validation import Limits
@@ -33,10 +31,8 @@ from memos.engine._kv import EmbeddedKV
 from memos.engine._lora import EmbeddedLora
 from memos.engine._operations import namespace
 from memos.engine._scope import Scope
-from memos.engine._verify import verify_cube
 from memos.errors import (
     IntegrityError,
-    InvalidInput,
     VersionConflict,
 )
 
@@ -220,17 +216,6 @@ class MemOS(Handle):
         return [c.after for c in changes if c.after is not None]
 
     # reads ------------------------------------------------------------------------------
-
-    def verify(self, cube: str, *, anchor: CubeAnchor | None = None) -> VerifyReport:
-        """Recompute the cube's hash chain and check against it everything that decides an
-        answer: items, vectors, configuration, derived artifacts, the keyword index, the codec's
-        fitted state and the vector index snapshot; names the first bad seq. With ``anchor``
-        (from :meth:`anchor`, kept outside the data directory) it also catches a log whose
-        newest events were cut off or rewritten since."""
-        info = self.get_cube(cube)
-        if anchor is not None and anchor.cube != info.name:
-            raise InvalidInput(f"the anchor is of cube {anchor.cube!r}, not {info.name!r}")
-        return verify_cube(self.store, info, anchor=anchor, indexes=self._engine.indexes)
 
     # portability ------------------------------------------------------------------------
 

@@ -14,8 +14,8 @@ handle class holds it, and its operations are performed through the handle, so t
 travel exactly as the handle's own do.
 
 Path parameters travel in the path; the others in the JSON body, or in the query string for
-``GET`` and ``DELETE``. On the wire an ``Iterable`` or ``Sequence`` is a list and a ``Mapping``
-an object.
+``GET`` and ``DELETE``, where a model (a :class:`pydantic.BaseModel`) travels as its JSON. On
+the wire an ``Iterable`` or ``Sequence`` is a list and a ``Mapping`` an object.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from typing import (
     overload,
 )
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
+from pydantic import BaseModel, ConfigDict, Field, Json, TypeAdapter, create_model
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -157,7 +157,8 @@ class Operation:
                 continue
             default = self.signature.parameters[name].default
             required = default is inspect.Parameter.empty
-            fields[wire] = (wire_type(hints[name]), Field(... if required else default))
+            annotation = wire_type(hints[name], in_query=self.in_query)
+            fields[wire] = (annotation, Field(... if required else default))
         model_name = "".join(part.title() for part in self.name.split("_")) + "Request"
         config = ConfigDict(extra="forbid")
         return create_model(model_name, __config__=config, **fields)
@@ -233,11 +234,14 @@ def operations_of(cls: type) -> list[Operation]:
     return ops
 
 
-def wire_type(annotation: Any) -> Any:
-    """``annotation`` as JSON carries it: iterables as lists, mappings as dicts."""
+def wire_type(annotation: Any, *, in_query: bool = False) -> Any:
+    """``annotation`` as JSON carries it: iterables as lists, mappings as dicts; in a query
+    string, a model as a string of its JSON."""
     origin, args = get_origin(annotation), get_args(annotation)
     if origin in (Union, types.UnionType):
-        return Union[tuple(wire_type(arg) for arg in args)]  # noqa: UP007
+        return Union[tuple(wire_type(arg, in_query=in_query) for arg in args)]  # noqa: UP007
+    if in_query and isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return Json[annotation]  # type: ignore[misc]
     if origin in _LISTS:
         return list[wire_type(args[0])]  # type: ignore[misc]
     if origin is abc.Mapping:

@@ -32,11 +32,10 @@ from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 import httpx
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from memos.core import _validation as check
-from memos.core._anchor import CubeAnchor
 from memos.core._archive import ADAPTER_EXPORT, CUBE_EXPORT, Layout, pack, unpack
 from memos.core._jobs import checked_job_id
 from memos.core._records import parse_records
@@ -226,7 +225,10 @@ def _job_path(job_id: str) -> str:
 
 
 def _query_value(field: str, value: object) -> object:
-    """A query parameter as sent: a string must be valid Unicode to be percent-encoded."""
+    """A query parameter as sent: a string must be valid Unicode to be percent-encoded, and a
+    model travels as its JSON."""
+    if isinstance(value, BaseModel):
+        return value.model_dump_json()
     return check.unicode(value, field) if isinstance(value, str) else value
 
 
@@ -239,6 +241,8 @@ def _segment(value: object, field: str) -> str:
 def _wire_value(value: object) -> object:
     """An argument as JSON carries it (see :mod:`memos.engine._operations`); anything else is
     sent as it is, for the server to refuse as the embedded SDK does."""
+    if isinstance(value, BaseModel):  # iterable, but sent as itself
+        return value
     if isinstance(value, Mapping):
         return dict(value)
     if isinstance(value, Iterable) and not isinstance(value, str | bytes):
@@ -414,16 +418,6 @@ class RemoteMemOS(Handle):
         return added
 
     # reads ------------------------------------------------------------------------------
-
-    def verify(self, cube: str, *, anchor: CubeAnchor | None = None) -> VerifyReport:
-        params = None
-        if anchor is not None:
-            named = cube if anchor.cube == cube else self.get_cube(cube).name  # a short name
-            if anchor.cube != named:
-                raise InvalidInput(f"the anchor is of cube {anchor.cube!r}, not {named!r}")
-            params = {"anchor_seq": anchor.seq, "anchor_hash": anchor.hash}
-            params["anchor_at"] = anchor.at.isoformat()
-        return self._http.call(_REPORT, "GET", f"{_cube_path(cube)}/verify", params=params)
 
     def export_cube(self, cube: str, directory: str | Path) -> Path:
         """Download the cube's export and unpack it into ``directory`` (new, or empty)."""
