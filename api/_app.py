@@ -28,7 +28,7 @@ from memos.core._derived import KV_KIND
 from memos.core._jobs import UNFINISHED
 from memos.embedding import make_embedder
 
-from . import _cube_routes, _errors, _memory_routes, _model_routes
+from . import _cube_routes, _errors, _model_routes
 from ._deps import Caller
 from ._middleware import Authenticate, BodyLimit, Timing
 from ._operation_routes import router_of
@@ -60,7 +60,7 @@ def create_app(settings: ServerSettings, mos: MemOS | None = None) -> FastAPI:
     app.state.limits = server_limits(settings, mos.limits)
     _errors.install(app, private_paths(settings))
     app.include_router(router_of(type(mos)))  # the operations its handles declare
-    for module in (_cube_routes, _memory_routes, _model_routes):
+    for module in (_cube_routes, _model_routes):
         app.include_router(module.router)
     latency = _add_health_and_metrics(app)
     # the last added runs first: a request is timed, then authenticated, then its body read
@@ -122,12 +122,13 @@ def private_paths(settings: ServerSettings) -> dict[str, str]:
 
 
 def server_limits(settings: ServerSettings, base: Limits) -> Limits:
-    """``base`` with the server's limits on text length, k and generated tokens."""
+    """``base`` with the server's limits on text length, k, generated tokens and batches."""
     return dataclasses.replace(
         base,
         max_text_chars=settings.max_text_chars,
         max_k=settings.max_k,
         max_new_tokens=settings.max_new_tokens,
+        max_batch=settings.max_batch,
     )
 
 

@@ -32,6 +32,7 @@ class Limits:
 
     ``partition_items``: active memories at which a cube's index becomes partitioned (an
     inverted file, see :mod:`memos.plaintext._partition`); ``None`` never partitions automatically.
+    ``max_batch``: records one ``add_many`` call takes (``None``: any number).
     """
 
     max_text_chars: int = 32_000
@@ -43,6 +44,7 @@ class Limits:
     max_k: int = 1_000
     max_new_tokens: int = 4_096
     partition_items: int | None = PARTITION_ITEMS
+    max_batch: int | None = None
 
 
 def cube_ref(name: object) -> str:

@@ -32,7 +32,7 @@ from memos.core._types import (
     VerifyReport,
     utcnow,
 )
-from memos.engine import _cubes, _grants, _memories
+from memos.engine import _cubes, _grants, _ingest, _memories
 from memos.engine._cube_stats import CubeStats, cube_stats
 from memos.engine._engine import Engine
 from memos.engine._jobs import Jobs
@@ -80,19 +80,6 @@ class Handle(Performs):
     if TYPE_CHECKING:  # each handle's own: over HTTP an anchor travels as three query fields
 
         def close(self) -> None: ...
-
-        def add_many(
-            self,
-            records: Iterable[str | Mapping[str, Any]],
-            *,
-            cube: str,
-            user: str | None = None,
-            tags: Iterable[str] | None = None,
-            metadata: Mapping[str, MetadataValue] | None = None,
-            session: str | None = None,
-            batch_size: int = 256,
-            progress: Callable[[int], None] | None = None,
-        ) -> list[MemoryItem]: ...
 
         def chat_stream(
             self,
@@ -289,6 +276,31 @@ class Handle(Performs):
             records, cube=cube, user=user, tags=tags, metadata=metadata, session=session
         )
         return added[0] if isinstance(content, str) else added
+
+    @operation(
+        "POST", "/v1/cubes/{cube}/memories/batch", status=201, local=["batch_size", "progress"]
+    )
+    def add_many(
+        self,
+        records: Iterable[str | Mapping[str, Any]],
+        *,
+        cube: str,
+        user: str | None = None,
+        tags: Iterable[str] | None = None,
+        metadata: Mapping[str, MetadataValue] | None = None,
+        session: str | None = None,
+        batch_size: int = 256,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[MemoryItem]:
+        """Add many memories (texts, or records with ``text`` and optionally ``user``,
+        ``tags``, ``metadata``, ``session``, ``occurred_at``): all are validated first, then
+        embedded and committed in batches of ``batch_size`` (one transaction and one event per
+        memory); ``progress(n)`` is called after each batch. Over HTTP each request carries one
+        batch, at most the server's ``--max-batch`` records."""
+        return _ingest.add_many(
+            self._engine, self._scope, records, cube=cube, user=user, tags=tags,
+            metadata=metadata, session=session, batch_size=batch_size, progress=progress,
+        )  # fmt: skip
 
     @operation("GET", "/v1/memories/{item_id}")
     def get(self, item_id: str) -> MemoryItem:

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from memos.core import _mutations
 from memos.core import _validation as check
 from memos.core._access import DEFAULT_HALF_LIFE_S
-from memos.core._records import Record, parse_records
-from memos.core._store import Change, Store, Vector, open_store
+from memos.core._store import Store, open_store
 from memos.core._types import (
-    Access,
     ChatReply,
     CubeInfo,
-    EventOp,
     ItemStatus,
     MemoryItem,
-    MetadataValue,
     utcnow,
 )
 from memos.core._validation import Limits
@@ -147,75 +142,6 @@ class MemOS(Handle):
             self._engine.close()
 
     # cubes ------------------------------------------------------------------------------
-
-    # writes -----------------------------------------------------------------------------
-
-    def add_many(
-        self,
-        records: Iterable[str | Mapping[str, Any]],
-        *,
-        cube: str,
-        user: str | None = None,
-        tags: Iterable[str] | None = None,
-        metadata: Mapping[str, MetadataValue] | None = None,
-        session: str | None = None,
-        batch_size: int = 256,
-        progress: Progress | None = None,
-    ) -> list[MemoryItem]:
-        """Ingest many memories: all are validated first, then embedded and committed in
-        batches (one transaction and one event per memory)."""
-        info = self._scope.cube(cube, Access.WRITE)
-        batch_size = check.positive(batch_size, "batch_size", 100_000)
-        parsed = parse_records(
-            records, user=user, tags=tags, metadata=metadata, session=session, limits=self.limits
-        )
-        embedder = self._engine.embedder_for(info)
-        added: list[MemoryItem] = []
-        # Embedding a large chunk at once lets the embedder sort it by length (less padding);
-        # commits stay at ``batch_size`` so each transaction is short.
-        chunk_size = max(batch_size, _EMBED_CHUNK)
-        for chunk_start in range(0, len(parsed), chunk_size):
-            chunk = parsed[chunk_start : chunk_start + chunk_size]
-            vectors = embedder.embed([r.text for r in chunk])
-            for start in range(0, len(chunk), batch_size):
-                end = start + batch_size
-                added.extend(self._commit_new(info, chunk[start:end], vectors[start:end]))
-                if progress is not None:
-                    progress(len(chunk[start:end]))
-        self._after_write(info, self._actor(user))
-        return added
-
-    def _commit_new(
-        self, info: CubeInfo, batch: Sequence[Record], vectors: Vector
-    ) -> list[MemoryItem]:
-        now = utcnow()
-        changes = []
-        for record, vector in zip(batch, vectors, strict=True):
-            item = _mutations.new_item(
-                cube=info.name,
-                text=record.text,
-                user=record.user,
-                tags=record.tags,
-                metadata=record.metadata,
-                occurred_at=record.occurred_at,
-                now=now,
-            )
-            changes.append(
-                Change(
-                    op=EventOp.CREATE,
-                    cube=info.name,
-                    actor=self._actor(record.user),
-                    ts=now,
-                    item_id=item.id,
-                    after=item,
-                    vector=vector,
-                    expected_version=0,
-                )
-            )
-        self.store.commit(changes)
-        return [c.after for c in changes if c.after is not None]
-
-    # reads ------------------------------------------------------------------------------
 
     # portability ------------------------------------------------------------------------
 

@@ -24,7 +24,6 @@ closed).
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -250,20 +249,6 @@ def _wire_value(value: object) -> object:
     return value
 
 
-def _listed(values: object) -> object:
-    """A list for the JSON body; a lone string (or a non-iterable) is sent as it is, for the
-    server to refuse as the embedded SDK does."""
-    return list(values) if isinstance(values, Iterable) and not isinstance(values, str) else values
-
-
-def _mapped(values: object) -> object:
-    return dict(values) if isinstance(values, Mapping) else values
-
-
-def _record(record: object) -> object:
-    return {"text": record} if isinstance(record, str) else _mapped(record)
-
-
 def _actor(user: str | None) -> None:
     """Check ``user`` as the embedded SDK does; the log names the key's principal anyway."""
     check.optional_principal(user, "user", _LIMITS)
@@ -400,24 +385,19 @@ class RemoteMemOS(Handle):
         batch_size = check.positive(batch_size, "batch_size", 100_000)
         records = list(records)
         parse_records(
-            records, user=user, tags=tags, metadata=metadata, session=session, limits=Limits()
+            records, user=user, tags=tags, metadata=metadata, session=session, limits=_LIMITS
         )
-        path = f"{_cube_path(cube)}/memories/batch"
-        shared = {
-            "user": user, "tags": _listed(tags), "metadata": _mapped(metadata), "session": session,
-        }  # fmt: skip
-        pending, added = iter(records), []
-        while batch := list(itertools.islice(pending, batch_size)):
-            body = {"records": [_record(r) for r in batch], **shared}
-            items: list[MemoryItem] = self._http.call(_ITEMS, "POST", path, body=body)
-            added.extend(items)
+        send = functools.partial(
+            Handle.add_many, self, cube=cube, user=user, tags=tags, metadata=metadata,
+            session=session,
+        )  # fmt: skip
+        added: list[MemoryItem] = []
+        for start in range(0, len(records), batch_size):
+            batch = records[start : start + batch_size]
+            added.extend(send(batch))
             if progress is not None:
                 progress(len(batch))
-        if not added:
-            raise InvalidInput("nothing to add: the list of records is empty")
         return added
-
-    # reads ------------------------------------------------------------------------------
 
     def export_cube(self, cube: str, directory: str | Path) -> Path:
         """Download the cube's export and unpack it into ``directory`` (new, or empty)."""
