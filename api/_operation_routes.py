@@ -1,27 +1,49 @@
 """The routes of the declared operations (see :mod:`memos.engine._operations`), made from their
-declarations: a route runs the operation's body on the caller's handle."""
+declarations: a route runs the operation's body on the caller's handle. A streamed operation's
+route answers server-sent events (see ``STREAM``)."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Depends, Path, Query
+from fastapi.encoders import jsonable_encoder
+from fastapi.sse import EventSourceResponse
 
+from memos.core._types import ReplyStream
+from memos.core._wire import ChatDone, ChatEvent, ChatFailed, ChatText, ErrorBody
 from memos.engine._handle import Handle
 from memos.engine._operations import Operation, operations_of
+from memos.errors import MemosError
 
 from ._deps import Caller
 from ._errors import COMMON_ERRORS
 
 _HANDLE, _REQUEST = "mos", "request_"
+# a stream refused before it starts answers the JSON envelope (the schema every other route's
+# errors publish); FastAPI would document them under the route's own media type
+_ENVELOPE = {"$ref": "#/components/schemas/ErrorEnvelope"}
+_JSON_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"content": {"application/json": {"schema": _ENVELOPE}}} for status in COMMON_ERRORS
+}
+STREAM = """The answer as it is generated, as server-sent events (`text/event-stream`). Each
+event's `data` is one JSON object: `{"text": ...}` for each next piece of the answer, then
+`{"reply": ...}` (the whole reply, as the route without `/stream` answers it) as the last event.
+A refusal found before generation starts (an unknown cube, a bad argument, a stale adapter) is
+the usual error answer: its status and the error envelope. An error after that ends the stream
+with `{"error": {"code", "message", "details"}}`. Comment lines (`: ping`) keep an idle
+connection open."""
 
 
 def router_of(handle: type[Handle]) -> APIRouter:
     """A router with one route per operation the handle class declares."""
     router = APIRouter(responses=COMMON_ERRORS)
     for op in operations_of(handle):
+        if op.stream:
+            _add_stream_route(router, op)
+            continue
         router.add_api_route(
             op.path,
             _endpoint(op),
@@ -67,3 +89,41 @@ def _endpoint(op: Operation) -> Callable[..., Any]:
     endpoint.__signature__ = inspect.Signature(parameters, return_annotation=op.reply)  # type: ignore[attr-defined]
     endpoint.__name__ = op.name
     return endpoint
+
+
+def _add_stream_route(router: APIRouter, op: Operation) -> None:
+    """The route of a streamed operation: the body runs as a dependency, before the response
+    starts, so a refusal is an ordinary error answer rather than an event."""
+    started = _endpoint(op)
+
+    def stream(events: ReplyStream) -> Iterator[ChatEvent]:
+        yield from _events(events)
+
+    given = Annotated[ReplyStream, Depends(started)]
+    parameter = inspect.Parameter("events", inspect.Parameter.KEYWORD_ONLY, annotation=given)
+    signature = inspect.Signature([parameter], return_annotation=Iterator[ChatEvent])
+    stream.__signature__ = signature  # type: ignore[attr-defined]
+    stream.__name__ = op.name
+    router.add_api_route(
+        op.path,
+        stream,
+        methods=[op.method],
+        status_code=op.status,
+        response_class=EventSourceResponse,
+        responses=_JSON_ERRORS,
+        name=op.name,
+        summary=op.summary,
+        description=f"{inspect.getdoc(op.function)}\n\n{STREAM}",
+        tags=[op.tag],
+    )
+
+
+def _events(stream: ReplyStream) -> Iterator[ChatEvent]:
+    try:
+        for piece in stream:
+            yield ChatText(text=piece)
+    except MemosError as error:  # the status line is sent: the error can only be an event
+        details = jsonable_encoder(error.details)
+        yield ChatFailed(error=ErrorBody(code=error.code, message=error.message, details=details))
+        return
+    yield ChatDone(reply=stream.reply)

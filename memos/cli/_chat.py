@@ -1,6 +1,6 @@
 """``memos chat``: answer a question with a cube's memories, streamed as it is generated."""
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -8,10 +8,7 @@ from memos import MemOS
 from memos.cli import _render
 from memos.cli._options import CubeOption
 from memos.cli._session import open_memos
-from memos.core._types import ChatReply
-
-if TYPE_CHECKING:  # memos.engine._chat imports torch; only a chat should pay for that
-    from memos.engine._chat import ChatStream
+from memos.core._types import ChatReply, ReplyStream
 
 
 def chat(
@@ -89,7 +86,7 @@ def _summary(mos: MemOS, cube: str, reply: ChatReply) -> str:
     return f"{summary}; adapter: {used}"
 
 
-def _echo(stream: "ChatStream") -> None:
+def _echo(stream: ReplyStream) -> None:
     """The answer on stdout piece by piece, as it is generated (click flushes every echo)."""
     for piece in stream:
         typer.echo(piece, nl=False)

@@ -12,7 +12,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from memos.activation import KVMemory, render_block
-from memos.core._types import ChatReply, MemoryItem, ReplyStream
+from memos.core import _validation as check
+from memos.core._access import DEFAULT_HALF_LIFE_S
+from memos.core._store import Store
+from memos.core._types import Access, ChatReply, ItemStatus, MemoryItem, ReplyStream, utcnow
+from memos.engine._engine import Engine
+from memos.engine._scope import Scope
+from memos.errors import VersionConflict
 from memos.llm import LLMBackend, ResidentPrefix, SplitPrompt
 
 
@@ -107,3 +113,49 @@ class ChatStream(ReplyStream):
             cached_tokens=0 if plan.prefix is None else plan.prefix.length,
         )
         self._on_done(self._reply)
+
+
+def start_chat(
+    engine: Engine,
+    scope: Scope,
+    query: str,
+    *,
+    cube: str,
+    user: str | None,
+    k: int,
+    max_new_tokens: int,
+    use_kv: bool,
+    adapter: str | None,
+    retrieve: bool,
+) -> ChatStream:
+    """A chat for ``scope``, checked and planned, ready to generate (see ``Handle.chat``)."""
+    query = check.text(query, scope.limits)
+    max_new_tokens = check.positive(max_new_tokens, "max_new_tokens", scope.limits.max_new_tokens)
+    info = scope.cube(cube, Access.READ)
+    through = None
+    if adapter is not None or info.default_adapter is not None:
+        lora = engine.lora().scoped(scope.cube, scope.actor)
+        entry = lora.for_chat(info.name, adapter)
+        through = None if entry is None else (entry.id, lora.activate(entry))
+    hits = engine.search(scope, query, cube=info.name, k=k, user=user) if retrieve else []
+    store = engine.store
+    plan = plan_chat(
+        engine.model(), engine.kv().scoped(scope.cube, scope.actor), cube=info.name,
+        query=query, retrieved=[hit.item for hit in hits],
+        block_items=lambda ids: _active_items(store, ids), use_kv=bool(use_kv), adapter=through,
+    )  # fmt: skip
+
+    def count_use(reply: ChatReply) -> None:
+        ids = [m.id for m in reply.memories]
+        if ids:
+            store.record_access(ids, utcnow(), DEFAULT_HALF_LIFE_S)
+
+    return ChatStream(engine.model(), plan, max_new_tokens, count_use)
+
+
+def _active_items(store: Store, item_ids: Sequence[str]) -> list[MemoryItem]:
+    found = store.get_items(item_ids)
+    items = [found.get(i) for i in item_ids]
+    if any(item is None or item.status != ItemStatus.ACTIVE for item in items):
+        raise VersionConflict("a memory of the KV block changed while the chat started")
+    return [item for item in items if item is not None]

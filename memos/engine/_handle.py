@@ -81,19 +81,6 @@ class Handle(Performs):
 
         def close(self) -> None: ...
 
-        def chat_stream(
-            self,
-            query: str,
-            *,
-            cube: str,
-            user: str | None = None,
-            k: int = 5,
-            max_new_tokens: int = 128,
-            use_kv: bool = True,
-            adapter: str | None = None,
-            retrieve: bool = True,
-        ) -> ReplyStream: ...
-
     # cubes ------------------------------------------------------------------------------
 
     @operation("POST", "/v1/cubes", status=201, tag=CUBES)
@@ -420,6 +407,29 @@ class Handle(Performs):
             adapter=adapter, retrieve=retrieve,
         )  # fmt: skip
         return stream.run()
+
+    @operation("POST", "/v1/cubes/{cube}/chat/stream", stream=True)
+    def chat_stream(
+        self,
+        query: str,
+        *,
+        cube: str,
+        user: str | None = None,
+        k: int = 5,
+        max_new_tokens: int = 128,
+        use_kv: bool = True,
+        adapter: str | None = None,
+        retrieve: bool = True,
+    ) -> ReplyStream:
+        """:meth:`chat`, streamed: iterate for text pieces as they are generated, then read
+        ``.reply``. A refusal (an unknown cube, a bad argument, a stale adapter) is raised
+        here, before any piece."""
+        from memos.engine._chat import start_chat  # loads the model code (torch)
+
+        return start_chat(
+            self._engine, self._scope, query, cube=cube, user=user, k=k,
+            max_new_tokens=max_new_tokens, use_kv=use_kv, adapter=adapter, retrieve=retrieve,
+        )  # fmt: skip
 
     @operation("POST", "/v1/access-stats")
     def access_stats(self, item_ids: Sequence[str]) -> dict[str, AccessStats]:

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from memos.core import _validation as check
-from memos.core._access import DEFAULT_HALF_LIFE_S
 from memos.core._store import Store, open_store
 from memos.core._types import (
-    ChatReply,
     CubeInfo,
-    ItemStatus,
-    MemoryItem,
-    utcnow,
 )
 from memos.core._validation import Limits
 from memos.embedding import Embedder
@@ -28,11 +22,9 @@ from memos.engine._operations import namespace
 from memos.engine._scope import Scope
 from memos.errors import (
     IntegrityError,
-    VersionConflict,
 )
 
 if TYPE_CHECKING:
-    from memos.engine._chat import ChatStream
     from memos.engine._remote import RemoteMemOS
     from memos.llm import LLMBackend
 
@@ -176,59 +168,3 @@ class MemOS(Handle):
     def model(self) -> LLMBackend:
         """The language model chat and KV caches use, loaded on first call."""
         return self._engine.model()
-
-    def chat_stream(
-        self,
-        query: str,
-        *,
-        cube: str,
-        user: str | None = None,
-        k: int = 5,
-        max_new_tokens: int = 128,
-        use_kv: bool = True,
-        adapter: str | None = None,
-        retrieve: bool = True,
-    ) -> ChatStream:
-        """:meth:`chat`, streamed: iterate for text pieces, then read ``.reply``."""
-        from memos.engine._chat import ChatStream, plan_chat
-
-        query = check.text(query, self.limits)
-        max_new_tokens = check.positive(
-            max_new_tokens, "max_new_tokens", self.limits.max_new_tokens
-        )
-        info = self.get_cube(cube)
-        through = None
-        if adapter is not None or info.default_adapter is not None:
-            entry = self.lora.for_chat(info.name, adapter)
-            through = None if entry is None else (entry.id, self.lora.activate(entry))
-        retrieved = self._retrieve(query, info.name, k, user) if retrieve else []
-        plan = plan_chat(
-            self.model(),
-            self.kv._tier,
-            cube=info.name,
-            query=query,
-            retrieved=retrieved,
-            block_items=self._active_items,
-            use_kv=bool(use_kv),
-            adapter=through,
-        )
-
-        def count_use(reply: ChatReply) -> None:
-            ids = [m.id for m in reply.memories]
-            if ids:
-                self.store.record_access(ids, utcnow(), DEFAULT_HALF_LIFE_S)
-
-        return ChatStream(self.model(), plan, max_new_tokens, count_use)
-
-    def _retrieve(self, query: str, cube: str, k: int, user: str | None) -> list[MemoryItem]:
-        return [hit.item for hit in self.search(query, cube=cube, k=k, user=user)]
-
-    def _active_items(self, item_ids: Sequence[str]) -> list[MemoryItem]:
-        found = self.store.get_items(item_ids)
-        items = [found.get(i) for i in item_ids]
-        if any(item is None or item.status != ItemStatus.ACTIVE for item in items):
-            raise VersionConflict("a memory of the KV block changed while the chat started")
-        return [item for item in items if item is not None]
-
-    def _actor(self, user: str | None) -> str:
-        return self._scope.actor(user)

@@ -114,6 +114,8 @@ class Operation:
     tag: str = "memories"
     wire: Mapping[str, str] = field(default_factory=dict)
     local: frozenset[str] = frozenset()
+    # the reply is a ReplyStream: text pieces as they are made, then the whole reply
+    stream: bool = False
     # the handle attribute of the namespace that declares it ("" for the handle's own)
     namespace: str = ""
 
@@ -198,13 +200,16 @@ def operation(
     tag: str = "memories",
     wire: Mapping[str, str] | None = None,
     local: Iterable[str] = (),
+    stream: bool = False,
 ) -> Callable[[F], F]:
     """Declare an SDK method an operation (see the module docstring). ``wire`` renames
     parameters on the wire; ``local`` names those that never leave the caller's process (a
     progress callback), which the HTTP client accepts and does not send."""
 
     def declare(function: F) -> F:
-        op = Operation(function, method, path, status, tag, dict(wire or {}), frozenset(local))
+        op = Operation(
+            function, method, path, status, tag, dict(wire or {}), frozenset(local), stream
+        )
 
         @functools.wraps(function)
         def perform(self: Performs, /, *args: Any, **kwargs: Any) -> Any:

@@ -352,6 +352,9 @@ class RemoteMemOS(Handle):
         values = op.arguments(args, kwargs)
         path = PATH_PARAMETER.sub(lambda m: _segment_of(m.group(1), values), op.path)
         rest = {k: _wire_value(v) for k, v in values.items() if k not in op.path_parameters}
+        if op.stream:  # read as it arrives; a refusal is raised here, before any piece
+            response = self._http.send(op.method, path, body=rest, stream=True)
+            return RemoteChatStream(response, self.url)
         if op.in_query:
             return self._http.call(op.reply_adapter, op.method, path, params=rest)
         return self._http.call(op.reply_adapter, op.method, path, body=rest)
@@ -412,27 +415,3 @@ class RemoteMemOS(Handle):
         data = _packed(source, CUBE_EXPORT)
         return self._http.call(_CUBE, "POST", "/v1/cubes/import", content=data, content_type=TAR)
 
-    # chat and the model tiers -----------------------------------------------------------
-
-    def chat_stream(
-        self,
-        query: str,
-        *,
-        cube: str,
-        user: str | None = None,
-        k: int = 5,
-        max_new_tokens: int = 128,
-        use_kv: bool = True,
-        adapter: str | None = None,
-        retrieve: bool = True,
-    ) -> RemoteChatStream:
-        """:meth:`chat`, streamed: iterate for text pieces as the server generates them, then
-        read ``.reply``. A refusal (an unknown cube, a bad argument) is raised here, before
-        any piece, as the embedded ``chat_stream`` raises it."""
-
-        body = {
-            "query": query, "user": user, "k": k, "max_new_tokens": max_new_tokens,
-            "use_kv": use_kv, "adapter": adapter, "retrieve": retrieve,
-        }  # fmt: skip
-        path = f"{_cube_path(cube)}/chat/stream"
-        return RemoteChatStream(self._http.send("POST", path, body=body, stream=True), self.url)
