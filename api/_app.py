@@ -28,10 +28,10 @@ from memos.core._derived import KV_KIND
 from memos.core._jobs import UNFINISHED
 from memos.embedding import make_embedder
 
-from . import _cube_routes, _errors, _model_routes
+from . import _errors
 from ._deps import Caller
 from ._middleware import Authenticate, BodyLimit, Timing
-from ._operation_routes import router_of
+from ._operation_routes import router_of, upload_paths
 from ._settings import ServerSettings
 
 # what a client may read without a key: liveness and the document that describes the routes
@@ -60,17 +60,12 @@ def create_app(settings: ServerSettings, mos: MemOS | None = None) -> FastAPI:
     app.state.limits = server_limits(settings, mos.limits)
     _errors.install(app, private_paths(settings))
     app.include_router(router_of(type(mos)))  # the operations its handles declare
-    for module in (_cube_routes, _model_routes):
-        app.include_router(module.router)
     latency = _add_health_and_metrics(app)
     # the last added runs first: a request is timed, then authenticated, then its body read
     app.add_middleware(
         BodyLimit,
         limit=settings.max_body_bytes,
-        uploads={
-            "/v1/cubes/import": settings.max_import_bytes,
-            _model_routes.ADAPTER_IMPORT_PATH: settings.max_import_bytes,
-        },
+        uploads=dict.fromkeys(upload_paths(type(mos)), settings.max_import_bytes),
     )
     app.add_middleware(Authenticate, store=mos.store, public=PUBLIC_PATHS)
     app.add_middleware(Timing, histogram=latency)

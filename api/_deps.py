@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from typing import IO, Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
@@ -15,7 +15,6 @@ from memos import ApiKey, MemOS
 from memos.errors import Unauthenticated
 
 from ._middleware import API_KEY_STATE
-from ._settings import ServerSettings
 
 # documents the scheme in the OpenAPI document; the key itself is checked by the Authenticate
 # middleware, before the body is read
@@ -27,11 +26,6 @@ SPOOL_IN_MEMORY = 1024 * 1024
 def root(request: Request) -> MemOS:
     mos: MemOS = request.app.state.mos
     return mos
-
-
-def settings(request: Request) -> ServerSettings:
-    value: ServerSettings = request.app.state.settings
-    return value
 
 
 def api_key(request: Request) -> ApiKey:
@@ -67,6 +61,3 @@ async def spooled_body(request: Request) -> AsyncIterator[IO[bytes]]:
 
 Caller = Annotated[MemOS, Depends(principal_handle)]
 Upload = Annotated[IO[bytes], Depends(spooled_body)]
-# why a DELETE was made; it has no body, so the reason travels in the query
-ReasonQuery = Annotated[str | None, Query(max_length=4096, description="why; kept in the log")]
-Settings = Annotated[ServerSettings, Depends(settings)]

@@ -19,7 +19,7 @@ Handler = Callable[[MemOS, Job], dict[str, Any]]
 
 
 def _consolidate(mos: MemOS, job: Job) -> dict[str, Any]:
-    from memos.parametric._catalog import DEFAULT_DENSITY
+    from memos.parametric._manifest import DEFAULT_DENSITY
 
     params = ConsolidateParams.model_validate(job.params)
     density = None if params.fp32 else (params.density or DEFAULT_DENSITY)

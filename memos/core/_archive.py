@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from memos.errors import TamperedExport
+from memos.errors import InvalidInput, TamperedExport
 
 MAX_FILES = 10_000
 
@@ -27,20 +27,43 @@ MAX_FILES = 10_000
 @dataclass(frozen=True)
 class Layout:
     """The files an archive of one kind of export may hold (names matched whole, relative to
-    the export directory) and the folders those files sit in."""
+    the export directory) and the folders those files sit in; ``kind`` names the directory,
+    which holds at least ``required``, and ``refused`` says why a file is not accepted in its
+    place."""
 
+    kind: str
     files: re.Pattern[str]
+    required: str
     folders: frozenset[str] = field(default_factory=frozenset)
+    refused: tuple[tuple[str, str], ...] = ()
+
+    def check(self, directory: Path) -> None:
+        """Refuse (:class:`InvalidInput`) a directory that is not this kind of export, before
+        anything in it is read."""
+        if not directory.is_dir():
+            raise InvalidInput(f"{directory} is not {self.kind}")
+        if not (directory / self.required).is_file():
+            for name, why in self.refused:
+                if (directory / name).exists():
+                    raise InvalidInput(why)
+            raise InvalidInput(f"{directory} is not {self.kind} (no {self.required})")
 
 
 CUBE_EXPORT = Layout(
+    "a MemOS export",
     re.compile(r"(?:[a-z_]+\.(?:json|jsonl|safetensors)|derived/[0-9a-f]{64}\.safetensors)"),
+    "manifest.json",
     frozenset({"derived"}),
 )
 # the files of memos.parametric._peftdir (spelled out here: that module loads torch); pickled
 # adapter_model.bin weights are not among them
 ADAPTER_EXPORT = Layout(
-    re.compile(r"adapter_config\.json|adapter_model\.safetensors|memos_manifest\.json")
+    "an adapter directory",
+    re.compile(r"adapter_config\.json|adapter_model\.safetensors|memos_manifest\.json"),
+    "adapter_model.safetensors",
+    refused=(
+        ("adapter_model.bin", "pickled adapter_model.bin weights are refused; use safetensors"),
+    ),
 )
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, overload
 
 from memos.core import _validation as check
 from memos.core._anchor import CubeAnchor
+from memos.core._archive import CUBE_EXPORT
 from memos.core._history import ItemDiff
 from memos.core._types import (
     Access,
@@ -32,7 +34,7 @@ from memos.core._types import (
     VerifyReport,
     utcnow,
 )
-from memos.engine import _cubes, _grants, _ingest, _memories
+from memos.engine import _cubes, _export, _grants, _ingest, _memories
 from memos.engine._cube_stats import CubeStats, cube_stats
 from memos.engine._engine import Engine
 from memos.engine._jobs import Jobs
@@ -41,7 +43,7 @@ from memos.engine._lora import Lora
 from memos.engine._operations import Performs, namespace, operation
 from memos.engine._scope import Scope
 from memos.engine._verify import verify_cube
-from memos.errors import InvalidInput
+from memos.errors import IntegrityError, InvalidInput
 from memos.plaintext._encoding import checked_codec, fitted, reconfigure
 from memos.plaintext._search import DEFAULT_MODE as DEFAULT_SEARCH_MODE
 
@@ -162,6 +164,34 @@ class Handle(Performs):
             raise InvalidInput(f"the anchor is of cube {anchor.cube!r}, not {info.name!r}")
         engine = self._engine
         return verify_cube(engine.store, info, anchor=anchor, indexes=engine.indexes)
+
+    @operation("GET", "/v1/cubes/{cube}/export", tag=CUBES, archive=CUBE_EXPORT)
+    def export_cube(self, cube: str, directory: str | Path) -> Path:
+        """Write a portable, checksummed copy of the cube (items, events, vectors, derived
+        artifacts) into ``directory`` (new, or empty); refused while the cube does not verify.
+        Over HTTP the export travels as a tar of that directory."""
+        info = self._scope.cube(cube, Access.READ)
+        report = self.verify(info.name)
+        if not report.ok:
+            raise IntegrityError(
+                f"cube {info.name!r} does not verify (seq {report.first_bad_seq}: "
+                f"{report.problem}); refusing to export it",
+                seq=report.first_bad_seq,
+            )
+        return _export.export_cube(self._engine.store, info, Path(directory))
+
+    @operation("POST", "/v1/cubes/import", status=201, tag=CUBES, archive=CUBE_EXPORT)
+    def import_cube(self, directory: str | Path) -> CubeInfo:
+        """Import an export after checking its checksums, chain and items; the imported log is
+        identical to the exported one, hashes included. A principal imports only an export of
+        its own namespace. Over HTTP the export travels as a tar of the directory."""
+        data = _export.read_export(Path(directory))
+        self._scope.importable(data.cube)
+        # the blobs go in with the cube, in its transaction: a refused import leaves none
+        self._engine.store.import_cube(data)
+        self._engine.indexes.forget(data.cube.name)
+        self._engine.indexes.current(data.cube)
+        return data.cube
 
     def verify_all(self) -> list[VerifyReport]:
         """:meth:`verify` of every cube this handle may read."""

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from memos.core._archive import ADAPTER_EXPORT
 from memos.core._types import CubeInfo, Event
 from memos.engine._operations import Namespace, operation
 from memos.parametric import AdapterEntry
@@ -33,23 +34,6 @@ class Lora(Namespace):
         """The engine's adapter catalog, as this handle's principal sees it."""
         handle = self._handle
         return handle._engine.lora().scoped(handle._scope.cube, handle._scope.actor)
-
-    if TYPE_CHECKING:  # each face's own: the adapter travels as a tar of its directory
-
-        def import_adapter(
-            self,
-            cube: str,
-            directory: str | Path,
-            *,
-            name: str,
-            density: float | None = None,
-            user: str | None = None,
-            reason: str | None = None,
-        ) -> AdapterEntry: ...
-
-        def export(
-            self, cube: str, name: str, directory: str | Path, *, version: int | None = None
-        ) -> Path: ...
 
     @operation("GET", "/v1/cubes/{cube}/adapters", tag=_LORA)
     def list(self, cube: str, name: str | None = None) -> list[AdapterEntry]:
@@ -133,11 +117,7 @@ class Lora(Namespace):
         detach it if it is the cube's default."""
         return self._tier.delete(cube, name, user=user, reason=reason)
 
-
-class EmbeddedLora(Lora):
-    """``mos.lora`` of an embedded handle: adapter directories are read and written here, and
-    the adapters chat uses are loaded onto the model."""
-
+    @operation("POST", f"{_ADAPTER}/import", status=201, tag=_LORA, archive=ADAPTER_EXPORT)
     def import_adapter(
         self,
         cube: str,
@@ -150,17 +130,25 @@ class EmbeddedLora(Lora):
     ) -> AdapterEntry:
         """A new version of ``name`` from a peft adapter directory (``adapter_config.json`` +
         ``adapter_model.safetensors``; pickled ``.bin`` weights are refused). A directory this
-        library exported must be for the loaded base model (:class:`ModelMismatch`)."""
+        library exported must be for the loaded base model (:class:`ModelMismatch`). Over HTTP
+        the directory travels as a tar."""
         return self._tier.import_adapter(
             cube, directory, name=name, density=density, user=user, reason=reason
         )
 
+    @operation("GET", f"{_ADAPTER}/export", tag=_LORA, archive=ADAPTER_EXPORT)
     def export(
         self, cube: str, name: str, directory: str | Path, *, version: int | None = None
     ) -> Path:
         """Write a peft adapter directory (fp32 safetensors, ``adapter_config.json``) and the
-        manifest, loadable by peft itself or by :meth:`import_adapter`."""
+        manifest, loadable by peft itself or by :meth:`import_adapter`. Over HTTP the
+        directory travels as a tar."""
         return self._tier.export(cube, name, directory, version=version)
+
+
+class EmbeddedLora(Lora):
+    """``mos.lora`` of an embedded handle, which also loads the adapters chat uses onto the
+    model."""
 
     def for_chat(self, cube: str, name: str | None) -> AdapterEntry | None:
         """The adapter version chat should use: ``name``'s latest (refused while it is

@@ -13,16 +13,12 @@ from memos.core._types import (
 from memos.core._validation import Limits
 from memos.embedding import Embedder
 from memos.engine._engine import Engine
-from memos.engine._export import export_cube, read_export
 from memos.engine._handle import Handle
 from memos.engine._keys import Keys
 from memos.engine._kv import EmbeddedKV
 from memos.engine._lora import EmbeddedLora
 from memos.engine._operations import namespace
 from memos.engine._scope import Scope
-from memos.errors import (
-    IntegrityError,
-)
 
 if TYPE_CHECKING:
     from memos.engine._remote import RemoteMemOS
@@ -134,31 +130,6 @@ class MemOS(Handle):
             self._engine.close()
 
     # cubes ------------------------------------------------------------------------------
-
-    # portability ------------------------------------------------------------------------
-
-    def export_cube(self, cube: str, directory: str | Path) -> Path:
-        """Write a portable, checksummed copy of the cube (items, events, vectors)."""
-        info = self.get_cube(cube)
-        report = self.verify(info.name)
-        if not report.ok:
-            raise IntegrityError(
-                f"cube {info.name!r} does not verify (seq {report.first_bad_seq}: "
-                f"{report.problem}); refusing to export it",
-                seq=report.first_bad_seq,
-            )
-        return export_cube(self.store, info, Path(directory))
-
-    def import_cube(self, directory: str | Path) -> CubeInfo:
-        """Import an export after checking its checksums, chain and items; the imported log is
-        identical to the exported one, hashes included."""
-        data = read_export(Path(directory))
-        self._scope.importable(data.cube)
-        # the blobs go in with the cube, in its transaction: a refused import leaves none
-        self.store.import_cube(data)
-        self._engine.indexes.forget(data.cube.name)
-        self._engine.indexes.current(data.cube)
-        return data.cube
 
     def _after_write(self, info: CubeInfo, actor: str, *, grew: bool = True) -> None:
         self._engine.after_write(info, actor, self.limits, grew=grew)

@@ -15,7 +15,10 @@ travel exactly as the handle's own do.
 
 Path parameters travel in the path; the others in the JSON body, or in the query string for
 ``GET`` and ``DELETE``, where a model (a :class:`pydantic.BaseModel`) travels as its JSON. On
-the wire an ``Iterable`` or ``Sequence`` is a list and a ``Mapping`` an object.
+the wire an ``Iterable`` or ``Sequence`` is a list and a ``Mapping`` an object. An operation
+declared with an ``archive`` layout moves a directory (its ``directory`` parameter) as a tar
+(see :mod:`memos.core._archive`): one that returns a ``Path`` is downloaded into it, any other
+uploads it as the request's body, its other parameters in the query string.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import re
 import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import (
     Any,
     Generic,
@@ -42,8 +46,12 @@ from typing import (
 
 from pydantic import BaseModel, ConfigDict, Field, Json, TypeAdapter, create_model
 
+from memos.core._archive import Layout
+
 F = TypeVar("F", bound=Callable[..., Any])
 
+# the parameter of an archive operation that names the directory it moves
+DIRECTORY = "directory"
 # a path template's parameters: "{name}" or "{name:converter}"
 PATH_PARAMETER = re.compile(r"{(\w+)(?::\w+)?}")
 _QUERY_METHODS = frozenset({"GET", "DELETE"})
@@ -116,6 +124,7 @@ class Operation:
     local: frozenset[str] = frozenset()
     # the reply is a ReplyStream: text pieces as they are made, then the whole reply
     stream: bool = False
+    archive: Layout | None = None
     # the handle attribute of the namespace that declares it ("" for the handle's own)
     namespace: str = ""
 
@@ -137,8 +146,12 @@ class Operation:
     def parameters(self) -> dict[str, str]:
         """Each parameter's wire name, by its name in the SDK (``self`` and the parameters that
         stay in the caller's process left out)."""
-        names = [n for n in list(self.signature.parameters)[1:] if n not in self.local]
+        names = [n for n in list(self.signature.parameters)[1:] if n not in self._not_sent]
         return {name: self.wire.get(name, name) for name in names}
+
+    @property
+    def _not_sent(self) -> frozenset[str]:
+        return self.local | {DIRECTORY} if self.archive is not None else self.local
 
     @functools.cached_property
     def path_parameters(self) -> list[str]:
@@ -147,7 +160,17 @@ class Operation:
 
     @property
     def in_query(self) -> bool:
-        return self.method in _QUERY_METHODS
+        return self.method in _QUERY_METHODS or self.archive is not None
+
+    @property
+    def downloads(self) -> bool:
+        """Whether the reply is a directory, sent as a tar (see the module docstring)."""
+        return self.archive is not None and self.reply is Path
+
+    @property
+    def uploads(self) -> bool:
+        """Whether the request's body is a directory, sent as a tar."""
+        return self.archive is not None and not self.downloads
 
     @functools.cached_property
     def request(self) -> type[BaseModel]:
@@ -178,7 +201,7 @@ class Operation:
         bound = self.signature.bind(None, *args, **kwargs)
         bound.apply_defaults()
         sent = list(bound.arguments.items())[1:]
-        return {self.parameters[n]: v for n, v in sent if n not in self.local}
+        return {self.wire.get(n, n): v for n, v in sent if n not in self.local}
 
     @functools.cached_property
     def _names(self) -> dict[str, str]:
@@ -186,10 +209,11 @@ class Operation:
         return {wire: name for name, wire in self.parameters.items()}
 
     def call(self, handle: Any, wire_values: Mapping[str, Any]) -> Any:
-        """Run the operation's body on ``handle`` with arguments named as on the wire."""
+        """Run the operation's body on ``handle`` with arguments named as on the wire (and an
+        archive operation's ``directory``)."""
         names = self._names
         target = getattr(handle, self.namespace) if self.namespace else handle
-        return self.function(target, **{names[w]: v for w, v in wire_values.items()})
+        return self.function(target, **{names.get(w, w): v for w, v in wire_values.items()})
 
 
 def operation(
@@ -201,6 +225,7 @@ def operation(
     wire: Mapping[str, str] | None = None,
     local: Iterable[str] = (),
     stream: bool = False,
+    archive: Layout | None = None,
 ) -> Callable[[F], F]:
     """Declare an SDK method an operation (see the module docstring). ``wire`` renames
     parameters on the wire; ``local`` names those that never leave the caller's process (a
@@ -208,8 +233,9 @@ def operation(
 
     def declare(function: F) -> F:
         op = Operation(
-            function, method, path, status, tag, dict(wire or {}), frozenset(local), stream
-        )
+            function, method, path, status, tag, dict(wire or {}), frozenset(local), stream,
+            archive,
+        )  # fmt: skip
 
         @functools.wraps(function)
         def perform(self: Performs, /, *args: Any, **kwargs: Any) -> Any:

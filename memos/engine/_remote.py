@@ -2,12 +2,13 @@
 
 :class:`RemoteMemOS` has the methods of an embedded :class:`memos.MemOS` that the server exposes,
 with the same signatures, and returns the SDK's own models, so code (and a test suite) runs
-unchanged against either face. Both are a :class:`memos.engine._handle.Handle`: the
-operations declared there (see :mod:`memos.engine._operations`) are sent by
-:meth:`RemoteMemOS._perform` to the route their declaration names; the methods written here
-are the ones whose wire differs (uploads, streams, batches). It acts as the API key's
-principal, exactly as ``mos.as_principal(principal)`` does embedded: ``user=`` names no actor
-(the log names the principal), and is only checked.
+unchanged against either face. Both are a :class:`memos.Handle`: every operation declared
+there and in its namespaces (see :mod:`memos.engine._operations`) is sent by
+:meth:`RemoteMemOS._perform_on` to the route its declaration names, as JSON, a stream of
+server-sent events or a tar of a directory; the only method written here is ``add_many``,
+which sends a large batch in parts. It acts as the API key's principal, exactly as
+``mos.as_principal(principal)`` does embedded: ``user=`` names no actor (the log names the
+principal), and is only checked.
 
 A failure the server reports in its JSON error envelope is raised as the
 :class:`memos.errors.MemosError` subclass with the same ``code``, message and details; a server
@@ -15,10 +16,10 @@ that cannot be reached is a :class:`memos.errors.StorageError` naming the URL.
 
 What HTTP cannot mirror exactly: ``add_many`` sends one request per ``batch_size`` records,
 so a bad record in a later batch leaves the earlier batches added; ``lora.import_adapter``
-checks the directory's files before the cube (an unknown cube with a missing directory is
-:class:`InvalidInput`); API keys have no route and are absent. A ``chat_stream`` reads the
-server's events as they arrive and holds its connection until it is read to the end (or
-closed).
+and ``import_cube`` check the directory before the cube (an unknown cube with a missing
+directory is :class:`InvalidInput`); API keys have no route and are absent. A
+``chat_stream`` reads the server's events as they arrive and holds its connection until it is
+read to the end (or closed).
 """
 
 from __future__ import annotations
@@ -35,20 +36,17 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from memos.core import _validation as check
-from memos.core._archive import ADAPTER_EXPORT, CUBE_EXPORT, Layout, pack, unpack
+from memos.core._archive import Layout, pack, unpack
 from memos.core._jobs import checked_job_id
 from memos.core._records import parse_records
 from memos.core._types import (
-    CubeInfo,
     MemoryItem,
     MetadataValue,
-    VerifyReport,
 )
 from memos.core._validation import Limits
 from memos.engine._handle import Handle
 from memos.engine._http_errors import error_from
-from memos.engine._lora import Lora
-from memos.engine._operations import PATH_PARAMETER, Operation, Performs, namespace
+from memos.engine._operations import DIRECTORY, PATH_PARAMETER, Operation, Performs
 from memos.engine._remote_chat import RemoteChatStream
 from memos.errors import (
     InvalidInput,
@@ -57,7 +55,6 @@ from memos.errors import (
     MemosError,
     StorageError,
 )
-from memos.parametric import AdapterEntry
 
 T = TypeVar("T")
 Progress = Callable[[int], None]
@@ -66,11 +63,6 @@ TrainProgress = Callable[[int, int, float], None]
 CONNECT_TIMEOUT_S = 5.0
 TAR = "application/x-tar"
 _LIMITS = Limits()  # for arguments the server never sees (user=, batch_size=)
-
-_ITEMS = TypeAdapter(list[MemoryItem])
-_CUBE = TypeAdapter(CubeInfo)
-_REPORT = TypeAdapter(VerifyReport)
-_ADAPTER = TypeAdapter(AdapterEntry)
 
 
 # the wire -----------------------------------------------------------------------------------
@@ -249,11 +241,6 @@ def _wire_value(value: object) -> object:
     return value
 
 
-def _actor(user: str | None) -> None:
-    """Check ``user`` as the embedded SDK does; the log names the key's principal anyway."""
-    check.optional_principal(user, "user", _LIMITS)
-
-
 def _unpacked(data: bytes, target: Path, layout: Layout) -> Path:
     """Unpack a downloaded export into ``target`` (new, or an empty directory)."""
     try:
@@ -276,53 +263,8 @@ def _packed(source: Path, layout: Layout) -> bytes:
 # the client ---------------------------------------------------------------------------------
 
 
-class RemoteLora(Lora):
-    """``mos.lora`` over HTTP: an adapter directory travels as a tar. Training progress is not
-    reported over HTTP: ``progress`` is accepted and never called."""
-
-    _handle: RemoteMemOS
-
-    def _path(self, cube: str, name: str) -> str:
-        return f"{_cube_path(cube)}/adapters/{_adapter_segment(name)}"
-
-    def import_adapter(
-        self,
-        cube: str,
-        directory: str | Path,
-        *,
-        name: str,
-        density: float | None = None,
-        user: str | None = None,
-        reason: str | None = None,
-    ) -> AdapterEntry:
-        """Upload the peft adapter directory ``directory`` as a new version of ``name``; the
-        server checks its files as an embedded import does."""
-        from memos.parametric._peftdir import check_adapter_dir
-
-        _actor(user)
-        source = Path(directory)
-        check_adapter_dir(source)  # what is not uploaded (pickled weights) is refused here
-        data = _packed(source, ADAPTER_EXPORT)
-        path = f"{self._path(cube, name)}/import"
-        params = {"density": density, "reason": reason}
-        return self._handle._http.call(
-            _ADAPTER, "POST", path, params=params, content=data, content_type=TAR
-        )
-
-    def export(
-        self, cube: str, name: str, directory: str | Path, *, version: int | None = None
-    ) -> Path:
-        """Download adapter ``name`` (at ``version``; its latest by default) into the peft
-        adapter directory ``directory`` (new, or empty)."""
-        path = f"{self._path(cube, name)}/export"
-        data = self._handle._http.send("GET", path, params={"version": version}).content
-        return _unpacked(data, Path(directory), ADAPTER_EXPORT)
-
-
 class RemoteMemOS(Handle):
     """A MemOS server, as its API key's principal sees it; see the module docstring."""
-
-    lora = namespace(RemoteLora)
 
     def __init__(
         self,
@@ -350,14 +292,32 @@ class RemoteMemOS(Handle):
         """Send a declared operation to its route and read the reply (the body never runs
         here)."""
         values = op.arguments(args, kwargs)
+        directory = Path(values.pop(DIRECTORY)) if op.archive is not None else None
         path = PATH_PARAMETER.sub(lambda m: _segment_of(m.group(1), values), op.path)
         rest = {k: _wire_value(v) for k, v in values.items() if k not in op.path_parameters}
+        if op.archive is not None and directory is not None:
+            return self._move_archive(op, directory, path, rest)
         if op.stream:  # read as it arrives; a refusal is raised here, before any piece
             response = self._http.send(op.method, path, body=rest, stream=True)
             return RemoteChatStream(response, self.url)
         if op.in_query:
             return self._http.call(op.reply_adapter, op.method, path, params=rest)
         return self._http.call(op.reply_adapter, op.method, path, body=rest)
+
+    def _move_archive(
+        self, op: Operation, directory: Path, path: str, params: dict[str, Any]
+    ) -> Any:
+        """Download the tar a route answers into ``directory``, or upload ``directory`` as a
+        tar (checked here first: what is not sent is refused before any request)."""
+        layout = cast(Layout, op.archive)
+        if op.downloads:
+            data = self._http.send(op.method, path, params=params).content
+            return _unpacked(data, directory, layout)
+        layout.check(directory)
+        data = _packed(directory, layout)
+        return self._http.call(
+            op.reply_adapter, op.method, path, params=params, content=data, content_type=TAR
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -401,17 +361,3 @@ class RemoteMemOS(Handle):
             if progress is not None:
                 progress(len(batch))
         return added
-
-    def export_cube(self, cube: str, directory: str | Path) -> Path:
-        """Download the cube's export and unpack it into ``directory`` (new, or empty)."""
-        data = self._http.send("GET", f"{_cube_path(cube)}/export").content
-        return _unpacked(data, Path(directory), CUBE_EXPORT)
-
-    def import_cube(self, directory: str | Path) -> CubeInfo:
-        """Upload the export in ``directory``; the server checks it as an embedded import."""
-        source = Path(directory)
-        if not (source / "manifest.json").is_file():
-            raise InvalidInput(f"{source} is not a MemOS export (no manifest.json)")
-        data = _packed(source, CUBE_EXPORT)
-        return self._http.call(_CUBE, "POST", "/v1/cubes/import", content=data, content_type=TAR)
-
