@@ -27,6 +27,7 @@ PACKAGES = {"memos": "memos", "memos.stores": "stores", "memos.api": "api",
 def operation_places() -> dict[str, list[str]]:
     """SDK method name (``kv.build`` for a namespace's) -> the places it is written by hand."""
     from memos import MemOS
+    from memos.engine._cube_operations import CubeOperations
     from memos.engine._handle import Handle
     from memos.engine._keys import Keys
     from memos.engine._operations import operations_of
@@ -35,7 +36,8 @@ def operation_places() -> dict[str, list[str]]:
     declared = {_dotted(op.namespace, op.function.__name__) for op in operations_of(Handle)}
     routes = _route_calls()
     # the classes of each face, the shared one first
-    faces: list[tuple[str, list[type]]] = [("", [Handle, MemOS, RemoteMemOS]), ("keys", [Keys])]
+    shared = [CubeOperations, Handle]
+    faces: list[tuple[str, list[type]]] = [("", [*shared, MemOS, RemoteMemOS]), ("keys", [Keys])]
     faces += [
         (name, [_namespace(cls, name) for cls in (Handle, MemOS, RemoteMemOS)])
         for name in ("kv", "lora", "jobs")
