@@ -6,6 +6,7 @@ sources, it is refused by any other model, and its smaller storage dtypes decode
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 import struct
@@ -256,23 +257,49 @@ def test_the_smallest_block_covering_the_retrieved_memories_is_used(notes: Notes
     assert ids(reply.memories) == [s.item_id for s in big.sources]
 
 
-def test_a_block_missing_a_retrieved_memory_is_not_used(
+def test_a_block_holding_some_retrieved_memories_starts_the_prompt(
     notes: Notes, tiny_model: LocalModel
 ) -> None:
-    """When no block holds all retrieved memories, the prompt is the retrieved memories in
-    rank order, computed in full."""
+    """When no block holds all retrieved memories, the block holding most of them starts the
+    prompt (its memories, its order), the retrieved ones it lacks follow in rank order, and only
+    those and the question are prefilled: the tokens are the recomputed prompt's."""
     mos, cube = notes.mos, notes.cube
     question = "what is the capital of france"
     retrieved = [h.item for h in mos.search(question, cube=cube, k=3)]
     left_out = next(i for i in notes.items if i.id not in ids(retrieved))
-    mos.kv.build(cube, [retrieved[0].id, retrieved[1].id, left_out.id])
+    mos.kv.build(cube, [retrieved[2].id])  # holds fewer of them
+    block = mos.kv.build(cube, [retrieved[1].id, left_out.id, retrieved[2].id])
     assert mos.kv.covering(cube, retrieved) is None
     reply = mos.chat(question, cube=cube, k=3, max_new_tokens=16)
-    assert reply.kv_entry is None
-    assert reply.cached_tokens == 0
-    assert ids(reply.memories) == ids(retrieved)
-    prompt = tiny_model.split_prompt(render_block(retrieved), question)
+    assert reply.kv_entry == block.id
+    assert reply.cached_tokens == block.tokens
+    expected = [retrieved[1], left_out, retrieved[2], retrieved[0]]
+    assert ids(reply.memories) == ids(expected)
+    system = render_block(expected)
+    prompt = tiny_model.split_prompt(system, question, cached=len(render_block(expected[:3])))
+    assert prompt.prefix == tuple(mos.kv.load(block).token_ids)
+    assert reply.prompt_tokens == len(prompt.ids) > reply.cached_tokens
     assert reply.tokens == tuple(tiny_model.generate(prompt.ids, max_new_tokens=16))
+    recomputed = mos.chat(question, cube=cube, k=3, max_new_tokens=16, use_kv=False)
+    assert (recomputed.tokens, recomputed.cached_tokens) == (reply.tokens, 0)
+    assert ids(recomputed.memories) == ids(expected)
+
+
+def test_partial_blocks_answer_as_recomputed_over_many_prompts(notes: Notes) -> None:
+    """Every mix of blocks and questions: a cached run and a recomputed one of the same prompt
+    give the same tokens, and the cache serves exactly the block's tokens."""
+    mos, cube = notes.mos, notes.cube
+    for first, second in itertools.combinations(notes.items, 2):
+        block = mos.kv.build(cube, [first.id, second.id])
+        for question in QUESTIONS:
+            for k in (1, 2, 3):
+                cached = mos.chat(question, cube=cube, k=k, max_new_tokens=6)
+                full = mos.chat(question, cube=cube, k=k, max_new_tokens=6, use_kv=False)
+                assert cached.tokens == full.tokens, (question, k)
+                assert cached.memories == full.memories
+                if cached.kv_entry == block.id:
+                    assert cached.cached_tokens == block.tokens
+        mos.kv.drop(cube, block.id)
 
 
 def test_a_block_of_older_versions_does_not_cover(notes: Notes) -> None:
@@ -344,7 +371,7 @@ def test_a_change_to_a_source_drops_its_blocks_in_the_same_commit(
     assert [e.id for e in mos.kv.list(cube)] == [without.id]
     assert mos.verify(cube).ok
     reply = mos.chat("where is alice", cube=cube, k=4, max_new_tokens=4)
-    assert reply.kv_entry is None
+    assert reply.kv_entry == without.id  # the block that is left, holding two of the four
 
 
 def test_a_cube_rollback_that_deletes_a_source_drops_its_blocks(notes: Notes) -> None:
@@ -423,8 +450,8 @@ class RacingModel:
         self.shape: ModelShape = model.shape
         self.during_prefill: Callable[[], None] = lambda: None
 
-    def split_prompt(self, system: str, user: str) -> SplitPrompt:
-        return self._model.split_prompt(system, user)
+    def split_prompt(self, system: str, user: str, *, cached: int | None = None) -> SplitPrompt:
+        return self._model.split_prompt(system, user, cached=cached)
 
     def template_sha256(self) -> str:
         return self._model.template_sha256()
@@ -842,6 +869,29 @@ def test_smollm2_answers_the_same_from_its_cached_block(smol_mos: MemOS) -> None
     assert cached.cached_tokens == entry.tokens > 0
     assert cached.tokens == full.tokens
     assert "Lisbon" in cached.answer
+
+
+@pytest.mark.slow
+def test_smollm2_partial_blocks_answer_as_recomputed(smol_mos: MemOS) -> None:
+    """On SmolLM2, blocks holding some of the retrieved facts start the prompt, the other facts
+    follow it, and each cached answer has the recomputed one's tokens."""
+    smol_mos.create_cube("facts")
+    items = smol_mos.add_many(CITY_FACTS, cube="facts")
+    smol_mos.kv.build("facts", ids(items[:2]))
+    smol_mos.kv.build("facts", ids(items[3:5]))
+    questions = [
+        "Which city did Alice move to?", "What is Bob's favourite food?",
+        "When is the team meeting?", "What is the name of Carol's dog?",
+        "Which instrument is Dave learning?", "Where does Erin's sister live?",
+    ]  # fmt: skip
+    used = set()
+    for question in questions:
+        cached = smol_mos.chat(question, cube="facts", k=3, max_new_tokens=12)
+        full = smol_mos.chat(question, cube="facts", k=3, max_new_tokens=12, use_kv=False)
+        assert cached.tokens == full.tokens, question
+        assert 0 < cached.cached_tokens < cached.prompt_tokens == full.prompt_tokens
+        used.add(cached.kv_entry)
+    assert len(used) == 2
 
 
 @pytest.mark.slow

@@ -1,9 +1,11 @@
 """A memory block: an ordered set of items rendered by one template into the system message.
 
-The block is the system message of the chat prompt, so (with the model's template) it is an
-exact token prefix of every prompt that uses those memories: its KV cache can be computed once
-and reused. Changing this template changes ``BLOCK_TEMPLATE``, and caches rendered with an
-older one are no longer matched.
+The block opens the system message of the chat prompt and its cache stops where the block's
+text ends (before the message's end-of-turn), so (with the model's template) it is an exact token
+prefix of every prompt whose memories start with the block's, in its order: retrieved memories
+the block lacks follow it in the same list, and only they and the question are computed.
+Changing this template changes ``BLOCK_TEMPLATE``, and caches rendered with an older one are no
+longer matched.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Sequence
 
 from memos.core._types import MemoryItem
 
-BLOCK_TEMPLATE = "memos-block-1"
+BLOCK_TEMPLATE = "memos-block-2"
 _HEADER = (
     "You are a helpful assistant with a long-term memory. Answer the user's question; "
     "use the memories below when they are relevant."
@@ -20,7 +22,8 @@ _HEADER = (
 
 
 def render_block(items: Sequence[MemoryItem]) -> str:
-    """The system message holding ``items`` in order (no memories: the header alone)."""
+    """The system message holding ``items`` in order (no memories: the header alone). The
+    rendering of a list starts with the rendering of any non-empty list it starts with."""
     if not items:
         return _HEADER
     lines = [

@@ -215,17 +215,25 @@ class KVMemory:
     def covering(self, cube: str, items: Sequence[MemoryItem]) -> KVEntry | None:
         """The smallest usable stored block holding every one of ``items`` at its current
         version, made by the current model with the current templates."""
+        best = self.best_block(cube, items)
+        held = set() if best is None else {(s.item_id, s.version) for s in best.sources}
+        return best if {(i.id, i.version) for i in items} <= held else None
+
+    def best_block(self, cube: str, items: Sequence[MemoryItem]) -> KVEntry | None:
+        """The usable stored block holding the most of ``items`` at their current versions
+        (the smallest of those), made by the current model with the current templates; none
+        when no block holds any of them."""
         model = self._model()
         wanted = {(i.id, i.version) for i in items}
         version = template_version(model.template_sha256())
-        usable = [
-            entry
+        scored = [
+            (len(wanted & {(s.item_id, s.version) for s in entry.sources}), entry)
             for entry in self._readable(cube)
             if entry.manifest.model == model.fingerprint
             and entry.manifest.template_version == version
-            and wanted <= {(s.item_id, s.version) for s in entry.sources}
         ]
-        return min(usable, key=lambda e: (e.tokens, e.created_at), default=None)
+        best = max(scored, key=lambda pair: (pair[0], -pair[1].tokens), default=None)
+        return None if best is None or best[0] == 0 else best[1]
 
     def load(self, entry: KVEntry) -> ResidentPrefix:
         """The entry's cache, resident in RAM; refused (:class:`ModelMismatch`) unless it was

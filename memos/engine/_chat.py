@@ -1,9 +1,12 @@
 """Chat over a cube's memories: retrieve, render, generate, count the use.
 
 The prompt is ``[system: memory block, user: query]`` in the model's chat template. When a
-stored KV block covers the retrieved memories, the prompt is built from that block (its
-memories, in its order) whether or not its cache is then used, so ``use_kv=False`` recomputes
-exactly the prompt a cached run reads, and the two answers can be compared token for token.
+stored KV block holds some of the retrieved memories, the prompt's memories are that block's
+(all of them, in its order) followed by the retrieved ones it lacks, in rank order; the block's
+cache then serves the prompt up to the end of the block's text, and only the memories after it
+and the question are prefilled. The prompt is built that way whether or not the cache is then
+used, so ``use_kv=False`` recomputes exactly the prompt a cached run reads, and the two answers
+can be compared token for token.
 """
 
 from __future__ import annotations
@@ -44,14 +47,17 @@ def plan_chat(
     use_kv: bool,
     adapter: tuple[str, str] | None = None,
 ) -> ChatPlan:
-    """The prompt for ``query``: a covering stored block's memories, else the retrieved ones.
-    A KV cache is the base model's, so a chat through an adapter (``(version id, loaded
-    slot)``) prefills everything."""
-    entry = kv.covering(cube, retrieved) if retrieved else None
-    memories = list(retrieved)
+    """The prompt for ``query``: the best stored block's memories and the retrieved ones it
+    lacks, else the retrieved ones (see the module docstring). A KV cache is the base model's,
+    so a chat through an adapter (``(version id, loaded slot)``) prefills everything."""
+    entry = kv.best_block(cube, retrieved) if retrieved else None
+    memories, cached = list(retrieved), None
     if entry is not None:
-        memories = block_items([s.item_id for s in entry.sources])
-    prompt = model.split_prompt(render_block(memories), query)
+        block = block_items([s.item_id for s in entry.sources])
+        held = {item.id for item in block}
+        memories = block + [item for item in retrieved if item.id not in held]
+        cached = len(render_block(block))
+    prompt = model.split_prompt(render_block(memories), query, cached=cached)
     prefix = None
     if entry is not None and use_kv and adapter is None:
         prefix = kv.load(entry)

@@ -21,8 +21,9 @@ class LLMBackend(Protocol):
     fingerprint: ModelFingerprint
     shape: ModelShape
 
-    def split_prompt(self, system: str, user: str) -> SplitPrompt:
-        """The chat ``[system, user]`` as ids whose system part is an exact token prefix."""
+    def split_prompt(self, system: str, user: str, *, cached: int | None = None) -> SplitPrompt:
+        """The chat ``[system, user]`` as ids whose prefix (the first ``cached`` characters of
+        the system message, all by default) is an exact token prefix."""
         ...
 
     def template_sha256(self) -> str:

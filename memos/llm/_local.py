@@ -77,21 +77,39 @@ class LocalModel:
         ids = rendered["input_ids"] if hasattr(rendered, "keys") else rendered
         return [int(t) for t in ids]
 
-    def split_prompt(self, system: str, user: str) -> SplitPrompt:
-        """The chat ``[system, user]`` rendered by the model's template, tokenized so that the
-        system message is an exact token prefix (each part tokenized on its own: the same ids
-        serve a cached and a fully recomputed run)."""
-        head = self._render([{"role": "system", "content": system}], generation=False)
+    def split_prompt(self, system: str, user: str, *, cached: int | None = None) -> SplitPrompt:
+        """The chat ``[system, user]`` rendered by the model's template and tokenized in two
+        parts, each on its own: ``prefix``, the rendering up to the end of the first ``cached``
+        characters of the system message (all of them by default; never its end-of-turn), and
+        ``rest``. The same ids serve a cached and a fully recomputed run, and a system message
+        that extends another's (a memory block with memories after it) has that one's prefix."""
+        cached = len(system) if cached is None else cached
+        if not 0 <= cached <= len(system):
+            raise InvalidInput(f"cached must be within the system message, not {cached}")
         full = self._render(
             [{"role": "system", "content": system}, {"role": "user", "content": user}],
             generation=True,
         )
-        if not full.startswith(head):
+        end = self._system_end(system)
+        if end is None or not full.startswith(self._render_system(system)):
             raise InvalidInput(
                 f"the chat template of {self.name} does not render the system message as a "
                 "prefix of the prompt; memory blocks cannot be cached for it"
             )
-        return SplitPrompt(self._tokens(head), self._tokens(full[len(head) :]))
+        cut = end - (len(system) - cached)
+        return SplitPrompt(self._tokens(full[:cut]), self._tokens(full[cut:]))
+
+    def _render_system(self, system: str) -> str:
+        return self._render([{"role": "system", "content": system}], generation=False)
+
+    def _system_end(self, system: str) -> int | None:
+        """Where the system message's text ends in its rendering: the first character at
+        which it differs from the rendering of a longer message (``None`` when the template
+        does not render the message as it is)."""
+        head, longer = self._render_system(system), self._render_system(system + "\x1f")
+        pairs = enumerate(zip(head, longer, strict=False))
+        end = next((i for i, (a, b) in pairs if a != b), len(head))
+        return end if head[end - len(system) : end] == system else None
 
     def template_sha256(self) -> str:
         template = getattr(self.tokenizer, "chat_template", None) or ""

@@ -17,8 +17,9 @@ class ModelShape:
 
 @dataclass(frozen=True)
 class SplitPrompt:
-    """A chat prompt as token ids: ``prefix`` (the system message, where memories go) and
-    ``rest`` (the user's turn and the assistant header). ``ids`` is what the model reads."""
+    """A chat prompt as token ids: ``prefix`` (the system message up to where a cached memory
+    block ends) and ``rest`` (the rest of the system message, the user's turn and the assistant
+    header). ``ids`` is what the model reads."""
 
     prefix: tuple[int, ...]
     rest: tuple[int, ...]
