@@ -22,11 +22,13 @@ from urllib.parse import urlparse
 import numpy as np
 from numpy.typing import NDArray
 
+from memos.core._access import Use
 from memos.core._chain import GENESIS_HASH, seal, vector_digest
 from memos.core._jobs import Job, JobState
 from memos.core._types import (
     AccessStats,
     ApiKey,
+    CoAccess,
     CubeInfo,
     DerivedEntry,
     Event,
@@ -230,6 +232,20 @@ class AccessLog(Protocol):
 
     def access_stats(self, item_ids: Sequence[str]) -> dict[str, AccessStats]:
         """The recorded stats of those items that were ever used."""
+        ...
+
+    def record_uses(self, cube: str, uses: Sequence[Use], half_life_s: float) -> None:
+        """Count a batch of uses of the cube's memories in one write: each use counts one
+        access of each of its memories and one co-access of each pair of its best ones (see
+        :func:`memos.core._access.tally`)."""
+        ...
+
+    def cube_access(self, cube: str) -> dict[str, AccessStats]:
+        """The stats of every memory of ``cube`` that a recorded use named."""
+        ...
+
+    def co_access(self, cube: str) -> dict[tuple[str, str], CoAccess]:
+        """The stats of every pair of ``cube``'s memories retrieved together."""
         ...
 
 

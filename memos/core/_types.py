@@ -166,6 +166,17 @@ class AccessStats(_Frozen):
     frequency: float = 0.0
 
 
+class CoAccess(_Frozen):
+    """How often and how lately two memories (``a < b``) were retrieved together: the same
+    decayed frequency as :class:`AccessStats`, per pair. Not part of the log."""
+
+    a: str
+    b: str
+    count: int = 0
+    last_access: datetime | None = None
+    frequency: float = 0.0
+
+
 class Event(_Frozen):
     """One entry of a cube's append-only, hash-chained log.
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from memos.activation import KVMemory, render_block
 from memos.core import _validation as check
-from memos.core._access import DEFAULT_HALF_LIFE_S
 from memos.core._store import Store
 from memos.core._types import Access, ChatReply, ItemStatus, MemoryItem, ReplyStream, utcnow
 from memos.engine._engine import Engine
@@ -143,7 +142,9 @@ def start_chat(
         lora = engine.lora().scoped(scope.cube, scope.actor)
         entry = lora.for_chat(info.name, adapter)
         through = None if entry is None else (entry.id, lora.activate(entry))
-    hits = engine.search(scope, query, cube=info.name, k=k, user=user) if retrieve else []
+    hits = []
+    if retrieve:  # the prompt's memories are counted as the chat's use, below
+        hits = engine.search(scope, query, cube=info.name, k=k, user=user, count_use=False)
     store = engine.store
     plan = plan_chat(
         engine.model(), engine.kv().scoped(scope.cube, scope.actor), cube=info.name,
@@ -152,9 +153,7 @@ def start_chat(
     )  # fmt: skip
 
     def count_use(reply: ChatReply) -> None:
-        ids = [m.id for m in reply.memories]
-        if ids:
-            store.record_access(ids, utcnow(), DEFAULT_HALF_LIFE_S)
+        engine.uses.add(info.name, [m.id for m in reply.memories], utcnow())
 
     return ChatStream(engine.model(), plan, max_new_tokens, count_use)
 

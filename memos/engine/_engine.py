@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING
 from memos.codecs import make_codec
 from memos.core import _validation as check
 from memos.core._store import Store
-from memos.core._types import CubeInfo, EventOp, MemoryItem, MetadataValue, SearchHit
+from memos.core._types import CubeInfo, EventOp, MemoryItem, MetadataValue, SearchHit, utcnow
 from memos.core._validation import Limits
 from memos.embedding import Embedder, make_embedder
 from memos.embedding._minilm import MODEL_NAME as DEFAULT_EMBEDDER
 from memos.engine._scope import Scope
+from memos.engine._uses import UseRecorder
 from memos.errors import InvalidInput, ModelUnavailable, VersionConflict
 from memos.plaintext import _search
 from memos.plaintext._encoding import reconfigure
@@ -60,6 +61,8 @@ class Engine:
         self.operator = Scope(store, None, limits)
         # one worker for retrieval that overlaps the query embedding (hybrid search)
         self.aside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memos-search")
+        # what searches and chats retrieved, written to the store in batches
+        self.uses = UseRecorder(store)
         self._default_embedder = embedder
         self._embedders: dict[str, Embedder] = {} if embedder is None else {embedder.name: embedder}
         # the language model is loaded on first use (chat, KV caches): a path, or None for the
@@ -77,6 +80,7 @@ class Engine:
             return
         self._closed = True
         self.aside.shutdown(wait=True)
+        self.uses.flush()
         self.indexes.save_all()
         self.store.close()
 
@@ -116,8 +120,11 @@ class Engine:
         until: datetime | str | None = None,
         where: Mapping[str, MetadataValue] | None = None,
         mode: str = _search.DEFAULT_MODE,
+        count_use: bool = True,
     ) -> list[SearchHit]:
-        """:meth:`memos.MemOS.search` for ``scope``."""
+        """:meth:`memos.MemOS.search` for ``scope``; the hits are one use of their memories
+        (see :mod:`memos.engine._uses`) unless ``count_use`` is false (a chat counts the
+        memories of its prompt itself)."""
         limits = scope.limits
         query = check.text(query, limits)
         k = check.positive(k, "k", limits.max_k)
@@ -133,14 +140,18 @@ class Engine:
             exact = functools.partial(self.store.get_vectors, cube=info.name)
             return index.search(vector, n, allowed, exact=exact)
 
-        return _search.search(
+        hits = _search.search(
             self.store, info.name, query, k=k, flt=flt, mode=search_mode, dense=dense,
             aside=self.aside,
         )  # fmt: skip
+        if count_use:
+            self.uses.add(info.name, [hit.item.id for hit in hits], utcnow())
+        return hits
 
     def retrieve(self, query: str, cube: str, k: int, user: str | None) -> list[MemoryItem]:
-        """The memories a chat or a catalog puts in a prompt, from a cube already checked."""
-        hits = self.search(self.operator, query, cube=cube, k=k, user=user)
+        """The memories a catalog puts in a block or trains on, from a cube already checked
+        (not a use: building is the scheduler's or an operator's doing, not a reader's)."""
+        hits = self.search(self.operator, query, cube=cube, k=k, user=user, count_use=False)
         return [hit.item for hit in hits]
 
     # after a write ----------------------------------------------------------------------

@@ -292,9 +292,12 @@ class Handle(CubeOperations):
     @operation("POST", "/v1/access-stats")
     def access_stats(self, item_ids: Sequence[str]) -> dict[str, AccessStats]:
         """Use counts and decayed frequencies of the given items (absent: never used, or not
-        visible to this handle)."""
+        visible to this handle). A search's hits are one use of their memories, a chat's
+        prompt memories another; uses reach the store in batches (see
+        :mod:`memos.engine._uses`), and this reads them after this process's pending ones."""
         if isinstance(item_ids, str):
             raise InvalidInput("access_stats takes a list of memory ids")
+        self._engine.uses.flush()  # this process's pending uses count too
         store = self._engine.store
         items = store.get_items(list(item_ids))
         readable = {c.name for c in self._scope.visible(store.list_cubes())}

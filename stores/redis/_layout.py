@@ -85,6 +85,16 @@ class _CubeKeys:
         return f"{self.base}:head"
 
     @property
+    def accessed(self) -> str:
+        """The set of the cube's item ids that a recorded use named."""
+        return f"{self.base}:accessed"
+
+    @property
+    def co_access(self) -> str:
+        """The hash of the cube's pairs of items retrieved together (field ``a b``)."""
+        return f"{self.base}:co-access"
+
+    @property
     def log(self) -> str:
         return f"{self.base}:log"
 

@@ -82,6 +82,20 @@ CREATE TABLE IF NOT EXISTS access (
     last_access TEXT NOT NULL,
     frequency REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS cube_access (
+    cube TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    PRIMARY KEY (cube, item_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS co_access (
+    cube TEXT NOT NULL,
+    a TEXT NOT NULL,
+    b TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    last_access TEXT NOT NULL,
+    frequency REAL NOT NULL,
+    PRIMARY KEY (cube, a, b)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS api_keys (id TEXT PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
