@@ -8,6 +8,7 @@ import memos.errors
 EXPECTED = {
     "Access",
     "ApiKey",
+    "Budgets",
     "AccessStats",
     "Change",
     "ChatReply",
@@ -34,6 +35,7 @@ EXPECTED = {
     "MemOS",
     "MemoryItem",
     "MiniLMEmbedder",
+    "SchedulerConfig",
     "SearchHit",
     "SourceRef",
     "Store",

@@ -15,8 +15,8 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from typing import Self
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Self
 
 from memos.activation._block import render_block, template_version
 from memos.activation._manifest import KV_DTYPES, KVEntry, KVManifest
@@ -101,9 +101,11 @@ class KVMemory:
         dtype: str | None = None,
         user: str | None = None,
         reason: str | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> KVEntry:
         """Compute and store the KV cache of a memory block: the given items in that order,
-        or the ``k`` best for ``query`` in rank order. One ``kv_build`` event."""
+        or the ``k`` best for ``query`` in rank order. One ``kv_build`` event (``extra``: more
+        fields of its payload, such as the scheduler's ``migration``)."""
         info = self._cube_info(cube, Access.WRITE)
         storage = _checked_dtype(info.kv_dtype if dtype is None else dtype)
         actor, reason = self._actor(user), check.reason(reason, self._limits)
@@ -151,7 +153,7 @@ class KVMemory:
         )
         change = Change(
             op=EventOp.KV_BUILD, cube=info.name, actor=actor, ts=entry.created_at,
-            reason=reason, derived=entry,
+            reason=reason, derived=entry, extra=dict(extra or {}),
         )  # fmt: skip
         self._store.commit([change])
         built = KVEntry.from_derived(entry)
@@ -201,14 +203,20 @@ class KVMemory:
         raise KVEntryNotFound(f"cube {cube!r} has no KV entry {entry_id!r}", entry=str(entry_id))
 
     def drop(
-        self, cube: str, entry_id: str, *, user: str | None = None, reason: str | None = None
+        self,
+        cube: str,
+        entry_id: str,
+        *,
+        user: str | None = None,
+        reason: str | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> Event:
         """Retire a KV cache (one ``kv_drop`` event); its blob stays until collected."""
         self._cube_info(cube, Access.WRITE)
         entry = self.get(cube, entry_id)
         change = Change(
             op=EventOp.KV_DROP, cube=entry.cube, actor=self._actor(user), ts=utcnow(),
-            reason=check.reason(reason, self._limits), dropped=entry.id,
+            reason=check.reason(reason, self._limits), dropped=entry.id, extra=dict(extra or {}),
         )  # fmt: skip
         return self._store.commit([change])[0]
 

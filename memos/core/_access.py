@@ -20,7 +20,7 @@ from memos.core._types import AccessStats, CoAccess
 DEFAULT_HALF_LIFE_S = 7 * 24 * 3600.0
 
 
-def decayed_frequency(stats: AccessStats, at: datetime, half_life_s: float) -> float:
+def decayed_frequency(stats: AccessStats | CoAccess, at: datetime, half_life_s: float) -> float:
     """``stats.frequency`` decayed from its last access to ``at``."""
     if stats.last_access is None:
         return 0.0

@@ -22,6 +22,7 @@ _CHANGEABLE: dict[EventOp, frozenset[str]] = {
     EventOp.ADAPTER_ATTACH: frozenset({"default_adapter"}),
     EventOp.GRANT: frozenset({"grants"}),
     EventOp.REVOKE: frozenset({"grants"}),
+    EventOp.CONFIGURE: frozenset({"scheduler"}),
 }
 
 

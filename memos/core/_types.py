@@ -53,6 +53,9 @@ class EventOp(StrEnum):
     # new configuration, whose ``grants`` alone changed)
     GRANT = "grant"
     REVOKE = "revoke"
+    # cube-level: the scheduler's policy, parameters or budgets for the cube were set
+    # (payload["cube"] holds the new configuration, whose ``scheduler`` alone changed)
+    CONFIGURE = "configure"
 
 
 class Access(StrEnum):
@@ -96,10 +99,33 @@ class MemoryItem(_Frozen):
         return cls.model_validate(data)
 
 
+class Budgets(_Frozen):
+    """What the scheduler may spend on a cube's tiers (``None``: no limit). ``kv_bytes``: its
+    stored KV blocks together; ``kv_blocks``: how many; ``adapters`` and ``adapter_bytes``: its
+    adapter versions kept. A budget lowered is met at the next tick."""
+
+    kv_bytes: int | None = Field(default=256 * 2**20, ge=0)
+    kv_blocks: int | None = Field(default=16, ge=0)
+    adapters: int | None = Field(default=4, ge=0)
+    adapter_bytes: int | None = Field(default=64 * 2**20, ge=0)
+
+
+class SchedulerConfig(_Frozen):
+    """How the scheduler treats a cube: the policy (by its name in the registry of
+    :mod:`memos.core._scheduling`), the policy's parameters (checked by the policy; the ones
+    not given keep its defaults) and the budgets."""
+
+    policy: str = "balanced"
+    parameters: dict[str, float | int | bool | str] = Field(default_factory=dict)
+    budgets: Budgets = Field(default_factory=Budgets)
+    enabled: bool = True
+
+
 class CubeInfo(_Frozen):
     """A cube's identity and configuration. Fixed at creation except for the codec's fitted
     state and version (``codec_fit``, ``reencode`` events), the default adapter
-    (``adapter_attach``) and the grants (``grant``, ``revoke``)."""
+    (``adapter_attach``), the grants (``grant``, ``revoke``) and the scheduler's configuration
+    (``configure``)."""
 
     name: str
     owner: str
@@ -118,6 +144,8 @@ class CubeInfo(_Frozen):
     # principals other than the owner who may read (or read and write) the cube; ``grant`` and
     # ``revoke`` events change it
     grants: dict[str, Access] = Field(default_factory=dict)
+    # the scheduler's policy and budgets for the cube (None: the defaults of SchedulerConfig)
+    scheduler: SchedulerConfig | None = None
 
 
 class ApiKey(_Frozen):

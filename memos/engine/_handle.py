@@ -33,6 +33,7 @@ from memos.engine._jobs import Jobs
 from memos.engine._kv import KV
 from memos.engine._lora import Lora
 from memos.engine._operations import namespace, operation
+from memos.engine._scheduler import Scheduler
 from memos.errors import InvalidInput
 from memos.plaintext._search import DEFAULT_MODE as DEFAULT_SEARCH_MODE
 
@@ -50,6 +51,9 @@ class Handle(CubeOperations):
     jobs = namespace(Jobs)
     """Background jobs: ``submit``, ``list``, ``get``, ``cancel``, ``wait`` (see
     :class:`memos.engine._jobs.Jobs`)."""
+    scheduler = namespace(Scheduler)
+    """The scheduler of the tiers: ``plan``, ``tick``, ``configure`` (see
+    :class:`memos.engine._scheduler.Scheduler`)."""
 
     def __enter__(self) -> Self:
         return self

@@ -29,6 +29,7 @@ CONFIG_OPS = frozenset(
         EventOp.ADAPTER_ATTACH,
         EventOp.GRANT,
         EventOp.REVOKE,
+        EventOp.CONFIGURE,
     }
 )
 _SAMPLE_SEED = 0

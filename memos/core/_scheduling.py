@@ -1,0 +1,134 @@
+"""The scheduler's vocabulary: what a policy sees of a cube, what it decides, and the registry of
+policies by name.
+
+A tick of the scheduler reads a :class:`CubeView` (the cube's memories that were used, how hot
+each is, which were retrieved together, its standing KV blocks and their sizes, its budgets),
+asks the cube's policy for a plan, and carries out the plan's decisions, each an event that names
+the policy, the score and the reason. Policies are pure: the same view gives the same plan, so a
+plan can be shown before it is carried out (``mos.scheduler.plan``). A policy is registered by
+name (``"module:attribute"``, imported on first use), like a store backend; the default,
+``balanced``, is :mod:`memos.schedulers`'s.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from memos.core._types import AccessStats, Budgets, CoAccess, SchedulerConfig
+from memos.errors import InvalidInput
+
+Action = Literal["kv_build", "kv_drop"]
+
+
+@dataclass(frozen=True)
+class Block:
+    """A standing KV block: its entry id, its memories (in its order) and its size."""
+
+    id: str
+    items: tuple[str, ...]
+    tokens: int
+    size: int
+
+
+@dataclass(frozen=True)
+class CubeView:
+    """What a policy sees of a cube at ``now``: the memories that were ever used (active ones
+    only, with the characters of their text), their use and co-use, the standing KV blocks, and
+    what a KV cache costs per token (``None`` until known: no block yet and no model loaded)."""
+
+    cube: str
+    now: datetime
+    half_life_s: float
+    chars: Mapping[str, int]
+    access: Mapping[str, AccessStats]
+    co_access: Mapping[tuple[str, str], CoAccess]
+    blocks: Sequence[Block]
+    kv_bytes_per_token: float | None
+    chars_per_token: float
+    budgets: Budgets = field(default_factory=Budgets)
+
+
+class Decision(BaseModel):
+    """One migration: build a KV block of ``items`` (in that order), or drop block ``entry``;
+    ``score`` is the policy's value of the block, ``bytes`` its (estimated) size."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    action: Action
+    items: tuple[str, ...] = ()
+    entry: str | None = None
+    score: float
+    bytes: int
+    reason: str
+
+
+class Usage(BaseModel):
+    """What the cube's tiers hold, against its budgets."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kv_bytes: int
+    kv_blocks: int
+
+
+class SchedulePlan(BaseModel):
+    """What a tick would do on a cube now, and why (``mos.scheduler.plan``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cube: str
+    policy: str
+    at: datetime
+    decisions: tuple[Decision, ...]
+    budgets: Budgets
+    usage: Usage  # as the tiers stand now
+    after: Usage  # once the decisions are carried out (estimated)
+
+
+class Policy(Protocol):
+    """Decides a cube's migrations from a view of it; see the module docstring."""
+
+    name: str
+    parameters: type[BaseModel]  # its parameters, with their defaults
+
+    def plan(self, view: CubeView, parameters: BaseModel) -> list[Decision]: ...
+
+
+_POLICIES: dict[str, str] = {"balanced": "memos.schedulers._policies:Balanced"}
+
+
+def register_policy(name: str, target: str) -> None:
+    """Register ``"module:attribute"`` (a :class:`Policy`) under ``name``."""
+    _POLICIES[name] = target
+
+
+def policy(name: str) -> Policy:
+    """The registered policy ``name`` (:class:`InvalidInput` for an unknown one)."""
+    target = _POLICIES.get(name) if isinstance(name, str) else None
+    if target is None:
+        known = ", ".join(sorted(_POLICIES))
+        raise InvalidInput(f"unknown scheduler policy {name!r} (known: {known})", field="policy")
+    module, _, attribute = target.partition(":")
+    found: Policy = getattr(importlib.import_module(module), attribute)()
+    return found
+
+
+def checked_parameters(chosen: Policy, given: Mapping[str, Any]) -> BaseModel:
+    """``given`` as the policy's parameters (defaults filled in), or :class:`InvalidInput`."""
+    try:
+        return chosen.parameters.model_validate(dict(given))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise InvalidInput(
+            f"bad parameters for policy {chosen.name!r}: {problems}", field="parameters"
+        ) from None
+
+
+def config_of(config: SchedulerConfig | None) -> SchedulerConfig:
+    return config or SchedulerConfig()

@@ -1,0 +1,265 @@
+"""``mos.scheduler``: the scheduler's operations on a cube, declared once (see
+:mod:`memos.engine._operations`). ``plan`` says what a tick would do and why, changing nothing;
+``tick`` does it; ``configure`` sets the cube's policy, parameters and budgets (one
+``configure`` event). Every migration a tick makes is the event of its effect (``kv_build``,
+``kv_drop``) with a ``migration`` record in its payload: the policy, the action, the score and
+the reason (see :mod:`memos.core._scheduling` and the policies of :mod:`memos.schedulers`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+
+from memos.core import _validation as check
+from memos.core._access import DEFAULT_HALF_LIFE_S
+from memos.core._scheduling import (
+    Block,
+    CubeView,
+    Decision,
+    SchedulePlan,
+    Usage,
+    checked_parameters,
+    config_of,
+    policy,
+)
+from memos.core._store import Change
+from memos.core._types import (
+    Access,
+    Budgets,
+    CubeInfo,
+    Event,
+    EventOp,
+    ItemStatus,
+    SchedulerConfig,
+    utcnow,
+)
+from memos.engine._operations import Namespace, operation
+from memos.errors import InvalidInput, VersionConflict
+
+if TYPE_CHECKING:
+    from memos.activation import KVEntry
+    from memos.engine._engine import Engine
+    from memos.engine._handle import Handle
+    from memos.engine._scope import Scope
+
+_SCHEDULER = "scheduler"
+_PATH = "/v1/cubes/{cube}/scheduler"
+_RETRIES = 20
+# bytes per element of a stored KV cache, by dtype (int8 keeps a scale per group: 3.65x)
+_ELEMENT_BYTES = {"fp32": 4.0, "bf16": 2.0, "int8": 4.0 / 3.65}
+_CHARS_PER_TOKEN = 4.0  # until the cube's own blocks tell
+
+
+class TickReport(BaseModel):
+    """What a tick did: the plan it carried out and the events its migrations made."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    plan: SchedulePlan
+    events: tuple[Event, ...]
+
+
+class Scheduler(Namespace):
+    """The scheduler of a cube's tiers: ``plan``, ``tick``, ``configure``."""
+
+    _handle: Handle
+
+    @operation("GET", f"{_PATH}/plan", tag=_SCHEDULER)
+    def plan(self, cube: str) -> SchedulePlan:
+        """What the next tick would do on the cube, with each decision's score and reason,
+        changing nothing. Planning a cube whose memories were used, with no KV block yet, loads
+        the model (to know what a block costs)."""
+        handle = self._handle
+        return plan_cube(handle._engine, handle._scope.cube(cube, Access.READ))
+
+    @operation("POST", f"{_PATH}/tick", tag=_SCHEDULER)
+    def tick(self, cube: str, *, user: str | None = None) -> TickReport:
+        """Carry out the cube's plan now: drops first, then builds, each one event that
+        records the migration (policy, action, score, reason). Deterministic: the same cube and
+        uses give the same decisions."""
+        handle = self._handle
+        info = handle._scope.cube(cube, Access.WRITE)
+        return tick_cube(handle._engine, handle._scope, info, handle._scope.actor(user))
+
+    @operation("POST", f"{_PATH}/config", tag=_SCHEDULER)
+    def configure(
+        self,
+        cube: str,
+        *,
+        policy: str | None = None,
+        parameters: Mapping[str, float | int | bool | str] | None = None,
+        budgets: Mapping[str, int | None] | None = None,
+        enabled: bool | None = None,
+        user: str | None = None,
+        reason: str | None = None,
+    ) -> CubeInfo:
+        """Set the cube's scheduler policy, its parameters (merged into the ones set before),
+        budgets (likewise; ``None`` for no limit) or whether background ticks run on it: one
+        ``configure`` event. A lowered budget is met at the next tick."""
+        handle = self._handle
+        return configure_cube(
+            handle._engine, handle._scope, cube, policy=policy, parameters=parameters,
+            budgets=budgets, enabled=enabled, actor=handle._scope.actor(user),
+            reason=check.reason(reason, handle._scope.limits),
+        )  # fmt: skip
+
+
+# the engine functions ---------------------------------------------------------------------
+
+
+def plan_cube(engine: Engine, info: CubeInfo) -> SchedulePlan:
+    """The cube's plan now (see :class:`Scheduler.plan`)."""
+    config = config_of(info.scheduler)
+    chosen = policy(config.policy)
+    parameters = checked_parameters(chosen, config.parameters)
+    view = _view(engine, info, config.budgets)
+    decisions = tuple(chosen.plan(view, parameters)) if config.enabled else ()
+    usage = Usage(kv_bytes=sum(b.size for b in view.blocks), kv_blocks=len(view.blocks))
+    return SchedulePlan(
+        cube=info.name, policy=chosen.name, at=view.now, decisions=decisions,
+        budgets=config.budgets, usage=usage, after=_after(usage, decisions),
+    )  # fmt: skip
+
+
+def tick_cube(engine: Engine, scope: Scope, info: CubeInfo, actor: str) -> TickReport:
+    """Carry out the cube's plan as ``actor``."""
+    plan = plan_cube(engine, info)
+    kv = engine.kv().scoped(scope.cube, lambda _user: actor)
+    events: list[Event] = []
+    for decision in sorted(plan.decisions, key=lambda d: d.action != "kv_drop"):
+        extra = {"migration": _migration(plan.policy, decision)}
+        reason = f"scheduler ({plan.policy}, score {decision.score:g}): {decision.reason}"
+        if decision.action == "kv_drop" and decision.entry is not None:
+            events.append(kv.drop(info.name, decision.entry, reason=reason, extra=extra))
+        elif decision.action == "kv_build":
+            head = engine.store.head(info.name)[0]
+            entry = kv.build(info.name, list(decision.items), reason=reason, extra=extra)
+            events += [
+                e for e in engine.store.events(info.name, after_seq=head)
+                if e.op == EventOp.KV_BUILD and _built(e) == entry.id
+            ]  # fmt: skip
+    return TickReport(plan=plan, events=tuple(events))
+
+
+def configure_cube(
+    engine: Engine,
+    scope: Scope,
+    cube: str,
+    *,
+    policy: str | None,
+    parameters: Mapping[str, Any] | None,
+    budgets: Mapping[str, int | None] | None,
+    enabled: bool | None,
+    actor: str,
+    reason: str | None,
+) -> CubeInfo:
+    """Set the cube's scheduler configuration (see :class:`Scheduler.configure`)."""
+    for _ in range(_RETRIES):
+        info = scope.cube(cube, Access.WRITE)
+        new = _configured(config_of(info.scheduler), policy, parameters, budgets, enabled)
+        updated = info.model_copy(update={"scheduler": new})
+        change = Change(
+            op=EventOp.CONFIGURE, cube=info.name, actor=actor, ts=utcnow(), reason=reason,
+            cube_info=updated,
+        )  # fmt: skip
+        try:
+            engine.store.commit([change])
+        except VersionConflict:
+            continue
+        return updated
+    raise VersionConflict(f"cube {cube} kept changing; gave up after {_RETRIES} tries")
+
+
+def _configured(
+    config: SchedulerConfig,
+    name: str | None,
+    parameters: Mapping[str, Any] | None,
+    budgets: Mapping[str, int | None] | None,
+    enabled: bool | None,
+) -> SchedulerConfig:
+    for given, what in ((parameters, "parameters"), (budgets, "budgets")):
+        if given is not None and not isinstance(given, Mapping):
+            raise InvalidInput(f"{what} is a mapping of names to values", field=what)
+    if enabled is not None and not isinstance(enabled, bool):
+        raise InvalidInput("enabled is true or false", field="enabled")
+    chosen = policy(config.policy if name is None else name)
+    merged = {**(config.parameters if name in (None, config.policy) else {}), **(parameters or {})}
+    checked_parameters(chosen, merged)  # refused here, before anything is written
+    try:
+        new_budgets = Budgets.model_validate(config.budgets.model_dump() | dict(budgets or {}))
+    except ValueError as exc:
+        raise InvalidInput(f"bad budgets: {exc}", field="budgets") from None
+    return SchedulerConfig(
+        policy=chosen.name, parameters=merged, budgets=new_budgets,
+        enabled=config.enabled if enabled is None else enabled,
+    )  # fmt: skip
+
+
+def _view(engine: Engine, info: CubeInfo, budgets: Budgets) -> CubeView:
+    engine.uses.flush()  # this process's pending uses count too
+    store = engine.store
+    access = store.cube_access(info.name)
+    found = store.get_items(list(access))
+    active = {i: item for i, item in found.items() if item.status == ItemStatus.ACTIVE}
+    entries = engine.kv().list(info.name) if _has_blocks(engine, info) else []
+    blocks = [
+        Block(e.id, tuple(s.item_id for s in e.sources), e.tokens, e.size) for e in entries
+    ]  # fmt: skip
+    chars = {i: len(item.text) for i, item in active.items()}
+    return CubeView(
+        cube=info.name, now=utcnow(), half_life_s=DEFAULT_HALF_LIFE_S, chars=chars,
+        access={i: s for i, s in access.items() if i in active},
+        co_access=store.co_access(info.name), blocks=blocks,
+        kv_bytes_per_token=_bytes_per_token(engine, info, entries, bool(active)),
+        chars_per_token=_chars_per_token(entries, found), budgets=budgets,
+    )  # fmt: skip
+
+
+def _has_blocks(engine: Engine, info: CubeInfo) -> bool:
+    from memos.core._derived import KV_KIND
+
+    return bool(engine.store.derived_entries(info.name, KV_KIND))
+
+
+def _bytes_per_token(
+    engine: Engine, info: CubeInfo, entries: list[KVEntry], used: bool
+) -> float | None:
+    """What a stored cache of the cube costs per token: measured on its blocks, else from the
+    model's shape (loaded only when some memory was used, so there is a block to weigh)."""
+    if entries:
+        return sum(e.size for e in entries) / max(sum(e.tokens for e in entries), 1)
+    if not used:
+        return None
+    shape = engine.model().shape
+    return shape.layers * 2 * shape.kv_heads * shape.head_dim * _ELEMENT_BYTES[info.kv_dtype]
+
+
+def _chars_per_token(entries: list[KVEntry], items: Mapping[str, Any]) -> float:
+    measured = [
+        (sum(len(items[s.item_id].text) for s in e.sources), e.tokens)
+        for e in entries
+        if all(s.item_id in items for s in e.sources)
+    ]
+    chars, tokens = sum(c for c, _ in measured), sum(t for _, t in measured)
+    return chars / tokens if chars and tokens else _CHARS_PER_TOKEN
+
+
+def _after(usage: Usage, decisions: tuple[Decision, ...]) -> Usage:
+    kv_bytes, blocks = usage.kv_bytes, usage.kv_blocks
+    for decision in decisions:
+        sign = 1 if decision.action == "kv_build" else -1
+        kv_bytes, blocks = kv_bytes + sign * decision.bytes, blocks + sign
+    return Usage(kv_bytes=kv_bytes, kv_blocks=blocks)
+
+
+def _built(event: Event) -> object:
+    return ((event.payload or {}).get("derived") or {}).get("id")
+
+
+def _migration(policy_name: str, decision: Decision) -> dict[str, Any]:
+    return {
+        "policy": policy_name, "action": decision.action, "score": decision.score,
+        "reason": decision.reason, "items": list(decision.items),
+    }  # fmt: skip
