@@ -557,6 +557,7 @@ def test_the_app_has_every_command_of_the_issue() -> None:
         "lora import", "lora retrain", "lora rollback", "lora rm",
         "cube grant", "cube revoke", "keys", "keys create", "keys ls", "keys revoke", "serve",
         "jobs", "jobs submit", "jobs ls", "jobs show", "jobs wait", "jobs cancel", "worker",
+        "scheduler", "scheduler status", "scheduler plan", "scheduler run", "scheduler configure",
     }  # fmt: skip
 
 

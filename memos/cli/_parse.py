@@ -2,6 +2,7 @@
 
 import json
 from collections.abc import Iterable
+from typing import Any
 
 from memos.core._types import MetadataValue
 from memos.errors import InvalidInput
@@ -33,3 +34,14 @@ def meta_pairs(pairs: Iterable[str] | None) -> dict[str, MetadataValue]:
             raise InvalidInput(f"bad --meta {pair!r}: expected key=value", field="metadata")
         metadata[key.strip()] = meta_value(raw)
     return metadata
+
+
+def parsed_json_object(raw: str, option: str) -> dict[str, Any]:
+    """The JSON object an option was given as (``--budgets '{"kv_blocks": 8}'``)."""
+    try:
+        value = json.loads(raw, parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise InvalidInput(f"--{option} is not JSON: {exc}", field=option) from None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"--{option} must be a JSON object", field=option)
+    return value

@@ -26,7 +26,8 @@ from memos import (
     VerifyReport,
 )
 from memos.activation import KVEntry
-from memos.core._types import ChatReply
+from memos.core._scheduling import SchedulePlan
+from memos.core._types import ChatReply, SchedulerConfig
 
 _HASH_PREFIX = 8
 _PIPE_WIDTH = 200
@@ -192,6 +193,44 @@ def cube_stats(stats: CubeStats) -> None:
     for name, value in rows.items():
         table.add_row(name, value)
     console().print(table)
+
+
+def schedule(plan: SchedulePlan) -> None:
+    """A plan's decisions, then the KV tier against its budget now and after them."""
+    table = _table("action", "score", "bytes", "entry", "memories", "reason")
+    for d in plan.decisions:
+        table.add_row(
+            d.action, f"{d.score:g}", str(d.bytes), d.entry or "",
+            ", ".join(i[:_HASH_PREFIX] for i in d.items), d.reason,
+        )  # fmt: skip
+    _print_or_none(table, plan.decisions, f"nothing to do on {plan.cube} ({plan.policy})")
+    budget = plan.budgets
+    console().print(
+        f"KV: {plan.usage.kv_blocks} blocks, {plan.usage.kv_bytes} bytes now; "
+        f"{plan.after.kv_blocks} blocks, {plan.after.kv_bytes} bytes after "
+        f"(budget {_limit(budget.kv_blocks)} blocks, {_limit(budget.kv_bytes)} bytes)",
+        highlight=False,
+    )
+
+
+def scheduler_status(info: CubeInfo, plan: SchedulePlan | None) -> None:
+    config = info.scheduler or SchedulerConfig()
+    table = _table("setting", "value")
+    table.add_row("policy", config.policy)
+    table.add_row("enabled", "yes" if config.enabled else "no")
+    for name, value in sorted(config.parameters.items()):
+        table.add_row(f"parameter {name}", str(value))
+    for name, value in config.budgets.model_dump().items():
+        table.add_row(f"budget {name}", _limit(value))
+    if plan is not None:
+        table.add_row("KV blocks now", str(plan.usage.kv_blocks))
+        table.add_row("KV bytes now", str(plan.usage.kv_bytes))
+        table.add_row("next tick", f"{len(plan.decisions)} migrations")
+    console().print(table)
+
+
+def _limit(value: int | None) -> str:
+    return "no limit" if value is None else str(value)
 
 
 def kv_entries(entries: Sequence[KVEntry]) -> None:

@@ -1,0 +1,104 @@
+"""``memos scheduler``: what the scheduler would do on a cube and why, doing it, and setting
+its policy and budgets."""
+
+from collections.abc import Sequence
+from typing import Annotated
+
+import typer
+
+from memos import Event
+from memos.cli import _render
+from memos.cli._options import CubeOption, JsonFlag, ReasonOption, UserOption
+from memos.cli._parse import parsed_json_object
+from memos.cli._session import open_memos
+
+scheduler_app = typer.Typer(
+    help="The scheduler: it moves a cube's memories between tiers from how they are used "
+    "(hot groups retrieved together become KV blocks, cold blocks go), within the cube's "
+    "budgets. See what it would do, run it, and set its policy and budgets.",
+    no_args_is_help=True,
+)
+
+
+@scheduler_app.command("status")
+def status(ctx: typer.Context, cube: CubeOption, json_out: JsonFlag = False) -> None:
+    """Show the cube's scheduler policy, parameters and budgets, and what its tiers hold."""
+    with open_memos(ctx, json_errors=json_out) as mos:
+        info = mos.get_cube(cube)
+        plan = mos.scheduler.plan(cube)
+    config = info.scheduler.model_dump(mode="json") if info.scheduler else None
+    if json_out:
+        _render.print_json({"config": config, "usage": plan.usage.model_dump(mode="json"),
+                            "budgets": plan.budgets.model_dump(mode="json")})  # fmt: skip
+        return
+    _render.scheduler_status(info, plan)
+
+
+@scheduler_app.command("plan")
+def plan(ctx: typer.Context, cube: CubeOption, json_out: JsonFlag = False) -> None:
+    """Show what the next tick would do on the cube, with scores and reasons; change nothing."""
+    with open_memos(ctx, json_errors=json_out) as mos:
+        found = mos.scheduler.plan(cube)
+    if json_out:
+        _render.print_json(found.model_dump(mode="json"))
+    else:
+        _render.schedule(found)
+
+
+@scheduler_app.command("run")
+def run(
+    ctx: typer.Context, cube: CubeOption, user: UserOption = None, json_out: JsonFlag = False
+) -> None:
+    """Run one tick on the cube now: carry out its plan, one event per migration."""
+    with open_memos(ctx, json_errors=json_out) as mos:
+        report = mos.scheduler.tick(cube, user=user)
+    if json_out:
+        _render.print_json(report.model_dump(mode="json"))
+        return
+    _render.schedule(report.plan)
+    typer.echo(f"{len(report.events)} migrations, events {_seqs(report.events)}")
+
+
+@scheduler_app.command("configure")
+def configure(
+    ctx: typer.Context,
+    cube: CubeOption,
+    policy: Annotated[
+        str | None, typer.Option("--policy", help="The policy by name (default: balanced).")
+    ] = None,
+    parameters: Annotated[
+        str | None,
+        typer.Option("--parameters", help="The policy's parameters as JSON: '{\"hot_min\": 2}'."),
+    ] = None,
+    budgets: Annotated[
+        str | None,
+        typer.Option(
+            "--budgets",
+            help='Budgets as JSON, null for no limit: \'{"kv_bytes": 100000000, "kv_blocks": 8}\'.',
+        ),
+    ] = None,
+    enable: Annotated[
+        bool | None,
+        typer.Option("--enable/--disable", help="Whether background ticks run on the cube."),
+    ] = None,
+    user: UserOption = None,
+    reason: ReasonOption = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Set the cube's scheduler policy, parameters or budgets: one configure event."""
+    with open_memos(ctx, json_errors=json_out) as mos:
+        info = mos.scheduler.configure(
+            cube, policy=policy,
+            parameters=None if parameters is None else parsed_json_object(parameters, "parameters"),
+            budgets=None if budgets is None else parsed_json_object(budgets, "budgets"),
+            enabled=enable, user=user, reason=reason,
+        )  # fmt: skip
+    if json_out:
+        _render.print_json(info.model_dump(mode="json"))
+    else:
+        _render.scheduler_status(info, None)
+
+
+def _seqs(events: Sequence[Event]) -> str:
+    seqs = [str(e.seq) for e in events]
+    return ", ".join(seqs) if seqs else "none"
