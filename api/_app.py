@@ -14,7 +14,7 @@ from pathlib import Path
 
 import faiss
 from fastapi import FastAPI, Response
-from memos.schedulers import Worker
+from memos.schedulers import Ticker, Worker
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -74,8 +74,8 @@ def create_app(settings: ServerSettings, mos: MemOS | None = None) -> FastAPI:
 
 @contextmanager
 def _job_workers(mos: MemOS, settings: ServerSettings) -> Iterator[None]:
-    """``settings.workers`` threads running queued jobs while the block runs; each finishes
-    the job in hand before the server stops."""
+    """``settings.workers`` threads running queued jobs while the block runs, and the
+    scheduler's ticker; each finishes the job in hand before the server stops."""
     stop = threading.Event()
     threads = [
         threading.Thread(
@@ -85,6 +85,9 @@ def _job_workers(mos: MemOS, settings: ServerSettings) -> Iterator[None]:
         )
         for n in range(settings.workers)
     ]
+    if settings.tick_interval_s > 0:
+        ticker = Ticker(mos, interval_s=settings.tick_interval_s)
+        threads.append(threading.Thread(target=ticker.run, args=(stop,), name="memos-ticker"))
     for thread in threads:
         thread.start()
     try:

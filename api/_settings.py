@@ -32,3 +32,5 @@ class ServerSettings(BaseModel):
     # job workers in the server process (0: jobs wait for `memos worker` processes)
     workers: int = Field(default=0, ge=0, le=64)
     worker_lease_s: float = Field(default=60.0, gt=0)
+    # seconds between the scheduler's ticks, which queue its migrations as jobs (0: none)
+    tick_interval_s: float = Field(default=60.0, ge=0)

@@ -248,7 +248,16 @@ def servers(store_args: Sequence[str], count: int) -> Iterator[tuple[list[str], 
     try:
         for _ in range(count):
             port = _free_port()
-            command = [str(MEMOS), *store_args, "serve", "--port", str(port)]
+            # no scheduler ticks: they would load the model and build KV blocks mid-run
+            command = [
+                str(MEMOS),
+                *store_args,
+                "serve",
+                "--port",
+                str(port),
+                "--tick-interval",
+                "0",
+            ]
             processes.append(subprocess.Popen(command, env=env))
             urls.append(f"http://127.0.0.1:{port}")
         for url, process in zip(urls, processes, strict=True):

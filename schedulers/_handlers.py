@@ -7,6 +7,7 @@ from typing import Any
 
 from memos import Event, Job, JobKind, MemOS
 from memos.core._jobs import (
+    RERUN_WHEN_TAKEN_AGAIN,
     ConsolidateParams,
     ReencodeParams,
     RetrainParams,
@@ -47,11 +48,17 @@ def _reencode(mos: MemOS, job: Job) -> dict[str, Any]:
     return {"codec": info.codec, "codec_version": info.codec_version}
 
 
+def _tick(mos: MemOS, job: Job) -> dict[str, Any]:
+    report = mos.scheduler.tick(job.cube, user=job.actor, reason=job.event_reason)
+    return {"migrations": len(report.events)}
+
+
 HANDLERS: dict[JobKind, Handler] = {
     JobKind.CONSOLIDATE: _consolidate,
     JobKind.RETRAIN: _retrain,
     JobKind.REFIT: _refit,
     JobKind.REENCODE: _reencode,
+    JobKind.TICK: _tick,
 }
 
 
@@ -60,10 +67,12 @@ def run_job(mos: MemOS, job: Job) -> Job:
     finished: done, or failed with the typed error that stopped it.
 
     A job taken again (its worker stopped) whose event is already in its cube's log was run
-    to its commit before: it is marked done, not run twice.
+    to its commit before: it is marked done, not run twice (a tick runs again: it plans from
+    what stands, so it finishes what the first run left).
     """
     try:
-        if job.attempts > 1 and (earlier := made_by(mos, job, job.after_seq)) is not None:
+        again = job.attempts > 1 and job.kind not in RERUN_WHEN_TAKEN_AGAIN
+        if again and (earlier := made_by(mos, job, job.after_seq)) is not None:
             return succeeded(job, {**_event_summary(earlier), "recovered": True})
         before = mos.store.head(job.cube)[0]
         handle = mos if job.principal is None else mos.as_principal(job.principal)

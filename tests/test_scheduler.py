@@ -6,7 +6,7 @@ through synthetic views and synthetic access patterns, then through the SDK on e
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -273,3 +273,75 @@ def test_plan_tick_and_configure_on_every_face(sdk: Any) -> None:
     with pytest.raises(InvalidInput):
         sdk.scheduler.configure(cube, policy="nope")
     assert sdk.verify(cube).ok
+
+
+# ticks as jobs: the ticker queues them, workers run them -----------------------------------
+
+
+def test_the_ticker_queues_one_tick_per_cube_with_something_to_do(
+    notes: tuple[MemOS, list[str]],
+) -> None:
+    from memos.schedulers import Ticker
+
+    mos, _ = notes
+    mos.create_cube("idle")
+    mos.add("nobody asks about this", cube="idle")
+    ticker = Ticker(mos, interval_s=60)
+    assert ticker.once() == []  # nothing used yet: nothing to do
+    _ask(mos, "where did alice move", 3)
+    (job,) = ticker.once()
+    assert (job.cube, job.kind, job.state) == ("notes", "tick", "queued")
+    assert ticker.once() == []  # one tick at a time per cube
+    mos.scheduler.configure("notes", enabled=False)
+    mos.jobs.cancel(job.id)
+    assert ticker.once() == []  # a disabled cube is not ticked
+
+
+def test_a_tick_job_runs_the_plan_with_its_tag_on_every_event(
+    notes: tuple[MemOS, list[str]],
+) -> None:
+    from memos.schedulers import Worker
+
+    mos, _ = notes
+    _ask(mos, "where did alice move", 3)
+    job = mos.jobs.submit("notes", "tick", reason="scheduled tick")
+    done = Worker(mos).run_once()
+    assert done is not None
+    assert done.state == "done"
+    assert done.result is not None
+    assert done.result["migrations"] == 1
+    event = mos.log("notes")[-1]
+    assert event.op == EventOp.KV_BUILD
+    assert event.reason is not None
+    assert event.reason.startswith(f"{job.tag} scheduled tick scheduler (balanced")
+    assert job.made(event)
+
+
+def test_a_tick_taken_again_after_its_worker_died_finishes_the_plan(
+    notes: tuple[MemOS, list[str]],
+) -> None:
+    from memos.schedulers import run_job
+
+    from memos.core._types import utcnow
+
+    mos, _ = notes
+    _ask(mos, "where did alice move", 3)
+    mos.scheduler.configure("notes", parameters={"co_min": 100.0})  # a block per memory
+    plan = mos.scheduler.plan("notes")
+    assert len(plan.decisions) == 2
+    job = mos.jobs.submit("notes", "tick")
+    first = mos.store.claim_job("w1", utcnow(), 0.001)
+    assert first is not None
+    # the first worker carried out one migration, then died: its event is in the log
+    decision = plan.decisions[0]
+    mos.kv.build("notes", list(decision.items), reason=f"{job.tag} half done")
+    again = mos.store.claim_job("w2", utcnow() + timedelta(seconds=1), 60)
+    assert again is not None
+    assert again.attempts == 2
+    finished = run_job(mos, again)
+    assert finished.state == "done"  # run again rather than marked done by the first event
+    assert {tuple(s.item_id for s in e.sources) for e in mos.kv.list("notes")} == {
+        d.items for d in plan.decisions
+    }
+    assert mos.scheduler.plan("notes").decisions == ()
+    assert mos.verify("notes").ok

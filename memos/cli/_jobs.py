@@ -130,11 +130,21 @@ def worker(
     name: Annotated[
         str | None, typer.Option("--name", help="The worker's name (default: host-pid-random).")
     ] = None,
+    tick_interval: Annotated[
+        float,
+        typer.Option(
+            "--tick-interval",
+            help="Seconds between the scheduler's ticks, which queue its migrations as jobs "
+            "(0: no ticks; --once never ticks).",
+        ),
+    ] = 60.0,
 ) -> None:
     """Run queued background jobs until interrupted (SIGINT/SIGTERM finish the job in hand)."""
-    from memos.schedulers import Worker
+    from memos.schedulers import Ticker, Worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if tick_interval < 0:
+        raise InvalidInput("--tick-interval is 0 or more seconds", field="tick_interval")
     with open_memos(ctx) as mos, reporting():
         runner = Worker(mos, name=name, lease_s=lease)
         typer.echo(f"worker {runner.name} on {mos.store.url}", err=True)
@@ -143,7 +153,11 @@ def worker(
             while runner.run_once() is not None:
                 finished += 1
         else:
-            finished = runner.run(_stop_on_signals(), poll_s=poll)
+            stop = _stop_on_signals()
+            if tick_interval > 0:
+                ticker = Ticker(mos, interval_s=tick_interval)
+                threading.Thread(target=ticker.run, args=(stop,), daemon=True).start()
+            finished = runner.run(stop, poll_s=poll)
     typer.echo(f"worker {runner.name} finished {finished} jobs", err=True)
 
 

@@ -42,6 +42,14 @@ def serve(
             help="Threads in this process that run queued jobs (0: they wait for `memos worker`).",
         ),
     ] = _default("workers"),
+    tick_interval: Annotated[
+        float,
+        typer.Option(
+            "--tick-interval",
+            help="Seconds between the scheduler's ticks, which queue its migrations as jobs "
+            "(0: no ticks).",
+        ),
+    ] = _default("tick_interval_s"),
 ) -> None:
     """Serve the memory over HTTP (FastAPI): routes under /v1, API keys from `memos keys`."""
     import uvicorn
@@ -62,6 +70,7 @@ def serve(
             max_k=max_k,
             faiss_threads=faiss_threads,
             workers=workers,
+            tick_interval_s=tick_interval,
         )
         app = create_app(config)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -39,6 +39,7 @@ class JobKind(StrEnum):
     RETRAIN = "retrain"  # retrain an adapter on its current sources
     REFIT = "refit"  # fit the cube's codec again
     REENCODE = "reencode"  # switch the cube to another codec
+    TICK = "tick"  # carry out the cube's scheduler plan (see memos.engine._scheduler)
 
 
 class JobState(StrEnum):
@@ -142,12 +143,20 @@ class ReencodeParams(_Params):
     codec: str
 
 
+class TickParams(_Params):
+    pass
+
+
 PARAMS: dict[JobKind, type[_Params]] = {
     JobKind.CONSOLIDATE: ConsolidateParams,
     JobKind.RETRAIN: RetrainParams,
     JobKind.REFIT: RefitParams,
     JobKind.REENCODE: ReencodeParams,
+    JobKind.TICK: TickParams,
 }
+# a tick plans again from what stands when it runs, so one taken again after its worker died
+# runs again (to finish its migrations) instead of being marked done by its first event
+RERUN_WHEN_TAKEN_AGAIN = frozenset({JobKind.TICK})
 
 
 def checked_kind(kind: object) -> JobKind:

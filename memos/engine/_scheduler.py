@@ -75,13 +75,15 @@ class Scheduler(Namespace):
         return plan_cube(handle._engine, handle._scope.cube(cube, Access.READ))
 
     @operation("POST", f"{_PATH}/tick", tag=_SCHEDULER)
-    def tick(self, cube: str, *, user: str | None = None) -> TickReport:
+    def tick(self, cube: str, *, user: str | None = None, reason: str | None = None) -> TickReport:
         """Carry out the cube's plan now: drops first, then builds, each one event that
-        records the migration (policy, action, score, reason). Deterministic: the same cube and
-        uses give the same decisions."""
+        records the migration (policy, action, score, reason; ``reason``, when given, begins
+        the events' reasons). Deterministic: the same cube and uses give the same decisions."""
         handle = self._handle
-        info = handle._scope.cube(cube, Access.WRITE)
-        return tick_cube(handle._engine, handle._scope, info, handle._scope.actor(user))
+        scope = handle._scope
+        info = scope.cube(cube, Access.WRITE)
+        why = check.reason(reason, scope.limits)
+        return tick_cube(handle._engine, scope, info, scope.actor(user), why)
 
     @operation("POST", f"{_PATH}/config", tag=_SCHEDULER)
     def configure(
@@ -123,14 +125,17 @@ def plan_cube(engine: Engine, info: CubeInfo) -> SchedulePlan:
     )  # fmt: skip
 
 
-def tick_cube(engine: Engine, scope: Scope, info: CubeInfo, actor: str) -> TickReport:
-    """Carry out the cube's plan as ``actor``."""
+def tick_cube(
+    engine: Engine, scope: Scope, info: CubeInfo, actor: str, why: str | None = None
+) -> TickReport:
+    """Carry out the cube's plan as ``actor`` (``why`` begins the events' reasons)."""
     plan = plan_cube(engine, info)
     kv = engine.kv().scoped(scope.cube, lambda _user: actor)
     events: list[Event] = []
     for decision in sorted(plan.decisions, key=lambda d: d.action != "kv_drop"):
         extra = {"migration": _migration(plan.policy, decision)}
         reason = f"scheduler ({plan.policy}, score {decision.score:g}): {decision.reason}"
+        reason = reason if why is None else f"{why} {reason}"
         if decision.action == "kv_drop" and decision.entry is not None:
             events.append(kv.drop(info.name, decision.entry, reason=reason, extra=extra))
         elif decision.action == "kv_build":
