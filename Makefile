@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test lint typecheck demo bench bench-locomo bench-kv bench-lora bench-server bench-jobs bench-hardening clean
+.PHONY: install test lint typecheck demo bench bench-locomo bench-kv bench-lora bench-server bench-jobs bench-hardening bench-scheduler clean
 
 install: $(STAMP)
 
@@ -61,6 +61,9 @@ bench-jobs: install
 	$(PY) benchmarks/job_queue.py
 
 # add, search, export and import on the hardening's baseline and on the working tree, interleaved
+bench-scheduler: install
+	$(PY) benchmarks/scheduler_trace.py ../shared/data/locomo/locomo_dev.json
+
 bench-hardening: install
 	$(PY) benchmarks/before_after.py 5a5e711
 

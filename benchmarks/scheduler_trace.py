@@ -1,0 +1,227 @@
+"""A trace replay of the scheduler: how much of chat's memory prompt KV blocks serve, and what
+that does to time-to-first-token, with the scheduler on, off, and with an oracle's foresight.
+
+For each LoCoMo conversation of the file, and each of three runs on a fresh data dir with the
+same model and budgets: the conversation's turns are added in order, then its questions are
+asked as chats one after another (``k`` = 5, greedy, a few new tokens: TTFT is the point).
+
+- **off**: no scheduler; every prompt is computed in full.
+- **on**: the scheduler ticks every ``--tick-every`` questions (10), on the uses the chats so far
+  made (each chat's prompt memories are one use), building and dropping KV blocks.
+- **oracle**: the whole trace's retrievals are known in advance: every question is searched
+  first (so the use statistics are the whole trace's), one tick builds the blocks, then the
+  questions are asked with no further ticks. The share of memory tokens it serves is the
+  ceiling the scheduler is held to.
+
+The KV budget of a cube is ``--budget-share`` (10%) of what caching all its text would take:
+the conversation's text tokens times the bytes per token of the model's fp32 cache.
+
+Reported per run: the share of the prompts' memory-block tokens (the system message up to the
+end of its memories) served from KV caches, mean and p90 TTFT, prefill tokens in total (the
+prompts' uncached tokens plus the blocks built), the scheduler's CPU time (planning and
+building) as a share of the run's, and the peak KV bytes against the budget. The last line
+prints the figures as ``key=value`` pairs.
+
+    python benchmarks/scheduler_trace.py ../shared/data/locomo/locomo_dev.json
+    python benchmarks/scheduler_trace.py PATH --conversations 1 --questions 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ingest_search import (  # this script's folder
+    RESULTS_DIR,
+    configure_environment,
+    load_locomo,
+    machine_info,
+    turn_record,
+)
+
+CUBE = "trace"
+RUNS = ("off", "on", "oracle")
+
+
+@dataclass
+class RunResult:
+    run: str
+    conversation: str
+    questions: int
+    memory_tokens: int = 0
+    cached_tokens: int = 0
+    prompt_tokens: int = 0
+    built_tokens: int = 0
+    ttft_s: list[float] = field(default_factory=list)
+    cpu_s: float = 0.0
+    scheduler_cpu_s: float = 0.0
+    peak_kv_bytes: int = 0
+    kv_budget: int = 0
+    migrations: int = 0
+
+    @property
+    def share(self) -> float:
+        return self.cached_tokens / self.memory_tokens if self.memory_tokens else 0.0
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("path", type=Path, help="a LoCoMo-format JSON file")
+    parser.add_argument("--conversations", type=int, default=None, help="only the first N")
+    parser.add_argument("--questions", type=int, default=None, help="per conversation")
+    parser.add_argument("--tick-every", type=int, default=10)
+    parser.add_argument("--budget-share", type=float, default=0.10)
+    parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--max-new-tokens", type=int, default=4)
+    return parser.parse_args(argv)
+
+
+def conversations(path: Path, limit: int | None, questions: int | None) -> list[tuple[str, Any]]:
+    """(sample id, (turns, questions)) per conversation, in file order."""
+    turns, _ = load_locomo(path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    found = []
+    for sample in data[:limit]:
+        sid = sample["sample_id"]
+        asked = [str(qa["question"]) for qa in sample["qa"] if qa.get("question")]
+        found.append((sid, ([t for t in turns if t.conversation == sid], asked[:questions])))
+    return found
+
+
+def kv_budget(model: Any, texts: Sequence[str], share: float) -> int:
+    shape = model.shape
+    per_token = shape.layers * 2 * shape.kv_heads * shape.head_dim * 4
+    tokens = sum(len(model.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    return int(share * tokens * per_token)
+
+
+def run_one(
+    run: str, sid: str, trace: Any, model: Any, embedder: Any, args: argparse.Namespace
+) -> RunResult:
+    from memos import MemOS
+    from memos.activation import render_block
+
+    turns, questions = trace
+    result = RunResult(run, sid, len(questions))
+    with tempfile.TemporaryDirectory(prefix="memos-trace-") as tmp:
+        mos = MemOS.open(Path(tmp) / "data", embedder=embedder, model=model)
+        mos.create_cube(CUBE)
+        mos.add_many([turn_record(t) for t in turns], cube=CUBE)
+        result.kv_budget = kv_budget(model, [t.text for t in turns], args.budget_share)
+        budgets = {"kv_bytes": result.kv_budget, "kv_blocks": None}
+        mos.scheduler.configure(CUBE, budgets=budgets, enabled=run != "off")
+        header = len(model.split_prompt(render_block([]), "").prefix)
+        started = time.process_time()
+        if run == "oracle":
+            for question in questions:
+                mos.search(question, cube=CUBE, k=args.k)
+            tick(mos, result)
+        for n, question in enumerate(questions, 1):
+            ask(mos, question, args, result, header)
+            if run == "on" and n % args.tick_every == 0:
+                tick(mos, result)
+        result.cpu_s = time.process_time() - started
+        mos.close()
+    return result
+
+
+def tick(mos: Any, result: RunResult) -> None:
+    started = time.process_time()
+    report = mos.scheduler.tick(CUBE)
+    result.scheduler_cpu_s += time.process_time() - started
+    result.migrations += len(report.events)
+    entries = mos.kv.list(CUBE)
+    built = {e.payload["derived"]["id"] for e in report.events if e.op == "kv_build"}
+    result.built_tokens += sum(e.tokens for e in entries if e.id in built)
+    result.peak_kv_bytes = max(result.peak_kv_bytes, sum(e.size for e in entries))
+
+
+def ask(mos: Any, question: str, args: argparse.Namespace, result: RunResult, header: int) -> None:
+    from memos.activation import render_block
+
+    started = time.perf_counter()
+    stream = mos.chat_stream(question, cube=CUBE, k=args.k, max_new_tokens=args.max_new_tokens)
+    first = None
+    for _ in stream:
+        first = first or time.perf_counter()
+    result.ttft_s.append((first or time.perf_counter()) - started)
+    reply = stream.reply
+    model = mos.model()
+    block = len(model.split_prompt(render_block(list(reply.memories)), "").prefix)
+    result.memory_tokens += block - header
+    result.cached_tokens += max(reply.cached_tokens - header, 0)
+    result.prompt_tokens += reply.prompt_tokens - reply.cached_tokens
+
+
+def summary(results: Sequence[RunResult]) -> dict[str, dict[str, float]]:
+    by_run: dict[str, dict[str, float]] = {}
+    for run in RUNS:
+        rows = [r for r in results if r.run == run]
+        ttft = [t for r in rows for t in r.ttft_s]
+        memory = sum(r.memory_tokens for r in rows)
+        by_run[run] = {
+            "kv_share": sum(r.cached_tokens for r in rows) / memory if memory else 0.0,
+            "ttft_mean_s": statistics.fmean(ttft),
+            "ttft_p90_s": statistics.quantiles(ttft, n=10)[-1] if len(ttft) > 1 else ttft[0],
+            "prefill_tokens": sum(r.prompt_tokens + r.built_tokens for r in rows),
+            "scheduler_cpu_share": sum(r.scheduler_cpu_s for r in rows)
+            / max(sum(r.cpu_s for r in rows), 1e-9),
+            "peak_kv_bytes": max(r.peak_kv_bytes for r in rows),
+            "kv_budget": min(r.kv_budget for r in rows),
+            "budget_ok": float(all(r.peak_kv_bytes <= r.kv_budget for r in rows)),
+            "migrations": sum(r.migrations for r in rows),
+        }
+    return by_run
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    configure_environment()
+    args = parse_args(argv)
+    from memos import MiniLMEmbedder
+    from memos.llm import LocalModel
+
+    model = LocalModel.load(None)
+    embedder = MiniLMEmbedder()
+    results = []
+    for sid, trace in conversations(args.path, args.conversations, args.questions):
+        for run in RUNS:
+            result = run_one(run, sid, trace, model, embedder, args)
+            results.append(result)
+            print(
+                f"{sid} {run:>6}: share {result.share:.2f}, mean TTFT "
+                f"{statistics.fmean(result.ttft_s) * 1000:.0f} ms, {result.migrations} "
+                f"migrations, peak KV {result.peak_kv_bytes} of {result.kv_budget} bytes",
+                flush=True,
+            )
+    figures = summary(results)
+    for run, row in figures.items():
+        print(run, json.dumps(row))
+    on, off, oracle = figures["on"], figures["off"], figures["oracle"]
+    RESULTS_DIR.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = RESULTS_DIR / f"scheduler_trace-{stamp}.json"
+    payload = {"args": vars(args) | {"path": str(args.path)}, "figures": figures,
+               "runs": [asdict(r) for r in results], "machine": machine_info()}  # fmt: skip
+    out.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
+    print(f"results: {out}")
+    print(
+        f"kv_share={on['kv_share']:.3f} oracle_share={oracle['kv_share']:.3f} "
+        f"of_oracle={on['kv_share'] / oracle['kv_share'] if oracle['kv_share'] else 0:.3f} "
+        f"ttft_ratio={on['ttft_mean_s'] / off['ttft_mean_s']:.3f} "
+        f"overhead={on['scheduler_cpu_share']:.3f} "
+        f"budget_ok={'true' if on['budget_ok'] and oracle['budget_ok'] else 'false'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
