@@ -7,11 +7,11 @@ load it on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from memos.activation._block import BLOCK_TEMPLATE, render_block
 from memos.activation._manifest import KV_DTYPES, KVEntry, KVManifest
+from memos.core._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from memos.activation._catalog import KVMemory
@@ -35,8 +35,4 @@ _WITH_TORCH = {
     "cache_to_bytes": "memos.activation._tensors",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _WITH_TORCH:
-        return getattr(importlib.import_module(_WITH_TORCH[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _WITH_TORCH)

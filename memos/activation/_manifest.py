@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from memos.core._derived import checked_manifest
 from memos.core._types import DerivedEntry, SourceRef
-from memos.errors import CorruptArtifact
 from memos.llm import ModelFingerprint
 
 KVDtype = Literal["fp32", "bf16", "int8"]
@@ -64,13 +63,7 @@ class KVEntry(BaseModel):
 
     @classmethod
     def from_derived(cls, entry: DerivedEntry) -> KVEntry:
-        try:
-            # through JSON: the manifest is strict, and JSON is where its tuples are arrays
-            manifest = KVManifest.model_validate_json(json.dumps(entry.manifest))
-        except ValidationError as exc:
-            raise CorruptArtifact(f"KV entry {entry.id} has a malformed manifest: {exc}") from exc
-        if manifest.sources != entry.sources:
-            raise CorruptArtifact(f"KV entry {entry.id}: manifest and record name other sources")
+        manifest = checked_manifest(entry, KVManifest, "KV entry")
         return cls(
             id=entry.id,
             cube=entry.cube,

@@ -13,6 +13,7 @@ import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from memos.core._types import AccessStats, CoAccess
 
@@ -28,8 +29,11 @@ def decayed_frequency(stats: AccessStats | CoAccess, at: datetime, half_life_s: 
     return float(stats.frequency * 0.5 ** (elapsed / half_life_s))
 
 
-def accessed(stats: AccessStats, at: datetime, half_life_s: float) -> AccessStats:
-    """The stats after one more use at ``at``."""
+S = TypeVar("S", AccessStats, CoAccess)
+
+
+def accessed(stats: S, at: datetime, half_life_s: float) -> S:
+    """The stats (of a memory, or of a pair) after one more use at ``at``."""
     return stats.model_copy(
         update={
             "count": stats.count + 1,
@@ -55,15 +59,6 @@ def pairs_of(item_ids: Sequence[str]) -> list[tuple[str, str]]:
     """The unordered pairs (``a < b``) of a use's first ``CO_ACCESS_TOP`` distinct memories."""
     top = list(dict.fromkeys(item_ids))[:CO_ACCESS_TOP]
     return [(a, b) if a < b else (b, a) for a, b in itertools.combinations(top, 2)]
-
-
-def co_accessed(stats: CoAccess, at: datetime, half_life_s: float) -> CoAccess:
-    """The pair's stats after one more use together at ``at``."""
-    elapsed = 0.0 if stats.last_access is None else (at - stats.last_access).total_seconds()
-    decayed = stats.frequency * 0.5 ** (max(elapsed, 0.0) / half_life_s)
-    return stats.model_copy(
-        update={"count": stats.count + 1, "last_access": at, "frequency": decayed + 1.0}
-    )
 
 
 @dataclass(frozen=True)
@@ -97,6 +92,6 @@ def tally(
             new_items[item_id] = accessed(before, use.at, half_life_s)
         for a, b in pairs_of(use.item_ids):
             pair = new_pairs.get((a, b)) or CoAccess(a=a, b=b)
-            new_pairs[(a, b)] = co_accessed(pair, use.at, half_life_s)
+            new_pairs[(a, b)] = accessed(pair, use.at, half_life_s)
     touched_items, touched_pairs = touched(uses)
     return Tally({i: new_items[i] for i in touched_items}, {p: new_pairs[p] for p in touched_pairs})

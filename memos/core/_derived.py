@@ -7,11 +7,16 @@ transaction, so an artifact never outlives the item versions it was built from.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from memos.core._store import Change
 from memos.core._types import DerivedEntry, Event, EventOp, ItemStatus, MemoryItem
+from memos.errors import CorruptArtifact
 
 KV_KIND = "kv"
 ADAPTER_KIND = "adapter"
@@ -71,3 +76,19 @@ def standing(events: Iterable[Event]) -> dict[str, DerivedEntry]:
         elif event.op in drops:
             entries.pop(str(event.payload.get("dropped")), None)
     return entries
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def checked_manifest(entry: DerivedEntry, manifest: type[M], what: str) -> M:
+    """The manifest a derived record holds, as ``manifest`` (strict: read through JSON, where
+    its tuples are arrays), naming the same sources as the record; :class:`CorruptArtifact`
+    (naming ``what`` and the entry) otherwise."""
+    try:
+        parsed: M = manifest.model_validate_json(json.dumps(entry.manifest))
+    except ValidationError as exc:
+        raise CorruptArtifact(f"{what} {entry.id} has a malformed manifest: {exc}") from exc
+    if getattr(parsed, "sources", None) != entry.sources:
+        raise CorruptArtifact(f"{what} {entry.id}: manifest and record name other sources")
+    return parsed

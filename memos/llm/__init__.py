@@ -9,9 +9,9 @@ never imports it.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from memos.core._lazy import lazy_attributes
 from memos.errors import ModelUnavailable
 from memos.llm._shapes import ModelShape, SplitPrompt
 from memos.llm._weights import (
@@ -48,8 +48,4 @@ _WITH_TORCH = {
     "LocalModel": "memos.llm._local",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _WITH_TORCH:
-        return getattr(importlib.import_module(_WITH_TORCH[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _WITH_TORCH)

@@ -7,9 +7,9 @@ use.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from memos.core._lazy import lazy_attributes
 from memos.parametric._manifest import AdapterEntry, AdapterManifest, LoraSettings
 
 if TYPE_CHECKING:
@@ -32,8 +32,4 @@ _WITH_TORCH = {
     "decompress": "memos.parametric._compress",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _WITH_TORCH:
-        return getattr(importlib.import_module(_WITH_TORCH[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _WITH_TORCH)

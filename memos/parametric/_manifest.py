@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from memos.core._derived import checked_manifest
 from memos.core._types import DerivedEntry, SourceRef
 from memos.core._validation import ADAPTER_NAME
-from memos.errors import CorruptArtifact
 from memos.llm import ModelFingerprint
 
 if TYPE_CHECKING:
@@ -135,13 +134,7 @@ class AdapterEntry(BaseModel):
 
     @classmethod
     def from_derived(cls, entry: DerivedEntry) -> AdapterEntry:
-        try:
-            # through JSON: the manifest is strict, and JSON is where its tuples are arrays
-            manifest = AdapterManifest.model_validate_json(json.dumps(entry.manifest))
-        except ValidationError as exc:
-            raise CorruptArtifact(f"adapter {entry.id} has a malformed manifest: {exc}") from exc
-        if manifest.sources != entry.sources:
-            raise CorruptArtifact(f"adapter {entry.id}: manifest and record name other sources")
+        manifest = checked_manifest(entry, AdapterManifest, "adapter")
         return cls(
             id=entry.id,
             cube=entry.cube,
