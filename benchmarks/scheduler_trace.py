@@ -187,9 +187,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_environment()
     args = parse_args(argv)
     from memos import MiniLMEmbedder
+    from memos.engine._engine import DEFAULT_MODEL_CACHE
     from memos.llm import LocalModel
 
-    model = LocalModel.load(None)
+    model = LocalModel.load(None, cache_dir=DEFAULT_MODEL_CACHE.expanduser())
     embedder = MiniLMEmbedder()
     results = []
     for sid, trace in conversations(args.path, args.conversations, args.questions):

@@ -30,8 +30,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from memos.core._access import decayed_frequency
 from memos.core._scheduling import Block, CubeView, Decision
 
-# the block header and the chat template around it, in tokens (SmolLM2: 38)
+# the block header and the chat template around it, in tokens (SmolLM2: 38), and each
+# memory's line prefix ("12. (2023-05-08) ": SmolLM2, 10)
 _OVERHEAD_TOKENS = 40
+_LINE_TOKENS = 10
 
 
 class BalancedParameters(BaseModel):
@@ -142,7 +144,8 @@ def _groups(view: CubeView, heat: Mapping[str, float], p: BalancedParameters) ->
 
 
 def _bytes(view: CubeView, items: Sequence[str]) -> int:
-    tokens = _OVERHEAD_TOKENS + sum(view.chars[i] for i in items) / view.chars_per_token
+    text = sum(view.chars[i] for i in items) / view.chars_per_token
+    tokens = _OVERHEAD_TOKENS + _LINE_TOKENS * len(items) + text
     return int(tokens * (view.kv_bytes_per_token or 0.0))
 
 

@@ -7,7 +7,7 @@ the reason (see :mod:`memos.core._scheduling` and the policies of :mod:`memos.sc
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
@@ -39,7 +39,7 @@ from memos.engine._operations import Namespace, operation
 from memos.errors import InvalidInput, VersionConflict
 
 if TYPE_CHECKING:
-    from memos.activation import KVEntry
+    from memos.activation import KVEntry, KVMemory
     from memos.engine._engine import Engine
     from memos.engine._handle import Handle
     from memos.engine._scope import Scope
@@ -128,11 +128,31 @@ def plan_cube(engine: Engine, info: CubeInfo) -> SchedulePlan:
 def tick_cube(
     engine: Engine, scope: Scope, info: CubeInfo, actor: str, why: str | None = None
 ) -> TickReport:
-    """Carry out the cube's plan as ``actor`` (``why`` begins the events' reasons)."""
+    """Carry out the cube's plan as ``actor`` (``why`` begins the events' reasons). A block's
+    size is known only once it is built: when the built ones came out larger than their
+    estimates, the drops of a second plan (on the true sizes) bring the cube back within its
+    budgets before the tick returns."""
     plan = plan_cube(engine, info)
     kv = engine.kv().scoped(scope.cube, lambda _user: actor)
+    events = _carry_out(engine, kv, info, plan, plan.decisions, why)
+    if any(d.action == "kv_build" for d in plan.decisions):
+        settled = plan_cube(engine, info)
+        drops = [d for d in settled.decisions if d.action == "kv_drop"]
+        events += _carry_out(engine, kv, info, settled, drops, why)
+    return TickReport(plan=plan, events=tuple(events))
+
+
+def _carry_out(
+    engine: Engine,
+    kv: KVMemory,
+    info: CubeInfo,
+    plan: SchedulePlan,
+    decisions: Sequence[Decision],
+    why: str | None,
+) -> list[Event]:
+    """The decisions' migrations, drops first, one event each."""
     events: list[Event] = []
-    for decision in sorted(plan.decisions, key=lambda d: d.action != "kv_drop"):
+    for decision in sorted(decisions, key=lambda d: d.action != "kv_drop"):
         extra = {"migration": _migration(plan.policy, decision)}
         reason = f"scheduler ({plan.policy}, score {decision.score:g}): {decision.reason}"
         reason = reason if why is None else f"{why} {reason}"
@@ -145,7 +165,7 @@ def tick_cube(
                 e for e in engine.store.events(info.name, after_seq=head)
                 if e.op == EventOp.KV_BUILD and _built(e) == entry.id
             ]  # fmt: skip
-    return TickReport(plan=plan, events=tuple(events))
+    return events
 
 
 def configure_cube(
