@@ -187,6 +187,11 @@ class Engine:
 
     # the model and its tiers ------------------------------------------------------------
 
+    @property
+    def loaded_model(self) -> LLMBackend | None:
+        """The language model if something has loaded it already (nothing is loaded here)."""
+        return self._model
+
     def model(self) -> LLMBackend:
         """The language model chat and KV caches use, loaded on first call."""
         with self._lock:

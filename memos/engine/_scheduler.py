@@ -50,6 +50,8 @@ _RETRIES = 20
 # bytes per element of a stored KV cache, by dtype (int8 keeps a scale per group: 3.65x)
 _ELEMENT_BYTES = {"fp32": 4.0, "bf16": 2.0, "int8": 4.0 / 3.65}
 _CHARS_PER_TOKEN = 4.0  # until the cube's own blocks tell
+# SmolLM2-135M-Instruct, the bundled model: layers, KV heads, head dimension
+_BUNDLED_SHAPE = (30, 3, 64)
 
 
 class TickReport(BaseModel):
@@ -69,8 +71,7 @@ class Scheduler(Namespace):
     @operation("GET", f"{_PATH}/plan", tag=_SCHEDULER)
     def plan(self, cube: str) -> SchedulePlan:
         """What the next tick would do on the cube, with each decision's score and reason,
-        changing nothing. Planning a cube whose memories were used, with no KV block yet, loads
-        the model (to know what a block costs)."""
+        changing nothing (and loading no model: a block's size is estimated)."""
         handle = self._handle
         return plan_cube(handle._engine, handle._scope.cube(cube, Access.READ))
 
@@ -252,13 +253,17 @@ def _bytes_per_token(
     engine: Engine, info: CubeInfo, entries: list[KVEntry], used: bool
 ) -> float | None:
     """What a stored cache of the cube costs per token: measured on its blocks, else from the
-    model's shape (loaded only when some memory was used, so there is a block to weigh)."""
+    shape of the model when this process has loaded it, else the bundled model's (planning
+    never loads a model; a tick that builds more than estimated settles to its budgets)."""
     if entries:
         return sum(e.size for e in entries) / max(sum(e.tokens for e in entries), 1)
     if not used:
         return None
-    shape = engine.model().shape
-    return shape.layers * 2 * shape.kv_heads * shape.head_dim * _ELEMENT_BYTES[info.kv_dtype]
+    model = engine.loaded_model
+    layers, kv_heads, head_dim = _BUNDLED_SHAPE
+    if model is not None:
+        layers, kv_heads, head_dim = model.shape.layers, model.shape.kv_heads, model.shape.head_dim
+    return layers * 2 * kv_heads * head_dim * _ELEMENT_BYTES[info.kv_dtype]
 
 
 def _chars_per_token(entries: list[KVEntry], items: Mapping[str, Any]) -> float:
