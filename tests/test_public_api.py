@@ -65,7 +65,7 @@ def test_errors_all_lists_every_error_class() -> None:
 def test_schedulers_pin_their_surface() -> None:
     import memos.schedulers
 
-    assert set(memos.schedulers.__all__) == {"HANDLERS", "Worker", "run_job"}
+    assert set(memos.schedulers.__all__) == {"HANDLERS", "Ticker", "Worker", "run_job"}
 
 
 def test_subpackages_pin_their_surface() -> None:
