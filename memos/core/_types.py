@@ -104,6 +104,8 @@ class Budgets(_Frozen):
     stored KV blocks together; ``kv_blocks``: how many; ``adapters`` and ``adapter_bytes``: its
     adapter versions kept. A budget lowered is met at the next tick."""
 
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
     kv_bytes: int | None = Field(default=256 * 2**20, ge=0)
     kv_blocks: int | None = Field(default=16, ge=0)
     adapters: int | None = Field(default=4, ge=0)
