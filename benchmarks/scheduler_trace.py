@@ -82,6 +82,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--budget-share", type=float, default=0.10)
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--max-new-tokens", type=int, default=4)
+    parser.add_argument(
+        "--parameters", type=json.loads, default={}, help="the policy's parameters, as JSON"
+    )
     return parser.parse_args(argv)
 
 
@@ -118,7 +121,9 @@ def run_one(
         mos.add_many([turn_record(t) for t in turns], cube=CUBE)
         result.kv_budget = kv_budget(model, [t.text for t in turns], args.budget_share)
         budgets = {"kv_bytes": result.kv_budget, "kv_blocks": None}
-        mos.scheduler.configure(CUBE, budgets=budgets, enabled=run != "off")
+        mos.scheduler.configure(
+            CUBE, budgets=budgets, enabled=run != "off", parameters=args.parameters
+        )
         header = len(model.split_prompt(render_block([]), "").prefix)
         started = time.process_time()
         if run == "oracle":
