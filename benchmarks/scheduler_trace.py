@@ -8,19 +8,25 @@ asked as chats one after another (``k`` = 5, greedy, a few new tokens: TTFT is t
 - **off**: no scheduler; every prompt is computed in full.
 - **on**: the scheduler ticks every ``--tick-every`` questions (10), on the uses the chats so far
   made (each chat's prompt memories are one use), building and dropping KV blocks.
-- **oracle**: the whole trace's retrievals are known in advance: every question is searched
-  first (so the use statistics are the whole trace's), one tick builds the blocks, then the
-  questions are asked with no further ticks. The share of memory tokens it serves is the
-  ceiling the scheduler is held to.
+- **oracle**: the whole trace's retrievals are known in advance (every question is searched
+  first): one block of the memories retrieved most often, most often first, as many as fit the
+  budget, is built before the questions are asked. A chat's prompt uses one block as its
+  prefix, and a block holding the union of several blocks' memories serves every prompt at
+  least as well as any of them, so for the retrieved memories' tokens this block is the
+  ceiling (a greedy knapsack whose value per token is the retrieval count) the scheduler is
+  held to.
 
 The KV budget of a cube is ``--budget-share`` (10%) of what caching all its text would take:
 the conversation's text tokens times the bytes per token of the model's fp32 cache.
 
-Reported per run: the share of the prompts' memory-block tokens (the system message up to the
-end of its memories) served from KV caches, mean and p90 TTFT, prefill tokens in total (the
-prompts' uncached tokens plus the blocks built), the scheduler's CPU time (planning and
-building) as a share of the run's, and the peak KV bytes against the budget. The last line
-prints the figures as ``key=value`` pairs.
+Reported per run: the share of the retrieved memories' prompt tokens served from KV caches
+(``kv_share``: a retrieved memory's line counts as served when the block whose cache the
+prompt used holds it), the share of the prompts' whole memory section (the system message up to
+the end of its memories, which also holds the memories a block adds that the search did not
+find) served from caches, the mean memory section in tokens, mean and p90 TTFT, prefill tokens
+in total (the prompts' uncached tokens plus the blocks built), the scheduler's CPU time
+(planning and building) as a share of the run's, and the peak KV bytes against the budget. The
+last line prints the figures as ``key=value`` pairs.
 
     python benchmarks/scheduler_trace.py ../shared/data/locomo/locomo_dev.json
     python benchmarks/scheduler_trace.py PATH --conversations 1 --questions 40
@@ -34,6 +40,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -57,8 +64,10 @@ class RunResult:
     run: str
     conversation: str
     questions: int
-    memory_tokens: int = 0
-    cached_tokens: int = 0
+    retrieved_tokens: int = 0  # the retrieved memories' lines
+    served_tokens: int = 0  # of those, the ones a cache served
+    memory_tokens: int = 0  # the prompts' memory sections
+    cached_tokens: int = 0  # of those, the ones a cache served
     prompt_tokens: int = 0
     built_tokens: int = 0
     ttft_s: list[float] = field(default_factory=list)
@@ -68,9 +77,11 @@ class RunResult:
     kv_budget: int = 0
     migrations: int = 0
 
+    line_tokens: dict[str, int] = field(default_factory=dict, repr=False)
+
     @property
     def share(self) -> float:
-        return self.cached_tokens / self.memory_tokens if self.memory_tokens else 0.0
+        return self.served_tokens / self.retrieved_tokens if self.retrieved_tokens else 0.0
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -122,14 +133,12 @@ def run_one(
         result.kv_budget = kv_budget(model, [t.text for t in turns], args.budget_share)
         budgets = {"kv_bytes": result.kv_budget, "kv_blocks": None}
         mos.scheduler.configure(
-            CUBE, budgets=budgets, enabled=run != "off", parameters=args.parameters
+            CUBE, budgets=budgets, enabled=run == "on", parameters=args.parameters
         )
         header = len(model.split_prompt(render_block([]), "").prefix)
         started = time.process_time()
         if run == "oracle":
-            for question in questions:
-                mos.search(question, cube=CUBE, k=args.k)
-            tick(mos, result)
+            oracle_block(mos, questions, model, args, result)
         for n, question in enumerate(questions, 1):
             ask(mos, question, args, result, header)
             if run == "on" and n % args.tick_every == 0:
@@ -137,6 +146,33 @@ def run_one(
         result.cpu_s = time.process_time() - started
         mos.close()
     return result
+
+
+def oracle_block(
+    mos: Any, questions: Sequence[str], model: Any, args: argparse.Namespace, result: RunResult
+) -> None:
+    """Build the oracle's block (see the module docstring)."""
+    from memos.activation import render_block
+
+    counts: Counter[str] = Counter()
+    items = {}
+    for question in questions:
+        for hit in mos.search(question, cube=CUBE, k=args.k):
+            counts[hit.item.id] += 1
+            items[hit.item.id] = hit.item
+    shape = model.shape
+    per_token = shape.layers * 2 * shape.kv_heads * shape.head_dim * 4
+    started = time.process_time()
+    chosen: list[str] = []
+    for item_id, _ in sorted(counts.items(), key=lambda pair: (-pair[1], pair[0])):
+        block = render_block([items[i] for i in [*chosen, item_id]])
+        if len(model.split_prompt(block, "").prefix) * per_token <= result.kv_budget:
+            chosen.append(item_id)
+    entry = mos.kv.build(CUBE, chosen)
+    result.scheduler_cpu_s += time.process_time() - started
+    result.migrations += 1
+    result.built_tokens += entry.tokens
+    result.peak_kv_bytes = entry.size
 
 
 def tick(mos: Any, result: RunResult) -> None:
@@ -165,6 +201,16 @@ def ask(mos: Any, question: str, args: argparse.Namespace, result: RunResult, he
     result.memory_tokens += block - header
     result.cached_tokens += max(reply.cached_tokens - header, 0)
     result.prompt_tokens += reply.prompt_tokens - reply.cached_tokens
+    served: set[str] = set()
+    if reply.kv_entry is not None and reply.cached_tokens:
+        served = {s.item_id for s in mos.kv.get(CUBE, reply.kv_entry).sources}
+    by_id = {m.id: m for m in reply.memories}
+    for item_id in reply.retrieved:
+        if item_id not in result.line_tokens:
+            line = model.split_prompt(render_block([by_id[item_id]]), "").prefix
+            result.line_tokens[item_id] = len(line) - header
+        result.retrieved_tokens += result.line_tokens[item_id]
+        result.served_tokens += result.line_tokens[item_id] if item_id in served else 0
 
 
 def summary(results: Sequence[RunResult]) -> dict[str, dict[str, float]]:
@@ -173,8 +219,11 @@ def summary(results: Sequence[RunResult]) -> dict[str, dict[str, float]]:
         rows = [r for r in results if r.run == run]
         ttft = [t for r in rows for t in r.ttft_s]
         memory = sum(r.memory_tokens for r in rows)
+        retrieved = sum(r.retrieved_tokens for r in rows)
         by_run[run] = {
-            "kv_share": sum(r.cached_tokens for r in rows) / memory if memory else 0.0,
+            "kv_share": sum(r.served_tokens for r in rows) / retrieved if retrieved else 0.0,
+            "section_share": sum(r.cached_tokens for r in rows) / memory if memory else 0.0,
+            "section_tokens_mean": memory / max(sum(r.questions for r in rows), 1),
             "ttft_mean_s": statistics.fmean(ttft),
             "ttft_p90_s": statistics.quantiles(ttft, n=10)[-1] if len(ttft) > 1 else ttft[0],
             "prefill_tokens": sum(r.prompt_tokens + r.built_tokens for r in rows),
@@ -215,8 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     RESULTS_DIR.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = RESULTS_DIR / f"scheduler_trace-{stamp}.json"
+    runs = [asdict(r) | {"line_tokens": len(r.line_tokens)} for r in results]
     payload = {"args": vars(args) | {"path": str(args.path)}, "figures": figures,
-               "runs": [asdict(r) for r in results], "machine": machine_info()}  # fmt: skip
+               "runs": runs, "machine": machine_info()}  # fmt: skip
     out.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
     print(f"results: {out}")
     print(

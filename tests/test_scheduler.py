@@ -15,7 +15,14 @@ from _backends import FACES, clients
 from memos.schedulers._policies import Balanced, BalancedParameters
 
 from memos import AccessStats, Budgets, EventOp, HashEmbedder, MemOS
-from memos.core._scheduling import Block, CubeView, checked_parameters, policy
+from memos.core._scheduling import (
+    Adapter,
+    Block,
+    CubeView,
+    VectorIndex,
+    checked_parameters,
+    policy,
+)
 from memos.core._types import CoAccess
 from memos.errors import InvalidInput
 from memos.llm import LocalModel
@@ -31,22 +38,28 @@ def view(
     blocks: list[Block] | None = None,
     budgets: Budgets | None = None,
     chars: int = 40,
+    uses: int = 1,
+    adapters: tuple[Adapter, ...] = (),
+    vectors: VectorIndex | None = None,
+    last_use: datetime = NOW,
 ) -> CubeView:
-    """A view at NOW where each memory was last used now, with frequency ``heat``."""
+    """A view at NOW where each memory was used ``uses`` times, last at ``last_use``, with
+    frequency ``heat`` then; the cube was made 90 days before NOW."""
     return CubeView(
         cube="c", now=NOW, half_life_s=DAY, chars=dict.fromkeys(heat, chars),
-        access={i: AccessStats(item_id=i, count=1, last_access=NOW, frequency=h)
+        access={i: AccessStats(item_id=i, count=uses, last_access=last_use, frequency=h)
                 for i, h in heat.items()},
         co_access={(a, b): CoAccess(a=a, b=b, count=1, last_access=NOW, frequency=f)
                    for (a, b), f in (pairs or {}).items()},
         blocks=blocks or [], kv_bytes_per_token=PER_TOKEN, chars_per_token=4.0,
-        budgets=budgets or Budgets(),
+        budgets=budgets or Budgets(), adapters=adapters, vectors=vectors,
+        created_at=NOW - timedelta(days=90),
     )  # fmt: skip
 
 
 def decide(v: CubeView, **parameters: Any) -> list[tuple[str, tuple[str, ...], str | None]]:
     plan = Balanced().plan(v, BalancedParameters(**parameters))
-    return [(d.action, d.items, d.entry) for d in plan]
+    return [(d.action, d.items, d.entry or d.adapter or d.codec) for d in plan]
 
 
 # the balanced policy, on synthetic views ---------------------------------------------------
@@ -118,6 +131,123 @@ def test_the_policy_is_deterministic() -> None:
     assert decide(view(heat, pairs)) == decide(view(heat, pairs))
 
 
+def test_a_group_larger_than_the_room_left_keeps_its_hottest_memories() -> None:
+    # a block of n memories of 40 characters: (40 + 10 n + 10 n) tokens of 100 bytes
+    heat = {"a": 5.0, "b": 4.0, "c": 3.0}
+    pairs = {("a", "b"): 2.0, ("a", "c"): 2.0, ("b", "c"): 2.0}
+    assert decide(view(heat, pairs, budgets=Budgets(kv_bytes=9_000))) == [
+        ("kv_build", ("a", "b"), None)
+    ]
+    assert decide(view(heat, pairs, budgets=Budgets(kv_bytes=5_000))) == []
+
+
+def adapter(name: str, version: int, items: tuple[str, ...], **fields: Any) -> Adapter:
+    made = NOW - timedelta(days=10 - version)
+    return Adapter(
+        id=f"{name}-{version}", name=name, version=version, size=fields.pop("size", 1000),
+        created_at=made, items=items, **fields,
+    )  # fmt: skip
+
+
+STABLE = {"a": 3.0, "b": 2.5, "c": 2.0, "d": 1.5}
+
+
+def test_a_stable_hot_set_is_consolidated_into_the_schedulers_adapter() -> None:
+    (decision,) = Balanced().plan(view(STABLE, uses=20), BalancedParameters(block_items=1))[4:]
+    assert (decision.action, decision.adapter, decision.items) == (
+        "lora_consolidate", "scheduler", ("a", "b", "c", "d"),
+    )  # fmt: skip
+    assert decision.reason.startswith("stable hot set: 4 memories used 16+ times")
+    assert decide(view(STABLE, uses=15), block_items=1)[4:] == []  # not used often enough
+    assert decide(view(STABLE, uses=20), block_items=1, stable_uses=0)[4:] == []  # turned off
+    colder = view({**STABLE, "d": 0.5}, uses=20)
+    assert decide(colder, block_items=1)[3:] == []  # three are hot: fewer than adapter_min_items
+
+
+def test_a_stable_set_the_adapter_holds_is_not_consolidated_again() -> None:
+    held = (adapter("scheduler", 1, ("a", "b", "c", "d")),)
+    assert decide(view(STABLE, uses=20, adapters=held), block_items=1)[4:] == []
+    moved = (adapter("scheduler", 1, ("a", "b", "c", "x")),)  # one of four new: 25%
+    assert decide(view(STABLE, uses=20, adapters=moved), block_items=1)[4:] == [
+        ("lora_consolidate", ("a", "b", "c", "d"), "scheduler")
+    ]
+
+
+def test_adapter_versions_over_budget_go_oldest_first_but_never_the_default() -> None:
+    versions = (
+        adapter("trip", 1, ("x",), default=False),
+        adapter("trip", 2, ("x",), default=True),
+        adapter("notes", 1, ("y",)),
+        adapter("notes", 2, ("y",)),
+    )
+    oldest_first = [("lora_drop", ("y",), "notes-1"), ("lora_drop", ("x",), "trip-1")]
+    assert decide(view({}, adapters=versions, budgets=Budgets(adapters=2))) == oldest_first
+    assert decide(view({}, adapters=versions, budgets=Budgets(adapter_bytes=2500))) == oldest_first
+    # the default's latest version stays, whatever the budget
+    assert decide(view({}, adapters=versions, budgets=Budgets(adapters=0))) == [
+        *oldest_first, ("lora_drop", ("y",), "notes-2"),
+    ]  # fmt: skip
+
+
+def test_a_consolidation_makes_room_from_the_schedulers_own_versions_or_is_not_made() -> None:
+    own = (adapter("scheduler", 1, ("a", "x")), adapter("user", 1, ("z",)))
+    roomy = view(STABLE, uses=20, adapters=own, budgets=Budgets(adapters=2))
+    assert decide(roomy, block_items=1)[4:] == [
+        ("lora_drop", ("a", "x"), "scheduler-1"),
+        ("lora_consolidate", ("a", "b", "c", "d"), "scheduler"),
+    ]
+    cramped = view(STABLE, uses=20, adapters=own, budgets=Budgets(adapters=1))
+    assert decide(cramped, block_items=1)[4:] == [("lora_drop", ("a", "x"), "scheduler-1")]
+    nothing = view(STABLE, uses=20, budgets=Budgets(adapter_bytes=1000))
+    assert decide(nothing, block_items=1)[4:] == []  # 2 MiB estimated: it cannot fit
+
+
+def index(codec: str, active: int, fit_items: int | None = None) -> VectorIndex:
+    fitted = codec != "fp32"
+    return VectorIndex(codec=codec, dim=384, active=active, fitted=fitted, fit_items=fit_items)
+
+
+def test_an_index_over_its_vector_budget_is_reencoded_to_the_largest_codec_that_fits() -> None:
+    big = index("fp32", 20_000)  # 1536 bytes a vector: 30.7 MB
+    (decision,) = Balanced().plan(
+        view({}, vectors=big, budgets=Budgets(vector_bytes=4_000_000)), BalancedParameters()
+    )
+    assert (decision.action, decision.codec, decision.bytes) == (
+        "reencode",
+        "pca188+fp8",
+        3_840_000,
+    )
+    assert decision.reason.startswith("over budget: the index takes 30720000 bytes of its 4000000")
+    tight = view({}, vectors=big, budgets=Budgets(vector_bytes=10))
+    assert decide(tight) == [("reencode", (), "pca48+fp8")]  # none fits: the smallest
+    small = view({}, vectors=index("fp32", 500), budgets=Budgets(vector_bytes=10))
+    assert decide(small) == [("reencode", (), "fp16")]  # too few memories to fit the others
+    within = view({"a": 1.0}, vectors=big, budgets=Budgets(vector_bytes=31_000_000))
+    assert decide(within, hot_min=5.0) == []
+
+
+def test_a_cold_cube_is_reencoded_to_the_cold_codec() -> None:
+    idle = NOW - timedelta(days=40)
+    cold = view({"a": 0.01}, vectors=index("pca188+fp8", 20_000), last_use=idle)
+    assert decide(cold) == [("reencode", (), "pca48+fp8")]
+    assert decide(cold, cold_days=60) == []  # used 40 days ago: not cold for 60
+    assert decide(view({}, vectors=index("pca188+fp8", 9_999), last_use=idle)) == []
+    warm = view({"a": 1.0}, vectors=index("pca188+fp8", 20_000))
+    assert decide(warm, hot_min=5.0) == []
+    young = CubeView(**{**cold.__dict__, "created_at": NOW - timedelta(days=1)})
+    assert decide(young) == []  # never used, but made yesterday
+
+
+def test_a_cube_grown_well_past_its_fitted_codec_is_refitted() -> None:
+    assert decide(view({}, vectors=index("pca188+fp8", 2_000, fit_items=1_000))) == [
+        ("refit", (), "pca188+fp8")
+    ]
+    assert decide(view({}, vectors=index("pca188+fp8", 1_999, fit_items=1_000))) == []
+    assert (
+        decide(view({}, vectors=index("pca188+fp8", 2_999, fit_items=1_000)), refit_growth=3) == []
+    )
+
+
 def test_policies_are_found_by_name_and_check_their_parameters() -> None:
     assert policy("balanced").name == "balanced"
     with pytest.raises(InvalidInput, match="unknown scheduler policy"):
@@ -126,6 +256,10 @@ def test_policies_are_found_by_name_and_check_their_parameters() -> None:
         checked_parameters(policy("balanced"), {"block_items": 0})
     with pytest.raises(InvalidInput, match="colour"):
         checked_parameters(policy("balanced"), {"colour": "red"})
+    with pytest.raises(InvalidInput, match="unknown codec 'zip'"):
+        checked_parameters(policy("balanced"), {"codecs": "fp16,zip"})
+    with pytest.raises(InvalidInput, match="adapter"):
+        checked_parameters(policy("balanced"), {"adapter": "no spaces please"})
 
 
 # the scheduler through the SDK, on the tiny model ------------------------------------------
@@ -255,6 +389,76 @@ def test_only_a_writer_ticks_or_configures(notes: tuple[MemOS, list[str]]) -> No
         reader.scheduler.tick("notes")
     with pytest.raises(AccessDenied):
         reader.scheduler.configure("notes", enabled=False)
+
+
+def test_a_tick_consolidates_a_stable_hot_set_within_the_adapter_budget(
+    notes: tuple[MemOS, list[str]],
+) -> None:
+    mos, _ = notes
+    mos.scheduler.configure(
+        "notes", parameters={"stable_uses": 3, "adapter_min_items": 2, "block_items": 1},
+        budgets={"adapters": 1, "kv_blocks": 0},
+    )  # fmt: skip
+    first = set(_ask(mos, "where did alice move", 3))
+    report = mos.scheduler.tick("notes")
+    (event,) = report.events
+    assert event.op == EventOp.ADAPTER_BUILD
+    assert event.payload is not None
+    assert event.payload["migration"]["action"] == "lora_consolidate"
+    (version,) = mos.lora.list("notes")
+    assert (version.name, version.version) == ("scheduler", 1)
+    assert {s.item_id for s in version.sources} == first
+    assert mos.scheduler.plan("notes").decisions == ()  # the set is held: nothing to do
+    second = set(_ask(mos, "the capital of france", 4))
+    assert second - first
+    report = mos.scheduler.tick("notes")
+    assert [e.op for e in report.events] == [EventOp.ADAPTER_DROP, EventOp.ADAPTER_BUILD]
+    (newer,) = mos.lora.list("notes")  # the budget: one version
+    assert newer.id != version.id
+    assert {s.item_id for s in newer.sources} >= second
+    assert mos.get_cube("notes").default_adapter is None  # the scheduler never attaches
+    assert mos.verify("notes").ok
+
+
+BULK = 1000  # the fit_min of the fitted codecs
+
+
+def _bulk(mos: MemOS, cube: str, n: int, start: int = 0) -> None:
+    mos.add_many([f"note {i} about topic {i % 37}" for i in range(start, start + n)], cube=cube)
+
+
+def test_a_tick_reencodes_an_index_over_its_vector_budget_then_refits_it_once_grown(
+    chat_mos: MemOS,
+) -> None:
+    mos = chat_mos
+    mos.create_cube("bulk", codec="fp32")  # 64-d: 256 bytes a vector
+    _bulk(mos, "bulk", BULK)
+    mos.search("note", cube="bulk")  # a use now: the cube is not cold
+    mos.scheduler.configure("bulk", budgets={"vector_bytes": 100_000})
+    plan = mos.scheduler.plan("bulk")
+    assert plan.usage.vector_bytes == 256 * BULK
+    (decision,) = plan.decisions
+    assert (decision.action, decision.codec, decision.bytes) == ("reencode", "int8", 64 * BULK)
+    (event,) = mos.scheduler.tick("bulk").events
+    assert event.op == EventOp.REENCODE
+    assert event.payload is not None
+    assert event.payload["migration"]["action"] == "reencode"
+    info = mos.get_cube("bulk")
+    assert (info.codec, info.codec_fit_items) == ("int8", BULK)
+    assert mos.scheduler.plan("bulk").usage.vector_bytes == 64 * BULK
+    assert mos.scheduler.plan("bulk").decisions == ()
+    _bulk(mos, "bulk", BULK, start=BULK)
+    mos.scheduler.configure("bulk", budgets={"vector_bytes": None})
+    (decision,) = mos.scheduler.plan("bulk").decisions
+    assert decision.action == "refit"
+    assert decision.reason.startswith(f"drift: the cube grew from {BULK} to {2 * BULK}")
+    (event,) = mos.scheduler.tick("bulk").events
+    assert event.op == EventOp.CODEC_FIT
+    assert mos.get_cube("bulk").codec_fit_items == 2 * BULK
+    assert [h.item.text for h in mos.search("note 1500 about topic 20", cube="bulk", k=1)] == [
+        "note 1500 about topic 20"
+    ]
+    assert mos.verify("bulk").ok
 
 
 @pytest.fixture(params=FACES)

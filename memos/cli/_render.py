@@ -196,21 +196,28 @@ def cube_stats(stats: CubeStats) -> None:
 
 
 def schedule(plan: SchedulePlan) -> None:
-    """A plan's decisions, then the KV tier against its budget now and after them."""
-    table = _table("action", "score", "bytes", "entry", "memories", "reason")
+    """A plan's decisions, then each tier against its budgets now and after them."""
+    table = _table("action", "score", "bytes", "target", "memories", "reason")
     for d in plan.decisions:
+        target = d.entry or d.adapter or d.codec or ""
         table.add_row(
-            d.action, f"{d.score:g}", str(d.bytes), d.entry or "",
+            d.action, f"{d.score:g}", str(d.bytes), target,
             ", ".join(i[:_HASH_PREFIX] for i in d.items), d.reason,
         )  # fmt: skip
     _print_or_none(table, plan.decisions, f"nothing to do on {plan.cube} ({plan.policy})")
-    budget = plan.budgets
-    console().print(
-        f"KV: {plan.usage.kv_blocks} blocks, {plan.usage.kv_bytes} bytes now; "
-        f"{plan.after.kv_blocks} blocks, {plan.after.kv_bytes} bytes after "
-        f"(budget {_limit(budget.kv_blocks)} blocks, {_limit(budget.kv_bytes)} bytes)",
-        highlight=False,
+    now, after, budget = plan.usage, plan.after, plan.budgets
+    lines = (
+        f"KV: {now.kv_blocks} blocks, {now.kv_bytes} bytes now; {after.kv_blocks} blocks, "
+        f"{after.kv_bytes} bytes after (budget {_limit(budget.kv_blocks)} blocks, "
+        f"{_limit(budget.kv_bytes)} bytes)",
+        f"adapters: {now.adapters} versions, {now.adapter_bytes} bytes now; {after.adapters} "
+        f"versions, {after.adapter_bytes} bytes after (budget {_limit(budget.adapters)} "
+        f"versions, {_limit(budget.adapter_bytes)} bytes)",
+        f"vectors: {now.vector_bytes} bytes now; {after.vector_bytes} bytes after (budget "
+        f"{_limit(budget.vector_bytes)} bytes)",
     )
+    for line in lines:
+        console().print(line, highlight=False)
 
 
 def scheduler_status(info: CubeInfo, plan: SchedulePlan | None) -> None:
@@ -223,8 +230,8 @@ def scheduler_status(info: CubeInfo, plan: SchedulePlan | None) -> None:
     for name, value in config.budgets.model_dump().items():
         table.add_row(f"budget {name}", _limit(value))
     if plan is not None:
-        table.add_row("KV blocks now", str(plan.usage.kv_blocks))
-        table.add_row("KV bytes now", str(plan.usage.kv_bytes))
+        for name, value in plan.usage.model_dump().items():
+            table.add_row(f"{name.replace('_', ' ')} now", str(value))
         table.add_row("next tick", f"{len(plan.decisions)} migrations")
     console().print(table)
 

@@ -75,7 +75,7 @@ class Fp32Codec(NeverFitted):
     name = "fp32"
     exact = True
 
-    def bytes_per_vector(self, dim: int) -> float:
+    def bytes_per_vector(self, dim: int, *, once_fitted: bool = False) -> float:
         return 4.0 * dim
 
     def new_table(self, dim: int) -> FaissTable:
@@ -91,7 +91,7 @@ class Fp16Codec(NeverFitted):
     name = "fp16"
     exact = False
 
-    def bytes_per_vector(self, dim: int) -> float:
+    def bytes_per_vector(self, dim: int, *, once_fitted: bool = False) -> float:
         return 2.0 * dim
 
     def new_table(self, dim: int) -> FaissTable:

@@ -149,7 +149,7 @@ class Fp8Codec(NeverFitted):
     name = "fp8"
     exact = False
 
-    def bytes_per_vector(self, dim: int) -> float:
+    def bytes_per_vector(self, dim: int, *, once_fitted: bool = False) -> float:
         return float(dim + 4)
 
     def new_table(self, dim: int) -> Fp8Table:

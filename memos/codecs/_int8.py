@@ -55,8 +55,8 @@ class Int8Codec:
     def projected_dim(self, dim: int) -> int:
         return dim
 
-    def bytes_per_vector(self, dim: int) -> float:
-        return float(dim) if self.fitted else 4.0 * dim
+    def bytes_per_vector(self, dim: int, *, once_fitted: bool = False) -> float:
+        return float(dim) if self.fitted or once_fitted else 4.0 * dim
 
     def new_table(self, dim: int) -> FaissTable:
         if self._ranges is None:

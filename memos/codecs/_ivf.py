@@ -242,8 +242,8 @@ class IvfCodec:
     def projected_dim(self, dim: int) -> int:
         return dim
 
-    def bytes_per_vector(self, dim: int) -> float:
-        if not self.fitted:
+    def bytes_per_vector(self, dim: int, *, once_fitted: bool = False) -> float:
+        if not (self.fitted or once_fitted):
             return 4.0 * dim
         return float(dim if self.encoding == "sq8" else 2 * dim) + _ID_BYTES
 

@@ -95,8 +95,8 @@ class PcaFp8Codec:
             raise InvalidInput(f"codec {self.name} cannot project {dim}-d vectors to {self.k}-d")
         return self.k
 
-    def bytes_per_vector(self, dim: int) -> float:
-        return float(self.k + 4) if self.fitted else 4.0 * dim
+    def bytes_per_vector(self, dim: int, *, once_fitted: bool = False) -> float:
+        return float(self.k + 4) if self.fitted or once_fitted else 4.0 * dim
 
     def _checked_projection(self, dim: int) -> NDArray[np.float32] | None:
         if self._projection is not None and self._projection.shape[0] != dim:

@@ -84,8 +84,9 @@ class VectorCodec(Protocol):
         codec cannot encode ``dim``-d vectors at all."""
         ...
 
-    def bytes_per_vector(self, dim: int) -> float:
-        """Nominal RAM per vector once fitted (the table's ``nbytes`` measures it)."""
+    def bytes_per_vector(self, dim: int, *, once_fitted: bool = False) -> float:
+        """Nominal RAM per vector as the codec stands (exact fp32 while a codec that needs
+        fitting is not fitted), or ``once_fitted`` (the table's ``nbytes`` measures it)."""
         ...
 
     def new_table(self, dim: int) -> CodeTable: ...

@@ -15,7 +15,7 @@ from memos.core._types import CubeInfo, DerivedEntry, EventOp, ItemStatus, Memor
 from memos.errors import Conflict, InvalidInput, ItemNotFound, VersionConflict
 
 # the fields of a cube's configuration each cube-level event may change
-_CODEC_FIELDS = frozenset({"codec", "codec_state", "codec_version"})
+_CODEC_FIELDS = frozenset({"codec", "codec_state", "codec_version", "codec_fit_items"})
 _CHANGEABLE: dict[EventOp, frozenset[str]] = {
     EventOp.CODEC_FIT: _CODEC_FIELDS,
     EventOp.REENCODE: _CODEC_FIELDS,

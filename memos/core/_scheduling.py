@@ -2,10 +2,11 @@
 policies by name.
 
 A tick of the scheduler reads a :class:`CubeView` (the cube's memories that were used, how hot
-each is, which were retrieved together, its standing KV blocks and their sizes, its budgets),
-asks the cube's policy for a plan, and carries out the plan's decisions, each an event that names
-the policy, the score and the reason. Policies are pure: the same view gives the same plan, so a
-plan can be shown before it is carried out (``mos.scheduler.plan``). A policy is registered by
+each is, which were retrieved together, its standing KV blocks and adapter versions and their
+sizes, its vector index, its budgets), asks the cube's policy for a plan, and carries out the
+plan's decisions, each an event that names the policy, the score and the reason. Policies are
+pure: the same view gives the same plan, so a plan can be shown before it is carried out
+(``mos.scheduler.plan``). A policy is registered by
 name (``"module:attribute"``, imported on first use), like a store backend; the default,
 ``balanced``, is :mod:`memos.schedulers`'s.
 """
@@ -23,7 +24,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from memos.core._types import AccessStats, Budgets, CoAccess, SchedulerConfig
 from memos.errors import InvalidInput
 
-Action = Literal["kv_build", "kv_drop"]
+Action = Literal["kv_build", "kv_drop", "lora_consolidate", "lora_drop", "reencode", "refit"]
+# the order a tick carries out a plan's decisions in: what frees room first
+ACTION_ORDER: tuple[Action, ...] = (
+    "kv_drop", "lora_drop", "reencode", "refit", "kv_build", "lora_consolidate",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -37,10 +42,39 @@ class Block:
 
 
 @dataclass(frozen=True)
+class Adapter:
+    """A stored adapter version: its entry id, name, version, size, when it was made, its
+    memories, and whether chat uses it by default (the latest version of the cube's default
+    adapter)."""
+
+    id: str
+    name: str
+    version: int
+    size: int
+    created_at: datetime
+    items: tuple[str, ...]
+    default: bool = False
+
+
+@dataclass(frozen=True)
+class VectorIndex:
+    """The cube's vector index: its codec, the embedding dimension, its active memories, whether
+    its codec is fitted (a codec that needs fitting holds exact vectors until it is), and how
+    many memories the cube held when it was last fitted (``None``: not known)."""
+
+    codec: str
+    dim: int
+    active: int
+    fitted: bool = False
+    fit_items: int | None = None
+
+
+@dataclass(frozen=True)
 class CubeView:
     """What a policy sees of a cube at ``now``: the memories that were ever used (active ones
-    only, with the characters of their text), their use and co-use, the standing KV blocks, and
-    what a KV cache costs per token (``None`` until known: no block yet and no model loaded)."""
+    only, with the characters of their text), their use and co-use, the standing KV blocks and
+    adapter versions, the vector index, and what a KV cache costs per token (``None`` until
+    known: no block yet and no model loaded)."""
 
     cube: str
     now: datetime
@@ -52,17 +86,25 @@ class CubeView:
     kv_bytes_per_token: float | None
     chars_per_token: float
     budgets: Budgets = field(default_factory=Budgets)
+    adapters: Sequence[Adapter] = ()
+    vectors: VectorIndex | None = None
+    created_at: datetime | None = None  # the cube's
 
 
 class Decision(BaseModel):
-    """One migration: build a KV block of ``items`` (in that order), or drop block ``entry``;
-    ``score`` is the policy's value of the block, ``bytes`` its (estimated) size."""
+    """One migration: build a KV block of ``items`` (in that order) or drop block ``entry``;
+    consolidate ``items`` into a new version of adapter ``adapter`` or drop version ``entry``;
+    re-encode the cube's vectors to ``codec``, or refit its codec. ``score`` is the policy's
+    value of what moves, ``bytes`` the (estimated) size it takes (a build, a consolidation) or
+    frees (a drop); for a re-encode or refit, the index's size after it."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     action: Action
     items: tuple[str, ...] = ()
     entry: str | None = None
+    adapter: str | None = None
+    codec: str | None = None
     score: float
     bytes: int
     reason: str
@@ -75,6 +117,9 @@ class Usage(BaseModel):
 
     kv_bytes: int
     kv_blocks: int
+    adapters: int = 0
+    adapter_bytes: int = 0
+    vector_bytes: int = 0
 
 
 class SchedulePlan(BaseModel):

@@ -102,7 +102,8 @@ class MemoryItem(_Frozen):
 class Budgets(_Frozen):
     """What the scheduler may spend on a cube's tiers (``None``: no limit). ``kv_bytes``: its
     stored KV blocks together; ``kv_blocks``: how many; ``adapters`` and ``adapter_bytes``: its
-    adapter versions kept. A budget lowered is met at the next tick."""
+    adapter versions kept; ``vector_bytes``: its vector index in RAM (the codes of its active
+    memories). A budget lowered is met at the next tick."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
@@ -110,6 +111,7 @@ class Budgets(_Frozen):
     kv_blocks: int | None = Field(default=16, ge=0)
     adapters: int | None = Field(default=4, ge=0)
     adapter_bytes: int | None = Field(default=64 * 2**20, ge=0)
+    vector_bytes: int | None = Field(default=None, ge=0)
 
 
 class SchedulerConfig(_Frozen):
@@ -139,6 +141,8 @@ class CubeInfo(_Frozen):
     # fitted), and a number that goes up with every fit or re-encode.
     codec_state: str | None = None
     codec_version: int = 0
+    # how many active memories the cube held when its codec was last fitted (None: not fitted)
+    codec_fit_items: int | None = None
     # how the cube's KV caches (activation memory) are stored: fp32, bf16 or int8
     kv_dtype: str = "fp32"
     # the adapter chat uses when none is named (``adapter_attach`` events set it)
@@ -281,8 +285,9 @@ class ItemFilter(_Frozen):
 
 
 class ChatReply(_Frozen):
-    """What ``mos.chat`` returns: the answer, the memories in its prompt, and how much of the
-    prompt came from a stored KV cache (``kv_entry``, ``cached_tokens``)."""
+    """What ``mos.chat`` returns: the answer, the memories in its prompt (and which of them the
+    search found), and how much of the prompt came from a stored KV cache (``kv_entry``,
+    ``cached_tokens``)."""
 
     query: str
     answer: str
@@ -293,6 +298,9 @@ class ChatReply(_Frozen):
     cached_tokens: int
     # the adapter version (its id in ``mos.lora.list``) the answer was generated through
     adapter: str | None = None
+    # the ids of the memories the search for the query found, best first: the prompt's
+    # ``memories`` are these, or a KV block's memories followed by the ones it lacks
+    retrieved: tuple[str, ...] = ()
 
 
 class ReplyStream(ABC):

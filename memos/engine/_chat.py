@@ -28,6 +28,7 @@ from memos.llm import LLMBackend, ResidentPrefix, SplitPrompt
 class ChatPlan:
     query: str
     memories: tuple[MemoryItem, ...]
+    retrieved: tuple[str, ...]
     prompt: SplitPrompt
     kv_entry: str | None
     prefix: ResidentPrefix | None
@@ -65,6 +66,7 @@ def plan_chat(
     return ChatPlan(
         query=query,
         memories=tuple(memories),
+        retrieved=tuple(item.id for item in retrieved),
         prompt=prompt,
         kv_entry=None if entry is None else entry.id,
         prefix=prefix,
@@ -112,6 +114,7 @@ class ChatStream(ReplyStream):
             answer=answer,
             tokens=tuple(tokens),
             memories=plan.memories,
+            retrieved=plan.retrieved,
             kv_entry=plan.kv_entry,
             adapter=plan.adapter_id,
             prompt_tokens=len(plan.prompt.ids),
@@ -143,7 +146,7 @@ def start_chat(
         entry = lora.for_chat(info.name, adapter)
         through = None if entry is None else (entry.id, lora.activate(entry))
     hits = []
-    if retrieve:  # the prompt's memories are counted as the chat's use, below
+    if retrieve:  # the retrieved memories are counted as the chat's use, below
         hits = engine.search(scope, query, cube=info.name, k=k, user=user, count_use=False)
     store = engine.store
     plan = plan_chat(
@@ -153,7 +156,7 @@ def start_chat(
     )  # fmt: skip
 
     def count_use(reply: ChatReply) -> None:
-        engine.uses.add(info.name, [m.id for m in reply.memories], utcnow())
+        engine.uses.add(info.name, list(reply.retrieved), utcnow())
 
     return ChatStream(engine.model(), plan, max_new_tokens, count_use)
 

@@ -297,8 +297,9 @@ class Handle(CubeOperations):
     def access_stats(self, item_ids: Sequence[str]) -> dict[str, AccessStats]:
         """Use counts and decayed frequencies of the given items (absent: never used, or not
         visible to this handle). A search's hits are one use of their memories, a chat's
-        prompt memories another; uses reach the store in batches (see
-        :mod:`memos.engine._uses`), and this reads them after this process's pending ones."""
+        retrieved memories another (not the ones a KV block adds to its prompt); uses reach
+        the store in batches (see :mod:`memos.engine._uses`), and this reads them after this
+        process's pending ones."""
         if isinstance(item_ids, str):
             raise InvalidInput("access_stats takes a list of memory ids")
         self._engine.uses.flush()  # this process's pending uses count too

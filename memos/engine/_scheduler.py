@@ -2,8 +2,9 @@
 :mod:`memos.engine._operations`). ``plan`` says what a tick would do and why, changing nothing;
 ``tick`` does it; ``configure`` sets the cube's policy, parameters and budgets (one
 ``configure`` event). Every migration a tick makes is the event of its effect (``kv_build``,
-``kv_drop``) with a ``migration`` record in its payload: the policy, the action, the score and
-the reason (see :mod:`memos.core._scheduling` and the policies of :mod:`memos.schedulers`)."""
+``kv_drop``, ``adapter_build``, ``adapter_drop``, ``reencode``, ``codec_fit``) with a
+``migration`` record in its payload: the policy, the action, the score and the reason (see
+:mod:`memos.core._scheduling` and the policies of :mod:`memos.schedulers`)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,16 @@ from pydantic import BaseModel, ConfigDict
 
 from memos.core import _validation as check
 from memos.core._access import DEFAULT_HALF_LIFE_S
+from memos.core._derived import ADAPTER_KIND, KV_KIND
 from memos.core._scheduling import (
+    ACTION_ORDER,
+    Adapter,
     Block,
     CubeView,
     Decision,
     SchedulePlan,
     Usage,
+    VectorIndex,
     checked_parameters,
     config_of,
     policy,
@@ -31,15 +36,17 @@ from memos.core._types import (
     CubeInfo,
     Event,
     EventOp,
+    ItemFilter,
     ItemStatus,
     SchedulerConfig,
     utcnow,
 )
 from memos.engine._operations import Namespace, operation
 from memos.errors import InvalidInput, VersionConflict
+from memos.plaintext._encoding import index_bytes, reconfigure
 
 if TYPE_CHECKING:
-    from memos.activation import KVEntry, KVMemory
+    from memos.activation import KVEntry
     from memos.engine._engine import Engine
     from memos.engine._handle import Handle
     from memos.engine._scope import Scope
@@ -119,7 +126,7 @@ def plan_cube(engine: Engine, info: CubeInfo) -> SchedulePlan:
     parameters = checked_parameters(chosen, config.parameters)
     view = _view(engine, info, config.budgets)
     decisions = tuple(chosen.plan(view, parameters)) if config.enabled else ()
-    usage = Usage(kv_bytes=sum(b.size for b in view.blocks), kv_blocks=len(view.blocks))
+    usage = _usage(view)
     return SchedulePlan(
         cube=info.name, policy=chosen.name, at=view.now, decisions=decisions,
         budgets=config.budgets, usage=usage, after=_after(usage, decisions),
@@ -134,39 +141,86 @@ def tick_cube(
     estimates, the drops of a second plan (on the true sizes) bring the cube back within its
     budgets before the tick returns."""
     plan = plan_cube(engine, info)
-    kv = engine.kv().scoped(scope.cube, lambda _user: actor)
-    events = _carry_out(engine, kv, info, plan, plan.decisions, why)
-    if any(d.action == "kv_build" for d in plan.decisions):
-        settled = plan_cube(engine, info)
-        drops = [d for d in settled.decisions if d.action == "kv_drop"]
-        events += _carry_out(engine, kv, info, settled, drops, why)
+    events = _carry_out(engine, scope, actor, info, plan, plan.decisions, why)
+    if any(d.action in _GROWING for d in plan.decisions):
+        settled = plan_cube(engine, scope.cube(info.name, Access.WRITE))
+        drops = [d for d in settled.decisions if d.action in ("kv_drop", "lora_drop")]
+        events += _carry_out(engine, scope, actor, info, settled, drops, why)
     return TickReport(plan=plan, events=tuple(events))
+
+
+# the migrations whose true size is known only once made
+_GROWING = ("kv_build", "lora_consolidate")
+# the event a migration's effect appends, by action
+_EFFECT = {
+    "kv_build": EventOp.KV_BUILD, "kv_drop": EventOp.KV_DROP,
+    "lora_consolidate": EventOp.ADAPTER_BUILD, "lora_drop": EventOp.ADAPTER_DROP,
+    "reencode": EventOp.REENCODE, "refit": EventOp.CODEC_FIT,
+}  # fmt: skip
 
 
 def _carry_out(
     engine: Engine,
-    kv: KVMemory,
+    scope: Scope,
+    actor: str,
     info: CubeInfo,
     plan: SchedulePlan,
     decisions: Sequence[Decision],
     why: str | None,
 ) -> list[Event]:
-    """The decisions' migrations, drops first, one event each."""
+    """The decisions' migrations, what frees room first, one event each (a re-encode or a
+    refit raced by another change of the cube's configuration is left to the next tick)."""
     events: list[Event] = []
-    for decision in sorted(decisions, key=lambda d: d.action != "kv_drop"):
+    for decision in sorted(decisions, key=lambda d: ACTION_ORDER.index(d.action)):
         extra = {"migration": _migration(plan.policy, decision)}
         reason = f"scheduler ({plan.policy}, score {decision.score:g}): {decision.reason}"
         reason = reason if why is None else f"{why} {reason}"
-        if decision.action == "kv_drop" and decision.entry is not None:
-            events.append(kv.drop(info.name, decision.entry, reason=reason, extra=extra))
-        elif decision.action == "kv_build":
-            head = engine.store.head(info.name)[0]
-            entry = kv.build(info.name, list(decision.items), reason=reason, extra=extra)
-            events += [
-                e for e in engine.store.events(info.name, after_seq=head)
-                if e.op == EventOp.KV_BUILD and _built(e) == entry.id
-            ]  # fmt: skip
+        head = engine.store.head(info.name)[0]
+        try:
+            _migrate(engine, scope, actor, info.name, decision, reason, extra)
+        except VersionConflict:
+            if decision.action not in ("reencode", "refit"):
+                raise
+        events += [
+            e for e in engine.store.events(info.name, after_seq=head)
+            if e.op == _EFFECT[decision.action] and "migration" in (e.payload or {})
+        ]  # fmt: skip
     return events
+
+
+def _migrate(
+    engine: Engine,
+    scope: Scope,
+    actor: str,
+    cube: str,
+    decision: Decision,
+    reason: str,
+    extra: dict[str, Any],
+) -> None:
+    """Carry out one decision as ``actor``."""
+    action, entry = decision.action, decision.entry
+    if action in ("kv_build", "kv_drop"):
+        kv = engine.kv().scoped(scope.cube, lambda _user: actor)
+        if action == "kv_build":
+            kv.build(cube, list(decision.items), reason=reason, extra=extra)
+        elif entry is not None:
+            kv.drop(cube, entry, reason=reason, extra=extra)
+    elif action in ("lora_consolidate", "lora_drop"):
+        lora = engine.lora().scoped(scope.cube, lambda _user: actor)
+        if action == "lora_consolidate" and decision.adapter is not None:
+            lora.consolidate(
+                cube, list(decision.items), name=decision.adapter, reason=reason, extra=extra
+            )
+        elif entry is not None:
+            lora.drop_version(cube, entry, reason=reason, extra=extra)
+    else:
+        info = scope.cube(cube, Access.WRITE)
+        refit = action == "refit"
+        reconfigure(
+            engine.store, engine.indexes, info, codec=info.codec if refit else str(decision.codec),
+            op=EventOp.CODEC_FIT if refit else EventOp.REENCODE, actor=actor, reason=reason,
+            force_fit=refit, extra=extra,
+        )  # fmt: skip
 
 
 def configure_cube(
@@ -226,6 +280,11 @@ def _configured(
 def _view(engine: Engine, info: CubeInfo, budgets: Budgets) -> CubeView:
     engine.uses.flush()  # this process's pending uses count too
     store = engine.store
+    index = VectorIndex(
+        codec=info.codec, dim=info.dim, active=len(store.filter_item_ids(info.name, ItemFilter())),
+        fitted=info.codec_state is not None,
+        fit_items=info.codec_fit_items if info.codec_state is not None else None,
+    )  # fmt: skip
     access = store.cube_access(info.name)
     found = store.get_items(list(access))
     active = {i: item for i, item in found.items() if item.status == ItemStatus.ACTIVE}
@@ -240,13 +299,49 @@ def _view(engine: Engine, info: CubeInfo, budgets: Budgets) -> CubeView:
         co_access=store.co_access(info.name), blocks=blocks,
         kv_bytes_per_token=_bytes_per_token(engine, info, entries, bool(active)),
         chars_per_token=_chars_per_token(entries, found), budgets=budgets,
+        adapters=_adapters(engine, info), vectors=index, created_at=info.created_at,
     )  # fmt: skip
 
 
 def _has_blocks(engine: Engine, info: CubeInfo) -> bool:
-    from memos.core._derived import KV_KIND
-
     return bool(engine.store.derived_entries(info.name, KV_KIND))
+
+
+def _adapters(engine: Engine, info: CubeInfo) -> list[Adapter]:
+    from memos.parametric._manifest import AdapterEntry
+
+    entries = [
+        AdapterEntry.from_derived(e) for e in engine.store.derived_entries(info.name, ADAPTER_KIND)
+    ]  # fmt: skip
+    latest = max(
+        (e for e in entries if e.name == info.default_adapter),
+        key=lambda e: e.version, default=None,
+    )  # fmt: skip
+    return [
+        Adapter(
+            id=e.id,
+            name=e.name,
+            version=e.version,
+            size=e.size,
+            created_at=e.created_at,
+            items=tuple(s.item_id for s in e.sources),
+            default=e is latest,
+        )
+        for e in entries
+    ]
+
+
+def _usage(view: CubeView) -> Usage:
+    index = view.vectors
+    return Usage(
+        kv_bytes=sum(b.size for b in view.blocks), kv_blocks=len(view.blocks),
+        adapters=len(view.adapters), adapter_bytes=sum(a.size for a in view.adapters),
+        vector_bytes=0 if index is None else _index_bytes(index),
+    )  # fmt: skip
+
+
+def _index_bytes(index: VectorIndex) -> int:
+    return index_bytes(index.codec, index.dim, index.active, fitted=index.fitted)
 
 
 def _bytes_per_token(
@@ -277,15 +372,18 @@ def _chars_per_token(entries: list[KVEntry], items: Mapping[str, Any]) -> float:
 
 
 def _after(usage: Usage, decisions: tuple[Decision, ...]) -> Usage:
-    kv_bytes, blocks = usage.kv_bytes, usage.kv_blocks
+    """``usage`` once ``decisions`` are carried out (as estimated)."""
+    after = usage.model_dump()
+    tier = {"kv": ("kv_bytes", "kv_blocks"), "lora": ("adapter_bytes", "adapters")}
     for decision in decisions:
-        sign = 1 if decision.action == "kv_build" else -1
-        kv_bytes, blocks = kv_bytes + sign * decision.bytes, blocks + sign
-    return Usage(kv_bytes=kv_bytes, kv_blocks=blocks)
-
-
-def _built(event: Event) -> object:
-    return ((event.payload or {}).get("derived") or {}).get("id")
+        if decision.action in ("reencode", "refit"):
+            after["vector_bytes"] = decision.bytes
+            continue
+        size, count = tier[decision.action.partition("_")[0]]
+        sign = -1 if decision.action.endswith("_drop") else 1
+        after[size] += sign * decision.bytes
+        after[count] += sign
+    return Usage(**after)
 
 
 def _migration(policy_name: str, decision: Decision) -> dict[str, Any]:

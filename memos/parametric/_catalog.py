@@ -17,7 +17,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -135,10 +135,12 @@ class LoraMemory:
         user: str | None = None,
         reason: str | None = None,
         progress: Progress | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> AdapterEntry:
         """Train a new version of adapter ``name`` on memories (given ids, or the ``k`` best
         for ``query``), stored ComPEFT-compressed at ``density`` when that keeps its recall
-        (``density=None``: fp32). One ``adapter_build`` event."""
+        (``density=None``: fp32). One ``adapter_build`` event (``extra``: more of its
+        payload)."""
         info = self._cube_info(cube, Access.WRITE)
         name, density = _checked_name(name), _checked_density(density)
         _recipe(recipe)  # a bad recipe is refused before anything is trained
@@ -152,7 +154,7 @@ class LoraMemory:
         if not items:
             raise InvalidInput(f"no memory of cube {info.name!r} to consolidate")
         return self._train_version(info, name, items, recipe, density, "consolidate", None,
-                                   user, reason, progress)  # fmt: skip
+                                   user, reason, progress, extra)  # fmt: skip
 
     def retrain(
         self,
@@ -296,6 +298,27 @@ class LoraMemory:
             )  # fmt: skip
         return self._store.commit(changes)
 
+    def drop_version(
+        self,
+        cube: str,
+        entry_id: str,
+        *,
+        user: str | None = None,
+        reason: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Event:
+        """Remove one stored version (by its entry id): one ``adapter_drop`` event (``extra``:
+        more of its payload). The cube's default adapter stays attached: chat then uses its
+        latest version left, or none."""
+        info = self._cube_info(cube, Access.WRITE)
+        if not any(e.id == entry_id for e in self.list(info.name)):
+            raise NotFound(f"cube {info.name!r} has no adapter version {entry_id!r}")
+        change = Change(
+            op=EventOp.ADAPTER_DROP, cube=info.name, actor=self._actor(user), ts=utcnow(),
+            reason=check.reason(reason, self._limits), dropped=entry_id, extra=dict(extra or {}),
+        )  # fmt: skip
+        return self._store.commit([change])[0]
+
     def for_chat(self, cube: str, name: str | None) -> AdapterEntry | None:
         """The adapter version chat should use: ``name``'s latest (refused while it is
         stale), else the cube's default (skipped while stale), else none."""
@@ -348,6 +371,7 @@ class LoraMemory:
         user: str | None,
         reason: str | None,
         progress: Progress | None,
+        extra: Mapping[str, Any] | None = None,
     ) -> AdapterEntry:
         from memos.parametric._train import consolidate
 
@@ -369,7 +393,7 @@ class LoraMemory:
         )  # fmt: skip
         data = encode(weights, manifest.storage, manifest.density)
         return self._commit(
-            info, manifest, self._store.put_blob(data), len(data), False, user, reason
+            info, manifest, self._store.put_blob(data), len(data), False, user, reason, extra
         )
 
     def _next_version(self, info: CubeInfo, name: str) -> int:
@@ -384,6 +408,7 @@ class LoraMemory:
         stale: bool,
         user: str | None,
         reason: str | None,
+        extra: Mapping[str, Any] | None = None,
     ) -> AdapterEntry:
         """Commit a new version; when another one of the same number landed meanwhile (two
         trainings of the adapter finishing together), this one takes the next number."""
@@ -396,6 +421,7 @@ class LoraMemory:
             change = Change(
                 op=EventOp.ADAPTER_BUILD, cube=info.name, actor=self._actor(user),
                 ts=entry.created_at, reason=check.reason(reason, self._limits), derived=entry,
+                extra=dict(extra or {}),
             )  # fmt: skip
             try:
                 self._store.commit([change])

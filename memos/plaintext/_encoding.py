@@ -11,7 +11,8 @@ and no item can be lost: every active item with a vector is re-encoded from the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -63,9 +64,11 @@ def reconfigure(
     actor: str,
     reason: str | None,
     force_fit: bool = False,
+    extra: Mapping[str, Any] | None = None,
 ) -> CubeInfo:
     """Give the cube ``codec`` (fitted now when it needs fitting and the cube holds
-    ``fit_min`` active vectors, or when ``force_fit``), as one ``op`` event.
+    ``fit_min`` active vectors, or when ``force_fit``), as one ``op`` event (``extra``: more
+    of its payload).
 
     Raises ``VersionConflict`` (and changes nothing) when another writer changed the cube's
     configuration meanwhile.
@@ -92,6 +95,7 @@ def reconfigure(
             "codec": target.name,
             "codec_state": digest,
             "codec_version": info.codec_version + 1,
+            "codec_fit_items": len(ids) if digest is not None else None,
         }
     )
     index = indexes.build(new_info, target)
@@ -109,11 +113,18 @@ def reconfigure(
             "fit_vectors": used,
             "items": len(ids),
             "previous": {"codec": info.codec, "codec_version": info.codec_version},
+            **(extra or {}),
         },
     )
     store.commit([change])
     indexes.install(new_info, index)
     return new_info
+
+
+def index_bytes(codec: str, dim: int, count: int, *, fitted: bool = True) -> int:
+    """What an index of ``count`` vectors of ``dim`` takes in RAM under ``codec``: its codes
+    (as exact fp32 ones when the codec needs fitting and is not ``fitted``)."""
+    return int(make_codec(codec).bytes_per_vector(dim, once_fitted=fitted) * count)
 
 
 def configured_cube(events: Sequence[Event]) -> CubeInfo | None:
