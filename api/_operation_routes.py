@@ -136,7 +136,7 @@ def _endpoint(op: Operation, run: Run | None = None, *, upload: bool = False) ->
             inspect.Parameter(_UPLOAD, inspect.Parameter.KEYWORD_ONLY, annotation=Upload)
         )
     for name in op.path_parameters:
-        annotation = Annotated[str, Path()]
+        annotation = Annotated[op.path_types[name], Path()]  # type: ignore[name-defined]
         parameters.append(
             inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation)
         )

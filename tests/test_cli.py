@@ -558,6 +558,7 @@ def test_the_app_has_every_command_of_the_issue() -> None:
         "cube grant", "cube revoke", "keys", "keys create", "keys ls", "keys revoke", "serve",
         "jobs", "jobs submit", "jobs ls", "jobs show", "jobs wait", "jobs cancel", "worker",
         "scheduler", "scheduler status", "scheduler plan", "scheduler run", "scheduler configure",
+        "scheduler revert", "audit", "audit migrations",
     }  # fmt: skip
 
 

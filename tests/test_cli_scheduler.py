@@ -60,3 +60,24 @@ def test_configure_sets_budgets_and_refuses_bad_input(cli: Cli, data_dir: Path) 
         assert result.code == ExitCode.INVALID_INPUT, (bad, result.err)
     with MemOS.open(data_dir) as mos:
         assert mos.log("notes")[-1].seq == head.seq
+
+
+def test_audit_shows_why_memories_moved_and_revert_undoes_a_migration(
+    cli: Cli, data_dir: Path
+) -> None:
+    _used(data_dir)
+    assert "no migrations" in cli("audit", "migrations", "--cube", "notes").out
+    (event,) = cli("scheduler", "run", "--cube", "notes", "--json").json()["events"]
+    shown = cli("audit", "migrations", "--cube", "notes")
+    assert shown.code == 0, shown.err
+    assert "kv_build" in shown.out
+    assert "balanced: hot group of 2 memories" in shown.out
+    undone = cli("scheduler", "revert", str(event["seq"]), "--cube", "notes", "--reason", "no")
+    assert undone.code == 0, undone.err
+    assert "kv_drop" in undone.out
+    (migration,) = cli("audit", "migrations", "--cube", "notes", "--json").json()
+    assert (migration["seq"], migration["reverted_by"]) == (event["seq"], event["seq"] + 1)
+    again = cli("scheduler", "revert", str(event["seq"]), "--cube", "notes")
+    assert again.code == ExitCode.CONFLICT, again.err
+    assert "reverted already" in again.err
+    assert cli("scheduler", "revert", "1", "--cube", "notes").code == ExitCode.INVALID_INPUT

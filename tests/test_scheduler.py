@@ -417,6 +417,60 @@ def test_a_tick_consolidates_a_stable_hot_set_within_the_adapter_budget(
     assert newer.id != version.id
     assert {s.item_id for s in newer.sources} >= second
     assert mos.get_cube("notes").default_adapter is None  # the scheduler never attaches
+    drop, build = report.events
+    (restored,) = mos.scheduler.revert("notes", drop.seq)  # the older version comes back
+    assert restored.op == EventOp.ADAPTER_BUILD
+    assert {v.blob for v in mos.lora.list("notes")} == {version.blob, newer.blob}
+    (gone,) = mos.scheduler.revert("notes", build.seq)
+    assert gone.op == EventOp.ADAPTER_DROP
+    (left,) = mos.lora.list("notes")
+    assert left.blob == version.blob
+    assert mos.verify("notes").ok
+
+
+def test_a_migration_is_listed_with_its_reason_and_reverted_like_any_change(
+    notes: tuple[MemOS, list[str]],
+) -> None:
+    mos, _ = notes
+    hot = _ask(mos, "where did alice move", 4)
+    (built,) = mos.scheduler.tick("notes").events
+    (entry,) = mos.kv.list("notes")
+    (migration,) = mos.scheduler.history("notes")
+    assert (migration.seq, migration.op, migration.action) == (built.seq, "kv_build", "kv_build")
+    assert (migration.target, set(migration.items), migration.reverted_by) == (
+        entry.id, set(hot), None,
+    )  # fmt: skip
+    assert migration.reason.startswith("hot group of 2 memories")
+    (undone,) = mos.scheduler.revert("notes", built.seq, reason="not now")
+    assert (undone.op, undone.reason) == (EventOp.KV_DROP, "not now")
+    assert undone.payload is not None
+    assert undone.payload["revert"] == {"seq": built.seq, "action": "kv_build"}
+    assert mos.kv.list("notes") == []
+    assert mos.scheduler.history("notes")[0].reverted_by == undone.seq
+    from memos.errors import Conflict, NotFound
+
+    with pytest.raises(Conflict, match="reverted already"):
+        mos.scheduler.revert("notes", built.seq)
+    # a drop reverted builds the block again, from the same memories in the same order
+    mos.scheduler.tick("notes")
+    mos.scheduler.configure("notes", budgets={"kv_blocks": 0})
+    (dropped,) = mos.scheduler.tick("notes").events
+    (rebuilt,) = mos.scheduler.revert("notes", dropped.seq)
+    assert rebuilt.op == EventOp.KV_BUILD
+    (again,) = mos.kv.list("notes")
+    assert [s.item_id for s in again.sources] == [s.item_id for s in entry.sources]
+    assert [m.seq for m in mos.scheduler.history("notes", limit=2)] == [
+        m.seq for m in mos.scheduler.history("notes")[-2:]
+    ]
+    head = mos.log("notes")[-1].seq
+    with pytest.raises(InvalidInput, match="not a migration"):
+        mos.scheduler.revert("notes", 1)
+    with pytest.raises(NotFound):
+        mos.scheduler.revert("notes", head + 10)
+    for bad in (0, -1, True, "3"):
+        with pytest.raises(InvalidInput):
+            mos.scheduler.revert("notes", bad)  # type: ignore[arg-type]
+    assert mos.log("notes")[-1].seq == head  # refusals write nothing
     assert mos.verify("notes").ok
 
 
@@ -458,6 +512,18 @@ def test_a_tick_reencodes_an_index_over_its_vector_budget_then_refits_it_once_gr
     assert [h.item.text for h in mos.search("note 1500 about topic 20", cube="bulk", k=1)] == [
         "note 1500 about topic 20"
     ]
+    (refit, reencode) = mos.scheduler.history("bulk")[::-1]
+    fitted_first = mos.log("bulk")[reencode.seq - 1].payload
+    assert fitted_first is not None
+    mos.scheduler.revert("bulk", refit.seq)  # the first fit's state comes back
+    info = mos.get_cube("bulk")
+    assert (info.codec, info.codec_state, info.codec_fit_items) == (
+        "int8", fitted_first["codec_state"], BULK,
+    )  # fmt: skip
+    mos.scheduler.revert("bulk", reencode.seq)
+    info = mos.get_cube("bulk")
+    assert (info.codec, info.codec_state, info.codec_fit_items) == ("fp32", None, None)
+    assert mos.scheduler.plan("bulk").usage.vector_bytes == 256 * 2 * BULK
     assert mos.verify("bulk").ok
 
 
@@ -482,6 +548,11 @@ def test_plan_tick_and_configure_on_every_face(sdk: Any) -> None:
     assert [e.op for e in sdk.scheduler.tick(cube).events] == [EventOp.KV_DROP]
     with pytest.raises(InvalidInput):
         sdk.scheduler.configure(cube, policy="nope")
+    built, dropped = sdk.scheduler.history(cube)
+    assert (built.action, dropped.action) == ("kv_build", "kv_drop")
+    (undone,) = sdk.scheduler.revert(cube, dropped.seq)
+    assert undone.op == EventOp.KV_BUILD
+    assert sdk.scheduler.history(cube)[-1].reverted_by == undone.seq
     assert sdk.verify(cube).ok
 
 

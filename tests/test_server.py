@@ -91,6 +91,7 @@ def _call(server: Server, method: str, path: str, headers: dict[str, str]) -> An
         entry_id="kv-x",
         principal="carol",
         job_id=server.job,
+        seq=1,
     )
     body = BODIES.get((method, path))
     if path.endswith("/import"):  # a tar upload: an empty one

@@ -13,6 +13,30 @@ from memos.cli._options import CubeOption, JsonFlag
 from memos.cli._session import fail, open_memos, settings
 from memos.errors import IntegrityError
 
+audit_app = typer.Typer(
+    help="Reports over a cube's log: why its memories moved between tiers.",
+    no_args_is_help=True,
+)
+
+
+@audit_app.command("migrations")
+def migrations(
+    ctx: typer.Context,
+    cube: CubeOption,
+    limit: Annotated[
+        int | None, typer.Option("--limit", "-n", min=1, help="Only the newest N migrations.")
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Show the scheduler's migrations on a cube, oldest first: what moved between tiers, by
+    which policy, with what score, why, and whether it was reverted."""
+    with open_memos(ctx, json_errors=json_out) as mos:
+        found = mos.scheduler.history(cube, limit=limit)
+    if json_out:
+        _render.print_json(_render.dumps(found))
+    else:
+        _render.migrations(found)
+
 
 def log(
     ctx: typer.Context,

@@ -26,7 +26,7 @@ from memos import (
     VerifyReport,
 )
 from memos.activation import KVEntry
-from memos.core._scheduling import SchedulePlan
+from memos.core._scheduling import Migration, SchedulePlan
 from memos.core._types import ChatReply, SchedulerConfig
 
 _HASH_PREFIX = 8
@@ -208,16 +208,27 @@ def schedule(plan: SchedulePlan) -> None:
     now, after, budget = plan.usage, plan.after, plan.budgets
     lines = (
         f"KV: {now.kv_blocks} blocks, {now.kv_bytes} bytes now; {after.kv_blocks} blocks, "
-        f"{after.kv_bytes} bytes after (budget {_limit(budget.kv_blocks)} blocks, "
-        f"{_limit(budget.kv_bytes)} bytes)",
+        f"{after.kv_bytes} bytes after (budget {_limit(budget.kv_blocks, 'blocks')}, "
+        f"{_limit(budget.kv_bytes, 'bytes')})",
         f"adapters: {now.adapters} versions, {now.adapter_bytes} bytes now; {after.adapters} "
-        f"versions, {after.adapter_bytes} bytes after (budget {_limit(budget.adapters)} "
-        f"versions, {_limit(budget.adapter_bytes)} bytes)",
+        f"versions, {after.adapter_bytes} bytes after (budget "
+        f"{_limit(budget.adapters, 'versions')}, {_limit(budget.adapter_bytes, 'bytes')})",
         f"vectors: {now.vector_bytes} bytes now; {after.vector_bytes} bytes after (budget "
-        f"{_limit(budget.vector_bytes)} bytes)",
+        f"{_limit(budget.vector_bytes, 'bytes')})",
     )
     for line in lines:
         console().print(line, highlight=False)
+
+
+def migrations(found: Sequence[Migration]) -> None:
+    table = _table("seq", "time", "action", "target", "memories", "score", "reason", "reverted")
+    for m in found:
+        table.add_row(
+            str(m.seq), when(m.ts), m.action, m.target or "",
+            ", ".join(i[:_HASH_PREFIX] for i in m.items), f"{m.score:g}",
+            f"{m.policy}: {m.reason}", "" if m.reverted_by is None else f"by {m.reverted_by}",
+        )  # fmt: skip
+    _print_or_none(table, found, "no migrations")
 
 
 def scheduler_status(info: CubeInfo, plan: SchedulePlan | None) -> None:
@@ -236,8 +247,8 @@ def scheduler_status(info: CubeInfo, plan: SchedulePlan | None) -> None:
     console().print(table)
 
 
-def _limit(value: int | None) -> str:
-    return "no limit" if value is None else str(value)
+def _limit(value: int | None, unit: str = "") -> str:
+    return "no limit" if value is None else f"{value} {unit}".rstrip()
 
 
 def kv_entries(entries: Sequence[KVEntry]) -> None:

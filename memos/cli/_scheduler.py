@@ -14,8 +14,9 @@ from memos.cli._session import open_memos
 
 scheduler_app = typer.Typer(
     help="The scheduler: it moves a cube's memories between tiers from how they are used "
-    "(hot groups retrieved together become KV blocks, cold blocks go), within the cube's "
-    "budgets. See what it would do, run it, and set its policy and budgets.",
+    "(hot groups retrieved together become KV blocks, cold blocks go, a stable hot set is "
+    "consolidated into an adapter, a cold or oversized index is re-encoded), within the cube's "
+    "budgets. See what it would do, run it, undo a migration, and set its policy and budgets.",
     no_args_is_help=True,
 )
 
@@ -57,6 +58,25 @@ def run(
         return
     _render.schedule(report.plan)
     typer.echo(f"{len(report.events)} migrations, events {_seqs(report.events)}")
+
+
+@scheduler_app.command("revert")
+def revert(
+    ctx: typer.Context,
+    seq: Annotated[int, typer.Argument(help="The seq of the migration's event.", min=1)],
+    cube: CubeOption,
+    user: UserOption = None,
+    reason: ReasonOption = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Undo a migration (see `memos audit migrations`): what it built goes, what it dropped
+    comes back, a re-encode or refit gives way to the codec before it."""
+    with open_memos(ctx, json_errors=json_out) as mos:
+        events = mos.scheduler.revert(cube, seq, user=user, reason=reason)
+    if json_out:
+        _render.print_json(_render.dumps(events))
+    else:
+        _render.events(events, with_cube=False)
 
 
 @scheduler_app.command("configure")

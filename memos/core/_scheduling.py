@@ -136,6 +136,27 @@ class SchedulePlan(BaseModel):
     after: Usage  # once the decisions are carried out (estimated)
 
 
+class Migration(BaseModel):
+    """A migration the log holds: its event (``seq``, ``op``), who made it and when, what it
+    did (``action``; ``target``: the block or adapter version it built or dropped, or the
+    codec it re-encoded to or refitted), on which memories, by which policy with what score
+    and reason; ``reverted_by``: the seq of the event that undid it, if one did."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seq: int
+    ts: datetime
+    actor: str
+    op: str
+    action: Action
+    target: str | None
+    items: tuple[str, ...]
+    policy: str
+    score: float
+    reason: str
+    reverted_by: int | None = None
+
+
 class Policy(Protocol):
     """Decides a cube's migrations from a view of it; see the module docstring."""
 

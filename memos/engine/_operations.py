@@ -158,6 +158,14 @@ class Operation:
         """The wire names the path holds, in order."""
         return PATH_PARAMETER.findall(self.path)
 
+    @functools.cached_property
+    def path_types(self) -> dict[str, type]:
+        """Each path parameter's type by its wire name: ``int`` where the SDK takes a whole
+        number (an event's seq), else ``str``."""
+        hints = get_type_hints(self.function)
+        wire = {w: n for n, w in self.parameters.items()}
+        return {p: int if hints.get(wire.get(p, p)) is int else str for p in self.path_parameters}
+
     @property
     def in_query(self) -> bool:
         return self.method in _QUERY_METHODS or self.archive is not None

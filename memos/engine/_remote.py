@@ -195,6 +195,7 @@ _SEGMENTS: dict[str, Callable[[object], str]] = {
     "job_id": checked_job_id,  # a job id's characters need no quoting
     "entry_id": _entry_segment,
     "name": _adapter_segment,  # only adapters are named in a path
+    "seq": lambda value: _number_segment(value, "seq"),
 }
 
 
@@ -221,6 +222,12 @@ def _query_value(field: str, value: object) -> object:
     if isinstance(value, BaseModel):
         return value.model_dump_json()
     return check.unicode(value, field) if isinstance(value, str) else value
+
+
+def _number_segment(value: object, field: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInput(f"{field} is a positive whole number, not {value!r}", field=field)
+    return str(value)
 
 
 def _segment(value: object, field: str) -> str:

@@ -22,6 +22,7 @@ from memos.core._scheduling import (
     Block,
     CubeView,
     Decision,
+    Migration,
     SchedulePlan,
     Usage,
     VectorIndex,
@@ -41,6 +42,7 @@ from memos.core._types import (
     SchedulerConfig,
     utcnow,
 )
+from memos.engine._migrations import migrations, revert
 from memos.engine._operations import Namespace, operation
 from memos.errors import InvalidInput, VersionConflict
 from memos.plaintext._encoding import index_bytes, reconfigure
@@ -114,6 +116,29 @@ class Scheduler(Namespace):
             budgets=budgets, enabled=enabled, actor=handle._scope.actor(user),
             reason=check.reason(reason, handle._scope.limits),
         )  # fmt: skip
+
+    @operation("GET", f"{_PATH}/migrations", tag=_SCHEDULER)
+    def history(self, cube: str, *, limit: int | None = None) -> list[Migration]:
+        """The cube's migrations, oldest first (the newest ``limit``): what moved, by which
+        policy, with what score and why, and the event that reverted it, if any."""
+        handle = self._handle
+        info = handle._scope.cube(cube, Access.READ)
+        limit = None if limit is None else check.count(limit, "limit")
+        found = migrations(handle._engine.store.events(info.name))
+        return found if limit is None else found[-limit:] if limit > 0 else []
+
+    @operation("POST", f"{_PATH}/migrations/{{seq}}/revert", tag=_SCHEDULER)
+    def revert(
+        self, cube: str, seq: int, *, user: str | None = None, reason: str | None = None
+    ) -> list[Event]:
+        """Undo the migration of event ``seq``: a block or adapter version it made is dropped,
+        one it dropped comes back, a re-encode or refit gives way to the codec and state
+        before it. The events of the undoing name the migration they revert; a later tick may
+        make the migration again unless the scheduler is disabled on the cube."""
+        handle = self._handle
+        scope = handle._scope
+        why = check.reason(reason, scope.limits)
+        return revert(handle._engine, scope, cube, seq, scope.actor(user), why)
 
 
 # the engine functions ---------------------------------------------------------------------

@@ -319,6 +319,25 @@ class LoraMemory:
         )  # fmt: skip
         return self._store.commit([change])[0]
 
+    def restore_version(
+        self,
+        cube: str,
+        entry: DerivedEntry,
+        *,
+        user: str | None = None,
+        reason: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> AdapterEntry:
+        """A dropped version back, as a new entry of the same weights (its blob must still
+        be stored) and, unless another version took it meanwhile, the same number; stale if
+        any of its sources changed since. One ``adapter_build`` event."""
+        info = self._cube_info(cube, Access.WRITE)
+        manifest = AdapterEntry.from_derived(entry).manifest
+        if self._store.get_blob(entry.blob) is None:
+            raise IntegrityError(f"the blob {entry.blob} of adapter {manifest.name} is gone")
+        stale = not self._current(manifest.sources)
+        return self._commit(info, manifest, entry.blob, entry.size, stale, user, reason, extra)
+
     def for_chat(self, cube: str, name: str | None) -> AdapterEntry | None:
         """The adapter version chat should use: ``name``'s latest (refused while it is
         stale), else the cube's default (skipped while stale), else none."""

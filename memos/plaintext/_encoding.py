@@ -16,10 +16,17 @@ from typing import Any
 
 import numpy as np
 
-from memos.codecs import FIT_SAMPLE_MAX, fit_sample_size, make_codec, state_to_bytes
+from memos.codecs import (
+    FIT_SAMPLE_MAX,
+    VectorCodec,
+    fit_sample_size,
+    make_codec,
+    state_to_bytes,
+)
 from memos.core._store import Change, Store, Vector
 from memos.core._types import CubeInfo, Event, EventOp, ItemFilter, utcnow
 from memos.errors import InvalidInput
+from memos.plaintext._codec_state import load_codec
 from memos.plaintext._indexes import CubeIndexes
 
 CONFIG_OPS = frozenset(
@@ -65,37 +72,29 @@ def reconfigure(
     reason: str | None,
     force_fit: bool = False,
     extra: Mapping[str, Any] | None = None,
+    reinstate: CubeInfo | None = None,
 ) -> CubeInfo:
     """Give the cube ``codec`` (fitted now when it needs fitting and the cube holds
     ``fit_min`` active vectors, or when ``force_fit``), as one ``op`` event (``extra``: more
-    of its payload).
+    of its payload). With ``reinstate`` (an earlier configuration of the cube), its codec and
+    fitted state come back as they were, without fitting.
 
     Raises ``VersionConflict`` (and changes nothing) when another writer changed the cube's
     configuration meanwhile.
     """
-    target = make_codec(codec)
-    target.projected_dim(info.dim)
     ids = store.filter_item_ids(info.name, ItemFilter())
-    digest: str | None = None
-    used = 0
-    if target.fit_min and (force_fit or len(ids) >= target.fit_min):
-        if len(ids) < target.fit_min:
-            raise InvalidInput(
-                f"codec {target.name} needs {target.fit_min} active memories to fit; "
-                f"cube {info.name!r} holds {len(ids)}",
-                cube=info.name,
-            )
-        sample = sample_vectors(store, ids, fit_sample_size(target))
-        state = target.fit(sample)
-        digest = store.put_blob(state_to_bytes(target.name, state))
-        target = make_codec(target.name, state)
-        used = len(sample)
+    if reinstate is not None:
+        target = load_codec(store, reinstate)
+        digest, fit_items, used = reinstate.codec_state, reinstate.codec_fit_items, 0
+    else:
+        target, digest, used = _fitted(store, info, make_codec(codec), ids, force_fit)
+        fit_items = len(ids) if digest is not None else None
     new_info = info.model_copy(
         update={
             "codec": target.name,
             "codec_state": digest,
             "codec_version": info.codec_version + 1,
-            "codec_fit_items": len(ids) if digest is not None else None,
+            "codec_fit_items": fit_items,
         }
     )
     index = indexes.build(new_info, target)
@@ -119,6 +118,26 @@ def reconfigure(
     store.commit([change])
     indexes.install(new_info, index)
     return new_info
+
+
+def _fitted(
+    store: Store, info: CubeInfo, target: VectorCodec, ids: Sequence[str], force_fit: bool
+) -> tuple[VectorCodec, str | None, int]:
+    """``target`` fitted to the cube's vectors when it needs fitting and may be (see
+    :func:`reconfigure`), with its state's digest and the vectors it was fitted on."""
+    target.projected_dim(info.dim)
+    if not target.fit_min or not (force_fit or len(ids) >= target.fit_min):
+        return target, None, 0
+    if len(ids) < target.fit_min:
+        raise InvalidInput(
+            f"codec {target.name} needs {target.fit_min} active memories to fit; "
+            f"cube {info.name!r} holds {len(ids)}",
+            cube=info.name,
+        )
+    sample = sample_vectors(store, ids, fit_sample_size(target))
+    state = target.fit(sample)
+    digest = store.put_blob(state_to_bytes(target.name, state))
+    return make_codec(target.name, state), digest, len(sample)
 
 
 def index_bytes(codec: str, dim: int, count: int, *, fitted: bool = True) -> int:
