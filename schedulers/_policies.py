@@ -64,9 +64,10 @@ from ._codecs import codec_decisions
 
 
 class BalancedParameters(BaseModel):
-    """The parameters of the ``balanced`` policy, with their defaults (see the module)."""
+    """The parameters of the ``balanced`` policy, with their defaults (see the module); a
+    value of another type is refused, not coerced (a whole number stands for a float)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     hot_min: float = Field(default=1.0, ge=0)
     co_min: float = Field(default=0.5, ge=0)

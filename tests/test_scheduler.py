@@ -474,6 +474,27 @@ def test_a_migration_is_listed_with_its_reason_and_reverted_like_any_change(
     assert mos.verify("notes").ok
 
 
+def test_the_kv_a_process_holds_for_a_cube_stays_within_its_resident_budget(
+    notes: tuple[MemOS, list[str]],
+) -> None:
+    mos, ids = notes
+    first = mos.kv.build("notes", ids[:2])
+    second = mos.kv.build("notes", ids[2:])
+    held = mos.kv.resident("notes")
+    assert set(held) == {first.blob, second.blob}
+    one = max(held.values())
+    mos.scheduler.configure("notes", budgets={"kv_resident_bytes": one}, enabled=False)
+    mos.scheduler.tick("notes")  # a lowered budget is met at the next tick, even so
+    assert set(mos.kv.resident("notes")) == {second.blob}  # the most recently used stays
+    reply = mos.chat(FACTS[0], cube="notes", k=1, max_new_tokens=2)
+    assert reply.kv_entry == first.id
+    assert set(mos.kv.resident("notes")) == {first.blob}  # loaded: the other one goes
+    mos.scheduler.configure("notes", budgets={"kv_resident_bytes": 0})
+    again = mos.chat(FACTS[3], cube="notes", k=1, max_new_tokens=2)
+    assert (again.kv_entry, again.cached_tokens > 0) == (second.id, True)  # used, not held
+    assert mos.kv.resident("notes") == {}  # and the cube's others go with it
+
+
 BULK = 1000  # the fit_min of the fitted codecs
 
 
@@ -554,6 +575,27 @@ def test_plan_tick_and_configure_on_every_face(sdk: Any) -> None:
     assert undone.op == EventOp.KV_BUILD
     assert sdk.scheduler.history(cube)[-1].reverted_by == undone.seq
     assert sdk.verify(cube).ok
+
+
+def test_configuration_is_checked_alike_on_every_face(sdk: Any) -> None:
+    """Over HTTP as embedded, a value of the wrong type is refused, never coerced."""
+    cube = sdk.create_cube("notes").name
+    head = sdk.log(cube)[-1].seq
+    for budgets in (
+        {"kv_blocks": "3"},
+        {"kv_blocks": 1.5},
+        {"kv_bytes": True},
+        {"vector_bytes": -1},
+    ):
+        with pytest.raises(InvalidInput):
+            sdk.scheduler.configure(cube, budgets=budgets)
+    for parameters in ({"block_items": "3"}, {"hot_min": "x"}, {"block_items": True},
+                       {"block_items": 2.5}, {"cold_codec": "zip"}):  # fmt: skip
+        with pytest.raises(InvalidInput):
+            sdk.scheduler.configure(cube, parameters=parameters)
+    assert sdk.log(cube)[-1].seq == head
+    info = sdk.scheduler.configure(cube, parameters={"hot_min": 2, "codecs": "fp16"})
+    assert info.scheduler.parameters == {"hot_min": 2, "codecs": "fp16"}
 
 
 # ticks as jobs: the ticker queues them, workers run them -----------------------------------

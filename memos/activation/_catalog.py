@@ -77,7 +77,8 @@ class KVMemory:
         self._actor = actor
         self._limits = limits
         self._resident_bytes = resident_bytes
-        self._resident: OrderedDict[str, ResidentPrefix] = OrderedDict()
+        # blob digest -> (the cube that loaded it last, its cache), least recently used first
+        self._resident: OrderedDict[str, tuple[str, ResidentPrefix]] = OrderedDict()
         self._lock = threading.Lock()
 
     def scoped(
@@ -158,7 +159,7 @@ class KVMemory:
         self._store.commit([change])
         built = KVEntry.from_derived(entry)
         # resident as stored: an int8 or bf16 cache is used exactly as it will load later
-        self._keep(built.blob, ResidentPrefix(*cache_from_bytes(data, manifest)))
+        self._keep(info, built.blob, ResidentPrefix(*cache_from_bytes(data, manifest)))
         return built
 
     def _block_items(self, cube: str, item_ids: Sequence[str] | None) -> list[MemoryItem]:
@@ -260,30 +261,55 @@ class KVMemory:
         ):  # fmt: skip
             raise CorruptArtifact(f"KV entry {entry.id} does not have the model's shape")
         with self._lock:
-            resident = self._resident.get(entry.blob)
-            if resident is not None:
+            held = self._resident.get(entry.blob)
+            if held is not None:
                 self._resident.move_to_end(entry.blob)
-                return resident
+                return held[1]
         data = self._store.get_blob(entry.blob)
         if data is None:
             raise IntegrityError(f"the blob {entry.blob} of KV entry {entry.id} is missing")
         resident = ResidentPrefix(*cache_from_bytes(data, manifest))
-        self._keep(entry.blob, resident)
+        self._keep(self._cube_info(entry.cube, Access.READ), entry.blob, resident)
         return resident
 
-    def resident(self) -> dict[str, int]:
-        """Blob digest -> bytes of the caches held in RAM now."""
+    def resident(self, cube: str | None = None) -> dict[str, int]:
+        """Blob digest -> bytes of the caches held in RAM now (the ones ``cube`` loaded)."""
         with self._lock:
-            return {digest: prefix.nbytes for digest, prefix in self._resident.items()}
+            return {
+                digest: prefix.nbytes for digest, (owner, prefix) in self._resident.items()
+                if cube is None or owner == cube
+            }  # fmt: skip
 
-    def _keep(self, digest: str, prefix: ResidentPrefix) -> None:
+    def hold_within(self, cube: str, budget: int | None) -> None:
+        """Let go of the cube's least recently used caches beyond ``budget`` bytes."""
+        if budget is not None:
+            with self._lock:
+                self._evict(lambda owner: owner == cube, budget)
+
+    def _keep(self, info: CubeInfo, digest: str, prefix: ResidentPrefix) -> None:
+        """Hold ``prefix`` in RAM within the cube's ``kv_resident_bytes`` budget (its least
+        recently used caches go first; one larger than the budget is used, not held) and the
+        process's byte budget (likewise, across cubes)."""
+        budget = info.scheduler.budgets.kv_resident_bytes if info.scheduler else None
         with self._lock:
-            self._resident[digest] = prefix
-            self._resident.move_to_end(digest)
-            total = sum(p.nbytes for p in self._resident.values())
-            while len(self._resident) > 1 and total > self._resident_bytes:
-                _, evicted = self._resident.popitem(last=False)
-                total -= evicted.nbytes
+            self._resident.pop(digest, None)
+            if budget is not None:
+                self._evict(lambda owner: owner == info.name, budget - prefix.nbytes)
+                if prefix.nbytes > budget:
+                    return
+            self._resident[digest] = (info.name, prefix)
+            self._evict(lambda _owner: True, self._resident_bytes, keep_last=True)
+
+    def _evict(self, whose: Callable[[str], bool], room: int, *, keep_last: bool = False) -> None:
+        """Drop the least recently used caches ``whose`` owner matches until theirs take at
+        most ``room`` bytes (the lock is held)."""
+        held = [(d, owner, p.nbytes) for d, (owner, p) in self._resident.items() if whose(owner)]
+        total = sum(size for _, _, size in held)
+        for digest, _, size in held[:-1] if keep_last else held:
+            if total <= room:
+                break
+            del self._resident[digest]
+            total -= size
 
 
 def _checked_dtype(dtype: str) -> str:

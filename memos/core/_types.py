@@ -103,7 +103,8 @@ class Budgets(_Frozen):
     """What the scheduler may spend on a cube's tiers (``None``: no limit). ``kv_bytes``: its
     stored KV blocks together; ``kv_blocks``: how many; ``adapters`` and ``adapter_bytes``: its
     adapter versions kept; ``vector_bytes``: its vector index in RAM (the codes of its active
-    memories). A budget lowered is met at the next tick."""
+    memories); ``kv_resident_bytes``: its KV caches a process holds in RAM (least recently used
+    out first, at once rather than at a tick). A budget lowered is met at the next tick."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
@@ -112,6 +113,7 @@ class Budgets(_Frozen):
     adapters: int | None = Field(default=4, ge=0)
     adapter_bytes: int | None = Field(default=64 * 2**20, ge=0)
     vector_bytes: int | None = Field(default=None, ge=0)
+    kv_resident_bytes: int | None = Field(default=None, ge=0)
 
 
 class SchedulerConfig(_Frozen):

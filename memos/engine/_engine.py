@@ -192,6 +192,11 @@ class Engine:
         """The language model if something has loaded it already (nothing is loaded here)."""
         return self._model
 
+    @property
+    def loaded_kv(self) -> KVMemory | None:
+        """The KV catalog if something has made it already (nothing is made here)."""
+        return self._kv
+
     def model(self) -> LLMBackend:
         """The language model chat and KV caches use, loaded on first call."""
         with self._lock:

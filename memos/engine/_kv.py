@@ -78,6 +78,6 @@ class EmbeddedKV(KV):
         """The entry's cache, resident in RAM (checked against the loaded model)."""
         return self._tier.load(entry)
 
-    def resident(self) -> dict[str, int]:
-        """Blob digest -> bytes of the caches held in RAM now."""
-        return self._tier.resident()
+    def resident(self, cube: str | None = None) -> dict[str, int]:
+        """Blob digest -> bytes of the caches held in RAM now (those of ``cube``)."""
+        return self._tier.resident(cube)

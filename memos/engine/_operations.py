@@ -183,7 +183,7 @@ class Operation:
     @functools.cached_property
     def request(self) -> type[BaseModel]:
         """The parameters that are not in the path, as a model of their wire names."""
-        hints = get_type_hints(self.function)
+        hints = get_type_hints(self.function, include_extras=True)
         fields: dict[str, Any] = {}
         for name, wire in self.parameters.items():
             if wire in self.path_parameters:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from memos.core import _validation as check
 from memos.core._access import DEFAULT_HALF_LIFE_S
@@ -101,8 +101,8 @@ class Scheduler(Namespace):
         cube: str,
         *,
         policy: str | None = None,
-        parameters: Mapping[str, float | int | bool | str] | None = None,
-        budgets: Mapping[str, int | None] | None = None,
+        parameters: Mapping[str, StrictBool | StrictInt | StrictFloat | StrictStr] | None = None,
+        budgets: Mapping[str, StrictInt | None] | None = None,
         enabled: bool | None = None,
         user: str | None = None,
         reason: str | None = None,
@@ -166,6 +166,8 @@ def tick_cube(
     estimates, the drops of a second plan (on the true sizes) bring the cube back within its
     budgets before the tick returns."""
     plan = plan_cube(engine, info)
+    if engine.loaded_kv is not None:  # this process's resident caches of the cube
+        engine.loaded_kv.hold_within(info.name, plan.budgets.kv_resident_bytes)
     events = _carry_out(engine, scope, actor, info, plan, plan.decisions, why)
     if any(d.action in _GROWING for d in plan.decisions):
         settled = plan_cube(engine, scope.cube(info.name, Access.WRITE))
