@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 from _backends import FACES, clients
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from memos.schedulers._policies import Balanced, BalancedParameters
 
 from memos import AccessStats, Budgets, EventOp, HashEmbedder, MemOS
@@ -246,6 +248,73 @@ def test_a_cube_grown_well_past_its_fitted_codec_is_refitted() -> None:
     assert (
         decide(view({}, vectors=index("pca188+fp8", 2_999, fit_items=1_000)), refit_growth=3) == []
     )
+
+
+IDS = [f"m{i}" for i in range(12)]
+
+
+@st.composite
+def views(draw: st.DrawFn) -> CubeView:
+    """Any cube: memories of any heat and use, pairs, standing blocks and adapter versions
+    of any size, an index of any size and codec, and any budgets."""
+    heat = draw(st.dictionaries(st.sampled_from(IDS), st.floats(0, 20), max_size=12))
+    pairs = draw(st.dictionaries(
+        st.tuples(st.sampled_from(IDS), st.sampled_from(IDS)).filter(lambda p: p[0] < p[1])
+        .map(tuple), st.floats(0, 5), max_size=20,
+    ))  # fmt: skip
+    items = st.lists(st.sampled_from(IDS), min_size=1, max_size=6, unique=True).map(tuple)
+    sizes = st.integers(1, 30_000)
+    blocks = [Block(f"kv-{n}", b, 10, size) for n, (b, size) in
+              enumerate(draw(st.lists(st.tuples(items, sizes), max_size=5)))]  # fmt: skip
+    adapters = tuple(
+        adapter(name, version, held, size=size, default=name == "user" and version == 1)
+        for version, (name, held, size) in enumerate(
+            draw(st.lists(st.tuples(st.sampled_from(["user", "scheduler"]), items, sizes),
+                          max_size=5)), 1)
+    )  # fmt: skip
+    limit = st.none() | st.integers(0, 60_000)
+    budgets = Budgets(
+        kv_bytes=draw(limit), kv_blocks=draw(st.none() | st.integers(0, 4)),
+        adapters=draw(st.none() | st.integers(0, 4)), adapter_bytes=draw(limit),
+        vector_bytes=draw(st.none() | st.integers(0, 40_000_000)),
+    )  # fmt: skip
+    codec = draw(st.sampled_from(["fp32", "fp16", "int8", "pca188+fp8", "pca48+fp8"]))
+    vectors = index(codec, draw(st.integers(0, 30_000)), draw(st.none() | st.integers(1, 20_000)))
+    idle = timedelta(days=draw(st.integers(0, 60)))
+    return view(heat, pairs, blocks, budgets, uses=draw(st.integers(1, 40)), adapters=adapters,
+                vectors=vectors, last_use=NOW - idle)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(views())
+def test_a_plan_always_ends_within_the_budgets_it_can_meet(v: CubeView) -> None:
+    """Whatever the cube, the plan's decisions leave every tier within its budgets (the
+    adapter chat uses by default excepted), touch only what exists, and say why."""
+    plan = Balanced().plan(v, BalancedParameters())
+    assert plan == Balanced().plan(v, BalancedParameters())  # deterministic
+    budgets, blocks, versions = (
+        v.budgets,
+        {b.id: b for b in v.blocks},
+        {a.id: a for a in v.adapters},
+    )
+    dropped = {d.entry for d in plan if d.action in ("kv_drop", "lora_drop")}
+    assert len(dropped) == len([d for d in plan if d.action in ("kv_drop", "lora_drop")])
+    assert dropped <= set(blocks) | set(versions)
+    kept = [b for b in v.blocks if b.id not in dropped]
+    built = [d for d in plan if d.action == "kv_build"]
+    kv = sum(b.size for b in kept) + sum(d.bytes for d in built)
+    assert budgets.kv_bytes is None or kv <= budgets.kv_bytes
+    assert budgets.kv_blocks is None or len(kept) + len(built) <= budgets.kv_blocks
+    held = [a for a in v.adapters if a.id not in dropped]
+    made = [d for d in plan if d.action == "lora_consolidate"]
+    assert len(made) <= 1
+    assert all(a.id not in dropped for a in v.adapters if a.default)
+    if not any(a.default for a in v.adapters):
+        count, size = len(held) + len(made), sum(a.size for a in held) + sum(d.bytes for d in made)
+        assert budgets.adapters is None or count <= budgets.adapters
+        assert budgets.adapter_bytes is None or size <= budgets.adapter_bytes
+    assert len([d for d in plan if d.action in ("reencode", "refit")]) <= 1
+    assert all(d.reason and d.score >= 0 for d in plan)
 
 
 def test_policies_are_found_by_name_and_check_their_parameters() -> None:
