@@ -62,6 +62,7 @@ bench-jobs: install
 
 # add, search, export and import on the hardening's baseline and on the working tree, interleaved
 bench-scheduler: install
+	$(PY) benchmarks/trace_reuse.py ../shared/data/locomo/locomo_dev.json
 	$(PY) benchmarks/scheduler_trace.py ../shared/data/locomo/locomo_dev.json
 
 bench-hardening: install

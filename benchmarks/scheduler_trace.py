@@ -230,7 +230,7 @@ def summary(results: Sequence[RunResult]) -> dict[str, dict[str, float]]:
             "scheduler_cpu_share": sum(r.scheduler_cpu_s for r in rows)
             / max(sum(r.cpu_s for r in rows), 1e-9),
             "peak_kv_bytes": max(r.peak_kv_bytes for r in rows),
-            "kv_budget": min(r.kv_budget for r in rows),
+            "peak_over_budget": max(r.peak_kv_bytes / max(r.kv_budget, 1) for r in rows),
             "budget_ok": float(all(r.peak_kv_bytes <= r.kv_budget for r in rows)),
             "migrations": sum(r.migrations for r in rows),
         }
