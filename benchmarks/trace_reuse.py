@@ -22,7 +22,6 @@ similar length). The last line prints the means over conversations as ``key=valu
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -30,7 +29,8 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from ingest_search import configure_environment, load_locomo, turn_record  # this folder
+from ingest_search import configure_environment, turn_record  # this folder
+from scheduler_trace import conversations
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -66,15 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from memos import MemOS, MiniLMEmbedder
 
-    turns, _ = load_locomo(args.path)
-    data = json.loads(args.path.read_text(encoding="utf-8"))
     embedder = MiniLMEmbedder()
     rows = []
-    for sample in data[: args.conversations]:
-        sid = sample["sample_id"]
-        own = [t for t in turns if t.conversation == sid]
-        asked = [str(qa["question"]) for qa in sample["qa"] if qa.get("question")]
-        asked = asked[: args.questions]
+    for sid, (own, asked) in conversations(args.path, args.conversations, args.questions):
         with tempfile.TemporaryDirectory(prefix="memos-reuse-") as tmp:
             mos = MemOS.open(Path(tmp) / "data", embedder=embedder)
             mos.create_cube("trace")

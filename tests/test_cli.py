@@ -490,6 +490,8 @@ runner = CliRunner()
 for args in (
     ["cube", "list"], ["log"], ["verify"], ["show", item_id], ["history", item_id],
     ["search", "tea", "--cube", "notes"], ["add", "more tea", "--cube", "notes"],
+    ["scheduler", "plan", "--cube", "notes"], ["scheduler", "status", "--cube", "notes"],
+    ["audit", "migrations", "--cube", "notes"],
 ):
     result = runner.invoke(app, ["--data-dir", data_dir, *args])
     assert result.exit_code == 0, (args, result.output)

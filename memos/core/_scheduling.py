@@ -6,9 +6,8 @@ each is, which were retrieved together, its standing KV blocks and adapter versi
 sizes, its vector index, its budgets), asks the cube's policy for a plan, and carries out the
 plan's decisions, each an event that names the policy, the score and the reason. Policies are
 pure: the same view gives the same plan, so a plan can be shown before it is carried out
-(``mos.scheduler.plan``). A policy is registered by
-name (``"module:attribute"``, imported on first use), like a store backend; the default,
-``balanced``, is :mod:`memos.schedulers`'s.
+(``mos.scheduler.plan``). A policy is registered by name (``"module:attribute"``, imported on
+first use), like a store backend; the default, ``balanced``, is :mod:`memos.schedulers`'s.
 """
 
 from __future__ import annotations

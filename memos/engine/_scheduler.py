@@ -335,11 +335,12 @@ def _has_blocks(engine: Engine, info: CubeInfo) -> bool:
 
 
 def _adapters(engine: Engine, info: CubeInfo) -> list[Adapter]:
+    # read from the store, not through ``engine.lora()``: the catalog's module imports torch,
+    # and planning stays as light as a CLI call
     from memos.parametric._manifest import AdapterEntry
 
-    entries = [
-        AdapterEntry.from_derived(e) for e in engine.store.derived_entries(info.name, ADAPTER_KIND)
-    ]  # fmt: skip
+    kind = engine.store.derived_entries(info.name, ADAPTER_KIND)
+    entries = [AdapterEntry.from_derived(e) for e in kind]
     latest = max(
         (e for e in entries if e.name == info.default_adapter),
         key=lambda e: e.version, default=None,
