@@ -11,6 +11,7 @@ import torch, so ``import memos`` does not load them.
 """
 
 from memos.core._anchor import CubeAnchor
+from memos.core._erasure import CubeErasure, ErasureReceipt, ErasureRecord
 from memos.core._history import FieldChange, ItemDiff
 from memos.core._jobs import Job, JobFailure, JobKind, JobState
 from memos.core._store import Change, CubeImport, Store, open_store, register_backend
@@ -50,11 +51,14 @@ __all__ = [
     "Change",
     "ChatReply",
     "CubeAnchor",
+    "CubeErasure",
     "CubeImport",
     "CubeInfo",
     "CubeStats",
     "DerivedEntry",
     "Embedder",
+    "ErasureReceipt",
+    "ErasureRecord",
     "Event",
     "EventOp",
     "FieldChange",

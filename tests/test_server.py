@@ -55,6 +55,7 @@ def _routes(server: Server) -> list[tuple[str, str]]:
 
 
 # a valid body for every route that takes one, so a refusal is about access, not shape
+DIARY = "alice:diary"  # alice's cube "diary" by its full name, as the operator and bob name it
 BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/cubes"): {"name": "diary"},
     ("POST", "/v1/cubes/{cube}/grants"): {"principal": "bob", "access": "write"},
@@ -64,6 +65,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/cubes/{cube}/memories"): {"text": "bob was here"},
     ("POST", "/v1/cubes/{cube}/memories/batch"): {"records": [{"text": "bob was here"}]},
     ("POST", "/v1/cubes/{cube}/search"): {"query": "key"},
+    ("POST", "/v1/forget"): {"cube": DIARY, "where": {"any": "thing"}},
     ("PATCH", "/v1/memories/{item_id}"): {"text": "bob was here"},
     ("POST", "/v1/memories/{item_id}/rollback"): {"to_version": 1},
     ("POST", "/v1/cubes/{cube}/chat"): {"query": "where is the key?"},
@@ -78,7 +80,6 @@ BODIES: dict[tuple[str, str], Any] = {
 }
 QUERIES = {"/v1/memories/{item_id}/diff": {"from_version": 1, "to_version": 1}}
 OPEN_ROUTES = {("GET", "/healthz")}
-DIARY = "alice:diary"  # alice's cube "diary" by its full name, as the operator and bob name it
 # routes that name no cube: they answer what the caller may see, not 404
 CUBELESS_ROUTES = ("/v1/cubes", "/v1/access-stats", "/v1/jobs", "/metrics")
 
@@ -139,6 +140,8 @@ def test_another_tenant_gets_not_found_or_denied_on_every_route(server: Server) 
         "/v1/access-stats", json={"item_ids": [server.item]}, headers=server.bob
     )
     assert stats.json() == {}
+    forgot = server.client.post("/v1/forget", json={"where": {"a": 1}}, headers=server.bob)
+    assert forgot.json()["cubes"] == []  # erases only in the caller's own cubes
     assert _log(server) == before
 
 

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Self
 
 from memos.activation._block import render_block, template_version
@@ -279,6 +279,12 @@ class KVMemory:
                 digest: prefix.nbytes for digest, (owner, prefix) in self._resident.items()
                 if cube is None or owner == cube
             }  # fmt: skip
+
+    def let_go(self, digests: Iterable[str]) -> None:
+        """Stop holding the caches of those blobs in RAM (their entries are gone)."""
+        with self._lock:
+            for digest in digests:
+                self._resident.pop(digest, None)
 
     def hold_within(self, cube: str, budget: int | None) -> None:
         """Let go of the cube's least recently used caches beyond ``budget`` bytes."""

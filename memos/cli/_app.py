@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from memos import __version__
-from memos.cli import _audit, _chat, _jobs, _read, _serve, _write
+from memos.cli import _audit, _chat, _forget, _jobs, _read, _serve, _write
 from memos.cli._cube import cube_app
 from memos.cli._keys import keys_app
 from memos.cli._kv import kv_app
@@ -44,6 +44,7 @@ app.command("diff")(_read.diff)
 app.command("rollback")(_write.rollback)
 app.command("log")(_audit.log)
 app.command("verify")(_audit.verify)
+app.command("forget")(_forget.forget)
 app.command("export")(_audit.export)
 app.command("import")(_audit.import_)
 app.command("chat")(_chat.chat)

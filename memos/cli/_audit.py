@@ -6,12 +6,12 @@ from typing import Annotated
 
 import typer
 
-from memos import Event, MemOS, VerifyReport
+from memos import ErasureReceipt, Event, MemOS, VerifyReport
 from memos.cli import _anchors, _render
 from memos.cli._anchors import AnchorKeyOption, AnchorOption
 from memos.cli._options import CubeOption, JsonFlag
 from memos.cli._session import fail, open_memos, settings
-from memos.errors import IntegrityError
+from memos.errors import IntegrityError, InvalidInput
 
 audit_app = typer.Typer(
     help="Reports over a cube's log: why its memories moved between tiers.",
@@ -77,11 +77,22 @@ def verify(
     ] = None,
     anchor: AnchorOption = None,
     anchor_key: AnchorKeyOption = None,
+    receipt: Annotated[
+        Path | None,
+        typer.Option(
+            "--receipt",
+            help="An erasure receipt (`memos forget --receipt`): check its cubes' logs hold "
+            "the erasure and nothing it erased is stored.",
+        ),
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Recompute every hash chain; exit non-zero naming the first bad event if one fails."""
+    parts = None if receipt is None else _receipt_parts(receipt, json_out)
     with open_memos(ctx, json_errors=json_out) as mos:
-        if anchor is not None:
+        if parts is not None:
+            results = [mos.verify(name, receipt=digest) for name, digest in parts]
+        elif anchor is not None:
             anchors = _anchors.read_anchors(ctx, anchor, _anchors.read_key(ctx, anchor_key))
             results = _anchors.verify_anchored(mos, anchors, cube)
         else:
@@ -94,6 +105,20 @@ def verify(
     failed = [report for report in results if not report.ok]
     if failed:
         fail(_verify_error(failed), json_errors=json_out)
+
+
+def _receipt_parts(path: Path, json_out: bool) -> list[tuple[str, str]]:
+    """The (cube, digest) of each part of the receipt in ``path``, each digest recomputed
+    from the part's record (a receipt edited since it was written is refused)."""
+    try:
+        receipt = ErasureReceipt.model_validate_json(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        fail(InvalidInput(f"cannot read the receipt {path}: {exc}"), json_errors=json_out)
+    for part in receipt.cubes:
+        if part.record.digest != part.digest:
+            problem = f"the receipt's record of cube {part.cube!r} does not match its digest"
+            fail(IntegrityError(problem, cube=part.cube), json_errors=json_out)
+    return [(part.cube, part.digest) for part in receipt.cubes]
 
 
 def _verify_error(failed: list[VerifyReport]) -> IntegrityError:

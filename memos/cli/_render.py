@@ -17,6 +17,7 @@ from rich.text import Text
 from memos import (
     CubeInfo,
     CubeStats,
+    ErasureReceipt,
     Event,
     HistoryEntry,
     ItemDiff,
@@ -218,6 +219,19 @@ def schedule(plan: SchedulePlan) -> None:
     )
     for line in lines:
         console().print(line, highlight=False)
+
+
+def erasure(receipt: ErasureReceipt) -> None:
+    table = _table("cube", "erase seq", "items", "events", "blocks", "adapters", "blobs",
+                   "retrained", "digest")  # fmt: skip
+    for part in receipt.cubes:
+        record = part.record
+        table.add_row(
+            part.cube, str(part.seq), str(len(record.items)), str(len(part.events)),
+            str(len(record.blocks)), str(len(record.adapters)), str(len(record.blobs)),
+            str(len(part.retrained)), part.digest,
+        )  # fmt: skip
+    _print_or_none(table, receipt.cubes, "no memory matched: nothing was erased")
 
 
 def migrations(found: Sequence[Migration]) -> None:

@@ -21,6 +21,8 @@ from numpy.typing import NDArray
 from memos.core._types import Event, EventOp, MemoryItem, VerifyReport
 
 GENESIS_HASH = "0" * 64
+# the key of an ``erase`` event's payload that holds its record (see memos.core._erasure)
+ERASURE_KEY = "erasure"
 
 
 def canonical_json(value: Any) -> bytes:
@@ -152,19 +154,43 @@ def verify_chain(
 
 
 def _walk(cube: str, events: Iterable[Event]) -> _Walk:
-    walk = _Walk()
-    for event in events:
+    walk, listed = _Walk(), list(events)
+    erased = erasures(listed)
+    for event in listed:
         walk.bad = _event_problem(cube, event, walk.count + 1, walk.last_hash)
-        if walk.bad is not None:
+        if walk.bad is not None and not (event.payload is None and erased_before(event, erased)):
             return walk
-        assert event.payload is not None
+        walk.bad = None
+        walk.count, walk.last_hash = event.seq, event.hash
+        if event.payload is None:
+            continue  # erased: the item it wrote is gone, and so is its vector
         after, digest = event.payload.get("after"), event.payload.get("vector_sha256")
         if event.item_id is not None and after is not None:
             walk.items[event.item_id] = (event.seq, after)
         if event.item_id is not None and isinstance(digest, str):
             walk.vectors[event.item_id] = (event.seq, digest)
-        walk.count, walk.last_hash = event.seq, event.hash
     return walk
+
+
+def erased_in(payload: Mapping[str, Any]) -> list[str]:
+    """The ids of the items an ``erase`` event's payload names."""
+    record = payload.get(ERASURE_KEY)
+    items = record.get("items") if isinstance(record, dict) else None
+    return [item for item in items if isinstance(item, str)] if isinstance(items, list) else []
+
+
+def erasures(events: Iterable[Event]) -> dict[str, int]:
+    """Each erased item's id -> the seq of the last ``erase`` event that named it."""
+    erased: dict[str, int] = {}
+    for event in events:
+        if event.op == EventOp.ERASE and event.payload is not None:
+            erased.update(dict.fromkeys(erased_in(event.payload), event.seq))
+    return erased
+
+
+def erased_before(event: Event, erased: Mapping[str, int]) -> bool:
+    """Whether ``event``'s payload may be missing: a later ``erase`` event named its item."""
+    return event.item_id is not None and erased.get(event.item_id, 0) > event.seq
 
 
 def _event_problem(cube: str, event: Event, seq: int, prev_hash: str) -> tuple[int, str] | None:
@@ -177,7 +203,7 @@ def _event_problem(cube: str, event: Event, seq: int, prev_hash: str) -> tuple[i
     if event_hash(event) != event.hash:
         return seq, "hash does not match the event's contents"
     if event.payload is None:
-        return seq, "payload is missing"
+        return seq, "payload is missing (and no erasure names it)"
     if payload_digest(event.payload) != event.payload_digest:
         return seq, "payload does not match its digest"
     return None

@@ -110,3 +110,27 @@ def check_new_derived(
                 current=item.version,
                 expected=source.version,
             )
+
+
+def check_erasure(
+    change: Change, cubes: Mapping[str, str | None], built_from: Iterable[str]
+) -> None:
+    """An erasure is a cube-level ``erase`` event of the cube whose items it names (``cubes``:
+    each erased id -> the cube that holds it, ``None`` when no item has that id), and no
+    artifact the store keeps is still built from one of them (``built_from``: the ids among
+    them that a standing artifact names, read after the commit's earlier drops)."""
+    if not change.erased:
+        return
+    if change.op != EventOp.ERASE or change.item_id is not None or change.after is not None:
+        raise InvalidInput("items are erased by a cube-level erase event")
+    for item_id in change.erased:
+        if cubes.get(item_id) != change.cube:
+            raise ItemNotFound(
+                f"no memory with id {item_id!r} in cube {change.cube!r}", item_id=item_id
+            )
+    left = sorted(built_from)
+    if left:
+        raise VersionConflict(
+            f"an artifact of cube {change.cube!r} is still built from memory {left[0]}",
+            item_id=left[0],
+        )

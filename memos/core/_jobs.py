@@ -16,10 +16,11 @@ store applies the same way.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -264,6 +265,18 @@ def cancelled(job: Job, now: datetime) -> Job:
     if job.state != JobState.QUEUED:
         raise Conflict(f"job {job.id} is {job.state.value}, not queued", job_id=job.id)
     return job.model_copy(update={"state": JobState.CANCELLED, "finished_at": now})
+
+
+def erased_from(job: Job, item_ids: Collection[str]) -> Job | None:
+    """``job`` without the parameters, result and reason that name one of ``item_ids`` (an
+    erasure), or ``None`` when it names none of them or is unfinished (a queued job is
+    cancelled first; a running one fails on the erased items)."""
+    if job.state in UNFINISHED:
+        return None
+    named = json.dumps([job.params, job.result, job.reason])
+    if not any(item_id in named for item_id in item_ids):
+        return None
+    return job.model_copy(update={"params": {}, "result": {"erased": True}, "reason": None})
 
 
 def _finished(job: Job, state: JobState, **update: Any) -> Job:

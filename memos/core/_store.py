@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -58,6 +58,11 @@ class Change:
     change writes a new version of an item, the store appends in the same transaction the
     events :func:`memos.core._derived.invalidations` names for the artifacts built from an older
     version of it, so no artifact outlives its sources even under concurrent writers.
+
+    ``erased`` (``erase``) are item ids of the cube to remove from the store: their rows,
+    vectors, keyword entries and access statistics, and the payloads of every event of theirs
+    before this one. The store refuses (``VersionConflict``) while an artifact it keeps is
+    still built from one of them; drop those first, in the same commit.
     """
 
     op: EventOp
@@ -73,6 +78,7 @@ class Change:
     cube_info: CubeInfo | None = None
     derived: DerivedEntry | None = None
     dropped: str | None = None
+    erased: tuple[str, ...] = ()
 
     def sealed(self, seq: int, prev_hash: str) -> Event:
         """The event this change appends after the head ``(seq, prev_hash)``."""
@@ -304,6 +310,11 @@ class JobQueue(Protocol):
         """How many jobs are queued and how many running, over every cube."""
         ...
 
+    def erase_from_jobs(self, cube: str, item_ids: Collection[str]) -> int:
+        """Clear the parameters, result and reason of the cube's finished jobs that name one
+        of ``item_ids`` (see :func:`memos.core._jobs.erased_from`); how many were."""
+        ...
+
 
 @runtime_checkable
 class BlobStore(Protocol):
@@ -317,6 +328,14 @@ class BlobStore(Protocol):
     def get_blob(self, digest: str) -> bytes | None:
         """The blob with this digest, ``None`` when absent; ``IntegrityError`` when what is
         stored no longer hashes to ``digest``."""
+        ...
+
+    def blob_digests(self) -> list[str]:
+        """The digests of every stored blob, sorted."""
+        ...
+
+    def delete_blobs(self, digests: Collection[str]) -> int:
+        """Delete those blobs (absent ones are skipped); how many were deleted."""
         ...
 
 

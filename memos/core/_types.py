@@ -56,6 +56,10 @@ class EventOp(StrEnum):
     # cube-level: the scheduler's policy, parameters or budgets for the cube were set
     # (payload["cube"] holds the new configuration, whose ``scheduler`` alone changed)
     CONFIGURE = "configure"
+    # items erased from every tier (a user's right to be forgotten): payload["erasure"] names
+    # them, the artifacts dropped with them and the blobs deleted; the payloads of their
+    # earlier events are gone, which the chain accepts (see memos.core._erasure)
+    ERASE = "erase"
 
 
 class Access(StrEnum):

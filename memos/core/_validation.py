@@ -228,3 +228,13 @@ def count(value: object, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < INT64:
         raise InvalidInput(f"{field} must be an integer from 0 to {INT64 - 1}", field=field)
     return value
+
+
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def digest(value: object, field: str) -> str:
+    """A sha256 hex digest (64 lowercase hex digits)."""
+    if not isinstance(value, str) or not _DIGEST.fullmatch(value):
+        raise InvalidInput(f"{field} must be a sha256 digest (64 hex digits)", field=field)
+    return value

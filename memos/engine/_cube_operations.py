@@ -103,13 +103,17 @@ class CubeOperations(Performs):
         return CubeAnchor(cube=info.name, seq=seq, hash=digest, at=utcnow())
 
     @operation("GET", "/v1/cubes/{cube}/verify", tag=CUBES)
-    def verify(self, cube: str, *, anchor: CubeAnchor | None = None) -> VerifyReport:
+    def verify(
+        self, cube: str, *, anchor: CubeAnchor | None = None, receipt: str | None = None
+    ) -> VerifyReport:
         """Recompute the cube's hash chain and check against it everything that decides an
         answer: items, vectors, configuration, derived artifacts, the keyword index, the codec's
         fitted state and the vector index snapshot; names the first bad seq. With ``anchor``
         (from :meth:`anchor`, kept outside the data directory) it also catches a log whose
-        newest events were cut off or rewritten since."""
-        return _portability.verify(self._engine, self._scope, cube, anchor)
+        newest events were cut off or rewritten since. With ``receipt`` (the digest of a cube's
+        part of an erasure receipt) it checks the log holds that erasure and nothing it erased
+        is stored."""
+        return _portability.verify(self._engine, self._scope, cube, anchor, receipt)
 
     @operation("GET", "/v1/cubes/{cube}/export", tag=CUBES, archive=CUBE_EXPORT)
     def export_cube(self, cube: str, directory: str | Path) -> Path:

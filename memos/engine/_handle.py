@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, overload
 
 from memos.core import _validation as check
+from memos.core._erasure import ErasureReceipt
 from memos.core._history import ItemDiff
 from memos.core._types import (
     Access,
@@ -27,7 +28,7 @@ from memos.core._types import (
     ReplyStream,
     SearchHit,
 )
-from memos.engine import _ingest, _memories
+from memos.engine import _forget, _ingest, _memories
 from memos.engine._cube_operations import CubeOperations
 from memos.engine._jobs import Jobs
 from memos.engine._kv import KV
@@ -239,6 +240,30 @@ class Handle(CubeOperations):
         return self._engine.search(
             self._scope, query, cube=cube, k=k, user=user, tags=tags, session=session,
             since=since, until=until, where=where, mode=mode,
+        )  # fmt: skip
+
+    # erasure ----------------------------------------------------------------------------
+
+    @operation("POST", "/v1/forget", tag="governance")
+    def forget(
+        self,
+        *,
+        user: str | None = None,
+        cube: str | None = None,
+        where: Mapping[str, MetadataValue] | None = None,
+        adapters: str = "revert",
+        reason: str | None = None,
+    ) -> ErasureReceipt:
+        """Erase the memories of ``user`` (and/or those whose metadata matches ``where``) from
+        ``cube``, or from every cube the caller owns: every version, the payloads of their
+        events, vectors and index snapshots, keyword entries, access statistics, the KV blocks
+        and adapter versions built from them (with their blobs) and what finished jobs said of
+        them. Adapters are ``"revert"``-ed (the versions that saw a memory go) or
+        ``"retrain"``-ed without them. One ``erase`` event per cube; the receipt's digests are
+        checked by ``verify(cube, receipt=...)``. Only a cube's owner erases from it."""
+        return _forget.forget(
+            self._engine, self._scope, user=user, cube=cube, where=where, adapters=adapters,
+            reason=reason,
         )  # fmt: skip
 
     # chat -------------------------------------------------------------------------------

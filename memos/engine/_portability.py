@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from memos.core import _validation as check
 from memos.core._anchor import CubeAnchor
 from memos.core._types import Access, CubeInfo, VerifyReport
 from memos.engine._engine import Engine
@@ -15,12 +16,21 @@ from memos.engine._verify import verify_cube
 from memos.errors import IntegrityError, InvalidInput
 
 
-def verify(engine: Engine, scope: Scope, cube: str, anchor: CubeAnchor | None) -> VerifyReport:
-    """The cube's verify report (against ``anchor`` too, when given)."""
+def verify(
+    engine: Engine,
+    scope: Scope,
+    cube: str,
+    anchor: CubeAnchor | None,
+    receipt: str | None = None,
+) -> VerifyReport:
+    """The cube's verify report (against ``anchor`` and an erasure ``receipt`` too, when
+    given)."""
     info = scope.cube(cube, Access.READ)
     if anchor is not None and anchor.cube != info.name:
         raise InvalidInput(f"the anchor is of cube {anchor.cube!r}, not {info.name!r}")
-    return verify_cube(engine.store, info, anchor=anchor, indexes=engine.indexes)
+    if receipt is not None:
+        receipt = check.digest(receipt, "receipt")
+    return verify_cube(engine.store, info, anchor=anchor, indexes=engine.indexes, receipt=receipt)
 
 
 def export(engine: Engine, scope: Scope, cube: str, directory: Path) -> Path:

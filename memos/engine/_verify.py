@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from memos.core._anchor import CubeAnchor, anchor_problem
 from memos.core._chain import vector_digest, verify_chain
 from memos.core._derived import standing
+from memos.core._erasure import receipt_problem
 from memos.core._store import Store, Vector
 from memos.core._types import CubeInfo, Event, ItemStatus, MemoryItem, VerifyReport
 from memos.errors import IntegrityError
@@ -48,6 +49,7 @@ def verify_cube(
     *,
     anchor: CubeAnchor | None = None,
     indexes: CubeIndexes | None = None,
+    receipt: str | None = None,
 ) -> VerifyReport:
     head = store.head(info.name)
     try:
@@ -85,6 +87,8 @@ def verify_cube(
     checks: list[Check] = [_verify_config, _verify_derived, _verify_search_indexes, _verify_codec]
     if indexes is not None:
         checks.append(_index_check(indexes))
+    if receipt is not None:
+        checks.append(_receipt_check(receipt))
     for check in checks:
         if not report.ok:
             break
@@ -166,6 +170,16 @@ def _index_check(indexes: CubeIndexes) -> Check:
         active = {item.id for item in stored.items if item.status == ItemStatus.ACTIVE}
         indexed = {i: vector for i, vector in stored.vectors.items() if i in active}
         found = indexes.check(stored.info, indexed, report.head_seq)
+        return report if found is None else _failed(report, *found)
+
+    return check
+
+
+def _receipt_check(digest: str) -> Check:
+    """The log holds the erasure of receipt ``digest`` and nothing it erased is stored."""
+
+    def check(stored: _Stored, report: VerifyReport) -> VerifyReport:
+        found = receipt_problem(stored.store, stored.info.name, stored.events, digest)
         return report if found is None else _failed(report, *found)
 
     return check

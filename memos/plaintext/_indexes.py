@@ -38,6 +38,7 @@ from memos.plaintext._vector_index import VectorIndex
 # Snapshot once the tail since the last one reaches this many events or this share of the index.
 _SNAPSHOT_MIN_EVENTS = 1000
 _SNAPSHOT_SHARE = 0.25
+_SNAPSHOT_SUFFIXES = (".json", ".codes", ".rows")
 
 
 class CubeIndexes:
@@ -76,6 +77,15 @@ class CubeIndexes:
         with self._lock:
             self._indexes.pop(cube, None)
 
+    def discard(self, cube: str) -> None:
+        """Drop the cube's index and delete its snapshot: the next search builds it again from
+        the store (after an erasure, no code or row of an erased memory is left behind)."""
+        with self._lock:
+            self._indexes.pop(cube, None)
+            if self._snapshot_dir is not None:
+                for suffix in _SNAPSHOT_SUFFIXES:
+                    (self._snapshot_dir / f"{cube}{suffix}").unlink(missing_ok=True)
+
     def save_all(self) -> None:
         with self._lock:
             for name, index in self._indexes.items():
@@ -110,7 +120,7 @@ class CubeIndexes:
             in_use = self._indexes.get(cube.name)
             if problem is not None:
                 self._indexes.pop(cube.name, None)
-                for suffix in (".json", ".codes", ".rows"):
+                for suffix in _SNAPSHOT_SUFFIXES:
                     (self._snapshot_dir / f"{cube.name}{suffix}").unlink(missing_ok=True)
             elif in_use is None or in_use.codec_version <= loaded.codec_version:
                 self._indexes[cube.name] = loaded

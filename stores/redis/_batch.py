@@ -51,7 +51,8 @@ class _Batch:
         self.view.load_cubes(change.cube for change in changes)
         sources = [s.item_id for c in changes if c.derived is not None for s in c.derived.sources]
         item_ids = [change.item_id for change in changes if change.item_id is not None]
-        self.view.load_items([*item_ids, *sources])
+        erased = [item_id for change in changes for item_id in change.erased]
+        self.view.load_items([*item_ids, *sources, *erased])
 
     def commit(self, changes: Sequence[Change]) -> list[Event]:
         events: list[Event] = []
@@ -72,6 +73,7 @@ class _Batch:
         if change.cube_info is not None:
             rules.check_cube_successor(change, self.view.info(change.cube))
         self._check_new_derived(change)
+        self._check_erasure(change)
         event = change.sealed(seq, prev_hash)
         self.append_event(event)
         if change.after is not None:
@@ -83,7 +85,38 @@ class _Batch:
             self._add("SET", self._keys.cube(change.cube).info, change.cube_info.model_dump_json())
             self.view.set_info(change.cube_info)
         self._apply_derived(change, row=event.seq)
+        if change.erased:
+            self._erase(change.cube, change.erased)
         return event
+
+    def _check_erasure(self, change: Change) -> None:
+        if not change.erased:
+            return
+        self.view.load_items(change.erased)
+        found = {item_id: self.view.item(item_id) for item_id in change.erased}
+        cubes = {item_id: None if item is None else item.cube for item_id, item in found.items()}
+        built = [i for i in change.erased if self.view.derived_by(change.cube, i)]
+        rules.check_erasure(change, cubes, built)
+
+    def _erase(self, cube: str, item_ids: Sequence[str]) -> None:
+        """Remove the items with everything kept beside them, and their events' payloads."""
+        keys = self._keys.cube(cube)
+        seqs = self.view.event_seqs(cube, item_ids)
+        pairs = self.view.pairs_with(cube, set(item_ids))
+        for item_id in item_ids:
+            item = self.view.item(item_id)
+            assert item is not None
+            self._index(item, add=False)
+            if seqs[item_id]:
+                self._add("HDEL", keys.payloads, *seqs[item_id])
+            for key in (keys.item(item_id), keys.vector(item_id), keys.derived_by(item_id)):
+                self._add("DEL", key)
+            self._add("DEL", self._keys.item_cube(item_id), self._keys.access(item_id))
+            self._add("ZREM", keys.items, item_id)
+            self._add("SREM", keys.accessed, item_id)
+            self.view.items[item_id] = None
+        if pairs:
+            self._add("HDEL", keys.co_access, *pairs)
 
     def _check_new_derived(self, change: Change) -> None:
         entry = change.derived

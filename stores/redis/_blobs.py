@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Collection
 
 from memos.errors import IntegrityError, InvalidInput
 
 from ._connection import _Connection, _storage_errors
-from ._values import _raw
+from ._values import _raw, _text
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
@@ -37,3 +38,14 @@ class _Blobs(_Connection):
         if hashlib.sha256(_raw(data)).hexdigest() != digest:
             raise IntegrityError(f"blob {digest} does not match its digest", blob=digest)
         return _raw(data)
+
+    @_storage_errors
+    def blob_digests(self) -> list[str]:
+        prefix = self._keys.blob("")
+        found = (_text(key)[len(prefix) :] for key in self._redis.scan_iter(f"{prefix}*", 1000))
+        return sorted(digest for digest in found if _DIGEST.fullmatch(digest))
+
+    @_storage_errors
+    def delete_blobs(self, digests: Collection[str]) -> int:
+        keys = [self._keys.blob(_checked_digest(digest)) for digest in digests]
+        return int(self._redis.delete(*keys)) if keys else 0

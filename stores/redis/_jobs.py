@@ -20,7 +20,7 @@ lease was taken over can neither renew nor finish it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -29,7 +29,17 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import ResponseError
 
-from memos.core._jobs import UNFINISHED, Job, JobState, cancelled, claimable, claimed, held, renewed
+from memos.core._jobs import (
+    UNFINISHED,
+    Job,
+    JobState,
+    cancelled,
+    claimable,
+    claimed,
+    erased_from,
+    held,
+    renewed,
+)
 from memos.errors import Conflict, IntegrityError, InvalidInput, JobNotFound
 
 from ._connection import _Connection, _storage_errors
@@ -134,6 +144,24 @@ class RedisJobQueue:
     def get(self, job_id: str) -> Job | None:
         body = self._redis.get(self.job_key(job_id))
         return None if body is None else Job.model_validate_json(body)
+
+    def erase_from(self, cube: str, item_ids: set[str]) -> int:
+        """Clear what the cube's finished jobs say of ``item_ids`` (see ``erased_from``)."""
+        erased = 0
+        for job in self.in_cube(cube):
+            if erased_from(job, item_ids) is None:
+                continue
+            key = self.job_key(job.id)
+
+            def plan(pipe: Pipeline, job_id: str = job.id, key: str = key) -> bool:
+                scrubbed = erased_from(self._job_in(pipe, job_id), item_ids)
+                pipe.multi()
+                if scrubbed is not None:
+                    pipe.set(key, scrubbed.model_dump_json())
+                return scrubbed is not None
+
+            erased += self._transaction(plan, key)
+        return erased
 
     def in_cube(self, cube: str) -> list[Job]:
         ids = [_text(job_id) for job_id in self._redis.lrange(self.cube_key(cube), 0, -1)]
@@ -297,6 +325,10 @@ class _Jobs(_Connection):
     @_storage_errors
     def list_jobs(self, cube: str) -> list[Job]:
         return self._jobs.in_cube(cube)
+
+    @_storage_errors
+    def erase_from_jobs(self, cube: str, item_ids: Collection[str]) -> int:
+        return self._jobs.erase_from(cube, set(item_ids))
 
     @_storage_errors
     def job_counts(self) -> dict[JobState, int]:

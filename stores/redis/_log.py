@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from redis.client import Pipeline
 
+from memos.core._chain import erased_in
 from memos.core._store import Change, CubeImport, creation_event
-from memos.core._types import CubeInfo, Event
+from memos.core._types import CubeInfo, Event, EventOp
 from memos.errors import CubeExists, CubeNotFound
 
 from ._batch import _Batch, _check_import_ids
@@ -143,9 +145,16 @@ class _Cubes(_Connection):
         entries = self._redis.xrange(self._keys.cube(cube).log, str(max(after_seq + 1, 0)), "+")
         changed: set[str] = set()
         last = after_seq
+        erasures: list[str] = []
         for entry_id, fields in entries or []:
             item_id = (fields or {}).get(b"item_id")
             if item_id is not None:
                 changed.add(_text(item_id))
             last = max(last, int(_text(entry_id).partition("-")[0]))
+            if (fields or {}).get(b"op") == EventOp.ERASE.value.encode():
+                erasures.append(_text(entry_id).partition("-")[0])
+        if erasures:
+            # an erase event names the items it removed in its payload
+            for body in self._redis.hmget(self._keys.cube(cube).payloads, erasures):
+                changed.update(erased_in(json.loads(body)) if body is not None else ())
         return changed, last

@@ -118,6 +118,21 @@ class _View:
         self.load_items([item_id])
         return self.items[item_id]
 
+    def event_seqs(self, cube: str, item_ids: Iterable[str]) -> dict[str, list[int]]:
+        """The seqs of the cube's events of each item (read under the cube's watched head)."""
+        ids = list(item_ids)
+        keys = self._keys.cube(cube)
+        replies = self._read(lambda pipe: [pipe.zrange(keys.item_events(i), 0, -1) for i in ids])
+        return {
+            i: [int(_text(seq)) for seq in found] for i, found in zip(ids, replies, strict=True)
+        }
+
+    def pairs_with(self, cube: str, item_ids: set[str]) -> list[str]:
+        """The fields of the cube's co-access hash naming a pair with one of ``item_ids``."""
+        fields = self._read(lambda pipe: pipe.hkeys(self._keys.cube(cube).co_access))[0]
+        named = (_text(field) for field in fields)
+        return [field for field in named if item_ids.intersection(field.split(" "))]
+
     # derived artifacts
 
     def derived_by(self, cube: str, item_id: str) -> set[str]:

@@ -8,6 +8,7 @@ import hashlib
 import os
 import re
 import threading
+from collections.abc import Collection
 from pathlib import Path
 
 from memos.errors import IntegrityError, InvalidInput, StorageError
@@ -16,6 +17,7 @@ from ._db import Connected
 
 BLOB_DIR = "blobs"
 _DIGEST = re.compile(r"[0-9a-f]{64}")
+_SUFFIX = ".safetensors"
 
 
 class BlobFiles(Connected):
@@ -36,11 +38,37 @@ class BlobFiles(Connected):
             raise IntegrityError(f"blob {digest} does not match its digest", blob=digest)
         return data
 
+    def blob_digests(self) -> list[str]:
+        folder = self.data_dir / BLOB_DIR
+        try:
+            names = sorted(path.name for path in folder.iterdir())
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StorageError(f"cannot list the blobs: {exc}") from exc
+        return [
+            n.removesuffix(_SUFFIX) for n in names if _DIGEST.fullmatch(n.removesuffix(_SUFFIX))
+        ]
+
+    def delete_blobs(self, digests: Collection[str]) -> int:
+        deleted = 0
+        for digest in digests:
+            try:
+                blob_path(self.data_dir, digest).unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise StorageError(f"cannot delete blob {digest}: {exc}") from exc
+            deleted += 1
+        if deleted:
+            _fsync_dir(self.data_dir / BLOB_DIR)
+        return deleted
+
 
 def blob_path(data_dir: Path, digest: str) -> Path:
     if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
         raise InvalidInput(f"not a blob digest: {digest!r}")
-    return data_dir / BLOB_DIR / f"{digest}.safetensors"
+    return data_dir / BLOB_DIR / f"{digest}{_SUFFIX}"
 
 
 def write_blob(data_dir: Path, data: bytes) -> str:

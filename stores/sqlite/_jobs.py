@@ -4,6 +4,7 @@ in columns for the queries that pick the next one, the job itself in the body.""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Collection
 from datetime import datetime
 
 from memos.core._jobs import (
@@ -13,6 +14,7 @@ from memos.core._jobs import (
     cancelled,
     claimable,
     claimed,
+    erased_from,
     held,
     renewed,
 )
@@ -72,6 +74,16 @@ class JobTable(Connected):
             job = cancelled(_job_in(conn, job_id), now)
             _put_job(conn, job)
         return job
+
+    def erase_from_jobs(self, cube: str, item_ids: Collection[str]) -> int:
+        ids = set(item_ids)
+        with self._write() as conn:
+            rows = conn.execute("SELECT body FROM jobs WHERE cube = ?", (cube,)).fetchall()
+            erased = [erased_from(Job.model_validate_json(body), ids) for (body,) in rows]
+            for job in erased:
+                if job is not None:
+                    _put_job(conn, job)
+        return sum(job is not None for job in erased)
 
     def get_job(self, job_id: str) -> Job | None:
         rows = self._read("SELECT body FROM jobs WHERE id = ?", (job_id,))

@@ -15,13 +15,14 @@ from datetime import datetime
 from typing import Any
 
 from memos.core import _commit_rules as rules
+from memos.core._chain import erased_in
 from memos.core._derived import REPLACE_OPS
 from memos.core._store import Change, creation_event
 from memos.core._types import CubeInfo, Event, EventOp
 from memos.errors import CubeExists, CubeNotFound, IntegrityError
 
 from .. import _fts5  # relative: this package is installed as memos.stores
-from . import _derived, _items
+from . import _derived, _erase, _items
 from ._db import Connected, sortable_time
 
 INSERT_EVENT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -77,6 +78,9 @@ class EventLog(Connected):
                 "UPDATE cubes SET head_seq = ?, head_hash = ? WHERE name = ?",
                 [(seq, digest, cube) for cube, (seq, digest) in heads.items()],
             )
+        if any(change.erased for change in changes):
+            with self._lock:
+                _erase.truncate_wal(self._conn)
         return events
 
     def events(
@@ -106,10 +110,17 @@ class EventLog(Connected):
 
     def changed_since(self, cube: str, after_seq: int) -> tuple[set[str], int]:
         rows = self._read(
-            "SELECT item_id, seq FROM events WHERE cube = ? AND seq > ?", (cube, after_seq)
+            "SELECT e.item_id, e.seq, CASE WHEN e.op = 'erase' THEN p.body END FROM events e"
+            " LEFT JOIN payloads p ON p.cube = e.cube AND p.seq = e.seq"
+            " WHERE e.cube = ? AND e.seq > ?",
+            (cube, after_seq),
         )
-        changed = {item_id for item_id, _ in rows if item_id is not None}
-        return changed, max((seq for _, seq in rows), default=after_seq)
+        changed = {item_id for item_id, _, _ in rows if item_id is not None}
+        for _, _, erasure in rows:
+            # an erase event names the items it removed in its payload
+            if erasure is not None:
+                changed.update(erased_in(json.loads(erasure)))
+        return changed, max((seq for _, seq, _ in rows), default=after_seq)
 
 
 def _apply(conn: sqlite3.Connection, change: Change, head: tuple[int, str]) -> Event:
@@ -117,6 +128,7 @@ def _apply(conn: sqlite3.Connection, change: Change, head: tuple[int, str]) -> E
     _check_version(conn, change)
     _check_cube_info(conn, change)
     _derived.check_sources(conn, change)
+    _erase.check_erasure(conn, change)
     event = change.sealed(*head)
     _insert_event(conn, event)
     if change.after is not None:
@@ -134,6 +146,8 @@ def _apply(conn: sqlite3.Connection, change: Change, head: tuple[int, str]) -> E
         _derived.insert_derived(conn, change.derived)
     if change.dropped is not None:
         _derived.delete_derived(conn, change.cube, change.dropped)
+    if change.erased:
+        _erase.erase_items(conn, change.cube, change.erased)
     return event
 
 

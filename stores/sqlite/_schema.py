@@ -128,6 +128,8 @@ def connect(data_dir: Path, create: bool) -> sqlite3.Connection:
         conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
+        # freed space is zeroed: an erased memory leaves no bytes in free pages
+        conn.execute("PRAGMA secure_delete = ON")
         conn.executescript(_SCHEMA)
         _check_format(conn)
     except sqlite3.DatabaseError as exc:

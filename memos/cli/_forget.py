@@ -1,0 +1,68 @@
+"""``memos forget``: erase a user's (or a filter's) memories from every tier, with a receipt."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from memos.cli import _render
+from memos.cli._options import JsonFlag, ReasonOption
+from memos.cli._parse import meta_pairs
+from memos.cli._session import fail, open_memos
+from memos.errors import InvalidInput
+
+
+def forget(
+    ctx: typer.Context,
+    user: Annotated[
+        str | None, typer.Option("--user", "-u", help="Whose memories to erase.")
+    ] = None,
+    cube: Annotated[
+        str | None,
+        typer.Option("--cube", "-c", help="Only this cube (default: every cube you own)."),
+    ] = None,
+    where: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--where",
+            "-w",
+            help="Only memories whose metadata has key=value (repeat for several; values "
+            "read as in `memos add --meta`).",
+        ),
+    ] = None,
+    adapters: Annotated[
+        str,
+        typer.Option(
+            "--adapters",
+            help="revert: drop the adapter versions that saw a memory; retrain: also train "
+            "a new version on what is left.",
+        ),
+    ] = "revert",
+    receipt: Annotated[
+        Path | None,
+        typer.Option("--receipt", help="Write the erasure receipt (JSON) to this file."),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    reason: ReasonOption = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Erase memories for good: every version, the payloads of their events, their vectors,
+    keyword entries and access statistics, the KV blocks and adapter versions built from
+    them. The log still verifies; `memos verify --receipt FILE` checks the receipt."""
+    matching = meta_pairs(where)
+    if user is None and not matching:
+        fail(InvalidInput("forget needs --user or --where"), json_errors=json_out)
+    if not yes and not json_out:
+        whom = " and ".join(
+            [*([f"user {user!r}"] if user else []), *(f"{k}={v!r}" for k, v in matching.items())]
+        )
+        typer.confirm(f"Erase every memory of {whom} for good?", abort=True)
+    with open_memos(ctx, json_errors=json_out) as mos:
+        made = mos.forget(user=user, cube=cube, where=matching, adapters=adapters, reason=reason)
+    text = made.model_dump_json(indent=2)
+    if receipt is not None:
+        receipt.write_text(text + "\n", encoding="utf-8")
+    if json_out:
+        typer.echo(text)
+    else:
+        _render.erasure(made)

@@ -1,0 +1,257 @@
+"""Erasure (``forget``): a user's or a filter's memories removed from every tier and every place
+their bytes live, with a receipt that ``verify`` checks against the log.
+
+Per cube, one commit drops the KV blocks and adapter versions built from the memories (an
+event each) and appends the ``erase`` event, with which the store removes the items, their
+vectors, keyword entries, access statistics and the payloads of all their events (see
+:mod:`memos.core._erasure`). After it: the blobs of those artifacts, and of earlier ones built
+from the memories, are deleted; the cube's finished jobs forget their ids; the vector index is
+rebuilt without them and its snapshot replaced. Adapters that saw a memory are reverted (their
+versions that saw it are gone, the latest left never did) or, with ``adapters="retrain"``,
+trained again on what is left of their sources.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from memos.core import _validation as check
+from memos.core._derived import ADAPTER_KIND, BUILD_OPS, DROP_OPS, REPLACE_OPS
+from memos.core._erasure import (
+    CubeErasure,
+    ErasureReceipt,
+    ErasureRecord,
+    erased_events,
+    record_payload,
+)
+from memos.core._jobs import JobState
+from memos.core._store import Change
+from memos.core._types import (
+    CubeInfo,
+    DerivedEntry,
+    Event,
+    EventOp,
+    ItemStatus,
+    MemoryItem,
+    MetadataValue,
+    utcnow,
+)
+from memos.engine._engine import Engine
+from memos.engine._scope import Scope
+from memos.errors import Conflict, InvalidInput, ItemNotFound, NotFound, VersionConflict
+
+ADAPTER_CHOICES = ("revert", "retrain")
+_RETRIES = 20
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One cube's erasure as planned from what the store holds now."""
+
+    record: ErasureRecord
+    changes: list[Change]
+    dropped_adapters: list[DerivedEntry]
+
+
+def forget(
+    engine: Engine,
+    scope: Scope,
+    *,
+    user: str | None = None,
+    cube: str | None = None,
+    where: Mapping[str, MetadataValue] | None = None,
+    adapters: str = "revert",
+    reason: str | None = None,
+) -> ErasureReceipt:
+    """Erase the memories of ``user`` (and/or those whose metadata matches ``where``) from
+    ``cube``, or from every cube the caller owns (the operator: every cube)."""
+    subject = check.optional_principal(user, "user", scope.limits)
+    matching = check.metadata(where, scope.limits)
+    if subject is None and not matching:
+        raise InvalidInput("forget needs the user whose memories go, or a where filter")
+    if adapters not in ADAPTER_CHOICES:
+        raise InvalidInput(
+            f"adapters must be one of {', '.join(ADAPTER_CHOICES)}", field="adapters"
+        )
+    why = check.reason(reason, scope.limits)
+    if cube is not None:
+        cubes = [scope.owned(cube)]
+    else:
+        cubes = [i for i in engine.store.list_cubes() if scope.principal in (None, i.owner)]
+    engine.uses.flush()  # the uses this process holds are written first, then erased
+    parts = []
+    for info in cubes:
+        part = _forget_in(engine, scope, info, subject, matching, adapters, why)
+        if part is not None:
+            parts.append(part)
+    return ErasureReceipt(at=utcnow(), user=subject, where=matching, cubes=tuple(parts))
+
+
+def _forget_in(
+    engine: Engine,
+    scope: Scope,
+    info: CubeInfo,
+    user: str | None,
+    where: dict[str, MetadataValue],
+    adapters: str,
+    reason: str | None,
+) -> CubeErasure | None:
+    actor = scope.actor(None)
+    for _ in range(_RETRIES):
+        plan = _plan(engine, info, user, where, actor, reason)
+        if plan is None:
+            return None
+        try:
+            events = engine.store.commit(plan.changes)
+        except (VersionConflict, ItemNotFound, NotFound):
+            continue  # a concurrent writer changed what the plan read: plan again
+        break
+    else:
+        raise Conflict(f"cube {info.name!r} kept changing; the erasure was not made")
+    erase = events[-1]
+    _clean_up(engine, info.name, plan.record)
+    retrained: tuple[str, ...] = ()
+    if adapters == "retrain":
+        retrained = _retrain(engine, scope, info, plan.dropped_adapters, erase.seq)
+    log = engine.store.events(info.name, until_seq=erase.seq)
+    return CubeErasure(
+        cube=info.name,
+        seq=erase.seq,
+        hash=erase.hash,
+        record=plan.record,
+        events=erased_events(log, plan.record, erase.seq),
+        retrained=retrained,
+        digest=plan.record.digest,
+    )
+
+
+def _plan(
+    engine: Engine,
+    info: CubeInfo,
+    user: str | None,
+    where: dict[str, MetadataValue],
+    actor: str,
+    reason: str | None,
+) -> _Plan | None:
+    store = engine.store
+    ids = {item.id for item in store.iter_items(info.name) if _matches(item, user, where)}
+    if not ids:
+        return None
+    standing = store.derived_entries(info.name)
+    doomed = [entry for entry in standing if ids.intersection(s.item_id for s in entry.sources)]
+    kept_blobs = {entry.blob for entry in standing if entry not in doomed}
+    kept_blobs.add(info.codec_state or "")
+    past = _built_from(store.events(info.name), ids)
+    blobs = sorted(({entry.blob for entry in doomed} | past) - kept_blobs)
+    record = ErasureRecord(
+        user=user,
+        where=where,
+        items=tuple(sorted(ids)),
+        blocks=tuple(e.id for e in doomed if e.kind != ADAPTER_KIND),
+        adapters=tuple(e.id for e in doomed if e.kind == ADAPTER_KIND),
+        blobs=tuple(blobs),
+    )
+    now, why = utcnow(), reason or "erasure"
+    changes = [
+        Change(op=DROP_OPS[e.kind], cube=info.name, actor=actor, ts=now, reason=why, dropped=e.id)
+        for e in doomed
+    ]
+    changes.extend(_detach(info, standing, doomed, actor, why))
+    changes.append(
+        Change(op=EventOp.ERASE, cube=info.name, actor=actor, ts=now, reason=reason,
+               erased=record.items, extra=record_payload(record))
+    )  # fmt: skip
+    dropped_adapters = [e for e in doomed if e.kind == ADAPTER_KIND]
+    return _Plan(record, changes, dropped_adapters)
+
+
+def _matches(item: MemoryItem, user: str | None, where: Mapping[str, MetadataValue]) -> bool:
+    if user is not None and item.user != user:
+        return False
+    return all(item.metadata.get(key) == value for key, value in where.items())
+
+
+def _built_from(events: Iterable[Event], ids: set[str]) -> set[str]:
+    """The blobs of every artifact the log ever built from one of ``ids``."""
+    builds = set(BUILD_OPS.values()) | REPLACE_OPS
+    found = set()
+    for event in events:
+        built = (event.payload or {}).get("derived") if event.op in builds else None
+        if isinstance(built, dict):
+            entry = DerivedEntry.model_validate(built)
+            if ids.intersection(s.item_id for s in entry.sources):
+                found.add(entry.blob)
+    return found
+
+
+def _detach(
+    info: CubeInfo,
+    standing: Sequence[DerivedEntry],
+    doomed: Sequence[DerivedEntry],
+    actor: str,
+    reason: str,
+) -> list[Change]:
+    """The cube's default adapter is detached when the erasure leaves it no version."""
+    name = info.default_adapter
+    left = [
+        e for e in standing
+        if e.kind == ADAPTER_KIND and e not in doomed and e.manifest.get("name") == name
+    ]  # fmt: skip
+    if name is None or left:
+        return []
+    new = info.model_copy(update={"default_adapter": None})
+    return [
+        Change(op=EventOp.ADAPTER_ATTACH, cube=info.name, actor=actor, ts=utcnow(),
+               reason=reason, cube_info=new)
+    ]  # fmt: skip
+
+
+def _clean_up(engine: Engine, cube: str, record: ErasureRecord) -> None:
+    """What lies beside the log: blobs, jobs, the vector index and its snapshot, and the
+    KV caches this process holds in RAM."""
+    store = engine.store
+    kv = engine.loaded_kv
+    if kv is not None:
+        kv.let_go(record.blobs)
+    store.delete_blobs(record.blobs)
+    ids = set(record.items)
+    for job in store.list_jobs(cube):
+        if job.state == JobState.QUEUED and any(i in str(job.params) for i in ids):
+            try:
+                store.cancel_job(job.id, utcnow())
+            except Conflict:
+                continue  # a worker took it meanwhile: it fails on the erased memories
+    store.erase_from_jobs(cube, ids)
+    engine.indexes.discard(cube)
+
+
+def _retrain(
+    engine: Engine,
+    scope: Scope,
+    info: CubeInfo,
+    dropped: Sequence[DerivedEntry],
+    erase_seq: int,
+) -> tuple[str, ...]:
+    """A new version of each adapter a dropped version belonged to, trained on the sources of
+    the latest dropped one that are still active; attached again if it was the default."""
+    lora = engine.lora().scoped(scope.cube, scope.actor)
+    latest: dict[str, DerivedEntry] = {}
+    for entry in dropped:
+        name = str(entry.manifest.get("name"))
+        if name not in latest or entry.manifest["version"] > latest[name].manifest["version"]:
+            latest[name] = entry
+    made = []
+    for name, entry in latest.items():
+        left = engine.store.get_items([s.item_id for s in entry.sources], cube=info.name)
+        active = [i for i in left.values() if i.status == ItemStatus.ACTIVE]
+        if active:
+            new = lora.consolidate(
+                info.name, [i.id for i in active], name=name, recipe=entry.manifest.get("recipe"),
+                reason=f"retrained without the memories erased at seq {erase_seq}",
+            )  # fmt: skip
+            made.append(new.id)
+            detached = engine.store.get_cube(info.name)
+            if info.default_adapter == name and detached and detached.default_adapter is None:
+                lora.attach(info.name, name, reason=f"retrained after erasure {erase_seq}")
+    return tuple(made)
