@@ -19,7 +19,9 @@ the SDK, the CLI and the server report the same failure the same way::
     ├── Conflict (409, conflict)
     │   ├── CubeExists (409, cube_exists)
     │   ├── VersionConflict (409, version_conflict)  stale expected_version
-    │   └── ModelMismatch (409, model_mismatch)      a KV cache or adapter made by another model
+    │   ├── ModelMismatch (409, model_mismatch)      a KV cache or adapter made by another model
+    │   └── PolicyRefused (409, policy_refused)      a cube policy forbids it (a tier label, a hold)
+    │       └── QuotaExceeded (409, quota_exceeded)  a user's or the cube's quota is reached
     ├── IntegrityError (500, integrity_error)        the stored history does not verify
     │   ├── TamperedExport (422, tampered_export)    an export's checksums or chain fail
     │   └── CorruptArtifact (422, corrupt_artifact)  a KV cache file or manifest is malformed
@@ -50,6 +52,8 @@ __all__ = [
     "ModelMismatch",
     "ModelUnavailable",
     "NotFound",
+    "PolicyRefused",
+    "QuotaExceeded",
     "RequestTooLarge",
     "StorageError",
     "TamperedExport",
@@ -160,6 +164,19 @@ class ModelMismatch(Conflict):
     fingerprint (weights or tokenizer) than the one it would be loaded into."""
 
     code = "model_mismatch"
+
+
+class PolicyRefused(Conflict):
+    """A cube policy forbids the change: a tier label keeps a memory out of a tier, a legal
+    hold keeps it from being deleted, erased or expired."""
+
+    code = "policy_refused"
+
+
+class QuotaExceeded(PolicyRefused):
+    """The change would take a user or the cube past a quota of memories or bytes."""
+
+    code = "quota_exceeded"
 
 
 class IntegrityError(MemosError):

@@ -85,7 +85,8 @@ def _consolidation(
     stable = sorted(
         (
             i for i, stats in view.access.items()
-            if i in view.chars and stats.count >= p.stable_uses and heat.get(i, 0.0) >= p.hot_min
+            if i in view.chars and i not in view.no_parametric
+            and stats.count >= p.stable_uses and heat.get(i, 0.0) >= p.hot_min
         ),
         key=lambda i: (-heat[i], i),
     )[: p.adapter_items]  # fmt: skip

@@ -80,7 +80,10 @@ def _groups(view: CubeView, heat: Mapping[str, float], p: BalancedParameters) ->
     """The hot memories in groups retrieved together (see the policy's docstring)."""
     if view.kv_bytes_per_token is None:
         return []  # nothing tells what a block would cost yet
-    hot = sorted((i for i, h in heat.items() if h >= p.hot_min), key=lambda i: (-heat[i], i))
+    hot = sorted(
+        (i for i, h in heat.items() if h >= p.hot_min and i not in view.no_kv),
+        key=lambda i: (-heat[i], i),
+    )
     links: dict[str, dict[str, float]] = {}
     for (a, b), pair in view.co_access.items():
         strength = decayed_frequency(pair, view.now, view.half_life_s)

@@ -23,6 +23,7 @@ from memos.activation._manifest import KV_DTYPES, KVEntry, KVManifest
 from memos.activation._tensors import cache_from_bytes, cache_to_bytes, token_sha256
 from memos.core import _validation as check
 from memos.core._derived import KV_KIND
+from memos.core._governance import NO_KV, allowed, refuse_labelled
 from memos.core._store import Change, Store
 from memos.core._types import (
     Access,
@@ -114,7 +115,8 @@ class KVMemory:
             raise InvalidInput("build a KV block from item_ids or from a query (one of them)")
         if query is not None:
             k = check.positive(k, "k", MAX_BLOCK_ITEMS)
-            items = self._retrieve(check.text(query, self._limits), info.name, k, user)
+            found = self._retrieve(check.text(query, self._limits), info.name, k, user)
+            items = [item for item in found if allowed(item, NO_KV)]
             if not items:
                 raise InvalidInput(f"no memory of cube {info.name!r} matches the query")
         else:
@@ -178,6 +180,7 @@ class KVMemory:
                 )
             if item.status != ItemStatus.ACTIVE:
                 raise Conflict(f"memory {item_id} is {item.status.value}", item_id=item_id)
+        refuse_labelled(found.values(), NO_KV, "a KV block")
         return [found[i] for i in item_ids]
 
     # reading ----------------------------------------------------------------------------

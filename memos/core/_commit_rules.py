@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from memos.core._derived import REPLACE_OPS, slot_key
+from memos.core._derived import ADAPTER_KIND, REPLACE_OPS, slot_key
+from memos.core._governance import NO_KV, NO_PARAMETRIC, refuse_labelled
 from memos.core._store import Change
 from memos.core._types import CubeInfo, DerivedEntry, EventOp, ItemStatus, MemoryItem
 from memos.errors import Conflict, InvalidInput, ItemNotFound, VersionConflict
@@ -80,8 +81,9 @@ def check_new_derived(
 ) -> None:
     """A new artifact (``change.derived``, not a replacement) comes with a cube-level event of
     its cube, a fresh id and (an adapter) a fresh name and version among the cube's
-    ``standing`` artifacts of its kind, and its sources are items of that cube; unless it is
-    built stale, each at the active version it names. ``sources`` maps each source id to the
+    ``standing`` artifacts of its kind, and its sources are items of that cube, none labelled
+    to stay out of its tier (:mod:`memos.core._governance`); unless it is built stale, each at
+    the active version it names. ``sources`` maps each source id to the
     stored item; a store reads ``standing`` only when :func:`memos.core._derived.slot_key` names a
     key for the new artifact."""
     entry = change.derived
@@ -101,6 +103,8 @@ def check_new_derived(
                 f"no memory with id {source.item_id!r} in cube {change.cube!r}",
                 item_id=source.item_id,
             )
+        label = NO_PARAMETRIC if entry.kind == ADAPTER_KIND else NO_KV
+        refuse_labelled([item], label, f"a {entry.kind} artifact")
         current = item.version == source.version and item.status == ItemStatus.ACTIVE
         if not current and not entry.stale:
             raise VersionConflict(

@@ -13,7 +13,7 @@ first use), like a store backend; the default, ``balanced``, is :mod:`memos.sche
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -72,8 +72,9 @@ class VectorIndex:
 class CubeView:
     """What a policy sees of a cube at ``now``: the memories that were ever used (active ones
     only, with the characters of their text), their use and co-use, the standing KV blocks and
-    adapter versions, the vector index, and what a KV cache costs per token (``None`` until
-    known: no block yet and no model loaded)."""
+    adapter versions, the vector index, what a KV cache costs per token (``None`` until
+    known: no block yet and no model loaded), and which memories tier labels keep out of the
+    KV and the parametric tier."""
 
     cube: str
     now: datetime
@@ -88,6 +89,9 @@ class CubeView:
     adapters: Sequence[Adapter] = ()
     vectors: VectorIndex | None = None
     created_at: datetime | None = None  # the cube's
+    # the used memories labelled to stay out of the KV tier / the parametric tier
+    no_kv: frozenset[str] = frozenset()
+    no_parametric: frozenset[str] = frozenset()
 
 
 class Decision(BaseModel):
@@ -107,6 +111,15 @@ class Decision(BaseModel):
     score: float
     bytes: int
     reason: str
+
+
+def honoured(decisions: Iterable[Decision], view: CubeView) -> tuple[Decision, ...]:
+    """``decisions`` less those a tier label forbids: a KV build naming a ``no-kv`` memory, a
+    consolidation naming a ``no-parametric`` one (whatever the policy decided)."""
+    barred = {"kv_build": view.no_kv, "lora_consolidate": view.no_parametric}
+    return tuple(
+        d for d in decisions if not barred.get(d.action, frozenset()).intersection(d.items)
+    )
 
 
 class Usage(BaseModel):

@@ -25,6 +25,7 @@ from memos.core._erasure import (
     erased_events,
     record_payload,
 )
+from memos.core._governance import NO_PARAMETRIC, allowed
 from memos.core._jobs import JobState
 from memos.core._store import Change
 from memos.core._types import (
@@ -244,7 +245,9 @@ def _retrain(
     made = []
     for name, entry in latest.items():
         left = engine.store.get_items([s.item_id for s in entry.sources], cube=info.name)
-        active = [i for i in left.values() if i.status == ItemStatus.ACTIVE]
+        active = [
+            i for i in left.values() if i.status == ItemStatus.ACTIVE and allowed(i, NO_PARAMETRIC)
+        ]
         if active:
             new = lora.consolidate(
                 info.name, [i.id for i in active], name=name, recipe=entry.manifest.get("recipe"),

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, 
 from memos.core import _validation as check
 from memos.core._access import DEFAULT_HALF_LIFE_S
 from memos.core._derived import ADAPTER_KIND, KV_KIND
+from memos.core._governance import NO_KV, NO_PARAMETRIC, allowed
 from memos.core._scheduling import (
     ACTION_ORDER,
     Adapter,
@@ -28,6 +29,7 @@ from memos.core._scheduling import (
     VectorIndex,
     checked_parameters,
     config_of,
+    honoured,
     policy,
 )
 from memos.core._store import Change
@@ -39,6 +41,7 @@ from memos.core._types import (
     EventOp,
     ItemFilter,
     ItemStatus,
+    MemoryItem,
     SchedulerConfig,
     utcnow,
 )
@@ -150,7 +153,7 @@ def plan_cube(engine: Engine, info: CubeInfo) -> SchedulePlan:
     chosen = policy(config.policy)
     parameters = checked_parameters(chosen, config.parameters)
     view = _view(engine, info, config.budgets)
-    decisions = tuple(chosen.plan(view, parameters)) if config.enabled else ()
+    decisions = honoured(chosen.plan(view, parameters), view) if config.enabled else ()
     usage = _usage(view)
     return SchedulePlan(
         cube=info.name, policy=chosen.name, at=view.now, decisions=decisions,
@@ -327,7 +330,12 @@ def _view(engine: Engine, info: CubeInfo, budgets: Budgets) -> CubeView:
         kv_bytes_per_token=_bytes_per_token(engine, info, entries, bool(active)),
         chars_per_token=_chars_per_token(entries, found), budgets=budgets,
         adapters=_adapters(engine, info), vectors=index, created_at=info.created_at,
+        no_kv=_labelled(active, NO_KV), no_parametric=_labelled(active, NO_PARAMETRIC),
     )  # fmt: skip
+
+
+def _labelled(items: Mapping[str, MemoryItem], label: str) -> frozenset[str]:
+    return frozenset(i for i, item in items.items() if not allowed(item, label))
 
 
 def _has_blocks(engine: Engine, info: CubeInfo) -> bool:

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from memos.core import _validation as check
 from memos.core._derived import ADAPTER_KIND
+from memos.core._governance import NO_PARAMETRIC, allowed, refuse_labelled
 from memos.core._store import Change, Store
 from memos.core._types import (
     Access,
@@ -148,7 +149,8 @@ class LoraMemory:
             raise InvalidInput("consolidate memories given by item_ids or by a query (one)")
         if query is not None:
             k = check.positive(k, "k", MAX_FACTS)
-            items = self._retrieve(check.text(query, self._limits), info.name, k, user)
+            found = self._retrieve(check.text(query, self._limits), info.name, k, user)
+            items = [item for item in found if allowed(item, NO_PARAMETRIC)]
         else:
             items = self._items(info.name, item_ids)
         if not items:
@@ -166,14 +168,17 @@ class LoraMemory:
         progress: Progress | None = None,
     ) -> AdapterEntry:
         """A new version trained on the current versions of the latest one's sources that are
-        still active: a deleted memory is left out, a changed one is learned as it is now."""
+        still active: a deleted memory is left out (and one labelled ``no-parametric``), a
+        changed one is learned as it is now."""
         info = self._cube_info(cube, Access.WRITE)
         latest = self.show(info.name, name)
         found = self._store.get_items([s.item_id for s in latest.sources])
         items = [
             found[s.item_id]
             for s in latest.sources
-            if s.item_id in found and found[s.item_id].status == ItemStatus.ACTIVE
+            if s.item_id in found
+            and found[s.item_id].status == ItemStatus.ACTIVE
+            and allowed(found[s.item_id], NO_PARAMETRIC)
         ]
         if not items:
             raise Conflict(f"no source of adapter {name!r} is left; delete the adapter instead")
@@ -486,6 +491,7 @@ class LoraMemory:
                 )
             if item.status != ItemStatus.ACTIVE:
                 raise Conflict(f"memory {item_id} is {item.status.value}", item_id=item_id)
+        refuse_labelled(found.values(), NO_PARAMETRIC, "an adapter")
         return [found[i] for i in item_ids]
 
 
