@@ -53,12 +53,18 @@ def _tick(mos: MemOS, job: Job) -> dict[str, Any]:
     return {"migrations": len(report.events)}
 
 
+def _expire(mos: MemOS, job: Job) -> dict[str, Any]:
+    events = mos.governance.expire(job.cube, reason=job.event_reason)
+    return {"expired": len(events)}
+
+
 HANDLERS: dict[JobKind, Handler] = {
     JobKind.CONSOLIDATE: _consolidate,
     JobKind.RETRAIN: _retrain,
     JobKind.REFIT: _refit,
     JobKind.REENCODE: _reencode,
     JobKind.TICK: _tick,
+    JobKind.EXPIRE: _expire,
 }
 
 

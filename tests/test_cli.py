@@ -560,7 +560,8 @@ def test_the_app_has_every_command_of_the_issue() -> None:
         "cube grant", "cube revoke", "keys", "keys create", "keys ls", "keys revoke", "serve",
         "jobs", "jobs submit", "jobs ls", "jobs show", "jobs wait", "jobs cancel", "worker",
         "scheduler", "scheduler status", "scheduler plan", "scheduler run", "scheduler configure",
-        "scheduler revert", "audit", "audit migrations",
+        "scheduler revert", "audit", "audit migrations", "audit report",
+        "policy", "policy show", "policy set", "policy expire",
     }  # fmt: skip
 
 

@@ -66,6 +66,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/cubes/{cube}/memories/batch"): {"records": [{"text": "bob was here"}]},
     ("POST", "/v1/cubes/{cube}/search"): {"query": "key"},
     ("POST", "/v1/forget"): {"cube": DIARY, "where": {"any": "thing"}},
+    ("PUT", "/v1/cubes/{cube}/policies"): {"policies": {}},
     ("PATCH", "/v1/memories/{item_id}"): {"text": "bob was here"},
     ("POST", "/v1/memories/{item_id}/rollback"): {"to_version": 1},
     ("POST", "/v1/cubes/{cube}/chat"): {"query": "where is the key?"},

@@ -14,6 +14,7 @@ from memos.cli._cube import cube_app
 from memos.cli._keys import keys_app
 from memos.cli._kv import kv_app
 from memos.cli._lora import lora_app
+from memos.cli._policy import policy_app
 from memos.cli._scheduler import scheduler_app
 from memos.cli._session import Settings
 from memos.engine._engine import DEFAULT_MODEL_CACHE
@@ -32,6 +33,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(_jobs.jobs_app, name="jobs")
 app.add_typer(scheduler_app, name="scheduler")
 app.add_typer(_audit.audit_app, name="audit")
+app.add_typer(policy_app, name="policy")
 app.command("serve")(_serve.serve)
 app.command("worker")(_jobs.worker)
 app.command("add")(_write.add)

@@ -14,7 +14,7 @@ from memos.cli._session import fail, open_memos, settings
 from memos.errors import IntegrityError, InvalidInput
 
 audit_app = typer.Typer(
-    help="Reports over a cube's log: why its memories moved between tiers.",
+    help="Reports over a cube's log: who changed what, and why memories moved between tiers.",
     no_args_is_help=True,
 )
 
@@ -36,6 +36,26 @@ def migrations(
         _render.print_json(_render.dumps(found))
     else:
         _render.migrations(found)
+
+
+@audit_app.command("report")
+def report(
+    ctx: typer.Context,
+    cube: CubeOption,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Only from this time on (ISO 8601, e.g. 2026-01-31)."),
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Report who changed what on a cube: events by actor and kind, migrations, erasures,
+    redactions, expiries, policy changes and the changes policies refused."""
+    with open_memos(ctx, json_errors=json_out) as mos:
+        found = mos.governance.report(cube, since=since)
+    if json_out:
+        _render.print_json(found.model_dump(mode="json"))
+    else:
+        _render.audit_report(found)
 
 
 def log(

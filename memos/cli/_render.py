@@ -29,6 +29,7 @@ from memos import (
 from memos.activation import KVEntry
 from memos.core._scheduling import Migration, SchedulePlan
 from memos.core._types import ChatReply, SchedulerConfig
+from memos.engine._audit import AuditReport
 
 _HASH_PREFIX = 8
 _PIPE_WIDTH = 200
@@ -232,6 +233,37 @@ def erasure(receipt: ErasureReceipt) -> None:
             str(len(part.retrained)), part.digest,
         )  # fmt: skip
     _print_or_none(table, receipt.cubes, "no memory matched: nothing was erased")
+
+
+def audit_report(report: AuditReport) -> None:
+    out = console()
+    since = "the start" if report.since is None else when(report.since)
+    out.print(
+        f"{report.cube}: {report.events} events from {since} to "
+        f"{when(report.until)}; {len(report.migrations)} migrations, {report.expired} "
+        f"expired, {len(report.policy_changes)} policy changes"
+    )
+    actors = _table("actor", "events", "by kind")
+    for a in report.actors:
+        kinds = ", ".join(f"{op} {n}" for op, n in a.ops.items())
+        actors.add_row(a.actor, str(a.events), kinds)
+    _print_or_none(actors, report.actors, "no events")
+    if report.erasures:
+        erased = _table("seq", "time", "actor", "items", "blocks", "adapters", "blobs", "reason")
+        for e in report.erasures:
+            erased.add_row(
+                str(e.seq), when(e.ts), e.actor, str(e.items), str(e.blocks),
+                str(e.adapters), str(e.blobs), e.reason or "",
+            )  # fmt: skip
+        out.print(erased)
+    if report.redacted:
+        counts = ", ".join(f"{kind} {n}" for kind, n in report.redacted.items())
+        out.print(f"redacted on write ({len(report.redactions)} writes): {counts}")
+    if report.refusals:
+        refused = _table("time", "actor", "code", "message")
+        for r in report.refusals:
+            refused.add_row(when(r.ts), r.actor, r.code, r.message)
+        out.print(refused)
 
 
 def migrations(found: Sequence[Migration]) -> None:

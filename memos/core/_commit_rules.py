@@ -17,13 +17,14 @@ from memos.errors import Conflict, InvalidInput, ItemNotFound, VersionConflict
 
 # the fields of a cube's configuration each cube-level event may change
 _CODEC_FIELDS = frozenset({"codec", "codec_state", "codec_version", "codec_fit_items"})
-_CHANGEABLE: dict[EventOp, frozenset[str]] = {
+CHANGEABLE: dict[EventOp, frozenset[str]] = {
     EventOp.CODEC_FIT: _CODEC_FIELDS,
     EventOp.REENCODE: _CODEC_FIELDS,
     EventOp.ADAPTER_ATTACH: frozenset({"default_adapter"}),
     EventOp.GRANT: frozenset({"grants"}),
     EventOp.REVOKE: frozenset({"grants"}),
     EventOp.CONFIGURE: frozenset({"scheduler"}),
+    EventOp.POLICY: frozenset({"policies"}),
 }
 
 
@@ -53,7 +54,7 @@ def check_cube_successor(change: Change, current: CubeInfo) -> None:
     new = change.cube_info
     if new is None:
         return
-    changeable = _CHANGEABLE.get(change.op)
+    changeable = CHANGEABLE.get(change.op)
     if new.name != change.cube or change.item_id is not None or changeable is None:
         raise InvalidInput("a cube's new configuration comes with a cube-level event")
     expected_version = current.codec_version + (1 if changeable is _CODEC_FIELDS else 0)

@@ -1,4 +1,5 @@
-"""Governance as pure rules: the tier labels that keep a memory out of a tier.
+"""Governance as pure rules: the tier labels that keep a memory out of a tier, and a cube's
+policies (retention, legal holds, redaction on write, quotas).
 
 A memory's tags may hold the labels ``no-kv`` (never in a KV cache) and ``no-parametric``
 (never trained into an adapter). Labels are tags so that setting one is an update like any
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from memos.core._policies import CubePolicies
 from memos.core._types import MemoryItem
 from memos.errors import PolicyRefused
 
@@ -31,6 +33,22 @@ def refuse_labelled(items: Iterable[MemoryItem], label: str, what: str) -> None:
         if not allowed(item, label):
             raise PolicyRefused(
                 f"memory {item.id} is labelled {label!r}: it never goes into {what}",
+                cube=item.cube,
                 item_id=item.id,
                 label=label,
+            )
+
+
+def refuse_held(policies: CubePolicies | None, items: Iterable[MemoryItem], what: str) -> None:
+    """:class:`PolicyRefused` naming the first of ``items`` under a legal hold."""
+    if policies is None:
+        return
+    for item in items:
+        hold = policies.hold_on(item)
+        if hold is not None:
+            raise PolicyRefused(
+                f"memory {item.id} is under legal hold {hold.name!r}: it cannot be {what}",
+                cube=item.cube,
+                item_id=item.id,
+                hold=hold.name,
             )

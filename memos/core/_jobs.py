@@ -41,6 +41,7 @@ class JobKind(StrEnum):
     REFIT = "refit"  # fit the cube's codec again
     REENCODE = "reencode"  # switch the cube to another codec
     TICK = "tick"  # carry out the cube's scheduler plan (see memos.engine._scheduler)
+    EXPIRE = "expire"  # apply the cube's retention rules (see memos.engine._governance)
 
 
 class JobState(StrEnum):
@@ -148,16 +149,21 @@ class TickParams(_Params):
     pass
 
 
+class ExpireParams(_Params):
+    pass
+
+
 PARAMS: dict[JobKind, type[_Params]] = {
     JobKind.CONSOLIDATE: ConsolidateParams,
     JobKind.RETRAIN: RetrainParams,
     JobKind.REFIT: RefitParams,
     JobKind.REENCODE: ReencodeParams,
     JobKind.TICK: TickParams,
+    JobKind.EXPIRE: ExpireParams,
 }
 # a tick plans again from what stands when it runs, so one taken again after its worker died
 # runs again (to finish its migrations) instead of being marked done by its first event
-RERUN_WHEN_TAKEN_AGAIN = frozenset({JobKind.TICK})
+RERUN_WHEN_TAKEN_AGAIN = frozenset({JobKind.TICK, JobKind.EXPIRE})
 
 
 def checked_kind(kind: object) -> JobKind:

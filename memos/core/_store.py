@@ -35,6 +35,7 @@ from memos.core._types import (
     EventOp,
     ItemFilter,
     MemoryItem,
+    Refusal,
 )
 from memos.errors import InvalidInput
 
@@ -252,6 +253,14 @@ class AccessLog(Protocol):
 
     def co_access(self, cube: str) -> dict[tuple[str, str], CoAccess]:
         """The stats of every pair of ``cube``'s memories retrieved together."""
+        ...
+
+    def record_refusal(self, cube: str, refusal: Refusal) -> None:
+        """Keep a change a policy of ``cube`` refused (see :class:`memos.core._types.Refusal`)."""
+        ...
+
+    def refusals(self, cube: str, since: datetime | None = None) -> list[Refusal]:
+        """The cube's recorded refusals (at or after ``since``), oldest first."""
         ...
 
 

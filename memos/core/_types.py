@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from memos.core._policies import CubePolicies
+
 MetadataValue = str | int | float | bool | None
 
 
@@ -56,6 +58,9 @@ class EventOp(StrEnum):
     # cube-level: the scheduler's policy, parameters or budgets for the cube were set
     # (payload["cube"] holds the new configuration, whose ``scheduler`` alone changed)
     CONFIGURE = "configure"
+    # cube-level: the cube's policies (retention, legal holds, redaction, quotas) were set
+    # (payload["cube"] holds the new configuration, whose ``policies`` alone changed)
+    POLICY = "policy"
     # items erased from every tier (a user's right to be forgotten): payload["erasure"] names
     # them, the artifacts dropped with them and the blobs deleted; the payloads of their
     # earlier events are gone, which the chain accepts (see memos.core._erasure)
@@ -134,8 +139,8 @@ class SchedulerConfig(_Frozen):
 class CubeInfo(_Frozen):
     """A cube's identity and configuration. Fixed at creation except for the codec's fitted
     state and version (``codec_fit``, ``reencode`` events), the default adapter
-    (``adapter_attach``), the grants (``grant``, ``revoke``) and the scheduler's configuration
-    (``configure``)."""
+    (``adapter_attach``), the grants (``grant``, ``revoke``), the scheduler's configuration
+    (``configure``) and the governance policies (``policy``)."""
 
     name: str
     owner: str
@@ -158,6 +163,8 @@ class CubeInfo(_Frozen):
     grants: dict[str, Access] = Field(default_factory=dict)
     # the scheduler's policy and budgets for the cube (None: the defaults of SchedulerConfig)
     scheduler: SchedulerConfig | None = None
+    # retention, legal holds, redaction on write and quotas (None: none); ``policy`` events
+    policies: CubePolicies | None = None
 
 
 class ApiKey(_Frozen):
@@ -215,6 +222,16 @@ class CoAccess(_Frozen):
     count: int = 0
     last_access: datetime | None = None
     frequency: float = 0.0
+
+
+class Refusal(_Frozen):
+    """A change a cube policy refused (a tier label, a legal hold, a quota): no event was
+    written, so the store keeps it apart, for the audit report."""
+
+    ts: datetime
+    actor: str
+    code: str
+    message: str
 
 
 class Event(_Frozen):

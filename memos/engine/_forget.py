@@ -13,7 +13,7 @@ trained again on what is left of their sources.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 
 from memos.core import _validation as check
@@ -25,7 +25,7 @@ from memos.core._erasure import (
     erased_events,
     record_payload,
 )
-from memos.core._governance import NO_PARAMETRIC, allowed
+from memos.core._governance import NO_PARAMETRIC, allowed, refuse_held
 from memos.core._jobs import JobState
 from memos.core._store import Change
 from memos.core._types import (
@@ -80,27 +80,61 @@ def forget(
         cubes = [scope.owned(cube)]
     else:
         cubes = [i for i in engine.store.list_cubes() if scope.principal in (None, i.owner)]
-    engine.uses.flush()  # the uses this process holds are written first, then erased
+    subject_of = _Subject(subject, matching)
+    for info in cubes:  # a legal hold anywhere refuses the whole erasure, before any of it
+        refuse_held(info.policies, _matching(engine, info, subject_of), "erased")
     parts = []
     for info in cubes:
-        part = _forget_in(engine, scope, info, subject, matching, adapters, why)
+        part = _erase(engine, scope, info, subject_of, adapters, why)
         if part is not None:
             parts.append(part)
     return ErasureReceipt(at=utcnow(), user=subject, where=matching, cubes=tuple(parts))
 
 
-def _forget_in(
+def erase_items(
+    engine: Engine, scope: Scope, info: CubeInfo, item_ids: Set[str], reason: str | None
+) -> CubeErasure | None:
+    """Erase the cube's memories ``item_ids`` (retention's ``erase`` rules), as ``forget``
+    does, adapters reverted."""
+    return _erase(engine, scope, info, _Subject(None, {}, frozenset(item_ids)), "revert", reason)
+
+
+@dataclass(frozen=True)
+class _Subject:
+    """Whose memories go: ``user``'s, those with every ``where`` pair, those of ``ids``."""
+
+    user: str | None
+    where: dict[str, MetadataValue]
+    ids: frozenset[str] | None = None
+
+    def covers(self, item: MemoryItem) -> bool:
+        if self.ids is not None and item.id not in self.ids:
+            return False
+        if self.user is not None and item.user != self.user:
+            return False
+        return all(item.metadata.get(key) == value for key, value in self.where.items())
+
+
+def _matching(engine: Engine, info: CubeInfo, subject: _Subject) -> list[MemoryItem]:
+    if subject.ids is not None:
+        found = engine.store.get_items(sorted(subject.ids), cube=info.name)
+        return [item for item in found.values() if subject.covers(item)]
+    return [item for item in engine.store.iter_items(info.name) if subject.covers(item)]
+
+
+def _erase(
     engine: Engine,
     scope: Scope,
     info: CubeInfo,
-    user: str | None,
-    where: dict[str, MetadataValue],
+    subject: _Subject,
     adapters: str,
     reason: str | None,
 ) -> CubeErasure | None:
+    engine.uses.flush()  # the uses this process holds are written first, then erased
     actor = scope.actor(None)
     for _ in range(_RETRIES):
-        plan = _plan(engine, info, user, where, actor, reason)
+        info = engine.store.get_cube(info.name) or info
+        plan = _plan(engine, info, subject, actor, reason)
         if plan is None:
             return None
         try:
@@ -128,17 +162,14 @@ def _forget_in(
 
 
 def _plan(
-    engine: Engine,
-    info: CubeInfo,
-    user: str | None,
-    where: dict[str, MetadataValue],
-    actor: str,
-    reason: str | None,
+    engine: Engine, info: CubeInfo, subject: _Subject, actor: str, reason: str | None
 ) -> _Plan | None:
     store = engine.store
-    ids = {item.id for item in store.iter_items(info.name) if _matches(item, user, where)}
-    if not ids:
+    matched = _matching(engine, info, subject)
+    if not matched:
         return None
+    refuse_held(info.policies, matched, "erased")
+    ids = {item.id for item in matched}
     standing = store.derived_entries(info.name)
     doomed = [entry for entry in standing if ids.intersection(s.item_id for s in entry.sources)]
     kept_blobs = {entry.blob for entry in standing if entry not in doomed}
@@ -146,8 +177,8 @@ def _plan(
     past = _built_from(store.events(info.name), ids)
     blobs = sorted(({entry.blob for entry in doomed} | past) - kept_blobs)
     record = ErasureRecord(
-        user=user,
-        where=where,
+        user=subject.user,
+        where=subject.where,
         items=tuple(sorted(ids)),
         blocks=tuple(e.id for e in doomed if e.kind != ADAPTER_KIND),
         adapters=tuple(e.id for e in doomed if e.kind == ADAPTER_KIND),
@@ -165,12 +196,6 @@ def _plan(
     )  # fmt: skip
     dropped_adapters = [e for e in doomed if e.kind == ADAPTER_KIND]
     return _Plan(record, changes, dropped_adapters)
-
-
-def _matches(item: MemoryItem, user: str | None, where: Mapping[str, MetadataValue]) -> bool:
-    if user is not None and item.user != user:
-        return False
-    return all(item.metadata.get(key) == value for key, value in where.items())
 
 
 def _built_from(events: Iterable[Event], ids: set[str]) -> set[str]:

@@ -30,6 +30,7 @@ from memos.core._types import (
 )
 from memos.engine import _forget, _ingest, _memories
 from memos.engine._cube_operations import CubeOperations
+from memos.engine._governance import Governance
 from memos.engine._jobs import Jobs
 from memos.engine._kv import KV
 from memos.engine._lora import Lora
@@ -52,6 +53,9 @@ class Handle(CubeOperations):
     jobs = namespace(Jobs)
     """Background jobs: ``submit``, ``list``, ``get``, ``cancel``, ``wait`` (see
     :class:`memos.engine._jobs.Jobs`)."""
+    governance = namespace(Governance)
+    """A cube's policies: ``policies``, ``set_policies``, ``expire``, ``report`` (see
+    :class:`memos.engine._governance.Governance`)."""
     scheduler = namespace(Scheduler)
     """The scheduler of the tiers: ``plan``, ``tick``, ``configure`` (see
     :class:`memos.engine._scheduler.Scheduler`)."""

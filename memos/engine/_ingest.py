@@ -13,6 +13,7 @@ from memos.core._records import Record, parse_records
 from memos.core._store import Change, Vector
 from memos.core._types import Access, CubeInfo, EventOp, MemoryItem, MetadataValue, utcnow
 from memos.engine._engine import Engine
+from memos.engine._governance import check_quotas, redacted
 from memos.engine._scope import Scope
 from memos.errors import InvalidInput
 
@@ -46,6 +47,9 @@ def add_many(
         raise InvalidInput(
             f"a batch holds at most {most} records, not {len(parsed)}", field="records", limit=most
         )
+    # redaction comes before anything is embedded or stored; quotas before any embedding
+    parsed, counts = redacted(info, parsed)
+    check_quotas(engine, info, [(r.user, r.text) for r in parsed])
     embedder = engine.embedder_for(info)
     added: list[MemoryItem] = []
     chunk_size = max(batch_size, _EMBED_CHUNK)
@@ -54,7 +58,11 @@ def add_many(
         vectors = embedder.embed([r.text for r in chunk])
         for start in range(0, len(chunk), batch_size):
             end = start + batch_size
-            added.extend(_commit_new(engine, scope, info, chunk[start:end], vectors[start:end]))
+            first = chunk_start + start
+            redactions = counts[first : first + batch_size]
+            added.extend(
+                _commit_new(engine, scope, info, chunk[start:end], vectors[start:end], redactions)
+            )
             if progress is not None:
                 progress(len(chunk[start:end]))
     engine.after_write(info, scope.actor(user), scope.limits, grew=True)
@@ -62,11 +70,16 @@ def add_many(
 
 
 def _commit_new(
-    engine: Engine, scope: Scope, info: CubeInfo, batch: Sequence[Record], vectors: Vector
+    engine: Engine,
+    scope: Scope,
+    info: CubeInfo,
+    batch: Sequence[Record],
+    vectors: Vector,
+    redactions: Sequence[dict[str, int]],
 ) -> list[MemoryItem]:
     now = utcnow()
     changes = []
-    for record, vector in zip(batch, vectors, strict=True):
+    for record, vector, counts in zip(batch, vectors, redactions, strict=True):
         item = _mutations.new_item(
             cube=info.name, text=record.text, user=record.user, tags=record.tags,
             metadata=record.metadata, occurred_at=record.occurred_at, now=now,
@@ -74,6 +87,7 @@ def _commit_new(
         change = Change(
             op=EventOp.CREATE, cube=info.name, actor=scope.actor(record.user), ts=now,
             item_id=item.id, after=item, vector=vector, expected_version=0,
+            extra={"redacted": counts} if counts else {},
         )  # fmt: skip
         changes.append(change)
     engine.store.commit(changes)

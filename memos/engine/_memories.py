@@ -25,6 +25,7 @@ from memos.core._types import (
     utcnow,
 )
 from memos.engine._engine import Engine
+from memos.engine._governance import check_quotas, redacted_text, refuse_deleting
 from memos.engine._scope import Scope
 from memos.errors import Conflict, InvalidInput, VersionConflict
 
@@ -50,9 +51,14 @@ def update(
     if new_text is None and new_tags is None and new_meta is None:
         raise InvalidInput("update needs a new text, tags or metadata")
     current = scope.item(item_id, Access.WRITE)
+    info = scope.cube(current.cube)
+    counts: dict[str, int] = {}
+    if new_text is not None:
+        new_text, counts = redacted_text(info, new_text)  # before it is embedded or stored
+        check_quotas(engine, info, [(current.user, new_text)], replacing=current)
     vector = None
     if new_text is not None and new_text != current.text:
-        vector = engine.embedder_for(scope.cube(current.cube)).embed([new_text])[0]
+        vector = engine.embedder_for(info).embed([new_text])[0]
 
     def build(item: MemoryItem, now: datetime) -> MemoryItem:
         if item.status == ItemStatus.DELETED:
@@ -69,6 +75,7 @@ def update(
         reason=reason,
         expected_version=expected_version,
         vector=vector,
+        extra={"redacted": counts} if counts else None,
     )
 
 
@@ -86,6 +93,7 @@ def delete(
     def build(item: MemoryItem, now: datetime) -> MemoryItem:
         if item.status == ItemStatus.DELETED:
             raise Conflict(f"memory {item.id} is already deleted")
+        refuse_deleting(scope.cube(item.cube), [item])
         return _mutations.revised(item, now=now, status=ItemStatus.DELETED)
 
     return _revise(
@@ -117,7 +125,10 @@ def rollback(
     vector = _vector_for(engine, scope, target, entries[-1].item)
 
     def build(item: MemoryItem, now: datetime) -> MemoryItem:
-        return _mutations.restored(item, target, now=now)
+        after = _mutations.restored(item, target, now=now)
+        if after.status == ItemStatus.DELETED and item.status != ItemStatus.DELETED:
+            refuse_deleting(scope.cube(item.cube), [item], "deleted by a rollback")
+        return after
 
     return _revise(
         engine,
@@ -184,6 +195,11 @@ def _rollback_changes(
         )
         if not _mutations.same_content(after, item):
             pending.append((item, after, target))
+    refuse_deleting(
+        info,
+        [i for i, a, _ in pending if i.status != a.status == ItemStatus.DELETED],
+        "deleted by a rollback",
+    )
     # one embedding call for every text that differs from what is stored
     texts = [t.text for item, _, t in pending if t is not None and t.text != item.text]
     fresh = iter(engine.embedder_for(info).embed(texts)) if texts else iter(())

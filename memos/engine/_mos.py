@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from memos.core._store import Store, open_store
-from memos.core._types import (
-    CubeInfo,
-)
+from memos.core._types import CubeInfo, Refusal, utcnow
 from memos.core._validation import Limits
 from memos.embedding import Embedder
 from memos.engine._engine import Engine
@@ -17,8 +15,9 @@ from memos.engine._handle import Handle
 from memos.engine._keys import Keys
 from memos.engine._kv import EmbeddedKV
 from memos.engine._lora import EmbeddedLora
-from memos.engine._operations import namespace
+from memos.engine._operations import Operation, Performs, namespace
 from memos.engine._scope import Scope
+from memos.errors import PolicyRefused
 
 if TYPE_CHECKING:
     from memos.engine._remote import RemoteMemOS
@@ -58,6 +57,22 @@ class MemOS(Handle):
             model=model, model_cache=model_cache,
         )  # fmt: skip
         self._engine, self._scope = engine, engine.operator
+
+    def _perform_on(
+        self, target: Performs, op: Operation, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Perform ``op`` here; a change a cube policy refuses is kept in the store's refusal
+        log (no event is written for it) before the error goes on to the caller."""
+        try:
+            return super()._perform_on(target, op, args, kwargs)
+        except PolicyRefused as refused:
+            cube = refused.details.get("cube")
+            if isinstance(cube, str) and not getattr(refused, "recorded", False):
+                refused.recorded = True  # type: ignore[attr-defined]  # once, by the outermost
+                refusal = Refusal(ts=utcnow(), actor=self._scope.actor(None),
+                                  code=refused.code, message=refused.message)  # fmt: skip
+                self._engine.store.record_refusal(cube, refusal)
+            raise
 
     @classmethod
     def _over(cls, engine: Engine, scope: Scope) -> MemOS:

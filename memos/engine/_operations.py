@@ -221,7 +221,8 @@ class Operation:
         archive operation's ``directory``)."""
         names = self._names
         target = getattr(handle, self.namespace) if self.namespace else handle
-        return self.function(target, **{names.get(w, w): v for w, v in wire_values.items()})
+        # through the handle, as a call in its own process would go (see MemOS._perform_on)
+        return target._perform(self, (), {names.get(w, w): v for w, v in wire_values.items()})
 
 
 def operation(

@@ -23,23 +23,15 @@ from memos.codecs import (
     make_codec,
     state_to_bytes,
 )
+from memos.core._commit_rules import CHANGEABLE
 from memos.core._store import Change, Store, Vector
 from memos.core._types import CubeInfo, Event, EventOp, ItemFilter, utcnow
 from memos.errors import InvalidInput
 from memos.plaintext._codec_state import load_codec
 from memos.plaintext._indexes import CubeIndexes
 
-CONFIG_OPS = frozenset(
-    {
-        EventOp.CUBE_CREATE,
-        EventOp.CODEC_FIT,
-        EventOp.REENCODE,
-        EventOp.ADAPTER_ATTACH,
-        EventOp.GRANT,
-        EventOp.REVOKE,
-        EventOp.CONFIGURE,
-    }
-)
+# the events that set a cube's configuration: its creation and each cube-level change
+CONFIG_OPS = frozenset({EventOp.CUBE_CREATE, *CHANGEABLE})
 _SAMPLE_SEED = 0
 _CHUNK = 4096
 
@@ -148,7 +140,7 @@ def index_bytes(codec: str, dim: int, count: int, *, fitted: bool = True) -> int
 
 def configured_cube(events: Sequence[Event]) -> CubeInfo | None:
     """The cube's configuration as the log last set it (creation, fit, re-encode, attached
-    adapter, grants)."""
+    adapter, grants, scheduler, policies)."""
     for event in reversed(events):
         if event.op in CONFIG_OPS and event.payload is not None and "cube" in event.payload:
             return CubeInfo.model_validate(event.payload["cube"])

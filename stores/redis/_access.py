@@ -11,7 +11,7 @@ from typing import Any
 from redis.client import Pipeline
 
 from memos.core._access import Use, accessed, tally, touched
-from memos.core._types import AccessStats, CoAccess
+from memos.core._types import AccessStats, CoAccess, Refusal
 
 from ._connection import Command, _Connection, _Plan, _send, _storage_errors
 from ._values import _text, _time_text
@@ -96,6 +96,16 @@ class _Access(_Connection):
             return _Plan(None, commands)
 
         self._transact(plan)
+
+    @_storage_errors
+    def record_refusal(self, cube: str, refusal: Refusal) -> None:
+        self._redis.rpush(self._keys.cube(cube).refusals, refusal.model_dump_json())
+
+    @_storage_errors
+    def refusals(self, cube: str, since: datetime | None = None) -> list[Refusal]:
+        found = self._redis.lrange(self._keys.cube(cube).refusals, 0, -1)
+        kept = [Refusal.model_validate_json(body) for body in found]
+        return [r for r in kept if since is None or r.ts >= since]
 
     @_storage_errors
     def cube_access(self, cube: str) -> dict[str, AccessStats]:

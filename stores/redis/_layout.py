@@ -30,6 +30,8 @@ of a cube in one slot::
     P:{C}:derived                 derived artifact id -> DerivedEntry JSON (hash)
     P:{C}:derived-order           their ids by the seq that built them (sorted set)
     P:{C}:derived-by:<item id>    the artifacts built from that item (set)
+    P:{C}:accessed, P:{C}:co-access   the items a use named (set); pairs used together (hash)
+    P:{C}:refusals                the changes a policy refused (list of JSON, oldest first)
 """
 
 from __future__ import annotations
@@ -93,6 +95,11 @@ class _CubeKeys:
     def co_access(self) -> str:
         """The hash of the cube's pairs of items retrieved together (field ``a b``)."""
         return f"{self.base}:co-access"
+
+    @property
+    def refusals(self) -> str:
+        """The list of the cube's refused changes (JSON each, oldest first)."""
+        return f"{self.base}:refusals"
 
     @property
     def log(self) -> str:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from memos.core._access import Use, accessed, tally, touched
-from memos.core._types import AccessStats, CoAccess
+from memos.core._types import AccessStats, CoAccess, Refusal
 
 from ._db import Connected, chunks, sortable_time, utf8_bound
 
@@ -52,6 +52,20 @@ class AccessTable(Connected):
                 [(cube, p.a, p.b, p.count, _time(p.last_access), p.frequency)
                  for p in after.pairs.values()],
             )  # fmt: skip
+
+    def record_refusal(self, cube: str, refusal: Refusal) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO refusals VALUES (?, ?, ?)",
+                (cube, sortable_time(refusal.ts), refusal.model_dump_json()),
+            )
+
+    def refusals(self, cube: str, since: datetime | None = None) -> list[Refusal]:
+        rows = self._read(
+            "SELECT body FROM refusals WHERE cube = ? AND ts >= ? ORDER BY ts, rowid",
+            (cube, "" if since is None else sortable_time(since)),
+        )
+        return [Refusal.model_validate_json(body) for (body,) in rows]
 
     def cube_access(self, cube: str) -> dict[str, AccessStats]:
         sql = (
