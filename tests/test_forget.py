@@ -243,3 +243,14 @@ def test_an_erased_cube_exports_and_imports_and_still_verifies(mos: MemOS, tmp_p
         other.import_cube(tmp_path / "out")
         assert other.verify("notes", receipt=part.digest).ok
         assert [h.item.text for h in other.search("moved", cube="notes")] == [CAROL[0]]
+
+
+def test_the_operator_may_have_the_store_rewrite_its_files(world: tuple[MemOS, Any]) -> None:
+    root, alice = world
+    cube, _, _ = _filled(alice)
+    with pytest.raises(AccessDenied):
+        alice.forget(user="bob", cube=cube, rewrite=True)
+    receipt = root.forget(user="bob", cube=cube, rewrite=True)
+    assert receipt.files  # SQLite: VACUUM; this Redis keeps no files
+    assert root.verify(cube).ok
+    assert _leaks(root) == []

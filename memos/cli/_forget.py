@@ -42,6 +42,14 @@ def forget(
         Path | None,
         typer.Option("--receipt", help="Write the erasure receipt (JSON) to this file."),
     ] = None,
+    rewrite: Annotated[
+        bool,
+        typer.Option(
+            "--rewrite-files",
+            help="Then rewrite the store's files (SQLite: VACUUM; Redis: BGREWRITEAOF and "
+            "BGSAVE when it persists). The operator only.",
+        ),
+    ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     reason: ReasonOption = None,
     json_out: JsonFlag = False,
@@ -66,3 +74,5 @@ def forget(
         typer.echo(text)
     else:
         _render.erasure(made)
+        for line in made.files:
+            typer.echo(line)

@@ -68,6 +68,8 @@ class ErasureReceipt(_Frozen):
     user: str | None = None
     where: dict[str, MetadataValue] = {}
     cubes: tuple[CubeErasure, ...] = ()
+    # what the store did to its own files afterwards (``rewrite=True``), in words
+    files: tuple[str, ...] = ()
 
     @property
     def items(self) -> int:

@@ -216,6 +216,12 @@ class CubeLog(Protocol):
         item_id: str | None = None,
     ) -> list[Event]: ...
     def changed_since(self, cube: str, after_seq: int) -> tuple[set[str], int]: ...
+    def rewrite_files(self) -> list[str]:
+        """Rewrite the backend's own files so that nothing removed (an erasure) can be read
+        back from them, as far as the backend can; what was done, in words. SQLite rebuilds
+        its database file (``VACUUM``); Redis asks the server to rewrite its append-only file
+        and save a new snapshot when it persists (``BGREWRITEAOF``, ``BGSAVE``)."""
+        ...
 
 
 @runtime_checkable

@@ -40,7 +40,7 @@ from memos.core._types import (
 )
 from memos.engine._engine import Engine
 from memos.engine._scope import Scope
-from memos.errors import Conflict, InvalidInput, ItemNotFound, NotFound, VersionConflict
+from memos.errors import AccessDenied, Conflict, InvalidInput, ItemNotFound, NotFound, VersionConflict
 
 ADAPTER_CHOICES = ("revert", "retrain")
 _RETRIES = 20
@@ -64,9 +64,11 @@ def forget(
     where: Mapping[str, MetadataValue] | None = None,
     adapters: str = "revert",
     reason: str | None = None,
+    rewrite: bool = False,
 ) -> ErasureReceipt:
     """Erase the memories of ``user`` (and/or those whose metadata matches ``where``) from
-    ``cube``, or from every cube the caller owns (the operator: every cube)."""
+    ``cube``, or from every cube the caller owns (the operator: every cube); with ``rewrite``
+    (the operator only: it rewrites the whole store's files), then the store's files."""
     subject = check.optional_principal(user, "user", scope.limits)
     matching = check.metadata(where, scope.limits)
     if subject is None and not matching:
@@ -76,6 +78,10 @@ def forget(
             f"adapters must be one of {', '.join(ADAPTER_CHOICES)}", field="adapters"
         )
     why = check.reason(reason, scope.limits)
+    if not isinstance(rewrite, bool):
+        raise InvalidInput("rewrite is true or false", field="rewrite")
+    if rewrite and scope.principal is not None:
+        raise AccessDenied("only the operator rewrites the store's files")
     if cube is not None:
         cubes = [scope.owned(cube)]
     else:
@@ -88,7 +94,10 @@ def forget(
         part = _erase(engine, scope, info, subject_of, adapters, why)
         if part is not None:
             parts.append(part)
-    return ErasureReceipt(at=utcnow(), user=subject, where=matching, cubes=tuple(parts))
+    files = tuple(engine.store.rewrite_files()) if rewrite and parts else ()
+    return ErasureReceipt(
+        at=utcnow(), user=subject, where=matching, cubes=tuple(parts), files=files
+    )
 
 
 def erase_items(

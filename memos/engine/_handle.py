@@ -257,6 +257,7 @@ class Handle(CubeOperations):
         where: Mapping[str, MetadataValue] | None = None,
         adapters: str = "revert",
         reason: str | None = None,
+        rewrite: bool = False,
     ) -> ErasureReceipt:
         """Erase the memories of ``user`` (and/or those whose metadata matches ``where``) from
         ``cube``, or from every cube the caller owns: every version, the payloads of their
@@ -264,10 +265,12 @@ class Handle(CubeOperations):
         and adapter versions built from them (with their blobs) and what finished jobs said of
         them. Adapters are ``"revert"``-ed (the versions that saw a memory go) or
         ``"retrain"``-ed without them. One ``erase`` event per cube; the receipt's digests are
-        checked by ``verify(cube, receipt=...)``. Only a cube's owner erases from it."""
+        checked by ``verify(cube, receipt=...)``. Only a cube's owner erases from it. With
+        ``rewrite`` (the operator only) the store then rewrites its files (SQLite: ``VACUUM``;
+        Redis: ``BGREWRITEAOF``/``BGSAVE`` when the server persists)."""
         return _forget.forget(
             self._engine, self._scope, user=user, cube=cube, where=where, adapters=adapters,
-            reason=reason,
+            reason=reason, rewrite=rewrite,
         )  # fmt: skip
 
     # chat -------------------------------------------------------------------------------

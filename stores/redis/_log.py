@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.client import Pipeline
+from redis.exceptions import ResponseError
 
 from memos.core._chain import erased_in
 from memos.core._store import Change, CubeImport, creation_event
@@ -139,6 +140,20 @@ class _Cubes(_Connection):
             lambda pipe: [pipe.xrange(keys.log, f"{seq}-0", f"{seq}-0") for seq in seqs]
         )
         return [entry for reply in replies for entry in reply]
+
+    @_storage_errors
+    def rewrite_files(self) -> list[str]:
+        done = []
+        if self._redis.info("persistence").get("aof_enabled"):
+            self._redis.bgrewriteaof()  # scheduled by the server if a save is running
+            done.append("BGREWRITEAOF: the append-only file is being rewritten")
+        if self._redis.config_get("save").get("save"):
+            try:
+                self._redis.bgsave()
+                done.append("BGSAVE: a new snapshot is being saved")
+            except ResponseError:  # one is being saved already: it is taken after the erasure
+                done.append("BGSAVE: a snapshot was being saved already")
+        return done or ["the server keeps no files (no AOF, no RDB snapshots)"]
 
     @_storage_errors
     def changed_since(self, cube: str, after_seq: int) -> tuple[set[str], int]:

@@ -108,6 +108,12 @@ class EventLog(Connected):
         sql.append("ORDER BY e.seq")
         return [_event_from_row(row) for row in self._read(" ".join(sql), params)]
 
+    def rewrite_files(self) -> list[str]:
+        with self._lock:
+            self._conn.execute("VACUUM")
+            _erase.truncate_wal(self._conn)
+        return ["VACUUM: the database file rebuilt", "the write-ahead log checkpointed, emptied"]
+
     def changed_since(self, cube: str, after_seq: int) -> tuple[set[str], int]:
         rows = self._read(
             "SELECT e.item_id, e.seq, CASE WHEN e.op = 'erase' THEN p.body END FROM events e"
