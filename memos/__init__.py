@@ -14,6 +14,8 @@ from memos.core._anchor import CubeAnchor
 from memos.core._erasure import CubeErasure, ErasureReceipt, ErasureRecord
 from memos.core._history import FieldChange, ItemDiff
 from memos.core._jobs import Job, JobFailure, JobKind, JobState
+from memos.core._policies import CubePolicies, LegalHold, Quotas, RetentionRule
+from memos.core._redaction import CustomPattern, RedactionPolicy
 from memos.core._store import Change, CubeImport, Store, open_store, register_backend
 from memos.core._types import (
     Access,
@@ -37,6 +39,8 @@ from memos.core._types import (
 )
 from memos.core._validation import Limits
 from memos.embedding import Embedder, HashEmbedder, MiniLMEmbedder
+from memos.engine._audit import AuditReport
+from memos.engine._collect import BlobCollection
 from memos.engine._cube_stats import CubeStats
 from memos.engine._handle import Handle
 from memos.engine._mos import MemOS
@@ -47,6 +51,8 @@ __all__ = [
     "Access",
     "AccessStats",
     "ApiKey",
+    "AuditReport",
+    "BlobCollection",
     "Budgets",
     "Change",
     "ChatReply",
@@ -54,7 +60,9 @@ __all__ = [
     "CubeErasure",
     "CubeImport",
     "CubeInfo",
+    "CubePolicies",
     "CubeStats",
+    "CustomPattern",
     "DerivedEntry",
     "Embedder",
     "ErasureReceipt",
@@ -72,10 +80,14 @@ __all__ = [
     "JobFailure",
     "JobKind",
     "JobState",
+    "LegalHold",
     "Limits",
     "MemOS",
     "MemoryItem",
     "MiniLMEmbedder",
+    "Quotas",
+    "RedactionPolicy",
+    "RetentionRule",
     "SchedulerConfig",
     "SearchHit",
     "SourceRef",

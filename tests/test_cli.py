@@ -553,7 +553,7 @@ def test_the_app_has_every_command_of_the_issue() -> None:
     assert names == {
         "cube", "cube create", "cube list", "cube reencode", "cube refit", "cube stats",
         "add", "search", "show", "update", "delete",
-        "history", "log", "diff", "rollback", "verify", "forget", "export", "import",
+        "history", "log", "diff", "rollback", "verify", "forget", "gc", "export", "import",
         "chat", "kv", "kv build", "kv ls", "kv drop",
         "lora", "lora consolidate", "lora ls", "lora show", "lora attach", "lora export",
         "lora import", "lora retrain", "lora rollback", "lora rm",

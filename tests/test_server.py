@@ -82,7 +82,7 @@ BODIES: dict[tuple[str, str], Any] = {
 QUERIES = {"/v1/memories/{item_id}/diff": {"from_version": 1, "to_version": 1}}
 OPEN_ROUTES = {("GET", "/healthz")}
 # routes that name no cube: they answer what the caller may see, not 404
-CUBELESS_ROUTES = ("/v1/cubes", "/v1/access-stats", "/v1/jobs", "/metrics")
+CUBELESS_ROUTES = ("/v1/cubes", "/v1/access-stats", "/v1/jobs", "/metrics", "/v1/blobs/collect")
 
 
 def _call(server: Server, method: str, path: str, headers: dict[str, str]) -> Any:
@@ -143,6 +143,8 @@ def test_another_tenant_gets_not_found_or_denied_on_every_route(server: Server) 
     assert stats.json() == {}
     forgot = server.client.post("/v1/forget", json={"where": {"a": 1}}, headers=server.bob)
     assert forgot.json()["cubes"] == []  # erases only in the caller's own cubes
+    collected = server.client.post("/v1/blobs/collect", json={}, headers=server.bob)
+    assert collected.status_code == 403  # the operator's alone
     assert _log(server) == before
 
 

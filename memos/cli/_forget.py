@@ -1,4 +1,5 @@
-"""``memos forget``: erase a user's (or a filter's) memories from every tier, with a receipt."""
+"""``memos forget``: erase a user's (or a filter's) memories from every tier, with a receipt;
+``memos gc``: delete the blobs nothing can read any more."""
 
 from pathlib import Path
 from typing import Annotated
@@ -9,6 +10,7 @@ from memos.cli import _render
 from memos.cli._options import JsonFlag, ReasonOption
 from memos.cli._parse import meta_pairs
 from memos.cli._session import fail, open_memos
+from memos.engine._collect import DEFAULT_GRACE_S
 from memos.errors import InvalidInput
 
 
@@ -76,3 +78,29 @@ def forget(
         _render.erasure(made)
         for line in made.files:
             typer.echo(line)
+
+
+def gc(
+    ctx: typer.Context,
+    grace_s: Annotated[
+        float,
+        typer.Option(
+            "--grace-s",
+            min=0,
+            help="Keep blobs younger than this many seconds (a commit may be about to name them).",
+        ),
+    ] = DEFAULT_GRACE_S,
+    json_out: JsonFlag = False,
+) -> None:
+    """Delete the blobs nothing can read any more: the caches of dropped KV blocks and what
+    refused commits left. Blobs of standing artifacts, and of adapter versions and codec
+    states the log recorded, stay. The operator only."""
+    with open_memos(ctx, json_errors=json_out) as mos:
+        done = mos.collect_blobs(grace_s=grace_s)
+    if json_out:
+        typer.echo(done.model_dump_json())
+    else:
+        typer.echo(
+            f"deleted {len(done.deleted)} blob(s); kept {done.kept} ({done.young} unnamed but "
+            f"younger than {grace_s:g} s)"
+        )

@@ -119,7 +119,7 @@ def receipt_problem(
     left = (
         ("item", sorted(store.get_items(record.items))),
         ("artifact", sorted(e.id for e in store.derived_entries(cube) if e.id in artifacts)),
-        ("blob", sorted(set(record.blobs).intersection(store.blob_digests()))),
+        ("blob", sorted(set(record.blobs).intersection(store.blob_ages()))),
     )
     for what, ids in left:
         if ids:

@@ -345,8 +345,9 @@ class BlobStore(Protocol):
         stored no longer hashes to ``digest``."""
         ...
 
-    def blob_digests(self) -> list[str]:
-        """The digests of every stored blob, sorted."""
+    def blob_ages(self) -> dict[str, float]:
+        """Every stored blob's digest -> seconds since it was written (on Redis, since it was
+        last written or read: never more than its age), sorted by digest."""
         ...
 
     def delete_blobs(self, digests: Collection[str]) -> int:

@@ -19,10 +19,12 @@ from memos.core._types import (
     utcnow,
 )
 from memos.engine import _cubes, _grants, _memories, _portability
+from memos.engine._collect import DEFAULT_GRACE_S, BlobCollection, collect_blobs
 from memos.engine._cube_stats import CubeStats, cube_stats
 from memos.engine._engine import Engine
 from memos.engine._operations import Performs, operation
 from memos.engine._scope import Scope
+from memos.errors import AccessDenied, InvalidInput
 from memos.plaintext._encoding import checked_codec, fitted, reconfigure
 
 CUBES = "cubes"
@@ -128,6 +130,18 @@ class CubeOperations(Performs):
         identical to the exported one, hashes included. A principal imports only an export of
         its own namespace. Over HTTP the export travels as a tar of the directory."""
         return _portability.import_(self._engine, self._scope, Path(directory))
+
+    @operation("POST", "/v1/blobs/collect", tag="governance")
+    def collect_blobs(self, *, grace_s: float = DEFAULT_GRACE_S) -> BlobCollection:
+        """Delete the blobs nothing can read any more (the caches of dropped KV blocks, what a
+        refused commit left) that are older than ``grace_s`` seconds; blobs of standing
+        artifacts, of adapter versions and codec states the log recorded stay. The operator
+        only: blobs are shared by the whole store."""
+        if self._scope.principal is not None:
+            raise AccessDenied("only the operator collects the store's blobs")
+        if isinstance(grace_s, bool) or not isinstance(grace_s, int | float) or grace_s < 0:
+            raise InvalidInput("grace_s is a number of seconds, 0 or more", field="grace_s")
+        return collect_blobs(self._engine.store, float(grace_s))
 
     def verify_all(self) -> list[VerifyReport]:
         """:meth:`verify` of every cube this handle may read."""

@@ -40,7 +40,14 @@ from memos.core._types import (
 )
 from memos.engine._engine import Engine
 from memos.engine._scope import Scope
-from memos.errors import AccessDenied, Conflict, InvalidInput, ItemNotFound, NotFound, VersionConflict
+from memos.errors import (
+    AccessDenied,
+    Conflict,
+    InvalidInput,
+    ItemNotFound,
+    NotFound,
+    VersionConflict,
+)
 
 ADAPTER_CHOICES = ("revert", "retrain")
 _RETRIES = 20

@@ -40,10 +40,21 @@ class _Blobs(_Connection):
         return _raw(data)
 
     @_storage_errors
-    def blob_digests(self) -> list[str]:
+    def blob_ages(self) -> dict[str, float]:
         prefix = self._keys.blob("")
-        found = (_text(key)[len(prefix) :] for key in self._redis.scan_iter(f"{prefix}*", 1000))
-        return sorted(digest for digest in found if _DIGEST.fullmatch(digest))
+        keys = sorted(_text(key) for key in self._redis.scan_iter(f"{prefix}*", 1000))
+        keys = [key for key in keys if _DIGEST.fullmatch(key[len(prefix) :])]
+        with self._redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.object("idletime", key)
+            idle = pipe.execute(raise_on_error=False)
+        # idle time: since the blob was last written or read, so never more than its age;
+        # a key deleted meanwhile answers nothing and is left out
+        return {
+            key[len(prefix) :]: float(seconds)
+            for key, seconds in zip(keys, idle, strict=True)
+            if isinstance(seconds, int)
+        }
 
     @_storage_errors
     def delete_blobs(self, digests: Collection[str]) -> int:

@@ -8,6 +8,7 @@ import hashlib
 import os
 import re
 import threading
+import time
 from collections.abc import Collection
 from pathlib import Path
 
@@ -38,17 +39,20 @@ class BlobFiles(Connected):
             raise IntegrityError(f"blob {digest} does not match its digest", blob=digest)
         return data
 
-    def blob_digests(self) -> list[str]:
-        folder = self.data_dir / BLOB_DIR
+    def blob_ages(self) -> dict[str, float]:
+        folder, now = self.data_dir / BLOB_DIR, time.time()
         try:
-            names = sorted(path.name for path in folder.iterdir())
+            paths = list(folder.iterdir())
+            return {
+                path.name.removesuffix(_SUFFIX): max(now - path.stat().st_mtime, 0.0)
+                for path in sorted(paths)
+                if _DIGEST.fullmatch(path.name.removesuffix(_SUFFIX))
+                and path.name.endswith(_SUFFIX)
+            }
         except FileNotFoundError:
-            return []
+            return {}
         except OSError as exc:
             raise StorageError(f"cannot list the blobs: {exc}") from exc
-        return [
-            n.removesuffix(_SUFFIX) for n in names if _DIGEST.fullmatch(n.removesuffix(_SUFFIX))
-        ]
 
     def delete_blobs(self, digests: Collection[str]) -> int:
         deleted = 0
