@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test lint typecheck demo bench bench-locomo bench-kv bench-lora bench-server bench-jobs bench-hardening bench-scheduler clean
+.PHONY: install test lint typecheck demo bench bench-locomo bench-kv bench-lora bench-server bench-jobs bench-hardening bench-scheduler bench-governance clean
 
 install: $(STAMP)
 
@@ -64,6 +64,13 @@ bench-jobs: install
 bench-scheduler: install
 	$(PY) benchmarks/trace_reuse.py ../shared/data/locomo/locomo_dev.json
 	$(PY) benchmarks/scheduler_trace.py ../shared/data/locomo/locomo_dev.json
+
+# Governance: erasing one user (10k of 100k memories, with KV blocks and an adapter), redaction
+# on write against embedding, and adapter forgetting (retrain, revert, dampen) on SmolLM2.
+bench-governance: install
+	$(PY) benchmarks/erasure.py
+	$(PY) benchmarks/redaction_overhead.py
+	$(PY) benchmarks/adapter_forgetting.py
 
 bench-hardening: install
 	$(PY) benchmarks/before_after.py 5a5e711

@@ -60,6 +60,9 @@ class _Plan:
     record: ErasureRecord
     changes: list[Change]
     dropped_adapters: list[DerivedEntry]
+    # the log as the plan read it: up to its seq, the events whose payloads go
+    read_seq: int
+    erased_before: tuple[int, ...]
 
 
 def forget(
@@ -95,7 +98,8 @@ def forget(
         cubes = [i for i in engine.store.list_cubes() if scope.principal in (None, i.owner)]
     subject_of = _Subject(subject, matching)
     for info in cubes:  # a legal hold anywhere refuses the whole erasure, before any of it
-        refuse_held(info.policies, _matching(engine, info, subject_of), "erased")
+        if info.policies is not None and info.policies.holds:
+            refuse_held(info.policies, _matching(engine, info, subject_of), "erased")
     parts = []
     for info in cubes:
         part = _erase(engine, scope, info, subject_of, adapters, why)
@@ -165,13 +169,14 @@ def _erase(
     retrained: tuple[str, ...] = ()
     if adapters == "retrain":
         retrained = _retrain(engine, scope, info, plan.dropped_adapters, erase.seq)
-    log = engine.store.events(info.name, until_seq=erase.seq)
+    # the events written between the plan's read and the erasure are read again, not the log
+    tail = engine.store.events(info.name, after_seq=plan.read_seq, until_seq=erase.seq)
     return CubeErasure(
         cube=info.name,
         seq=erase.seq,
         hash=erase.hash,
         record=plan.record,
-        events=erased_events(log, plan.record, erase.seq),
+        events=plan.erased_before + erased_events(tail, plan.record, erase.seq),
         retrained=retrained,
         digest=plan.record.digest,
     )
@@ -190,7 +195,8 @@ def _plan(
     doomed = [entry for entry in standing if ids.intersection(s.item_id for s in entry.sources)]
     kept_blobs = {entry.blob for entry in standing if entry not in doomed}
     kept_blobs.add(info.codec_state or "")
-    past = _built_from(store.events(info.name), ids)
+    log = store.events(info.name)
+    past = _built_from(log, ids)
     blobs = sorted(({entry.blob for entry in doomed} | past) - kept_blobs)
     record = ErasureRecord(
         user=subject.user,
@@ -211,7 +217,9 @@ def _plan(
                erased=record.items, extra=record_payload(record))
     )  # fmt: skip
     dropped_adapters = [e for e in doomed if e.kind == ADAPTER_KIND]
-    return _Plan(record, changes, dropped_adapters)
+    read_seq = log[-1].seq if log else 0
+    before = erased_events(log, record, read_seq + 1)
+    return _Plan(record, changes, dropped_adapters, read_seq, before)
 
 
 def _built_from(events: Iterable[Event], ids: set[str]) -> set[str]:
