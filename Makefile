@@ -65,12 +65,11 @@ bench-scheduler: install
 	$(PY) benchmarks/trace_reuse.py ../shared/data/locomo/locomo_dev.json
 	$(PY) benchmarks/scheduler_trace.py ../shared/data/locomo/locomo_dev.json
 
-# Governance: erasing one user (10k of 100k memories, with KV blocks and an adapter), redaction
-# on write against embedding, and adapter forgetting (retrain, revert, dampen) on SmolLM2.
+# Governance: erasing one user (10k of 100k memories, with KV blocks and an adapter on
+# SmolLM2), and redaction on write against embedding.
 bench-governance: install
 	$(PY) benchmarks/erasure.py
 	$(PY) benchmarks/redaction_overhead.py
-	$(PY) benchmarks/adapter_forgetting.py
 
 bench-hardening: install
 	$(PY) benchmarks/before_after.py 5a5e711
