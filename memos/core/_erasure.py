@@ -17,15 +17,11 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import Field
 
 from memos.core._chain import ERASURE_KEY, canonical_json
 from memos.core._store import Store
-from memos.core._types import Event, EventOp, MetadataValue
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+from memos.core._types import Event, EventOp, MetadataValue, _Frozen
 
 
 class ErasureRecord(_Frozen):
@@ -35,7 +31,7 @@ class ErasureRecord(_Frozen):
     artifacts built from the items)."""
 
     user: str | None = None
-    where: dict[str, MetadataValue] = {}
+    where: dict[str, MetadataValue] = Field(default_factory=dict)
     items: tuple[str, ...]
     blocks: tuple[str, ...] = ()
     adapters: tuple[str, ...] = ()
@@ -66,7 +62,7 @@ class ErasureReceipt(_Frozen):
 
     at: datetime
     user: str | None = None
-    where: dict[str, MetadataValue] = {}
+    where: dict[str, MetadataValue] = Field(default_factory=dict)
     cubes: tuple[CubeErasure, ...] = ()
     # what the store did to its own files afterwards (``rewrite=True``), in words
     files: tuple[str, ...] = ()

@@ -12,17 +12,11 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
-
 from memos.core._erasure import record_of
 from memos.core._scheduling import Migration
 from memos.core._store import Store
-from memos.core._types import CubeInfo, Event, EventOp, Refusal, utcnow
+from memos.core._types import CubeInfo, Event, EventOp, Refusal, _Frozen, utcnow
 from memos.engine._migrations import migrations
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class ActorActivity(_Frozen):

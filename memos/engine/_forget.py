@@ -27,6 +27,7 @@ from memos.core._erasure import (
 )
 from memos.core._governance import NO_PARAMETRIC, allowed, refuse_held
 from memos.core._jobs import JobState
+from memos.core._policies import Match
 from memos.core._store import Change
 from memos.core._types import (
     CubeInfo,
@@ -96,7 +97,7 @@ def forget(
         cubes = [scope.owned(cube)]
     else:
         cubes = [i for i in engine.store.list_cubes() if scope.principal in (None, i.owner)]
-    subject_of = _Subject(subject, matching)
+    subject_of = _Subject(Match(user=subject, where=matching))
     for info in cubes:  # a legal hold anywhere refuses the whole erasure, before any of it
         if info.policies is not None and info.policies.holds:
             refuse_held(info.policies, _matching(engine, info, subject_of), "erased")
@@ -116,23 +117,27 @@ def erase_items(
 ) -> CubeErasure | None:
     """Erase the cube's memories ``item_ids`` (retention's ``erase`` rules), as ``forget``
     does, adapters reverted."""
-    return _erase(engine, scope, info, _Subject(None, {}, frozenset(item_ids)), "revert", reason)
+    return _erase(engine, scope, info, _Subject(Match(), frozenset(item_ids)), "revert", reason)
 
 
 @dataclass(frozen=True)
 class _Subject:
-    """Whose memories go: ``user``'s, those with every ``where`` pair, those of ``ids``."""
+    """Whose memories go: those ``match`` covers (a user's, those with every ``where`` pair),
+    and only those of ``ids`` when given."""
 
-    user: str | None
-    where: dict[str, MetadataValue]
+    match: Match
     ids: frozenset[str] | None = None
 
+    @property
+    def user(self) -> str | None:
+        return self.match.user
+
+    @property
+    def where(self) -> dict[str, MetadataValue]:
+        return self.match.where
+
     def covers(self, item: MemoryItem) -> bool:
-        if self.ids is not None and item.id not in self.ids:
-            return False
-        if self.user is not None and item.user != self.user:
-            return False
-        return all(item.metadata.get(key) == value for key, value in self.where.items())
+        return (self.ids is None or item.id in self.ids) and self.match.covers(item)
 
 
 def _matching(engine: Engine, info: CubeInfo, subject: _Subject) -> list[MemoryItem]:
