@@ -181,6 +181,38 @@ def test_forget_by_metadata_and_with_retrained_adapters(chat_mos: MemOS) -> None
     assert mos.verify("notes", receipt=part.digest).ok
 
 
+def test_forget_with_dampened_adapters_on_every_face(world: tuple[MemOS, Any]) -> None:
+    _, sdk = world
+    cube = sdk.create_cube("notes").name
+    kept = [sdk.add(text, cube=cube, user="carol").id for text in CAROL]
+    gone = sdk.add(BOB[0], cube=cube, user="bob").id
+    before = sdk.lora.consolidate(cube, [gone, *kept], name="facts", recipe=FAST, density=None)
+    sdk.lora.attach(cube, "facts")
+    receipt = sdk.forget(user="bob", cube=cube, adapters="dampen")
+    (part,) = receipt.cubes
+    assert part.record.adapters == (before.id,)
+    assert part.retrained == ()
+    (dampened,) = sdk.lora.list(cube)
+    assert part.dampened == (dampened.id,)
+    assert dampened.manifest.origin == "dampen"
+    assert dampened.manifest.storage == "fp32"
+    assert [s.item_id for s in dampened.sources] == kept
+    assert dampened.manifest.metrics["dampened"] > 0  # what SSD scaled down, recorded
+    assert sdk.get_cube(cube).default_adapter == "facts"
+    assert sdk.verify(cube, receipt=part.digest).ok
+    assert sdk.chat("where does carol live", cube=cube, max_new_tokens=2).adapter == dampened.id
+
+
+def test_dampening_an_adapter_with_no_source_left_reverts_it(chat_mos: MemOS) -> None:
+    mos = chat_mos
+    mos.create_cube("notes")
+    bob = mos.add(BOB[0], cube="notes", user="bob")
+    mos.lora.consolidate("notes", [bob.id], name="bob", recipe=FAST, density=None)
+    receipt = mos.forget(user="bob", cube="notes", adapters="dampen")
+    assert receipt.cubes[0].dampened == ()
+    assert mos.lora.list("notes") == []
+
+
 def test_reverting_leaves_an_older_version_and_detaches_an_adapter_left_with_none(
     chat_mos: MemOS,
 ) -> None:

@@ -37,7 +37,8 @@ def forget(
         typer.Option(
             "--adapters",
             help="revert: drop the adapter versions that saw a memory; retrain: also train "
-            "a new version on what is left.",
+            "a new version on what is left; dampen: also make a new version with the weights "
+            "that mattered to the memories dampened (no training; faster, less thorough).",
         ),
     ] = "revert",
     receipt: Annotated[

@@ -224,13 +224,13 @@ def schedule(plan: SchedulePlan) -> None:
 
 def erasure(receipt: ErasureReceipt) -> None:
     table = _table("cube", "erase seq", "items", "events", "blocks", "adapters", "blobs",
-                   "retrained", "digest")  # fmt: skip
+                   "retrained", "dampened", "digest")  # fmt: skip
     for part in receipt.cubes:
         record = part.record
         table.add_row(
             part.cube, str(part.seq), str(len(record.items)), str(len(part.events)),
             str(len(record.blocks)), str(len(record.adapters)), str(len(record.blobs)),
-            str(len(part.retrained)), part.digest,
+            str(len(part.retrained)), str(len(part.dampened)), part.digest,
         )  # fmt: skip
     _print_or_none(table, receipt.cubes, "no memory matched: nothing was erased")
 

@@ -44,7 +44,8 @@ class ErasureRecord(_Frozen):
 
 class CubeErasure(_Frozen):
     """One cube's part of a receipt: the ``erase`` event (its seq and hash), its record, the
-    events whose payloads went, and the adapter versions trained again without the items."""
+    events whose payloads went, and the adapter versions trained again without the items or
+    dampened for them."""
 
     cube: str
     seq: int
@@ -52,6 +53,7 @@ class CubeErasure(_Frozen):
     record: ErasureRecord
     events: tuple[int, ...]
     retrained: tuple[str, ...] = ()
+    dampened: tuple[str, ...] = ()  # adapter versions dampened (SSD) instead
     digest: str
 
 

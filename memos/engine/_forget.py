@@ -7,8 +7,11 @@ vectors, keyword entries, access statistics and the payloads of all their events
 :mod:`memos.core._erasure`). After it: the blobs of those artifacts, and of earlier ones built
 from the memories, are deleted; the cube's finished jobs forget their ids; the vector index is
 rebuilt without them and its snapshot replaced. Adapters that saw a memory are reverted (their
-versions that saw it are gone, the latest left never did) or, with ``adapters="retrain"``,
-trained again on what is left of their sources.
+versions that saw it are gone, the latest left never did); with ``adapters="retrain"`` also
+trained again on what is left of their sources; with ``adapters="dampen"`` given a new version
+whose weights that mattered to the erased memories are dampened, without training (Selective
+Synaptic Dampening, :mod:`memos.parametric._dampen`: faster, and it thins the memories out of
+the weights rather than removing them; BENCHMARKS.md measures both).
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from memos.errors import (
     VersionConflict,
 )
 
-ADAPTER_CHOICES = ("revert", "retrain")
+ADAPTER_CHOICES = ("revert", "retrain", "dampen")
 _RETRIES = 20
 
 
@@ -64,6 +67,7 @@ class _Plan:
     # the log as the plan read it: up to its seq, the events whose payloads go
     read_seq: int
     erased_before: tuple[int, ...]
+    texts: Mapping[str, str]  # the erased memories' texts, for dampening
 
 
 def forget(
@@ -170,6 +174,9 @@ def _erase(
     else:
         raise Conflict(f"cube {info.name!r} kept changing; the erasure was not made")
     erase = events[-1]
+    dampened: tuple[str, ...] = ()
+    if adapters == "dampen":  # before the clean-up: it reads the dropped versions' blobs
+        dampened = _dampen(engine, scope, info, plan, erase.seq)
     _clean_up(engine, info.name, plan.record)
     retrained: tuple[str, ...] = ()
     if adapters == "retrain":
@@ -183,6 +190,7 @@ def _erase(
         record=plan.record,
         events=plan.erased_before + erased_events(tail, plan.record, erase.seq),
         retrained=retrained,
+        dampened=dampened,
         digest=plan.record.digest,
     )
 
@@ -224,7 +232,8 @@ def _plan(
     dropped_adapters = [e for e in doomed if e.kind == ADAPTER_KIND]
     read_seq = log[-1].seq if log else 0
     before = erased_events(log, record, read_seq + 1)
-    return _Plan(record, changes, dropped_adapters, read_seq, before)
+    texts = {item.id: item.text for item in matched}
+    return _Plan(record, changes, dropped_adapters, read_seq, before, texts)
 
 
 def _built_from(events: Iterable[Event], ids: set[str]) -> set[str]:
@@ -291,13 +300,8 @@ def _retrain(
     """A new version of each adapter a dropped version belonged to, trained on the sources of
     the latest dropped one that are still active; attached again if it was the default."""
     lora = engine.lora().scoped(scope.cube, scope.actor)
-    latest: dict[str, DerivedEntry] = {}
-    for entry in dropped:
-        name = str(entry.manifest.get("name"))
-        if name not in latest or entry.manifest["version"] > latest[name].manifest["version"]:
-            latest[name] = entry
     made = []
-    for name, entry in latest.items():
+    for name, entry in _latest(dropped).items():
         left = engine.store.get_items([s.item_id for s in entry.sources], cube=info.name)
         active = [
             i for i in left.values() if i.status == ItemStatus.ACTIVE and allowed(i, NO_PARAMETRIC)
@@ -311,4 +315,39 @@ def _retrain(
             detached = engine.store.get_cube(info.name)
             if info.default_adapter == name and detached and detached.default_adapter is None:
                 lora.attach(info.name, name, reason=f"retrained after erasure {erase_seq}")
+    return tuple(made)
+
+
+def _latest(dropped: Sequence[DerivedEntry]) -> dict[str, DerivedEntry]:
+    """The latest dropped version of each adapter, by name."""
+    latest: dict[str, DerivedEntry] = {}
+    for entry in dropped:
+        name = str(entry.manifest.get("name"))
+        if name not in latest or entry.manifest["version"] > latest[name].manifest["version"]:
+            latest[name] = entry
+    return latest
+
+
+def _dampen(
+    engine: Engine, scope: Scope, info: CubeInfo, plan: _Plan, erase_seq: int
+) -> tuple[str, ...]:
+    """A new version of each adapter a dropped version belonged to: the latest dropped one's
+    weights dampened for the erased memories it saw; attached again if it was the default."""
+    from memos.parametric import AdapterEntry
+
+    lora = engine.lora().scoped(scope.cube, scope.actor)
+    made = []
+    for name, derived in _latest(plan.dropped_adapters).items():
+        entry = AdapterEntry.from_derived(derived)
+        forget = [plan.texts[s.item_id] for s in entry.sources if s.item_id in plan.texts]
+        new = lora.dampen_version(
+            info.name, entry, forget,
+            reason=f"dampened for the memories erased at seq {erase_seq}",
+        )  # fmt: skip
+        if new is None:
+            continue
+        made.append(new.id)
+        detached = engine.store.get_cube(info.name)
+        if info.default_adapter == name and detached and detached.default_adapter is None:
+            lora.attach(info.name, name, reason=f"dampened after erasure {erase_seq}")
     return tuple(made)

@@ -263,11 +263,13 @@ class Handle(CubeOperations):
         ``cube``, or from every cube the caller owns: every version, the payloads of their
         events, vectors and index snapshots, keyword entries, access statistics, the KV blocks
         and adapter versions built from them (with their blobs) and what finished jobs said of
-        them. Adapters are ``"revert"``-ed (the versions that saw a memory go) or
-        ``"retrain"``-ed without them. One ``erase`` event per cube; the receipt's digests are
-        checked by ``verify(cube, receipt=...)``. Only a cube's owner erases from it. With
-        ``rewrite`` (the operator only) the store then rewrites its files (SQLite: ``VACUUM``;
-        Redis: ``BGREWRITEAOF``/``BGSAVE`` when the server persists)."""
+        them. Adapters are ``"revert"``-ed (the versions that saw a memory go), also
+        ``"retrain"``-ed without them, or given a ``"dampen"``-ed version (SSD: no training;
+        it thins the memories out of the weights rather than removing them). One ``erase``
+        event per cube; the receipt's digests are checked by ``verify(cube, receipt=...)``.
+        Only a cube's owner erases from it. With ``rewrite`` (the operator only) the store then
+        rewrites its files (SQLite: ``VACUUM``; Redis: ``BGREWRITEAOF``/``BGSAVE`` when the
+        server persists)."""
         return _forget.forget(
             self._engine, self._scope, user=user, cube=cube, where=where, adapters=adapters,
             reason=reason, rewrite=rewrite,

@@ -212,6 +212,50 @@ class LoraMemory:
         stale = not self._current(target.sources)
         return self._commit(info, manifest, target.blob, target.size, stale, user, reason)
 
+    def dampen_version(
+        self,
+        cube: str,
+        entry: AdapterEntry,
+        forget: Sequence[str],
+        *,
+        user: str | None = None,
+        reason: str | None = None,
+    ) -> AdapterEntry | None:
+        """A new version of ``entry``'s adapter with the weights that mattered to the facts
+        ``forget`` dampened (SSD, :mod:`memos.parametric._dampen`): no training. Its sources
+        are ``entry``'s that are still active (and not labelled ``no-parametric``), whose
+        importance is what dampening keeps; None when none is left. ``entry`` may already be
+        dropped from the cube: its blob is what is read (an erasure dampens the version it
+        drops). Stored in fp32, as compression would undo the dampening's fine scaling."""
+        from memos.parametric._dampen import dampen
+
+        info = self._cube_info(cube, Access.WRITE)
+        found = self._store.get_items([s.item_id for s in entry.sources], cube=info.name)
+        kept = [
+            found[s.item_id]
+            for s in entry.sources
+            if s.item_id in found
+            and found[s.item_id].status == ItemStatus.ACTIVE
+            and allowed(found[s.item_id], NO_PARAMETRIC)
+        ]
+        if not kept:
+            return None
+        model, recipe = self._model(), _recipe(entry.manifest.recipe)
+        with self._lock:
+            weights, report = dampen(
+                model, self._weights(entry), recipe, forget, [i.text for i in kept]
+            )
+        sources = tuple(SourceRef(item_id=i.id, version=i.version) for i in kept)
+        manifest = new_manifest(
+            model, entry.name, "dampen", entry.manifest.lora, weights, None, sources,
+            entry.manifest.recipe, dict(report.model_dump()), entry.version,
+            self._next_version(info, entry.name),
+        )  # fmt: skip
+        data = encode(weights, manifest.storage, manifest.density)
+        return self._commit(
+            info, manifest, self._store.put_blob(data), len(data), False, user, reason
+        )
+
     def import_adapter(
         self,
         cube: str,

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 # SmolLM2 adapters lost all recall at density 0.1 and kept most of it at 0.5 (492 KB)
 DEFAULT_DENSITY = 0.5
 
-AdapterOrigin = Literal["consolidate", "import", "retrain", "rollback"]
+AdapterOrigin = Literal["consolidate", "import", "retrain", "rollback", "dampen"]
 AdapterStorage = Literal["fp32", "compeft"]
 
 
@@ -69,7 +69,8 @@ class AdapterManifest(BaseModel):
     sources: tuple[SourceRef, ...] = ()
     recipe: dict[str, Any] | None = None
     metrics: dict[str, float | int | bool | str] = Field(default_factory=dict)
-    # the version this one restores (origin "rollback") or retrains (origin "retrain")
+    # the version this one restores (origin "rollback"), retrains (origin "retrain") or
+    # dampens (origin "dampen")
     from_version: int | None = Field(default=None, ge=1)
 
 
