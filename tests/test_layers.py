@@ -17,7 +17,7 @@ FOLDERS = {"memos": ROOT / "memos", "memos.stores": ROOT / "stores",
            "memos.api": ROOT / "api", "memos.schedulers": ROOT / "schedulers"}  # fmt: skip
 # top to bottom; "memos" is the public facade, memos/__init__.py
 LAYERS: list[set[str]] = [
-    {"memos.cli", "memos.api", "memos.schedulers"},  # faces
+    {"memos.cli", "memos.api", "memos.schedulers", "memos.integrations"},  # faces
     {"memos"},
     {"memos.engine"},  # the engine, the handles and the operation declarations
     {"memos.plaintext", "memos.activation", "memos.parametric"},  # the tiers

@@ -1,0 +1,206 @@
+"""The local model as a LangChain chat model that answers with a cube's memories.
+
+Each call is one ``mos.chat_stream`` on the handle: the best memories for the conversation
+are retrieved into the system message, a stored KV block serves the prefix it holds and a
+LoRA adapter (named, or the cube's attached one) answers when there is one, exactly as
+``mos.chat`` does, embedded or on a server. The conversation is the chat's query: a lone human
+message as it is, a longer one as ``role: text`` lines (the system message belongs to the
+memories, so that a KV block stays an exact prefix of the prompt). Decoding is greedy.
+
+The answer's metadata names what it was built from: ``memories`` (the ids of the memories in
+the prompt), ``retrieved``, ``kv_entry`` and ``adapter``; its usage metadata counts the prompt
+tokens, the generated ones, and those a KV cache served (``cache_read``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.language_models import BaseChatModel, LangSmithParams
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ChatMessage
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables.config import run_in_executor
+from pydantic import ConfigDict, Field, field_validator
+
+from memos.core._types import ChatReply, ReplyStream
+from memos.engine._handle import Handle
+from memos.errors import InvalidInput
+
+# what one call may change (``model.invoke(messages, k=3)``); ``stream`` is LangChain's
+_PER_CALL = frozenset({"k", "max_tokens", "use_kv", "adapter", "retrieve", "user", "stream"})
+_SPEAKERS = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
+
+
+class ChatMemOS(BaseChatModel):
+    """Chat with the model of ``handle`` (``MemOS.open(...)`` or ``MemOS.connect(...)``) over
+    the memories of ``cube``; see the module docstring. ``k``, ``use_kv``, ``adapter``,
+    ``retrieve`` and ``user`` are ``mos.chat``'s; ``max_tokens`` is its ``max_new_tokens``;
+    ``stop`` cuts the answer before the first stop sequence."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
+
+    handle: Handle = Field(exclude=True)
+    cube: str
+    user: str | None = None
+    k: int = 5
+    max_tokens: int = 128
+    use_kv: bool = True
+    adapter: str | None = None
+    retrieve: bool = True
+    stop: list[str] | None = None
+    temperature: float | None = None
+    """Only greedy decoding is offered: ``None`` or ``0``."""
+    streaming: bool = False
+    model_name: str = Field(default="memos", alias="model")
+    """The name answers report as their ``model_name``."""
+
+    @field_validator("temperature")
+    @classmethod
+    def _greedy_only(cls, value: float | None) -> float | None:
+        if value not in (None, 0):
+            raise ValueError("MemOS decodes greedily: temperature must be 0 or None")
+        return value
+
+    @property
+    def _llm_type(self) -> str:
+        return "memos"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "cube": self.cube, "k": self.k,
+                "max_tokens": self.max_tokens, "adapter": self.adapter}  # fmt: skip
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider="memos",
+            ls_model_name=kwargs.get("model", self.model_name),
+            ls_model_type="chat",
+            ls_temperature=self.temperature,
+            ls_max_tokens=kwargs.get("max_tokens", self.max_tokens),
+        )
+        if stop or self.stop:
+            params["ls_stop"] = stop or self.stop
+        return params
+
+    # generation ------------------------------------------------------------------------
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        stream = self._start(messages, kwargs)
+        text = "".join(until_stop(iter(stream), stop or self.stop or ()))
+        message = AIMessage(content=text, **self._reply_fields(stream.reply))
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        stream = self._start(messages, kwargs)
+        for piece in until_stop(iter(stream), stop or self.stop or ()):
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
+            if run_manager is not None:
+                run_manager.on_llm_new_token(piece, chunk=chunk)
+            yield chunk
+        fields = self._reply_fields(stream.reply)
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(content="", chunk_position="last", **fields)
+        )
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        # the handle streams synchronously: each piece is awaited from a worker thread
+        chunks = self._stream(messages, stop, None, **kwargs)
+        done = ChatGenerationChunk(message=AIMessageChunk(content=""))
+        while (chunk := await run_in_executor(None, next, chunks, done)) is not done:
+            if run_manager is not None and chunk.text:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    def _start(self, messages: Sequence[BaseMessage], overrides: dict[str, Any]) -> ReplyStream:
+        unknown = set(overrides) - _PER_CALL
+        if unknown:
+            raise InvalidInput(f"unknown chat arguments: {', '.join(sorted(unknown))}")
+        options = {name: getattr(self, name) for name in ("k", "use_kv", "adapter", "retrieve")}
+        options.update({n: v for n, v in overrides.items() if n in options})
+        return self.handle.chat_stream(
+            conversation_query(messages), cube=self.cube,
+            user=overrides.get("user", self.user),
+            max_new_tokens=overrides.get("max_tokens", self.max_tokens), **options,
+        )  # fmt: skip
+
+    def _reply_fields(self, reply: ChatReply) -> dict[str, Any]:
+        usage = UsageMetadata(
+            input_tokens=reply.prompt_tokens,
+            output_tokens=len(reply.tokens),
+            total_tokens=reply.prompt_tokens + len(reply.tokens),
+            input_token_details={"cache_read": reply.cached_tokens},
+        )
+        metadata = {
+            "model_name": self.model_name,
+            "cube": self.cube,
+            "memories": [item.id for item in reply.memories],
+            "retrieved": list(reply.retrieved),
+            "kv_entry": reply.kv_entry,
+            "adapter": reply.adapter,
+        }
+        return {"usage_metadata": usage, "response_metadata": metadata}
+
+
+def conversation_query(messages: Sequence[BaseMessage]) -> str:
+    """The chat query for a conversation: a lone human message's text, else one
+    ``role: text`` line per message that has text."""
+    if len(messages) == 1 and messages[0].type == "human":
+        return messages[0].text
+    lines = [f"{_speaker(m)}: {m.text}" for m in messages if m.text]
+    if not lines:
+        raise InvalidInput("the conversation has no text to answer")
+    return "\n".join(lines)
+
+
+def _speaker(message: BaseMessage) -> str:
+    if isinstance(message, ChatMessage):
+        return message.role
+    return _SPEAKERS.get(message.type, message.type)
+
+
+def until_stop(pieces: Iterator[str], stop: Sequence[str]) -> Iterator[str]:
+    """The text of ``pieces`` up to the first stop sequence; text that may be the start of one
+    is held back until it is known not to be. The pieces are read to their end either way,
+    so the stream's reply (and the memories' use) is complete."""
+    longest = max((len(s) for s in stop if s), default=0)
+    held, stopped = "", False
+    for piece in pieces:
+        if stopped or not longest:
+            if not stopped and piece:
+                yield piece
+            continue
+        held += piece
+        cuts = [at for at in (held.find(s) for s in stop if s) if at >= 0]
+        if cuts:
+            stopped = True
+            if min(cuts):
+                yield held[: min(cuts)]
+        elif len(held) >= longest:
+            yield held[: len(held) - longest + 1]
+            held = held[len(held) - longest + 1 :]
+    if not stopped and held:
+        yield held
