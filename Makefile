@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test lint typecheck demo bench bench-locomo bench-kv bench-lora bench-server bench-jobs bench-hardening bench-scheduler bench-governance clean
+.PHONY: install test lint typecheck demo bench bench-locomo bench-kv bench-lora bench-server bench-jobs bench-hardening bench-scheduler bench-governance bench-cli clean
 
 install: $(STAMP)
 
@@ -70,6 +70,11 @@ bench-scheduler: install
 bench-governance: install
 	$(PY) benchmarks/erasure.py
 	$(PY) benchmarks/redaction_overhead.py
+
+# How long each kind of `memos` command takes from a fresh process, beside the tree before
+# the lazy imports and the torch-free embedder (2a23293).
+bench-cli: install
+	$(PY) benchmarks/cli_startup.py
 
 bench-hardening: install
 	$(PY) benchmarks/before_after.py 5a5e711

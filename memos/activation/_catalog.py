@@ -16,11 +16,10 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from memos.activation._block import render_block, template_version
 from memos.activation._manifest import KV_DTYPES, KVEntry, KVManifest
-from memos.activation._tensors import cache_from_bytes, cache_to_bytes, token_sha256
 from memos.core import _validation as check
 from memos.core._derived import KV_KIND
 from memos.core._governance import NO_KV, allowed, refuse_labelled
@@ -46,14 +45,16 @@ from memos.errors import (
     KVEntryNotFound,
     ModelMismatch,
 )
-from memos.llm import LLMBackend, ResidentPrefix
+
+if TYPE_CHECKING:
+    from memos.llm import LLMBackend, ResidentPrefix
 
 # room left after a block for the question and the answer (a quarter of a small model's)
 _ROOM_TOKENS = 256
 MAX_BLOCK_ITEMS = 512
 DEFAULT_RESIDENT_BYTES = 2 * 2**30
 
-ModelProvider = Callable[[], LLMBackend]
+ModelProvider = Callable[[], "LLMBackend"]
 Retriever = Callable[[str, str, int, "str | None"], list[MemoryItem]]
 
 
@@ -131,6 +132,8 @@ class KVMemory:
                 f"a block of {len(prefix)} tokens leaves no room for a question in the "
                 f"{model.shape.max_positions} positions of {model.name}"
             )
+        from memos.activation._tensors import cache_to_bytes, token_sha256
+
         manifest = KVManifest(
             model_name=model.name[:200],
             model=model.fingerprint,
@@ -161,7 +164,7 @@ class KVMemory:
         self._store.commit([change])
         built = KVEntry.from_derived(entry)
         # resident as stored: an int8 or bf16 cache is used exactly as it will load later
-        self._keep(info, built.blob, ResidentPrefix(*cache_from_bytes(data, manifest)))
+        self._keep(info, built.blob, _resident_prefix(data, manifest))
         return built
 
     def _block_items(self, cube: str, item_ids: Sequence[str] | None) -> list[MemoryItem]:
@@ -271,7 +274,7 @@ class KVMemory:
         data = self._store.get_blob(entry.blob)
         if data is None:
             raise IntegrityError(f"the blob {entry.blob} of KV entry {entry.id} is missing")
-        resident = ResidentPrefix(*cache_from_bytes(data, manifest))
+        resident = _resident_prefix(data, manifest)
         self._keep(self._cube_info(entry.cube, Access.READ), entry.blob, resident)
         return resident
 
@@ -329,3 +332,12 @@ def _checked_dtype(dtype: str) -> str:
 
 def _new_entry_id() -> str:
     return f"kv-{time.time_ns() // 1_000_000:012x}{os.urandom(6).hex()}"
+
+
+def _resident_prefix(data: bytes, manifest: KVManifest) -> ResidentPrefix:
+    """A stored cache, decoded into RAM. torch loads here, when a cache is first built or
+    used, so listing or dropping caches never pays for it."""
+    from memos.activation._tensors import cache_from_bytes
+    from memos.llm import ResidentPrefix
+
+    return ResidentPrefix(*cache_from_bytes(data, manifest))

@@ -11,6 +11,7 @@ import typer
 from memos import __version__
 from memos.cli import _audit, _chat, _forget, _jobs, _read, _serve, _write
 from memos.cli._cube import cube_app
+from memos.cli._help import MemosGroup
 from memos.cli._keys import keys_app
 from memos.cli._kv import kv_app
 from memos.cli._lora import lora_app
@@ -21,6 +22,7 @@ from memos.engine._engine import DEFAULT_MODEL_CACHE
 
 app = typer.Typer(
     name="memos",
+    cls=MemosGroup,
     help="Inspect, search, diff, verify and roll back what MemOS memory holds.",
     no_args_is_help=True,
     add_completion=False,
@@ -67,6 +69,7 @@ def root(
         typer.Option(
             "--data-dir",
             "-d",
+            metavar="DIR",
             envvar="MEMOS_DATA_DIR",
             help="The MemOS data directory.",
             show_default=True,
@@ -76,6 +79,7 @@ def root(
         str | None,
         typer.Option(
             "--store",
+            metavar="URL",
             envvar="MEMOS_STORE",
             help="A store URL to use instead of the data dir, e.g. "
             "redis://127.0.0.1:6379/0?prefix=memos (the Redis store servers share).",
@@ -86,6 +90,7 @@ def root(
         Path | None,
         typer.Option(
             "--model",
+            metavar="PATH",
             envvar="MEMOS_MODEL",
             help="The language model for chat, KV caches and LoRA adapters: a Hugging Face model "
             "directory or a .gguf file. Default: the bundled SmolLM2-135M-Instruct.",
@@ -96,6 +101,7 @@ def root(
         Path,
         typer.Option(
             "--model-cache",
+            metavar="DIR",
             envvar="MEMOS_MODEL_CACHE",
             help="Where a .gguf model (the bundled one too) is converted once for loading.",
             show_default=True,

@@ -44,7 +44,9 @@ def report(
     cube: CubeOption,
     since: Annotated[
         str | None,
-        typer.Option("--since", help="Only from this time on (ISO 8601, e.g. 2026-01-31)."),
+        typer.Option(
+            "--since", metavar="TIME", help="Only from this time on (ISO 8601, e.g. 2026-01-31)."
+        ),
     ] = None,
     json_out: JsonFlag = False,
 ) -> None:

@@ -18,9 +18,7 @@ def chat(
     user: Annotated[
         str | None, typer.Option("--user", "-u", help="Only memories of this user.")
     ] = None,
-    k: Annotated[
-        int, typer.Option("-k", "--k", help="How many memories to put in the prompt.")
-    ] = 5,
+    k: Annotated[int, typer.Option("-k", help="How many memories to put in the prompt.")] = 5,
     max_new_tokens: Annotated[
         int, typer.Option("--max-new-tokens", help="The most tokens the answer may have.")
     ] = 128,

@@ -27,9 +27,7 @@ def build(
         str | None,
         typer.Option("--query", "-q", help="Build the block from the memories best matching this."),
     ] = None,
-    k: Annotated[
-        int, typer.Option("-k", "--k", help="How many memories a --query block holds.")
-    ] = 8,
+    k: Annotated[int, typer.Option("-k", help="How many memories a --query block holds.")] = 8,
     dtype: Annotated[
         str | None,
         typer.Option(

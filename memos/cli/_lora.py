@@ -55,7 +55,7 @@ def consolidate(
         typer.Option("--query", "-q", help="Learn the memories best matching this instead."),
     ] = None,
     k: Annotated[
-        int, typer.Option("-k", "--k", help="How many memories a --query consolidation learns.")
+        int, typer.Option("-k", help="How many memories a --query consolidation learns.")
     ] = 20,
     steps: Annotated[
         int | None, typer.Option("--steps", help="The most training steps (default 40).")

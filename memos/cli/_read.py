@@ -14,7 +14,7 @@ def search(
     ctx: typer.Context,
     query: Annotated[str, typer.Argument(help="What to look for, in plain words.")],
     cube: CubeOption,
-    k: Annotated[int, typer.Option("-k", "--k", help="How many memories to return.")] = 5,
+    k: Annotated[int, typer.Option("-k", help="How many memories to return.")] = 5,
     user: Annotated[
         str | None, typer.Option("--user", "-u", help="Only memories of this user.")
     ] = None,
@@ -26,10 +26,12 @@ def search(
         str | None, typer.Option("--session", "-s", help="Only memories from this session.")
     ] = None,
     since: Annotated[
-        str | None, typer.Option("--since", help="Only memories from this ISO 8601 time on.")
+        str | None,
+        typer.Option("--since", metavar="TIME", help="Only memories from this ISO 8601 time on."),
     ] = None,
     until: Annotated[
-        str | None, typer.Option("--until", help="Only memories up to this ISO 8601 time.")
+        str | None,
+        typer.Option("--until", metavar="TIME", help="Only memories up to this ISO 8601 time."),
     ] = None,
     mode: Annotated[
         SearchMode,

@@ -17,6 +17,7 @@ MetaOption = Annotated[
     typer.Option(
         "--meta",
         "-m",
+        metavar="KEY=VALUE",
         help="Metadata as key=value; repeat for several. Numbers, true, false and null are "
         "stored as JSON values, anything else as text.",
     ),

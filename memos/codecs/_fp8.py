@@ -5,17 +5,20 @@ largest component lands on the e4m3 maximum, so each vector uses the format's wh
 small components keep 3 mantissa bits instead of being flushed to zero by one global scale.
 ``scan`` scores codes against a float32 query with :mod:`memos.codecs._fp8scan` (AVX2/F16C when the
 CPU has it), which decodes in registers and never materialises the float32 matrix.
+
+The e4m3 conversion is done with integer arithmetic on the float32 bits rather than through
+``ml_dtypes``: importing ``ml_dtypes`` costs over a second of start-up, which every command
+that adds one memory would pay. Tests hold the two bit-identical.
 """
 
 from __future__ import annotations
 
-import ml_dtypes
 import numpy as np
 from numpy.typing import NDArray
 
 from memos.codecs._fp8scan import ip_scan, ip_scan_subset
 
-__all__ = ["E4M3_MAX", "decode_fp8", "encode_fp8", "scan", "top_k"]
+__all__ = ["E4M3_MAX", "decode_fp8", "encode_fp8", "scan", "to_e4m3", "top_k"]
 
 E4M3_MAX = 448.0
 
@@ -38,15 +41,51 @@ def encode_fp8(vectors: NDArray[np.float32]) -> tuple[NDArray[np.uint8], NDArray
     scaled = matrix / scales[:, None]
     # Rounding in the division can land a hair above 448, which e4m3fn turns into NaN.
     np.clip(scaled, -E4M3_MAX, E4M3_MAX, out=scaled)
-    codes = scaled.astype(ml_dtypes.float8_e4m3fn).view(np.uint8)
-    return np.ascontiguousarray(codes), scales
+    return to_e4m3(scaled), scales
 
 
 def decode_fp8(codes: NDArray[np.uint8], scales: NDArray[np.float32]) -> NDArray[np.float32]:
     """The float32 vectors ``codes`` and ``scales`` stand for (reference path, not the scan)."""
-    values = np.ascontiguousarray(codes, dtype=np.uint8).view(ml_dtypes.float8_e4m3fn)
-    decoded = values.astype(np.float32) * np.asarray(scales, dtype=np.float32)[:, None]
+    values = _E4M3_VALUES[np.asarray(codes, dtype=np.uint8)]
+    decoded = values * np.asarray(scales, dtype=np.float32)[:, None]
     return np.asarray(decoded, dtype=np.float32)
+
+
+# float32 bit patterns: 2**-6 (e4m3's smallest normal) and the exponent bias difference 127 - 7
+_E4M3_MIN_NORMAL_BITS = 0x3C800000
+_REBIAS = (127 - 7) << 3
+
+
+def to_e4m3(values: NDArray[np.float32]) -> NDArray[np.uint8]:
+    """e4m3fn bit patterns of finite float32 ``values`` within ±448, rounded to nearest even.
+
+    A normal result keeps the top 3 of float32's 23 mantissa bits (the rounding carry may bump
+    the exponent, which is what rounding up to the next binade means); below 2**-6 the result
+    is a multiple of 2**-9, which ``rint`` rounds exactly because scaling by 512 is exact.
+    """
+    floats = np.ascontiguousarray(values, dtype=np.float32)
+    bits = floats.view(np.uint32).astype(np.int64)
+    magnitude = bits & 0x7FFFFFFF
+    normal = ((magnitude + 0x7FFFF + ((magnitude >> 20) & 1)) >> 20) - _REBIAS
+    subnormal = np.rint(np.abs(floats) * np.float32(512.0)).astype(np.int64)
+    code = np.where(magnitude < _E4M3_MIN_NORMAL_BITS, subnormal, normal)
+    return np.ascontiguousarray(code | ((bits >> 24) & 0x80), dtype=np.uint8)
+
+
+def _e4m3_values() -> NDArray[np.float32]:
+    """The float32 value of each of the 256 e4m3fn bit patterns (0x7F and 0xFF are NaN)."""
+    code = np.arange(256)
+    exponent, mantissa = (code >> 3) & 0xF, code & 0x7
+    magnitude = np.where(
+        exponent == 0,
+        np.ldexp(mantissa / 8.0, -6),
+        np.ldexp(1.0 + mantissa / 8.0, exponent - 7),
+    )
+    magnitude[(code & 0x7F) == 0x7F] = np.nan
+    return np.where(code & 0x80, -magnitude, magnitude).astype(np.float32)
+
+
+_E4M3_VALUES = _e4m3_values()
 
 
 def scan(

@@ -51,6 +51,10 @@ def update(
     if new_text is None and new_tags is None and new_meta is None:
         raise InvalidInput("update needs a new text, tags or metadata")
     current = scope.item(item_id, Access.WRITE)
+    # what can refuse the update is checked before the text is embedded (seconds, the first
+    # time a process loads the model); _revise checks both again inside the commit loop
+    _check_expected(current, expected_version)
+    _refuse_deleted(current)
     info = scope.cube(current.cube)
     counts: dict[str, int] = {}
     if new_text is not None:
@@ -61,8 +65,7 @@ def update(
         vector = engine.embedder_for(info).embed([new_text])[0]
 
     def build(item: MemoryItem, now: datetime) -> MemoryItem:
-        if item.status == ItemStatus.DELETED:
-            raise Conflict(f"memory {item.id} is deleted; roll it back to restore it")
+        _refuse_deleted(item)
         return _mutations.revised(item, now=now, text=new_text, tags=new_tags, metadata=new_meta)
 
     return _revise(
@@ -239,14 +242,7 @@ def _revise(
     reason = check.reason(reason, scope.limits)
     for _ in range(_RETRIES):
         current = scope.item(item_id, Access.WRITE)
-        if expected_version is not None and expected_version != current.version:
-            raise VersionConflict(
-                f"memory {item_id} is at version {current.version}, "
-                f"not the expected {expected_version}",
-                item_id=item_id,
-                current=current.version,
-                expected=expected_version,
-            )
+        _check_expected(current, expected_version)
         now = utcnow()
         after = build(current, now)
         change = Change(
@@ -273,6 +269,22 @@ def _revise(
         )
         return after
     raise VersionConflict(f"memory {item_id} kept changing; gave up after {_RETRIES} tries")
+
+
+def _check_expected(current: MemoryItem, expected_version: int | None) -> None:
+    if expected_version is not None and expected_version != current.version:
+        raise VersionConflict(
+            f"memory {current.id} is at version {current.version}, "
+            f"not the expected {expected_version}",
+            item_id=current.id,
+            current=current.version,
+            expected=expected_version,
+        )
+
+
+def _refuse_deleted(item: MemoryItem) -> None:
+    if item.status == ItemStatus.DELETED:
+        raise Conflict(f"memory {item.id} is deleted; roll it back to restore it")
 
 
 def _vector_for(

@@ -90,7 +90,7 @@ def materialized_gguf(gguf: Path, cache_dir: Path) -> Path:
     cache_dir.mkdir(parents=True, exist_ok=True)
     scratch = cache_dir / f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
     shutil.rmtree(scratch, ignore_errors=True)
-    _dequantize(gguf, scratch)
+    _dequantize(gguf, scratch, cache_dir)
     (scratch / _COMPLETE).write_text(gguf.name, encoding="utf-8")
     try:
         os.replace(scratch, target)
@@ -116,11 +116,13 @@ def quiet_progress() -> Iterator[None]:
             hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
-def _dequantize(gguf: Path, out_dir: Path) -> None:
+def _dequantize(gguf: Path, out_dir: Path, cache_dir: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    with quiet_progress():
+    from memos.llm._progress import conversion_progress
+
+    with quiet_progress(), conversion_progress(gguf, cache_dir):
         _convert(gguf, out_dir, torch.float32, AutoModelForCausalLM, AutoTokenizer)
 
 

@@ -1,0 +1,86 @@
+"""What a ``memos`` command imports: nothing that loads a model unless it runs one. Wall-clock
+start-up is measured in benchmarks/cli_startup.py; these tests hold the imports that decide it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HEAVY = ("torch", "sentence_transformers", "transformers", "peft", "ml_dtypes")
+
+_RUN = """
+import sys
+from typer.testing import CliRunner
+from memos.cli import app
+
+data_dir, heavy_names = sys.argv[1], sys.argv[2].split(",")
+runner = CliRunner()
+commands = [line.split("|") for line in sys.argv[3:]]
+for args, expected in ((a[:-1], int(a[-1])) for a in commands):
+    result = runner.invoke(app, ["--data-dir", data_dir, *args])
+    assert result.exit_code == expected, (args, result.exit_code, result.output)
+    if args[0] == "add" and expected == 0:
+        print("id", result.output.strip())
+print("heavy", ",".join(m for m in heavy_names if m in sys.modules) or "none")
+print("embedder", "loaded" if "memos.embedding._bert" in sys.modules else "not loaded")
+"""
+
+
+def _run(data_dir: Path, *commands: str) -> dict[str, str]:
+    done = subprocess.run(
+        [sys.executable, "-c", _RUN, str(data_dir), ",".join(HEAVY), *commands],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return dict(line.split(" ", 1) for line in done.stdout.splitlines())
+
+
+def test_importing_the_cli_loads_no_model_code() -> None:
+    code = f"import sys, memos.cli; print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_commands_on_a_minilm_cube_never_import_torch(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    seeded = _run(
+        data_dir,
+        "cube|create|notes|0",
+        "add|Alice moved to Lisbon in May 2023|--cube|notes|0",
+    )
+    item_id = seeded["id"]
+    assert seeded["heavy"] == "none"
+    checked = _run(
+        data_dir,
+        "--help|0",
+        "cube|list|0",
+        "log|0",
+        "kv|ls|--cube|notes|0",
+        "search|where does Alice live?|--cube|notes|0",
+        f"update|{item_id}|Alice moved to Porto|--expected-version|1|0",
+    )
+    assert checked["heavy"] == "none"
+    assert checked["embedder"] == "loaded"
+
+
+@pytest.mark.slow
+def test_checks_that_fail_run_before_the_model_loads(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    item_id = _run(data_dir, "cube|create|notes|0", "add|Bob prefers tea|--cube|notes|0")["id"]
+    refused = _run(
+        data_dir,
+        f"update|{item_id}|Bob prefers coffee|--expected-version|7|4",
+        "add|text|--cube|nope|3",
+        "search|tea|--cube|nope|3",
+        f"delete|{item_id}|0",
+        f"update|{item_id}|Bob prefers coffee|4",
+    )
+    assert refused["embedder"] == "not loaded"
