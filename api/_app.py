@@ -4,6 +4,7 @@ metrics. Nothing happens at import; ``create_app`` is called by ``memos serve`` 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sys
 import sysconfig
 import tempfile
@@ -30,12 +31,17 @@ from memos.embedding import make_embedder
 
 from . import _errors
 from ._deps import Caller
-from ._middleware import Authenticate, BodyLimit, Timing
+from ._docs import ASSETS_PATH, DOCS_PATH, add_docs
+from ._middleware import AccessLog, Authenticate, BodyLimit, Timing
 from ._operation_routes import router_of, upload_paths
 from ._settings import ServerSettings
 
-# what a client may read without a key: liveness and the document that describes the routes
-PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})
+# what a client may read without a key: liveness, the document that describes the routes and
+# the page that shows it (see api/_docs.py: the API's shape, never its data)
+PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json", DOCS_PATH})
+PUBLIC_PREFIXES = (f"{ASSETS_PATH}/",)
+# one line per request (method, path, status, ms); `memos serve` shows it on stderr
+ACCESS_LOGGER = "memos.access"
 SQLITE_SCHEME = "sqlite:///"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
 
@@ -52,7 +58,7 @@ def create_app(settings: ServerSettings, mos: MemOS | None = None) -> FastAPI:
             yield
         mos.close()
 
-    # the OpenAPI document is public (it describes routes, never data); no HTML docs pages
+    # /docs is Swagger UI from the package's own assets (add_docs), never from a CDN
     app = FastAPI(
         title="MemOS", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
     )
@@ -61,14 +67,18 @@ def create_app(settings: ServerSettings, mos: MemOS | None = None) -> FastAPI:
     _errors.install(app, private_paths(settings))
     app.include_router(router_of(type(mos)))  # the operations its handles declare
     latency = _add_health_and_metrics(app)
-    # the last added runs first: a request is timed, then authenticated, then its body read
+    add_docs(app)
+    # the last added runs first: a request is logged, timed, authenticated, then its body read
     app.add_middleware(
         BodyLimit,
         limit=settings.max_body_bytes,
         uploads=dict.fromkeys(upload_paths(type(mos)), settings.max_import_bytes),
     )
-    app.add_middleware(Authenticate, store=mos.store, public=PUBLIC_PATHS)
+    app.add_middleware(
+        Authenticate, store=mos.store, public=PUBLIC_PATHS, public_prefixes=PUBLIC_PREFIXES
+    )
     app.add_middleware(Timing, histogram=latency)
+    app.add_middleware(AccessLog, logger=logging.getLogger(ACCESS_LOGGER))
     return app
 
 

@@ -1,4 +1,5 @@
-"""ASGI middleware: authentication, the request body limit and the latency histogram.
+"""ASGI middleware: authentication, the request body limit, the latency histogram and the
+access log.
 
 A request is authenticated before a byte of its body is read: without a live API key it costs
 the server its headers and a short answer (``401`` in the error envelope, and the connection
@@ -12,6 +13,7 @@ way an oversized body answers ``413`` in the error envelope.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Collection, MutableMapping
@@ -64,17 +66,30 @@ def _bearer_token(scope: Scope) -> str | None:
 
 
 class Authenticate:
-    """Refuse any HTTP request but those to the ``public`` paths unless it carries a live API
-    key (``Authorization: Bearer memos_...``), before its body is read; the key of an accepted
+    """Refuse any HTTP request but those to the ``public`` paths (or under the
+    ``public_prefixes``, each ending in ``/``) unless it carries a live API key
+    (``Authorization: Bearer memos_...``), before its body is read; the key of an accepted
     request is in the request's state (:data:`API_KEY_STATE`)."""
 
-    def __init__(self, app: ASGIApp, store: Store, public: Collection[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        store: Store,
+        public: Collection[str],
+        public_prefixes: Collection[str] = (),
+    ) -> None:
         self.app = app
         self.store = store
         self.public = frozenset(public)
+        self.public_prefixes = tuple(public_prefixes)
+
+    def _is_public(self, path: str) -> bool:
+        return path in self.public or (
+            path.startswith(self.public_prefixes) and "/../" not in f"{path}/"
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.public:
+        if scope["type"] != "http" or self._is_public(scope["path"]):
             await self.app(scope, receive, send)
             return
         try:
@@ -213,3 +228,32 @@ class Timing:
             self.histogram.labels(scope["method"], path, str(status)).observe(
                 time.perf_counter() - start
             )
+
+
+class AccessLog:
+    """One line per request on the ``memos.access`` logger, once it is answered: method, path,
+    status and milliseconds. Never the query string, a header (the API key rides in one) or a
+    body, so the log holds no key and no memory text."""
+
+    def __init__(self, app: ASGIApp, logger: logging.Logger) -> None:
+        self.app = app
+        self.logger = logger
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        start = time.perf_counter()
+
+        async def recorded(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recorded)
+        finally:
+            elapsed_ms = (time.perf_counter() - start) * 1000
+            self.logger.info("%s %s %d %.1f ms", scope["method"], scope["path"], status, elapsed_ms)

@@ -1,11 +1,23 @@
-"""``memos serve``: the memory server over the data dir (or ``--store``)."""
+"""``memos serve``: the memory server over the data dir (or ``--store``).
 
-from typing import Annotated, Any
+It says on stderr where it listens and which store it serves, logs one line per request
+(``memos.access``: method, path, status, milliseconds; never a key, a query string or a body)
+in the format ``memos worker`` logs its jobs, and says when it stops."""
+
+import logging
+import socket
+from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
 from memos.api._settings import ServerSettings
 from memos.cli._session import reporting, settings
+
+if TYPE_CHECKING:
+    import uvicorn
+
+LOG_FORMAT = "%(asctime)s %(name)s %(message)s"  # as `memos worker` logs
 
 
 def _default(field: str) -> Any:
@@ -73,4 +85,49 @@ def serve(
             tick_interval_s=tick_interval,
         )
         app = create_app(config)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    data_dir = edge.data_dir.expanduser().resolve()
+    served = f"store {shown_store(edge.store)}" if edge.store else f"data dir {data_dir}"
+    server = _announcing_server(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", log_config=None), served
+    )
+    server.run()
+    if not server.started:  # the port was taken, or the app did not start: uvicorn said why
+        raise typer.Exit(1)
+
+
+def shown_store(url: str) -> str:
+    """``url`` with any password in it replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def listening_url(sockets: list[socket.socket]) -> str:
+    """The URL a client reaches the first of the server's sockets at (the port the OS chose,
+    for ``--port 0``)."""
+    host, port = sockets[0].getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _announcing_server(config: "uvicorn.Config", served: str) -> "uvicorn.Server":
+    """uvicorn's server, saying on stderr where it listens once it does, and when it stops."""
+    import uvicorn
+
+    class AnnouncingServer(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                url = listening_url([s for server in self.servers for s in server.sockets])
+                typer.echo(f"memos serve listening on {url} ({served})", err=True)
+                typer.echo(f"API reference at {url}/docs; Ctrl+C stops", err=True)
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            typer.echo("memos serve shutting down: finishing requests and jobs", err=True)
+            await super().shutdown(sockets)
+            # said here: after a signal, uvicorn raises it again once this returns
+            typer.echo("memos serve stopped", err=True)
+
+    return AnnouncingServer(config)

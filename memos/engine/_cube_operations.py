@@ -46,15 +46,20 @@ class CubeOperations(Performs):
         embedder: str | None = None,
         codec: str | None = None,
         kv_dtype: str = "fp32",
+        exist_ok: bool = False,
     ) -> CubeInfo:
         """Create a cube. ``codec`` (how its vectors are held in RAM) defaults to
         :func:`memos.codecs.default_codec` for the embedder's dimension; ``kv_dtype`` is how
         its KV caches are stored (``fp32``, ``bf16`` or ``int8``). ``owner`` defaults to the
         handle's principal (``local`` for the operator). A principal's cube is named
-        ``principal:name`` (see :mod:`memos.engine._scope`); the reply carries the full name."""
+        ``principal:name`` (see :mod:`memos.engine._scope`); the reply carries the full name.
+        With ``exist_ok``, a cube of that name with the owner and embedder asked for is
+        returned as it stands (its codec and KV dtype may have changed since) rather than
+        refused with :class:`memos.errors.CubeExists`, so a script may create its cube on
+        every run."""
         return _cubes.create_cube(
             self._engine, self._scope, name, owner=owner, embedder=embedder, codec=codec,
-            kv_dtype=kv_dtype,
+            kv_dtype=kv_dtype, exist_ok=exist_ok,
         )  # fmt: skip
 
     @operation("GET", "/v1/cubes/{cube}", tag=CUBES, wire={"name": "cube"})
