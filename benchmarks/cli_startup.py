@@ -9,7 +9,11 @@ child's CPU time (user + system, steadier on a shared machine) are reported agai
 
 - commands that load no model (``--help``, ``cube list``, ``log``, ``kv ls``): ≤ 0.5 s;
 - checks that fail (a stale ``--expected-version``, a missing cube): ≤ 0.5 s, no model loaded;
-- an embedded ``memos add`` or ``search`` on an all-MiniLM-L6-v2 cube: ≤ 1.5 s.
+- an embedded ``memos add`` or ``search`` on an all-MiniLM-L6-v2 cube: ≤ 1.5 s;
+- any command against a running ``memos serve`` (``MEMOS_URL`` and ``MEMOS_API_KEY`` set):
+  ≤ 0.3 s. These run on the current tree only (the baseline has no ``--url``), against one
+  server started for the run on the same data dir, with a key for principal ``alice`` and her
+  all-MiniLM-L6-v2 cube ``team`` (the server embeds; its model is loaded before timing).
 
     HF_HUB_OFFLINE=1 python benchmarks/cli_startup.py
     HF_HUB_OFFLINE=1 python benchmarks/cli_startup.py --runs 3 --baseline none
@@ -22,13 +26,16 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import socket
 import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Sequence
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -36,6 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 NO_MODEL_GOAL_S = 0.5
 EMBEDDED_GOAL_S = 1.5
+REMOTE_GOAL_S = 0.3
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,8 @@ class Kind:
     args: tuple[str, ...]
     goal_s: float
     exit_code: int = 0
+    # run against the server (MEMOS_URL), on the current tree only
+    remote: bool = False
 
 
 def kinds(item_id: str) -> list[Kind]:
@@ -61,6 +71,17 @@ def kinds(item_id: str) -> list[Kind]:
         Kind("missing_cube", ("add", "text", "--cube", "nope"), NO_MODEL_GOAL_S, exit_code=3),
         Kind("add", ("add", "Carol plays cello", "--cube", "notes"), EMBEDDED_GOAL_S),
         Kind("search", ("search", "who plays music?", "--cube", "notes"), EMBEDDED_GOAL_S),
+        Kind("url_cube_list", ("cube", "list"), REMOTE_GOAL_S, remote=True),
+        Kind("url_log", ("log", "--limit", "5"), REMOTE_GOAL_S, remote=True),
+        Kind("url_add", ("add", "Dave plays drums", "--cube", "team"), REMOTE_GOAL_S, remote=True),
+        Kind(
+            "url_search",
+            ("search", "who plays music?", "--cube", "team"),
+            REMOTE_GOAL_S,
+            remote=True,
+        ),
+        Kind("url_verify", ("verify", "--cube", "team"), REMOTE_GOAL_S, remote=True),
+        Kind("url_bad_key", ("cube", "list"), REMOTE_GOAL_S, exit_code=7, remote=True),
     ]
 
 
@@ -123,6 +144,57 @@ def seeded(env: dict[str, str]) -> str:
     return ids[0]
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def served(env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """``memos serve`` on the data dir until the block ends; yields the environment of a
+    command against it: ``MEMOS_URL`` and the ``MEMOS_API_KEY`` of alice, whose cube ``team``
+    holds one memory (so the server's embedder is loaded)."""
+    run = str(Path(sys.executable).parent / "memos")
+    token = subprocess.run(
+        [run, "keys", "create", "--principal", "alice"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    url = f"http://127.0.0.1:{_free_port()}"
+    server = subprocess.Popen(
+        [run, "serve", "--port", url.rsplit(":", 1)[1]],
+        env=env,
+        cwd=Path(env["MEMOS_DATA_DIR"]).parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_healthy(url, server)
+        remote = {**env, "MEMOS_URL": url, "MEMOS_API_KEY": token}
+        for args in (("cube", "create", "team"), ("add", "Erin sings", "--cube", "team")):
+            subprocess.run([run, *args], env=remote, check=True, capture_output=True)
+        yield remote
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _wait_healthy(url: str, server: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=5) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("memos serve did not start") from None
+            time.sleep(0.1)
+
+
 def measure(
     kind: Kind, trees: dict[str, dict[str, str]], runs: int
 ) -> dict[str, tuple[float, float]]:
@@ -145,31 +217,48 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="memos-cli-bench-") as scratch:
         base_env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "120"}
         base_env["MEMOS_DATA_DIR"] = str(Path(scratch) / "data")
+        for name in ("MEMOS_URL", "MEMOS_API_KEY", "MEMOS_STORE"):
+            base_env.pop(name, None)  # the local commands work on the scratch data dir
         trees = {"now": base_env}
         if args.baseline != "none":
             old = exported(args.baseline, Path(scratch) / "baseline")
             path = os.pathsep.join(filter(None, [str(old), base_env.get("PYTHONPATH")]))
             trees["baseline"] = {**base_env, "PYTHONPATH": path}
         item_id = seeded(base_env)
-        load = os.getloadavg()[0]
-        print(f"{args.runs} fresh processes per command; load average {load:.1f}")
-        header = f"{'command':<14}{'goal s':>8}{'wall s':>9}{'cpu s':>8}"
-        if "baseline" in trees:
-            header += f"{'base wall':>11}{'base cpu':>10}{'ratio':>7}"
-        print(header)
-        figures = {"runs": str(args.runs), "load": f"{load:.1f}"}
-        for kind in kinds(item_id):
-            got = measure(kind, trees, args.runs)
-            wall, cpu = got["now"]
-            line = f"{kind.key:<14}{kind.goal_s:>8.1f}{wall:>9.2f}{cpu:>8.2f}"
-            figures[f"{kind.key}_s"] = f"{wall:.2f}"
-            figures[f"{kind.key}_cpu_s"] = f"{cpu:.2f}"
-            if "baseline" in got:
-                base_wall, base_cpu = got["baseline"]
-                line += f"{base_wall:>11.2f}{base_cpu:>10.2f}{base_wall / wall:>6.1f}x"
-                figures[f"{kind.key}_baseline_s"] = f"{base_wall:.2f}"
-            print(line + ("" if wall <= kind.goal_s else "  (over the goal)"))
-        print(" ".join(f"{key}={value}" for key, value in figures.items()))
+        with served(base_env) as remote:
+            bad_key = {**remote, "MEMOS_API_KEY": "memos_nobody_" + "x" * 32}
+            report(args.runs, item_id, trees, {"": remote, "url_bad_key": bad_key})
+
+
+def report(
+    runs: int,
+    item_id: str,
+    trees: dict[str, dict[str, str]],
+    remote: dict[str, dict[str, str]],
+) -> None:
+    """Measure every kind and print the table and the ``key=value`` line; ``remote`` holds
+    the environment of the commands against the server (by kind, else under "")."""
+    load = os.getloadavg()[0]
+    print(f"{runs} fresh processes per command; load average {load:.1f}")
+    header = f"{'command':<15}{'goal s':>7}{'wall s':>9}{'cpu s':>8}"
+    if "baseline" in trees:
+        header += f"{'base wall':>11}{'base cpu':>10}{'ratio':>7}"
+    print(header)
+    figures = {"runs": str(runs), "load": f"{load:.1f}"}
+    for kind in kinds(item_id):
+        on = {"now": remote.get(kind.key, remote[""])} if kind.remote else trees
+        got = measure(kind, on, runs)
+        wall, cpu = got["now"]
+        line = f"{kind.key:<15}{kind.goal_s:>7.1f}{wall:>9.2f}{cpu:>8.2f}"
+        figures[f"{kind.key}_s"] = f"{wall:.2f}"
+        figures[f"{kind.key}_cpu_s"] = f"{cpu:.2f}"
+        if "baseline" in got:
+            base_wall, base_cpu = got["baseline"]
+            line += f"{base_wall:>11.2f}{base_cpu:>10.2f}{base_wall / wall:>6.1f}x"
+            figures[f"{kind.key}_baseline_s"] = f"{base_wall:.2f}"
+            figures[f"{kind.key}_baseline_cpu_s"] = f"{base_cpu:.2f}"
+        print(line + ("" if wall <= kind.goal_s else "  (over the goal)"))
+    print(" ".join(f"{key}={value}" for key, value in figures.items()))
 
 
 if __name__ == "__main__":

@@ -8,8 +8,25 @@ import sys
 from pathlib import Path
 
 import pytest
+from _servers import serve_process
+
+from memos import MemOS
 
 HEAVY = ("torch", "sentence_transformers", "transformers", "peft", "ml_dtypes")
+# what no command pays for before it runs: the engine's numerics, the models, the renderer
+ENGINE = ("numpy", "faiss", "pydantic", "rich", "httpx", "memos.engine._mos")
+# what a command over --url never needs: the local store, embedder and model, the server
+LOCAL = (
+    *HEAVY,
+    "tokenizers",
+    "sqlite3",
+    "memos.stores.sqlite",
+    "memos.embedding._bert",
+    "memos.engine._mos",
+    "fastapi",
+    "uvicorn",
+    "pydantic_settings",
+)
 
 _RUN = """
 import sys
@@ -46,6 +63,45 @@ def test_importing_the_cli_loads_no_model_code() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_importing_the_cli_loads_no_engine() -> None:
+    code = f"import sys, memos.cli; print(sorted(m for m in {ENGINE!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+_REMOTE = """
+import sys
+from typer.testing import CliRunner
+from memos.cli import app
+
+url, token, nowhere, local = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split(",")
+runner = CliRunner()
+base = ["--data-dir", nowhere, "--url", url, "--api-key", token]
+for args in (["cube", "list"], ["add", "tea", "--cube", "notes"], ["search", "tea", "--cube",
+             "notes"], ["log"], ["verify"]):
+    result = runner.invoke(app, [*base, *args])
+    assert result.exit_code == 0, (args, result.output)
+print(",".join(m for m in local if m in sys.modules) or "none")
+"""
+
+
+@pytest.mark.slow
+def test_commands_over_url_import_no_local_store_embedder_or_model(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with MemOS.open(data_dir, create=True) as mos:
+        _, token = mos.keys.create("alice")
+        mos.create_cube("notes", owner="alice", embedder="hash-64")
+    with serve_process("--data-dir", str(data_dir)) as (url, _):
+        args = [url, token, str(tmp_path / "nowhere"), ",".join(LOCAL)]
+        done = subprocess.run(
+            [sys.executable, "-c", _REMOTE, *args], capture_output=True, text=True, timeout=300
+        )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "none"
+    assert not (tmp_path / "nowhere").exists()
 
 
 @pytest.mark.slow

@@ -8,21 +8,16 @@ the edge, from the file ``--anchor-key`` (or ``MEMOS_ANCHOR_KEY_FILE``) names.
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from memos import CubeAnchor, MemOS, VerifyReport
 from memos.cli._session import settings
-from memos.core._anchor import (
-    AnchorFile,
-    anchor_file,
-    dump_anchor_file,
-    gone_report,
-    held_problem,
-    read_anchor_file,
-)
 from memos.errors import IntegrityError, InvalidInput
+
+if TYPE_CHECKING:
+    from memos import CubeAnchor, Handle, MemOS, VerifyReport
+    from memos.core._anchor import AnchorFile
 
 AnchorOption = Annotated[
     Path | None,
@@ -55,7 +50,7 @@ def read_key(ctx: typer.Context, path: Path | None) -> bytes | None:
         raise InvalidInput(f"no anchor key at {path}") from None
 
 
-def read_anchors(ctx: typer.Context, path: Path, key: bytes | None) -> AnchorFile:
+def read_anchors(ctx: typer.Context, path: Path, key: bytes | None) -> "AnchorFile":
     _outside_data_dir(ctx, path, "an anchor file")
     try:
         text = path.read_text(encoding="utf-8")
@@ -63,15 +58,19 @@ def read_anchors(ctx: typer.Context, path: Path, key: bytes | None) -> AnchorFil
         raise InvalidInput(f"no anchor file at {path}") from None
     except UnicodeDecodeError:
         raise InvalidInput(f"{path} is not a MemOS anchor file") from None
+    from memos.core._anchor import read_anchor_file
+
     return read_anchor_file(text, key)
 
 
 def write_anchors(
-    ctx: typer.Context, mos: MemOS, path: Path, cubes: list[str], key: bytes | None
-) -> AnchorFile:
+    ctx: typer.Context, mos: "MemOS", path: Path, cubes: list[str], key: bytes | None
+) -> "AnchorFile":
     """Write the heads of ``cubes`` to ``path``, keeping the heads of other cubes it holds.
     A head it holds must still be in its cube's log: a log cut back since is refused, so the
     file cannot be moved forward onto a truncated log (it is left as it was)."""
+    from memos.core._anchor import anchor_file, dump_anchor_file, held_problem
+
     _outside_data_dir(ctx, path, "an anchor file")
     kept = read_anchors(ctx, path, key).heads if path.exists() else ()
     for old in kept:
@@ -90,9 +89,11 @@ def write_anchors(
     return written
 
 
-def verify_anchored(mos: MemOS, anchors: AnchorFile, cube: str | None) -> list[VerifyReport]:
+def verify_anchored(mos: "Handle", anchors: "AnchorFile", cube: str | None) -> list["VerifyReport"]:
     """Verify one cube or all, each against its anchored head when the file holds one; an
     anchored cube that is gone fails."""
+    from memos.core._anchor import gone_report
+
     heads = {head.cube: head for head in anchors.heads}
     if cube is not None:
         return [mos.verify(cube, anchor=_head_of(heads, mos.get_cube(cube).name))]
@@ -101,7 +102,7 @@ def verify_anchored(mos: MemOS, anchors: AnchorFile, cube: str | None) -> list[V
     return reports + [gone_report(head) for name, head in heads.items() if name not in names]
 
 
-def _head_of(heads: dict[str, CubeAnchor], cube: str) -> CubeAnchor:
+def _head_of(heads: dict[str, "CubeAnchor"], cube: str) -> "CubeAnchor":
     if cube not in heads:
         raise InvalidInput(f"the anchor file holds no head of cube {cube!r}", cube=cube)
     return heads[cube]
@@ -109,7 +110,7 @@ def _head_of(heads: dict[str, CubeAnchor], cube: str) -> CubeAnchor:
 
 def _outside_data_dir(ctx: typer.Context, path: Path, what: str) -> None:
     edge = settings(ctx)
-    if edge.store is not None:
+    if edge.store is not None or edge.url is not None:
         return
     data_dir = edge.data_dir.expanduser().resolve()
     resolved = path.expanduser().resolve()

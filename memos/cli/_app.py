@@ -1,6 +1,9 @@
 """The ``memos`` command: a typer app whose commands are thin calls into :class:`memos.MemOS`.
 
 Settings are read here, at the edge (options and environment variables), and handed down.
+With ``--url`` (or ``MEMOS_URL``) a command works on that server through the HTTP client
+instead of on a local data dir; the few that need the data itself refuse (see
+:data:`LOCAL_ONLY` and :func:`memos.cli._session.open_local`).
 """
 
 from pathlib import Path
@@ -8,8 +11,7 @@ from typing import Annotated
 
 import typer
 
-from memos import __version__
-from memos.cli import _audit, _chat, _forget, _jobs, _read, _serve, _write
+from memos.cli import _audit, _chat, _forget, _jobs, _read, _write
 from memos.cli._cube import cube_app
 from memos.cli._help import MemosGroup
 from memos.cli._keys import keys_app
@@ -17,8 +19,11 @@ from memos.cli._kv import kv_app
 from memos.cli._lora import lora_app
 from memos.cli._policy import policy_app
 from memos.cli._scheduler import scheduler_app
-from memos.cli._session import Settings
-from memos.engine._engine import DEFAULT_MODEL_CACHE
+from memos.cli._session import Settings, fail, refuse_remote
+from memos.errors import MemosError
+
+# top-level commands that run a process over local data, which no server route offers
+LOCAL_ONLY = {"serve": "`memos serve`", "worker": "`memos worker`", "keys": "`memos keys`"}
 
 app = typer.Typer(
     name="memos",
@@ -36,7 +41,6 @@ app.add_typer(_jobs.jobs_app, name="jobs")
 app.add_typer(scheduler_app, name="scheduler")
 app.add_typer(_audit.audit_app, name="audit")
 app.add_typer(policy_app, name="policy")
-app.command("serve")(_serve.serve)
 app.command("worker")(_jobs.worker)
 app.command("add")(_write.add)
 app.command("search")(_read.search)
@@ -57,6 +61,8 @@ app.command("chat")(_chat.chat)
 
 def _print_version(value: bool) -> None:
     if value:
+        from memos import __version__
+
         typer.echo(f"memos {__version__}")
         raise typer.Exit()
 
@@ -98,15 +104,38 @@ def root(
         ),
     ] = None,
     model_cache: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--model-cache",
             metavar="DIR",
             envvar="MEMOS_MODEL_CACHE",
-            help="Where a .gguf model (the bundled one too) is converted once for loading.",
-            show_default=True,
+            help="Where a .gguf model (the bundled one too) is converted once for loading. "
+            "Default: ~/.cache/memos/models.",
+            show_default=False,
         ),
-    ] = DEFAULT_MODEL_CACHE,
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            metavar="URL",
+            envvar="MEMOS_URL",
+            help="A MemOS server (`memos serve`) to work on instead of a local data dir, e.g. "
+            "http://127.0.0.1:8000; needs --api-key.",
+            show_default=False,
+        ),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            metavar="KEY",
+            envvar="MEMOS_API_KEY",
+            help="The API key for --url (from `memos keys create`); prefer MEMOS_API_KEY, "
+            "which other users cannot read from the process list.",
+            show_default=False,
+        ),
+    ] = None,
     version: Annotated[
         bool,
         typer.Option(
@@ -115,7 +144,21 @@ def root(
     ] = False,
 ) -> None:
     """Inspect, search, diff, verify and roll back what MemOS memory holds."""
-    ctx.obj = Settings(data_dir=data_dir, store=store, model=model, model_cache=model_cache)
+    edge = Settings(
+        data_dir=data_dir,
+        store=store,
+        model=model,
+        model_cache=model_cache,
+        url=url or None,
+        api_key=api_key,
+    )
+    command = ctx.invoked_subcommand
+    if command in LOCAL_ONLY:
+        try:
+            refuse_remote(edge, LOCAL_ONLY[command])
+        except MemosError as error:
+            fail(error)
+    ctx.obj = edge
 
 
 def main() -> None:

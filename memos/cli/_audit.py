@@ -2,16 +2,18 @@
 
 import shutil
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from memos import ErasureReceipt, Event, MemOS, VerifyReport
 from memos.cli import _anchors, _render
 from memos.cli._anchors import AnchorKeyOption, AnchorOption
 from memos.cli._options import CubeOption, JsonFlag
-from memos.cli._session import fail, open_memos, settings
+from memos.cli._session import fail, open_local, open_memos, settings
 from memos.errors import IntegrityError, InvalidInput
+
+if TYPE_CHECKING:
+    from memos import Event, Handle, VerifyReport
 
 audit_app = typer.Typer(
     help="Reports over a cube's log: who changed what, and why memories moved between tiers.",
@@ -73,12 +75,16 @@ def log(
     json_out: JsonFlag = False,
 ) -> None:
     """Show the event log, oldest first: every change ever made, with its hash."""
-    with open_memos(ctx, json_errors=json_out) as mos:
-        events = mos.log(cube, limit=limit) if cube is not None else _all_events(mos, limit)
-        if anchor is not None:
-            names = [cube] if cube is not None else [info.name for info in mos.list_cubes()]
+    if anchor is None:
+        with open_memos(ctx, json_errors=json_out) as mos:
+            events = _events(mos, cube, limit)
+    else:
+        # checking the heads a file already holds reads the stored log, which no route offers
+        with open_local(ctx, "`memos log --anchor`", json_errors=json_out) as local:
+            events = _events(local, cube, limit)
+            names = [cube] if cube is not None else [info.name for info in local.list_cubes()]
             key = _anchors.read_key(ctx, anchor_key)
-            _anchors.write_anchors(ctx, mos, anchor, names, key)
+            _anchors.write_anchors(ctx, local, anchor, names, key)
             typer.echo(f"anchored {len(names)} cube(s) in {anchor}", err=True)
     if json_out:
         _render.print_json(_render.dumps(events))
@@ -86,7 +92,11 @@ def log(
         _render.events(events, with_cube=cube is None)
 
 
-def _all_events(mos: MemOS, limit: int | None) -> list[Event]:
+def _events(mos: "Handle", cube: str | None, limit: int | None) -> list["Event"]:
+    return mos.log(cube, limit=limit) if cube is not None else _all_events(mos, limit)
+
+
+def _all_events(mos: "Handle", limit: int | None) -> list["Event"]:
     events = [event for info in mos.list_cubes() for event in mos.log(info.name)]
     events.sort(key=lambda event: (event.ts, event.cube, event.seq))
     return events if limit is None else events[-limit:]
@@ -132,6 +142,8 @@ def verify(
 def _receipt_parts(path: Path, json_out: bool) -> list[tuple[str, str]]:
     """The (cube, digest) of each part of the receipt in ``path``, each digest recomputed
     from the part's record (a receipt edited since it was written is refused)."""
+    from memos.core._erasure import ErasureReceipt
+
     try:
         receipt = ErasureReceipt.model_validate_json(path.read_bytes())
     except (OSError, ValueError) as exc:
@@ -143,7 +155,7 @@ def _receipt_parts(path: Path, json_out: bool) -> list[tuple[str, str]]:
     return [(part.cube, part.digest) for part in receipt.cubes]
 
 
-def _verify_error(failed: list[VerifyReport]) -> IntegrityError:
+def _verify_error(failed: list["VerifyReport"]) -> IntegrityError:
     message = "; ".join(
         f"cube {report.cube!r} does not verify: first bad seq {report.first_bad_seq} "
         f"({report.problem})"
@@ -175,11 +187,12 @@ def import_(
     """Import an exported cube after checking its checksums and hash chain."""
     edge = settings(ctx)
     # opening makes the data dir: a failed import into one that did not exist leaves none
-    made = None if edge.store is not None else _first_missing(edge.data_dir)
+    local = edge.store is None and edge.url is None
+    made = _first_missing(edge.data_dir) if local else None
     try:
         with open_memos(ctx, create=True) as mos:
             info = mos.import_cube(directory)
-            head_seq, _ = mos.store.head(info.name)
+            head_seq = mos.anchor(info.name).seq
     except BaseException:
         if made is not None:
             shutil.rmtree(made, ignore_errors=True)

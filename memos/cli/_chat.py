@@ -1,14 +1,16 @@
 """``memos chat``: answer a question with a cube's memories, streamed as it is generated."""
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from memos import MemOS
 from memos.cli import _render
 from memos.cli._options import CubeOption
 from memos.cli._session import open_memos
-from memos.core._types import ChatReply, ReplyStream
+
+if TYPE_CHECKING:
+    from memos import ChatReply, Handle
+    from memos.core._types import ReplyStream
 
 
 def chat(
@@ -74,7 +76,7 @@ def chat(
         typer.echo(summary, err=True)
 
 
-def _summary(mos: MemOS, cube: str, reply: ChatReply) -> str:
+def _summary(mos: "Handle", cube: str, reply: "ChatReply") -> str:
     """The memories and KV cache of the reply, then the adapter version it came through."""
     summary = _render.chat_summary(reply)
     if reply.adapter is None:
@@ -84,7 +86,7 @@ def _summary(mos: MemOS, cube: str, reply: ChatReply) -> str:
     return f"{summary}; adapter: {used}"
 
 
-def _echo(stream: ReplyStream) -> None:
+def _echo(stream: "ReplyStream") -> None:
     """The answer on stdout piece by piece, as it is generated (click flushes every echo)."""
     for piece in stream:
         typer.echo(piece, nl=False)

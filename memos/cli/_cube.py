@@ -1,14 +1,15 @@
 """``memos cube``: create, list and inspect cubes, and change how their vectors are encoded."""
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from memos import CubeInfo
 from memos.cli import _render
 from memos.cli._options import JsonFlag, ReasonOption, UserOption
 from memos.cli._session import open_memos
-from memos.codecs import make_codec
+
+if TYPE_CHECKING:
+    from memos import CubeInfo
 
 cube_app = typer.Typer(
     help="Create, list and inspect cubes, the named containers memories live in.",
@@ -118,7 +119,9 @@ def stats(
         _render.cube_stats(result)
 
 
-def _configured(done: str, info: CubeInfo) -> str:
+def _configured(done: str, info: "CubeInfo") -> str:
+    from memos.codecs import make_codec
+
     fit_min = make_codec(info.codec).fit_min
     if info.codec_state is not None:
         state = f", fitted state {info.codec_state[:12]}"

@@ -10,7 +10,6 @@ from memos.cli import _render
 from memos.cli._options import JsonFlag, ReasonOption
 from memos.cli._parse import meta_pairs
 from memos.cli._session import fail, open_memos
-from memos.engine._collect import DEFAULT_GRACE_S
 from memos.errors import InvalidInput
 
 
@@ -84,19 +83,24 @@ def forget(
 def gc(
     ctx: typer.Context,
     grace_s: Annotated[
-        float,
+        float | None,
         typer.Option(
             "--grace-s",
             min=0,
-            help="Keep blobs younger than this many seconds (a commit may be about to name them).",
+            help="Keep blobs younger than this many seconds (a commit may be about to name "
+            "them). Default: 3600.",
+            show_default=False,
         ),
-    ] = DEFAULT_GRACE_S,
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Delete the blobs nothing can read any more: the caches of dropped KV blocks and what
     refused commits left. Blobs of standing artifacts, and of adapter versions and codec
     states the log recorded, stay. The operator only."""
     with open_memos(ctx, json_errors=json_out) as mos:
+        from memos.engine._collect import DEFAULT_GRACE_S
+
+        grace_s = DEFAULT_GRACE_S if grace_s is None else grace_s
         done = mos.collect_blobs(grace_s=grace_s)
     if json_out:
         typer.echo(done.model_dump_json())

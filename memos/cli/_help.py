@@ -4,13 +4,26 @@ and put a value after flags that take none."""
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
+import typer
 from typer import _click
 from typer._click.decorators import help_option
-from typer.core import TyperArgument, TyperGroup, TyperOption
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 _HELP_NAMES = ["--help"]
+
+# Subcommands whose module is imported only when they run or show their own help, each with
+# the line ``memos --help`` lists: `memos serve` reads the server's settings (pydantic-settings),
+# which every other command would otherwise pay for at start-up.
+LAZY: dict[str, tuple[str, str, str]] = {
+    "serve": (
+        "memos.cli._serve",
+        "serve",
+        "Serve the memory over HTTP (FastAPI): routes under /v1, API keys from `memos keys`.",
+    ),
+}
 
 
 class MemosGroup(TyperGroup):
@@ -20,6 +33,39 @@ class MemosGroup(TyperGroup):
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)
         tidy(self)
+        lazy = {name: LazyCommand(name, *source) for name, source in LAZY.items()}
+        self.commands = {**lazy, **self.commands}
+
+
+class LazyCommand(TyperCommand):
+    """A subcommand listed by its help line and built from its module on first use."""
+
+    def __init__(self, name: str, module: str, function: str, help_line: str) -> None:
+        super().__init__(name, help=help_line, short_help=help_line, add_help_option=False)
+        self._source = (module, function)
+        self._built: _click.Command | None = None
+
+    def built(self) -> _click.Command:
+        if self._built is None:
+            module, function = self._source
+            single = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
+            single.command(self.name)(getattr(import_module(module), function))
+            self._built = typer.main.get_command(single)
+            tidy(self._built)
+        return self._built
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: _click.Context | None = None,
+        **extra: Any,
+    ) -> _click.Context:
+        # the context is the built command's, so click invokes that one
+        return self.built().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx: _click.Context) -> Any:
+        return self.built().invoke(ctx)
 
 
 def tidy(command: _click.Command) -> None:

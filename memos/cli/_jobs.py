@@ -6,15 +6,17 @@ import logging
 import signal
 import threading
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from memos import Job
 from memos.cli import _render
 from memos.cli._options import CubeOption, JsonFlag, ReasonOption, UserOption
-from memos.cli._session import open_memos, reporting
+from memos.cli._session import open_local, open_memos, reporting
 from memos.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from memos import Job
 
 jobs_app = typer.Typer(
     help="Queue background jobs (consolidate, retrain, refit, reencode) and follow them; "
@@ -145,7 +147,7 @@ def worker(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if tick_interval < 0:
         raise InvalidInput("--tick-interval is 0 or more seconds", field="tick_interval")
-    with open_memos(ctx) as mos, reporting():
+    with open_local(ctx, "`memos worker`") as mos, reporting():
         runner = Worker(mos, name=name, lease_s=lease)
         typer.echo(f"worker {runner.name} on {mos.store.url}", err=True)
         if once:
@@ -179,7 +181,7 @@ def _parsed(params: str) -> Any:
         raise InvalidInput(f"--params is not JSON: {exc}", field="params") from None
 
 
-def _print_job(job: Job, *, json_out: bool, brief: bool) -> None:
+def _print_job(job: "Job", *, json_out: bool, brief: bool) -> None:
     if json_out:
         _render.print_json(job.model_dump(mode="json"))
     elif brief:

@@ -6,7 +6,7 @@ import typer
 
 from memos.cli import _render
 from memos.cli._options import JsonFlag
-from memos.cli._session import open_memos
+from memos.cli._session import open_local
 
 keys_app = typer.Typer(
     help="Create, list and revoke the API keys `memos serve` accepts.", no_args_is_help=True
@@ -20,7 +20,7 @@ def create(
     json_out: JsonFlag = False,
 ) -> None:
     """Make an API key for a principal and print it; it is shown this once."""
-    with open_memos(ctx, json_errors=json_out, create=True) as mos:
+    with open_local(ctx, "`memos keys`", json_errors=json_out, create=True) as mos:
         key, token = mos.keys.create(principal)
     if json_out:
         _render.print_json({"id": key.id, "principal": key.principal, "key": token})
@@ -34,7 +34,7 @@ def create(
 @keys_app.command("ls")
 def list_(ctx: typer.Context, json_out: JsonFlag = False) -> None:
     """List the keys (never their secrets), revoked ones too."""
-    with open_memos(ctx, json_errors=json_out) as mos:
+    with open_local(ctx, "`memos keys`", json_errors=json_out) as mos:
         keys = mos.keys.list()
     if json_out:
         _render.print_json([k.model_dump(mode="json", exclude={"secret_sha256"}) for k in keys])
@@ -50,6 +50,6 @@ def revoke(
     key_id: Annotated[str, typer.Argument(help="The key's id, as `memos keys ls` lists it.")],
 ) -> None:
     """Revoke a key: the server refuses it from the next request on."""
-    with open_memos(ctx) as mos:
+    with open_local(ctx, "`memos keys`") as mos:
         key = mos.keys.revoke(key_id)
     typer.echo(f"revoked key {key.id} of {key.principal}")

@@ -5,28 +5,20 @@ import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich import box
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.table import Table
 
-from memos import Event, EventOp
 from memos.cli import _render
 from memos.cli._options import CubeOption, JsonFlag, ReasonOption, UserOption
 from memos.cli._session import open_memos
 from memos.errors import InvalidInput
-from memos.parametric import AdapterEntry
-from memos.parametric._manifest import DEFAULT_DENSITY
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+    from memos import Event
+    from memos.parametric import AdapterEntry
 
 lora_app = typer.Typer(
     help="Train, list, attach, export and roll back LoRA adapters: a cube's memories learned "
@@ -285,10 +277,19 @@ class _TrainingBar:
 
     def __init__(self) -> None:
         self._progress: Progress | None = None
-        self._task = TaskID(0)
+        self._task: TaskID  # set with the bar
 
     def __call__(self, step: int, max_steps: int, loss: float) -> None:
         if self._progress is None:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
             self._progress = Progress(
                 TextColumn("training"),
                 BarColumn(),
@@ -328,6 +329,8 @@ def _stored_density(density: float | None, fp32: bool) -> float | None:
             raise InvalidInput("give --density or --fp32, not both", field="density")
         return None
     if density is None:
+        from memos.parametric._manifest import DEFAULT_DENSITY
+
         return DEFAULT_DENSITY
     return _checked_density(density)
 
@@ -377,7 +380,9 @@ def _print_trained(verb: str, entry: "AdapterEntry", *, json_out: bool) -> None:
     )
 
 
-def _deleted_line(name: str, cube: str, events: Sequence[Event]) -> str:
+def _deleted_line(name: str, cube: str, events: Sequence["Event"]) -> str:
+    from memos import EventOp
+
     versions = sum(1 for event in events if event.op == EventOp.ADAPTER_DROP)
     detached = ", and detached it" if len(events) > versions else ""
     first, last = events[0].seq, events[-1].seq
@@ -387,6 +392,9 @@ def _deleted_line(name: str, cube: str, events: Sequence[Event]) -> str:
 
 
 def _print_entries(entries: Sequence["AdapterEntry"]) -> None:
+    from rich import box
+    from rich.table import Table
+
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     columns = ("name", "version", "origin", "stale", "storage", "bytes", "parameters")
     for column in (*columns, "sources", "created"):
@@ -407,6 +415,8 @@ def _print_entries(entries: Sequence["AdapterEntry"]) -> None:
 
 
 def _print_entry(entry: "AdapterEntry") -> None:
+    from rich.table import Table
+
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold", no_wrap=True)
     table.add_column()

@@ -2,10 +2,12 @@
 
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from memos.core._types import MetadataValue
 from memos.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from memos.core._types import MetadataValue
 
 
 def _reject_constant(name: str) -> float:
@@ -13,7 +15,7 @@ def _reject_constant(name: str) -> float:
     raise ValueError(name)
 
 
-def meta_value(raw: str) -> MetadataValue:
+def meta_value(raw: str) -> "MetadataValue":
     """A JSON scalar when ``raw`` is one (``42``, ``1.5``, ``true``, ``null``, ``"007"``),
     otherwise the text as it was typed."""
     try:
@@ -25,7 +27,7 @@ def meta_value(raw: str) -> MetadataValue:
     return raw
 
 
-def meta_pairs(pairs: Iterable[str] | None) -> dict[str, MetadataValue]:
+def meta_pairs(pairs: Iterable[str] | None) -> dict[str, "MetadataValue"]:
     """``["k=v", ...]`` as a mapping; a later key replaces an earlier one."""
     metadata: dict[str, MetadataValue] = {}
     for pair in pairs or ():

@@ -5,12 +5,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
 from memos.cli import _render
 from memos.cli._options import CubeOption, JsonFlag, ReasonOption
 from memos.cli._session import fail, open_memos
-from memos.core._policies import CubePolicies
 from memos.errors import InvalidInput
 
 policy_app = typer.Typer(
@@ -39,6 +37,10 @@ def set_(
 ) -> None:
     """Replace the cube's policies with those in FILE (one `policy` event). Setting the
     earlier policies again undoes it; `memos policy show` prints them."""
+    from pydantic import ValidationError
+
+    from memos.core._policies import CubePolicies
+
     try:
         text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
         policies = CubePolicies.model_validate_json(text)

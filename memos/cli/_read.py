@@ -7,7 +7,7 @@ import typer
 from memos.cli import _render
 from memos.cli._options import CubeOption, ItemId, JsonFlag
 from memos.cli._session import open_memos
-from memos.plaintext._search import DEFAULT_MODE, SearchMode
+from memos.plaintext._modes import DEFAULT_MODE, SearchMode
 
 
 def search(

@@ -1,35 +1,38 @@
 """How results look: rich tables for people, JSON (pydantic's JSON mode) for scripts."""
 
+from __future__ import annotations
+
 import json
 import os
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from pydantic import BaseModel
-from rich import box
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-from memos import (
-    CubeInfo,
-    CubeStats,
-    ErasureReceipt,
-    Event,
-    HistoryEntry,
-    ItemDiff,
-    Job,
-    MemoryItem,
-    SearchHit,
-    VerifyReport,
-)
-from memos.activation import KVEntry
-from memos.core._scheduling import Migration, SchedulePlan
-from memos.core._types import ChatReply, SchedulerConfig
-from memos.engine._audit import AuditReport
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from memos import (
+        AuditReport,
+        ChatReply,
+        CubeInfo,
+        CubeStats,
+        ErasureReceipt,
+        Event,
+        HistoryEntry,
+        ItemDiff,
+        Job,
+        MemoryItem,
+        SearchHit,
+        VerifyReport,
+    )
+    from memos.activation import KVEntry
+    from memos.core._scheduling import Migration, SchedulePlan
 
 _HASH_PREFIX = 8
 _PIPE_WIDTH = 200
@@ -41,6 +44,8 @@ def console() -> Console:
     Piped output gets wide rows instead of rich's 80 columns, so ids stay whole for grep and
     awk; a terminal (or ``COLUMNS``) sets the width as usual.
     """
+    from rich.console import Console
+
     piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
     return Console(markup=False, highlight=False, emoji=False, width=_PIPE_WIDTH if piped else None)
 
@@ -57,6 +62,18 @@ def when(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _grid() -> Table:
+    from rich.table import Table
+
+    return Table.grid(padding=(0, 2))
+
+
+def _styled(line: str, style: str) -> Text:
+    from rich.text import Text
+
+    return Text(line, style=style)
+
+
 # Ids and short fixed-width values never wrap; free text (memory texts, reasons) does.
 _NO_WRAP = frozenset(
     {"id", "item", "seq", "op", "hash", "score", "version", "status", "dtype", "model"}
@@ -64,6 +81,9 @@ _NO_WRAP = frozenset(
 
 
 def _table(*columns: str) -> Table:
+    from rich import box
+    from rich.table import Table
+
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     for name in columns:
         table.add_column(name, no_wrap=name in _NO_WRAP)
@@ -87,7 +107,7 @@ def hits(found: Sequence[SearchHit]) -> None:
 
 
 def item(memory: MemoryItem) -> None:
-    table = Table.grid(padding=(0, 2))
+    table = _grid()
     table.add_column(style="bold")
     table.add_column()
     rows = {
@@ -155,13 +175,13 @@ def diff(changes: ItemDiff) -> None:
         out.print(table)
     for line in changes.text_diff.splitlines():
         style = "green" if line.startswith("+") else "red" if line.startswith("-") else ""
-        out.print(Text(line, style=style))
+        out.print(_styled(line, style))
 
 
 def reports(results: Sequence[VerifyReport]) -> None:
     table = _table("cube", "status", "events", "head seq", "first bad seq", "problem")
     for report in results:
-        status = Text("ok", style="green") if report.ok else Text("FAILED", style="bold red")
+        status = _styled("ok", "green") if report.ok else _styled("FAILED", "bold red")
         bad = "" if report.first_bad_seq is None else str(report.first_bad_seq)
         table.add_row(
             report.cube, status, str(report.events), str(report.head_seq), bad, report.problem or ""
@@ -170,7 +190,7 @@ def reports(results: Sequence[VerifyReport]) -> None:
 
 
 def cube_stats(stats: CubeStats) -> None:
-    table = Table.grid(padding=(0, 2))
+    table = _grid()
     table.add_column(style="bold")
     table.add_column()
     fit = "not fitted" if stats.needs_fit and not stats.fitted else "fitted"
@@ -278,6 +298,8 @@ def migrations(found: Sequence[Migration]) -> None:
 
 
 def scheduler_status(info: CubeInfo, plan: SchedulePlan | None) -> None:
+    from memos.core._types import SchedulerConfig
+
     config = info.scheduler or SchedulerConfig()
     table = _table("setting", "value")
     table.add_row("policy", config.policy)

@@ -2,15 +2,17 @@
 its policy and budgets."""
 
 from collections.abc import Sequence
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from memos import Event
 from memos.cli import _render
 from memos.cli._options import CubeOption, JsonFlag, ReasonOption, UserOption
 from memos.cli._parse import parsed_json_object
 from memos.cli._session import open_memos
+
+if TYPE_CHECKING:
+    from memos import Event
 
 scheduler_app = typer.Typer(
     help="The scheduler: it moves a cube's memories between tiers from how they are used "
@@ -119,6 +121,6 @@ def configure(
         _render.scheduler_status(info, None)
 
 
-def _seqs(events: Sequence[Event]) -> str:
+def _seqs(events: Sequence["Event"]) -> str:
     seqs = [str(e.seq) for e in events]
     return ", ".join(seqs) if seqs else "none"

@@ -1,17 +1,22 @@
-"""What every command shares: the settings read at the edge, opening the data dir, and turning
-a :class:`memos.errors.MemosError` into one line on stderr and a distinct exit code."""
+"""What every command shares: the settings read at the edge, opening the data dir (or
+connecting to the server ``--url`` names), and turning a :class:`memos.errors.MemosError` into
+one line on stderr and a distinct exit code.
+
+Nothing heavy is imported here: the engine (numpy, FAISS, the stores) is imported when a
+command opens a data dir, and only the HTTP client when it connects to a server, so a command
+pays for what it uses.
+"""
 
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 
-from memos import MemOS, open_store
 from memos.errors import (
     AccessDenied,
     Conflict,
@@ -20,7 +25,12 @@ from memos.errors import (
     MemosError,
     NotFound,
     StorageError,
+    Unauthenticated,
 )
+
+if TYPE_CHECKING:
+    from memos.engine._handle import Handle
+    from memos.engine._mos import MemOS
 
 
 class ExitCode(IntEnum):
@@ -43,6 +53,8 @@ _EXIT_CODES: tuple[tuple[type[MemosError], ExitCode], ...] = (
     (IntegrityError, ExitCode.INTEGRITY),
     (StorageError, ExitCode.STORAGE),
     (AccessDenied, ExitCode.ACCESS_DENIED),
+    # a key the server does not know, or revoked: refused like a key that may not
+    (Unauthenticated, ExitCode.ACCESS_DENIED),
 )
 
 
@@ -56,6 +68,10 @@ class Settings:
     # the language model for chat and KV caches: a HF model dir or .gguf; None: the bundled one
     model: Path | None = None
     model_cache: Path | None = None
+    # a MemOS server to work on instead of any local data: http(s)://host:port
+    url: str | None = None
+    # the server's API key; kept out of repr so no traceback or log line shows it
+    api_key: str | None = field(default=None, repr=False)
 
 
 def settings(ctx: typer.Context) -> Settings:
@@ -100,19 +116,54 @@ def reporting(*, json_errors: bool = False) -> Iterator[None]:
 @contextmanager
 def open_memos(
     ctx: typer.Context, *, json_errors: bool = False, create: bool = False
-) -> Iterator[MemOS]:
-    """The data dir named by ``--data-dir`` (or the store ``--store`` names), closed on exit;
-    errors become :func:`fail`.
+) -> Iterator["Handle"]:
+    """The server ``--url`` names, or else the data dir named by ``--data-dir`` (or the store
+    ``--store`` names), closed on exit; errors become :func:`fail`.
 
     Only commands that bring data in (``cube create``, ``import``) pass ``create=True``; every
     other command on a missing data dir fails rather than leaving an empty one behind.
     """
     edge = settings(ctx)
-    with reporting(json_errors=json_errors), _opened(edge, create) as mos:
-        yield mos
+    with reporting(json_errors=json_errors):
+        handle = _connected(edge) if edge.url is not None else _opened(edge, create)
+        with handle:
+            yield handle
 
 
-def _opened(edge: Settings, create: bool) -> MemOS:
+@contextmanager
+def open_local(
+    ctx: typer.Context, what: str, *, json_errors: bool = False, create: bool = False
+) -> Iterator["MemOS"]:
+    """Like :func:`open_memos` for a command that works on the data itself (``what`` names
+    it): refused with ``--url``, since the server offers it no route."""
+    edge = settings(ctx)
+    with reporting(json_errors=json_errors):
+        refuse_remote(edge, what)
+        with _opened(edge, create) as mos:
+            yield mos
+
+
+def refuse_remote(edge: Settings, what: str) -> None:
+    """Raise :class:`InvalidInput` when ``--url`` is set: ``what`` runs on a local data dir."""
+    if edge.url is not None:
+        raise InvalidInput(
+            f"{what} works on a local data dir or --store, not on a server: "
+            "run it without --url (and MEMOS_URL unset) where the data is"
+        )
+
+
+def _connected(edge: Settings) -> "Handle":
+    from memos.engine._remote import RemoteMemOS
+
+    if not edge.api_key:
+        raise InvalidInput("--url needs an API key: pass --api-key or set MEMOS_API_KEY")
+    return RemoteMemOS(edge.url or "", api_key=edge.api_key)
+
+
+def _opened(edge: Settings, create: bool) -> "MemOS":
+    from memos.core._store import open_store
+    from memos.engine._mos import MemOS
+
     if edge.store is None:
         return MemOS.open(
             edge.data_dir, create=create, model=edge.model, model_cache=edge.model_cache

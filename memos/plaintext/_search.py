@@ -28,13 +28,14 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from datetime import datetime
-from enum import StrEnum
 
 from memos.core import _validation as check
 from memos.core._store import Store
 from memos.core._types import ItemFilter, ItemStatus, MetadataValue, SearchHit
 from memos.core._validation import Limits
 from memos.errors import InvalidInput
+from memos.plaintext._modes import DEFAULT_MODE as DEFAULT_MODE
+from memos.plaintext._modes import SearchMode as SearchMode
 
 RRF_K = 10
 DENSE_WEIGHT = 0.5
@@ -52,13 +53,6 @@ Ranking = list[tuple[str, float]]
 DenseSearch = Callable[[int, Collection[str] | None], Ranking]
 
 
-class SearchMode(StrEnum):
-    DENSE = "dense"
-    KEYWORD = "keyword"
-    HYBRID = "hybrid"
-
-
-DEFAULT_MODE = SearchMode.HYBRID
 _MODES = tuple(m.value for m in SearchMode)
 
 
