@@ -66,10 +66,12 @@ bench-scheduler: install
 	$(PY) benchmarks/scheduler_trace.py ../shared/data/locomo/locomo_dev.json
 
 # Governance: erasing one user (10k of 100k memories, with KV blocks and an adapter on
-# SmolLM2), and redaction on write against embedding.
+# SmolLM2), redaction on write against embedding, and taking 5 of 20 facts out of an adapter
+# (retrain, revert, dampen).
 bench-governance: install
 	$(PY) benchmarks/erasure.py
 	$(PY) benchmarks/redaction_overhead.py
+	$(PY) benchmarks/adapter_forgetting.py
 
 # How long each kind of `memos` command takes from a fresh process, beside the tree before
 # the lazy imports and the torch-free embedder (2a23293).

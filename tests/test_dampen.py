@@ -15,7 +15,13 @@ import torch
 
 from memos.errors import InvalidInput
 from memos.llm import LocalModel
-from memos.parametric._dampen import DampenReport, dampen, dampened, importance
+from memos.parametric._dampen import (
+    DampenReport,
+    dampen,
+    dampened,
+    importance,
+    key_rendering,
+)
 from memos.parametric._train import (
     TrainingRecipe,
     _collate,
@@ -58,7 +64,8 @@ def same(a: Weights, b: Weights) -> bool:
 
 
 def direct_importance(model: LocalModel, weights: Weights, facts: Sequence[str]) -> Weights:
-    """The mean squared gradient of ``_loss`` on each fact's renderings, one pass per fact."""
+    """The mean over the facts of the squared gradient of ``_loss`` on the fact's key
+    rendering, each fact's scaled to sum to 1; one pass per fact."""
     model.adapters.add("direct", FAST.lora_config(), weights)
     try:
         params = {n: p for n, p in model.model.named_parameters() if ".direct." in n}
@@ -66,11 +73,12 @@ def direct_importance(model: LocalModel, weights: Weights, facts: Sequence[str])
             param.requires_grad_(True)
         total = {n: torch.zeros_like(p) for n, p in params.items()}
         for fact in facts:
-            batch = _collate(renderings(model, fact, FAST), _pad_id(model))
+            batch = _collate([key_rendering(model, fact, FAST)], _pad_id(model))
             with model.adapters.active("direct") as net, torch.enable_grad():
                 grads = torch.autograd.grad(_loss(net, batch), list(params.values()))
+            mass = sum(float(grad.square().sum()) for grad in grads)
             for name, grad in zip(params, grads, strict=True):
-                total[name] += grad.square()
+                total[name] += grad.square() / mass
     finally:
         model.adapters.remove("direct")
     prefix = "base_model.model."
@@ -104,6 +112,15 @@ def test_importance_is_the_mean_squared_gradient_of_each_facts_training_loss(
     expected = direct_importance(tiny_model, trained, FACTS)
     for key, value in expected.items():
         assert torch.allclose(found[key], value, rtol=1e-4, atol=1e-12 + 1e-5 * float(value.max()))
+
+
+def test_the_key_rendering_labels_the_facts_key_tokens_only(tiny_model: LocalModel) -> None:
+    fact = "alice moved to lisbon in may"  # nothing named: its key is its last two words
+    keyed = key_rendering(tiny_model, fact, FAST)
+    asked = renderings(tiny_model, fact, FAST)[1]  # the first chat prompt, with the end token
+    assert keyed.ids == asked.ids[:-1]
+    labelled = [label for label in keyed.labels if label != -100]
+    assert labelled == [tiny_model.tokenizer.convert_tokens_to_ids(w) for w in ("in", "may")]
 
 
 def test_importance_refuses_weights_of_another_shape(

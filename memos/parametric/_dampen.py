@@ -3,33 +3,27 @@ Brintrup 2023, "Fast Machine Unlearning Without Retraining Through Selective Syn
 Dampening") of a consolidated LoRA adapter, so that the facts erased from memory leave it.
 
 The importance of a parameter over a set of facts is its diagonal Fisher information: the
-mean over the facts of its squared gradient of the loss consolidation trains on (each fact's
-renderings as one batch, :mod:`memos.parametric._train`). With ``D_f`` the importance over the
-facts to forget and ``D_r`` over the facts the adapter keeps, every parameter with
-``D_f > alpha · D_r`` is multiplied by ``min(lam · D_r / D_f, 1)``; the others are left as
-they are. Facts that are in neither set do not count, and a fact in both counts twice.
-
-The importances of the facts are computed a few facts per forward and backward pass: about
-1 s a fact for SmolLM2-135M on 2 CPU threads, so dampening an adapter of 20 facts (all of them
-passed, erased and kept) takes about a quarter of retraining it on the kept ones.
+mean over the facts of its squared gradient of the loss of one rendering of the fact (the
+recipe's first chat prompt about its cue, answered by the fact), taken on the tokens of the
+fact's key only (what recall checks), each fact's squares scaled to sum to one so that every
+fact weighs the same. With ``D_f`` the importance over the facts to forget and ``D_r`` over the
+facts the adapter keeps, every parameter with ``D_f > alpha · D_r`` is multiplied by
+``min(lam · D_r / D_f, 1)``; the others are left as they are.
 
 Defaults: ``alpha = 1``, ``lam = 0.5``, not the paper's 10 and 1, which were tuned on full
-image classifiers. In a rank-8 LoRA every factor entry serves every fact, so the two
-importances differ by small factors: on SmolLM2's adapter of 20 made-up facts with 5 erased,
-``D_f > D_r`` held for 20-26% of the parameters, ``D_f > 10 D_r`` for 2-3%, and dampening those
-left all 5 erased facts recalled. ``alpha = 1`` takes every parameter that matters more to the
-erased facts than to the kept ones; ``lam = 0.5`` scales each of them by at most a half. With
-the 20 facts' first five erased, then every fourth (``benchmarks/adapter_forgetting.py
---sweep``), it left 3/5 and 4/5 of the erased facts recalled and 14/15 and 15/15 of the kept
-ones (the adapter recalled 14/15 before); with six facts and two erased (the slow test), 0/2
-and 3/4 (4/4 before). Lower ``lam`` or ``alpha`` forgets more only by losing kept facts as fast,
-and no setting reached 0/5 erased with 90% of the kept facts: SSD thins facts out of a LoRA
-adapter but does not remove them; retraining does.
+image classifiers. In a rank-8 LoRA every factor entry serves every fact, so the importances
+differ by small factors. On SmolLM2's adapter of 20 made-up facts with 5 erased
+(``benchmarks/adapter_forgetting.py``, BENCHMARKS.md "Adapter forgetting"), the defaults left
+1/5 of the erased facts recalled and 12/15 of the kept ones (14/15 before), in 9% of a
+retrain's time; with the loss on every token and no scaling per fact, 4/5 and 15/15. Lower
+``lam`` or ``alpha`` forgets more only by losing kept facts as fast (``lam = 0.1``: 0/5 and
+5/15): SSD thins facts out of a LoRA adapter but does not remove them; retraining does.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -68,19 +62,20 @@ def importance(
     model: LocalModel, weights: Weights, recipe: TrainingRecipe, facts: Sequence[str]
 ) -> dict[str, torch.Tensor]:
     """The diagonal Fisher information of every parameter of ``weights`` over ``facts``: the
-    mean over the facts of the squared gradient of consolidation's loss on the fact's
-    renderings, keyed as ``weights`` (fp32). The weights are loaded into a slot of their own
-    for the moment; nothing else on the model changes."""
+    mean over the facts of the squared gradient of the loss on the fact's key rendering, each
+    fact's scaled to sum to one (see the module's docstring), keyed as ``weights`` (fp32).
+    The weights are loaded into a slot of their own for the moment; nothing else on the model
+    changes."""
     import torch
 
     from memos.parametric._density import slot
-    from memos.parametric._train import _checked_facts, renderings
+    from memos.parametric._train import _checked_facts
 
     facts = _checked_facts(facts)
     lora = settings_of(recipe)
     _check_fits(model, weights, lora)
     examples = sorted(
-        (renderings(model, fact, recipe) for fact in facts),
+        ([key_rendering(model, fact, recipe)] for fact in facts),
         key=lambda rows: max(len(e.ids) for e in rows),  # like lengths share a pass
     )
     total = {key: torch.zeros(t.shape, dtype=torch.float32) for key, t in weights.items()}
@@ -93,6 +88,36 @@ def importance(
         if name in model.adapters.names:
             model.adapters.remove(name)
     return {key: value / len(facts) for key, value in total.items()}
+
+
+def key_rendering(model: LocalModel, fact: str, recipe: TrainingRecipe) -> Example:
+    """The recipe's first chat prompt asked about ``fact``'s cue, answered by the fact, with
+    the loss on the tokens of its key only (:func:`memos.parametric._train.key`): what makes
+    the fact recalled. The other tokens (the cue, the words and template every fact shares)
+    matter to the kept facts as much as to the forgotten ones and would hide the difference
+    dampening looks for; a fact whose key no token spans keeps every label. One rendering, not
+    all of consolidation's: on SmolLM2 its importances dampen as well as all three renderings'
+    do, in a third of the time."""
+    from memos.parametric._train import Example, prompt_ids
+
+    head = prompt_ids(model, recipe.prompts[0], fact)
+    ids, on_key = _key_tokens(model, fact)
+    labels = [t if k else -100 for t, k in zip(ids, on_key, strict=True)] if any(on_key) else ids
+    return Example(tuple(head + ids), (-100,) * len(head) + tuple(labels))
+
+
+def _key_tokens(model: LocalModel, fact: str) -> tuple[list[int], list[bool]]:
+    """The fact's token ids, and whether each one spans a character of a key word."""
+    from memos.parametric._train import _key_words
+
+    words = list(re.finditer(r"\S+", fact))
+    spans = [(words[n].start(), words[n].end()) for n in _key_words(fact)[0]]
+    encoded = model.tokenizer(fact, add_special_tokens=False, return_offsets_mapping=True)
+    on_key = [
+        any(start < end_word and start_word < end for start_word, end_word in spans)
+        for start, end in encoded["offset_mapping"]
+    ]
+    return [int(t) for t in encoded["input_ids"]], on_key
 
 
 def _check_fits(model: LocalModel, weights: Weights, lora: LoraSettings) -> None:
@@ -134,8 +159,11 @@ def _add_squares(
             rows = torch.einsum("nto,nti->noi", grad, inputs)
             summed = rows.new_zeros((len(facts), *rows.shape[1:])).index_add_(0, owner, rows)
             per_fact[key] = per_fact[key] + summed if key in per_fact else summed
-        for key, grad in per_fact.items():
-            total[key] += grad.square().sum(0)
+        squares = {key: grad.square() for key, grad in per_fact.items()}
+        mass = sum(square.flatten(1).sum(1) for square in squares.values())
+        weight = 1.0 / torch.as_tensor(mass).clamp(min=torch.finfo(torch.float32).tiny)
+        for key, square in squares.items():
+            total[key] += torch.einsum("n,n...->...", weight, square)
 
 
 def _fact_losses(
