@@ -199,13 +199,12 @@ def _replay(first: Message, receive: Receive) -> Receive:
     return replayed
 
 
-class Timing:
-    """Observe each request's latency under its route template (``/v1/cubes/{cube}``), so the
-    histogram's label set stays bounded whatever ids clients send."""
+class _Answered:
+    """Middleware that calls :meth:`answered` once each HTTP request is answered, with its
+    status (500 when the app raised before answering) and seconds."""
 
-    def __init__(self, app: ASGIApp, histogram: Histogram) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.histogram = histogram
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -223,37 +222,34 @@ class Timing:
         try:
             await self.app(scope, receive, recorded)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
-            self.histogram.labels(scope["method"], path, str(status)).observe(
-                time.perf_counter() - start
-            )
+            self.answered(scope, status, time.perf_counter() - start)
+
+    def answered(self, scope: Scope, status: int, seconds: float) -> None:
+        raise NotImplementedError
 
 
-class AccessLog:
+class Timing(_Answered):
+    """Observe each request's latency under its route template (``/v1/cubes/{cube}``), so the
+    histogram's label set stays bounded whatever ids clients send."""
+
+    def __init__(self, app: ASGIApp, histogram: Histogram) -> None:
+        super().__init__(app)
+        self.histogram = histogram
+
+    def answered(self, scope: Scope, status: int, seconds: float) -> None:
+        route = scope.get("route")
+        path = getattr(route, "path", None) or "unmatched"
+        self.histogram.labels(scope["method"], path, str(status)).observe(seconds)
+
+
+class AccessLog(_Answered):
     """One line per request on the ``memos.access`` logger, once it is answered: method, path,
     status and milliseconds. Never the query string, a header (the API key rides in one) or a
     body, so the log holds no key and no memory text."""
 
     def __init__(self, app: ASGIApp, logger: logging.Logger) -> None:
-        self.app = app
+        super().__init__(app)
         self.logger = logger
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500
-        start = time.perf_counter()
-
-        async def recorded(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, recorded)
-        finally:
-            elapsed_ms = (time.perf_counter() - start) * 1000
-            self.logger.info("%s %s %d %.1f ms", scope["method"], scope["path"], status, elapsed_ms)
+    def answered(self, scope: Scope, status: int, seconds: float) -> None:
+        self.logger.info("%s %s %d %.1f ms", scope["method"], scope["path"], status, seconds * 1000)

@@ -172,14 +172,7 @@ class LoraMemory:
         changed one is learned as it is now."""
         info = self._cube_info(cube, Access.WRITE)
         latest = self.show(info.name, name)
-        found = self._store.get_items([s.item_id for s in latest.sources])
-        items = [
-            found[s.item_id]
-            for s in latest.sources
-            if s.item_id in found
-            and found[s.item_id].status == ItemStatus.ACTIVE
-            and allowed(found[s.item_id], NO_PARAMETRIC)
-        ]
+        items = self._learnable(info.name, latest.sources)
         if not items:
             raise Conflict(f"no source of adapter {name!r} is left; delete the adapter instead")
         recipe = latest.manifest.recipe
@@ -230,14 +223,7 @@ class LoraMemory:
         from memos.parametric._dampen import dampen
 
         info = self._cube_info(cube, Access.WRITE)
-        found = self._store.get_items([s.item_id for s in entry.sources], cube=info.name)
-        kept = [
-            found[s.item_id]
-            for s in entry.sources
-            if s.item_id in found
-            and found[s.item_id].status == ItemStatus.ACTIVE
-            and allowed(found[s.item_id], NO_PARAMETRIC)
-        ]
+        kept = self._learnable(info.name, entry.sources)
         if not kept:
             return None
         model, recipe = self._model(), _recipe(entry.manifest.recipe)
@@ -509,6 +495,18 @@ class LoraMemory:
                 f"the blob {entry.blob} of adapter {entry.name} v{entry.version} is missing"
             )
         return decode(data, entry.manifest, self._model().model)
+
+    def _learnable(self, cube: str, sources: Sequence[SourceRef]) -> builtins.list[MemoryItem]:
+        """The current versions of ``sources`` that are still active and not labelled
+        ``no-parametric``, in their order."""
+        found = self._store.get_items([s.item_id for s in sources], cube=cube)
+        return [
+            found[s.item_id]
+            for s in sources
+            if s.item_id in found
+            and found[s.item_id].status == ItemStatus.ACTIVE
+            and allowed(found[s.item_id], NO_PARAMETRIC)
+        ]
 
     def _current(self, sources: Sequence[SourceRef]) -> bool:
         found = self._store.get_items([s.item_id for s in sources])
