@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from typing import Any
 
@@ -199,7 +200,7 @@ def _replay(first: Message, receive: Receive) -> Receive:
     return replayed
 
 
-class _Answered:
+class _Answered(ABC):
     """Middleware that calls :meth:`answered` once each HTTP request is answered, with its
     status (500 when the app raised before answering) and seconds."""
 
@@ -224,8 +225,9 @@ class _Answered:
         finally:
             self.answered(scope, status, time.perf_counter() - start)
 
+    @abstractmethod
     def answered(self, scope: Scope, status: int, seconds: float) -> None:
-        raise NotImplementedError
+        """What to do with an answered request."""
 
 
 class Timing(_Answered):
