@@ -11,15 +11,18 @@ import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from memos import Change, CubeInfo, EventOp, ItemFilter, MemoryItem, Store
 from memos.core._chain import verify_chain
-from memos.core._store import Vector, open_store
+from memos.core._store import open_store
 from memos.core._types import DerivedEntry, ItemStatus, SourceRef
 from memos.errors import MemosError
+
+if TYPE_CHECKING:
+    from memos.core._store import Vector
 
 DIM = 8
 T0 = datetime(2024, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)

@@ -13,11 +13,14 @@ from _servers import serve_process
 from memos import MemOS
 
 HEAVY = ("torch", "sentence_transformers", "transformers", "peft", "ml_dtypes")
+# what a command that reads only the log and the catalogues never needs: vectors and codecs
+NUMERICS = ("numpy", "faiss", "memos.codecs", "memos.plaintext._indexes")
 # what no command pays for before it runs: the engine's numerics, the models, the renderer
 ENGINE = ("numpy", "faiss", "pydantic", "rich", "httpx", "memos.engine._mos")
 # what a command over --url never needs: the local store, embedder and model, the server
 LOCAL = (
     *HEAVY,
+    *NUMERICS,
     "tokenizers",
     "sqlite3",
     "memos.stores.sqlite",
@@ -46,9 +49,9 @@ print("embedder", "loaded" if "memos.embedding._bert" in sys.modules else "not l
 """
 
 
-def _run(data_dir: Path, *commands: str) -> dict[str, str]:
+def _run(data_dir: Path, *commands: str, watch: tuple[str, ...] = HEAVY) -> dict[str, str]:
     done = subprocess.run(
-        [sys.executable, "-c", _RUN, str(data_dir), ",".join(HEAVY), *commands],
+        [sys.executable, "-c", _RUN, str(data_dir), ",".join(watch), *commands],
         capture_output=True,
         text=True,
         timeout=300,
@@ -125,6 +128,25 @@ def test_commands_on_a_minilm_cube_never_import_torch(tmp_path: Path) -> None:
     )
     assert checked["heavy"] == "none"
     assert checked["embedder"] == "loaded"
+
+
+@pytest.mark.slow
+def test_commands_that_read_the_log_and_catalogues_load_no_vectors(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    item_id = _run(data_dir, "cube|create|notes|--embedder|hash-64|0", "add|tea|--cube|notes|0")
+    checked = _run(
+        data_dir,
+        "cube|list|0",
+        "log|--cube|notes|0",
+        f"history|{item_id['id']}|0",
+        f"show|{item_id['id']}|0",
+        "kv|ls|--cube|notes|0",
+        "lora|ls|--cube|notes|0",
+        "policy|show|--cube|notes|0",
+        "jobs|ls|0",
+        watch=(*HEAVY, *NUMERICS),
+    )
+    assert checked["heavy"] == "none"
 
 
 @pytest.mark.slow

@@ -13,12 +13,13 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
-
-import numpy as np
-from numpy.typing import NDArray
+from typing import TYPE_CHECKING, Any
 
 from memos.core._types import Event, EventOp, MemoryItem, VerifyReport
+
+if TYPE_CHECKING:  # numpy loads where a vector is digested: the HTTP client never does
+    import numpy as np
+    from numpy.typing import NDArray
 
 GENESIS_HASH = "0" * 64
 # the key of an ``erase`` event's payload that holds its record (see memos.core._erasure)
@@ -109,6 +110,8 @@ def seal(
 
 def vector_digest(vector: NDArray[np.floating[Any]]) -> str:
     """sha256 of a vector as little-endian float32: events commit to the embeddings too."""
+    import numpy as np
+
     return hashlib.sha256(np.ascontiguousarray(vector, dtype="<f4").tobytes()).hexdigest()
 
 

@@ -15,13 +15,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from memos.core._chain import ERASURE_KEY, canonical_json
-from memos.core._store import Store
 from memos.core._types import Event, EventOp, MetadataValue, _Frozen
+
+if TYPE_CHECKING:
+    from memos.core._store import Store
 
 
 class ErasureRecord(_Frozen):

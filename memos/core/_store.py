@@ -16,11 +16,8 @@ import importlib
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import urlparse
-
-import numpy as np
-from numpy.typing import NDArray
 
 from memos.core._access import Use
 from memos.core._chain import GENESIS_HASH, seal, vector_digest
@@ -39,7 +36,11 @@ from memos.core._types import (
 )
 from memos.errors import InvalidInput
 
-Vector = NDArray[np.float32]
+if TYPE_CHECKING:  # numpy loads with the code that reads vectors, not with the interface
+    import numpy as np
+    from numpy.typing import NDArray
+
+    Vector = NDArray[np.float32]
 
 
 @dataclass(frozen=True)

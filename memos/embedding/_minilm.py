@@ -27,6 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from memos.embedding._minilm_torch import forward, load_sentence_transformer
+from memos.embedding._protocol import MINILM
 from memos.errors import MemosError
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
     from memos.embedding._bert import BertEncoder
 
-MODEL_NAME = "all-MiniLM-L6-v2"
+MODEL_NAME = MINILM
 _DIM = 384
 MAX_SEQ_LENGTH = 256  # the model's sentence_bert_config.json
 # Up to this many texts the numpy encoder runs (no torch import); larger batches use torch.

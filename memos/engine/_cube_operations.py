@@ -5,6 +5,7 @@ the memory operations (see :mod:`memos.engine._handle`)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from memos.core import _validation as check
 from memos.core._anchor import CubeAnchor
@@ -18,14 +19,14 @@ from memos.core._types import (
     VerifyReport,
     utcnow,
 )
-from memos.engine import _cubes, _grants, _memories, _portability
-from memos.engine._collect import DEFAULT_GRACE_S, BlobCollection, collect_blobs
-from memos.engine._cube_stats import CubeStats, cube_stats
-from memos.engine._engine import Engine
+from memos.engine._collect import DEFAULT_GRACE_S, BlobCollection
+from memos.engine._cube_stats import CubeStats
 from memos.engine._operations import Performs, operation
-from memos.engine._scope import Scope
 from memos.errors import AccessDenied, InvalidInput
-from memos.plaintext._encoding import checked_codec, fitted, reconfigure
+
+if TYPE_CHECKING:
+    from memos.engine._engine import Engine
+    from memos.engine._scope import Scope
 
 CUBES = "cubes"
 
@@ -57,6 +58,8 @@ class CubeOperations(Performs):
         returned as it stands (its codec and KV dtype may have changed since) rather than
         refused with :class:`memos.errors.CubeExists`, so a script may create its cube on
         every run."""
+        from memos.engine import _cubes
+
         return _cubes.create_cube(
             self._engine, self._scope, name, owner=owner, embedder=embedder, codec=codec,
             kv_dtype=kv_dtype, exist_ok=exist_ok,
@@ -78,17 +81,23 @@ class CubeOperations(Performs):
     ) -> CubeInfo:
         """Let ``principal`` read (``access="read"``) or read and change (``"write"``) the
         cube; one ``grant`` event. Only the owner (or the operator) grants."""
+        from memos.engine import _grants
+
         return _grants.grant(self._engine, self._scope, cube, principal, access, reason)
 
     @operation("DELETE", "/v1/cubes/{cube}/grants/{principal:path}", tag=CUBES)
     def revoke(self, cube: str, principal: str, *, reason: str | None = None) -> CubeInfo:
         """Take ``principal``'s grant on the cube away; one ``revoke`` event."""
+        from memos.engine import _grants
+
         return _grants.revoke(self._engine, self._scope, cube, principal, reason)
 
     @operation("GET", "/v1/cubes/{cube}/stats", tag=CUBES)
     def cube_stats(self, cube: str) -> CubeStats:
         """Items, codec (version, fitted or not), dimensions, and the bytes per vector the
         index holds in RAM against the full-precision copy on disk."""
+        from memos.engine._cube_stats import cube_stats
+
         info = self._scope.cube(cube)
         return cube_stats(self._engine.store, info, self._engine.indexes.current(info))
 
@@ -120,6 +129,8 @@ class CubeOperations(Performs):
         newest events were cut off or rewritten since. With ``receipt`` (the digest of a cube's
         part of an erasure receipt) it checks the log holds that erasure and nothing it erased
         is stored."""
+        from memos.engine import _portability
+
         return _portability.verify(self._engine, self._scope, cube, anchor, receipt)
 
     @operation("GET", "/v1/cubes/{cube}/export", tag=CUBES, archive=CUBE_EXPORT)
@@ -127,6 +138,8 @@ class CubeOperations(Performs):
         """Write a portable, checksummed copy of the cube (items, events, vectors, derived
         artifacts) into ``directory`` (new, or empty); refused while the cube does not verify.
         Over HTTP the export travels as a tar of that directory."""
+        from memos.engine import _portability
+
         return _portability.export(self._engine, self._scope, cube, Path(directory))
 
     @operation("POST", "/v1/cubes/import", status=201, tag=CUBES, archive=CUBE_EXPORT)
@@ -134,6 +147,8 @@ class CubeOperations(Performs):
         """Import an export after checking its checksums, chain and items; the imported log is
         identical to the exported one, hashes included. A principal imports only an export of
         its own namespace. Over HTTP the export travels as a tar of the directory."""
+        from memos.engine import _portability
+
         return _portability.import_(self._engine, self._scope, Path(directory))
 
     @operation("POST", "/v1/blobs/collect", tag="governance")
@@ -146,6 +161,8 @@ class CubeOperations(Performs):
             raise AccessDenied("only the operator collects the store's blobs")
         if isinstance(grace_s, bool) or not isinstance(grace_s, int | float) or grace_s < 0:
             raise InvalidInput("grace_s is a number of seconds, 0 or more", field="grace_s")
+        from memos.engine._collect import collect_blobs
+
         return collect_blobs(self._engine.store, float(grace_s))
 
     def verify_all(self) -> list[VerifyReport]:
@@ -158,6 +175,8 @@ class CubeOperations(Performs):
         ``codec_fit`` event). Only for codecs that are fitted (``int8``, ``pca{k}+fp8``,
         ``ivf{nlist}+sq8``), and only once the cube holds the codec's ``fit_min`` active
         memories."""
+        from memos.plaintext._encoding import fitted, reconfigure
+
         info = fitted(self._scope.cube(cube, Access.WRITE))
         return reconfigure(
             self._engine.store, self._engine.indexes, info, codec=info.codec,
@@ -172,6 +191,8 @@ class CubeOperations(Performs):
         """Switch the cube to another codec (one ``reencode`` event): the index is rebuilt
         from the full-precision vectors in the store and swapped in when complete. A codec
         that needs fitting is fitted at once when the cube holds enough memories."""
+        from memos.plaintext._encoding import checked_codec, reconfigure
+
         info = self._scope.cube(cube, Access.WRITE)
         return reconfigure(
             self._engine.store, self._engine.indexes, info, codec=checked_codec(codec, info.dim),
@@ -189,6 +210,8 @@ class CubeOperations(Performs):
         after ``to_seq`` are deleted. Nothing is erased: the undone events stay in the log.
         A concurrent writer's change is not overwritten: the rollback is recomputed on it.
         """
+        from memos.engine import _memories
+
         return _memories.rollback_cube(
             self._engine, self._scope, cube, to_seq=to_seq, user=user, reason=reason
         )

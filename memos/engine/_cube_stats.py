@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict
 
-from memos.codecs import state_from_bytes
-from memos.core._store import Store
 from memos.core._types import CubeInfo, ItemFilter
-from memos.plaintext._vector_index import VectorIndex
+
+if TYPE_CHECKING:  # the reply's model loads without the codecs (the HTTP client needs it)
+    from memos.core._store import Store
+    from memos.plaintext._vector_index import VectorIndex
 
 _FP32_BYTES = 4
 
@@ -39,6 +42,8 @@ class CubeStats(BaseModel):
 
 
 def cube_stats(store: Store, info: CubeInfo, index: VectorIndex) -> CubeStats:
+    from memos.codecs import state_from_bytes
+
     codec = index.codec
     active = len(store.filter_item_ids(info.name, ItemFilter()))
     # every item ever written has an event naming it, deleted ones included

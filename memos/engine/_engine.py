@@ -18,25 +18,22 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from memos.codecs import make_codec
 from memos.core import _validation as check
 from memos.core._store import Store
 from memos.core._types import CubeInfo, EventOp, MemoryItem, MetadataValue, SearchHit, utcnow
 from memos.core._validation import Limits
 from memos.embedding import Embedder, make_embedder
-from memos.embedding._minilm import MODEL_NAME as DEFAULT_EMBEDDER
+from memos.embedding._protocol import MINILM as DEFAULT_EMBEDDER
 from memos.engine._scope import Scope
 from memos.engine._uses import UseRecorder
 from memos.errors import InvalidInput, ModelUnavailable, VersionConflict
 from memos.plaintext import _search
-from memos.plaintext._encoding import reconfigure
-from memos.plaintext._indexes import CubeIndexes
-from memos.plaintext._partition import SCHEDULER_ACTOR, due_repartition
 
 if TYPE_CHECKING:
     from memos.activation import KVMemory
     from memos.llm import LLMBackend, LocalModel
     from memos.parametric import LoraMemory
+    from memos.plaintext._indexes import CubeIndexes
 
 DEFAULT_MODEL_CACHE = Path("~/.cache/memos/models")
 
@@ -55,7 +52,11 @@ class Engine:
         model_cache: Path | None = None,
     ) -> None:
         self.store = store
-        self.indexes = CubeIndexes(store, snapshot_dir)
+        # the vector indexes (and numpy, FAISS and the codecs with them) load on first use: a
+        # command that only reads the log or the catalogs never needs them
+        self._snapshot_dir = snapshot_dir
+        self._indexes: CubeIndexes | None = None
+        self._indexes_lock = threading.Lock()
         # the operator's access rules: what the catalogs' own retrieval runs under, once the
         # handle that asked has been checked against the cube
         self.operator = Scope(store, None, limits)
@@ -81,7 +82,8 @@ class Engine:
         self._closed = True
         self.aside.shutdown(wait=True)
         self.uses.flush()
-        self.indexes.save_all()
+        if self._indexes is not None:  # nothing to save where no index was ever loaded
+            self._indexes.save_all()
         self.store.close()
 
     # embedders --------------------------------------------------------------------------
@@ -154,12 +156,25 @@ class Engine:
         hits = self.search(self.operator, query, cube=cube, k=k, user=user, count_use=False)
         return [hit.item for hit in hits]
 
+    @property
+    def indexes(self) -> CubeIndexes:
+        """The cubes' vector indexes, made on first use."""
+        with self._indexes_lock:
+            if self._indexes is None:
+                from memos.plaintext._indexes import CubeIndexes
+
+                self._indexes = CubeIndexes(self.store, self._snapshot_dir)
+            return self._indexes
+
     # after a write ----------------------------------------------------------------------
 
     def after_write(self, info: CubeInfo, actor: str, limits: Limits, *, grew: bool) -> None:
         """Catch the cube's index up with a write; when the write may have grown the cube,
         fit its codec on first reaching ``fit_min`` active memories, or partition the index
         past ``limits.partition_items`` (see :mod:`memos.plaintext._partition`)."""
+        from memos.codecs import make_codec
+        from memos.plaintext._partition import SCHEDULER_ACTOR, due_repartition
+
         items = len(self.indexes.current(info))
         if not grew:
             return
@@ -180,6 +195,8 @@ class Engine:
         self, info: CubeInfo, codec: str, op: EventOp, actor: str, reason: str
     ) -> None:
         # a VersionConflict means another writer changed the configuration first; theirs stands
+        from memos.plaintext._encoding import reconfigure
+
         with contextlib.suppress(VersionConflict):
             reconfigure(
                 self.store, self.indexes, info, codec=codec, op=op, actor=actor, reason=reason

@@ -32,7 +32,7 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
@@ -43,7 +43,7 @@ from memos.codecs import make_codec
 from memos.core import _validation as check
 from memos.core._chain import vector_digest, verify_chain
 from memos.core._derived import ADAPTER_KIND, BUILD_OPS, KV_KIND, REPLACE_OPS, slot_key, standing
-from memos.core._store import CubeImport, Store, Vector
+from memos.core._store import CubeImport, Store
 from memos.core._types import CubeInfo, DerivedEntry, Event, EventOp, MemoryItem, utcnow
 from memos.errors import (
     CorruptArtifact,
@@ -54,6 +54,9 @@ from memos.errors import (
 )
 from memos.plaintext._codec_state import codec_from_blob
 from memos.plaintext._encoding import CONFIG_OPS, configured_cube
+
+if TYPE_CHECKING:
+    from memos.core._store import Vector
 
 FORMAT = "memos-cube-export"
 FORMAT_VERSION = 1

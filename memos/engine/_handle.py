@@ -6,6 +6,10 @@ share: each method here (and in :mod:`memos.engine._cube_operations`, and the na
 engine, for the handle's scope); the HTTP client sends the same arguments to the route the
 declaration names instead, and the server answers it by running the same body on the caller's
 handle. Code written against a ``Handle`` runs on either.
+
+The declarations import only what their signatures name (the request and reply models); a
+body imports the engine code it calls when it first runs, so the HTTP client, which never runs
+one, starts without numpy, FAISS or the codecs.
 """
 
 from __future__ import annotations
@@ -28,7 +32,6 @@ from memos.core._types import (
     ReplyStream,
     SearchHit,
 )
-from memos.engine import _forget, _ingest, _memories
 from memos.engine._cube_operations import CubeOperations
 from memos.engine._governance import Governance
 from memos.engine._jobs import Jobs
@@ -151,6 +154,8 @@ class Handle(CubeOperations):
         embedded and committed in batches of ``batch_size`` (one transaction and one event per
         memory); ``progress(n)`` is called after each batch. Over HTTP each request carries one
         batch, at most the server's ``--max-batch`` records."""
+        from memos.engine import _ingest
+
         return _ingest.add_many(
             self._engine, self._scope, records, cube=cube, user=user, tags=tags,
             metadata=metadata, session=session, batch_size=batch_size, progress=progress,
@@ -174,6 +179,8 @@ class Handle(CubeOperations):
         reason: str | None = None,
     ) -> MemoryItem:
         """Change an item's text, tags or metadata; a new version with one ``update`` event."""
+        from memos.engine import _memories
+
         return _memories.update(
             self._engine, self._scope, item_id, text, user=user, tags=tags, metadata=metadata,
             expected_version=expected_version, reason=reason,
@@ -189,6 +196,8 @@ class Handle(CubeOperations):
         expected_version: int | None = None,
     ) -> MemoryItem:
         """Mark an item deleted (a new version); its history stays and can be rolled back."""
+        from memos.engine import _memories
+
         return _memories.delete(
             self._engine, self._scope, item_id, user=user, reason=reason,
             expected_version=expected_version,
@@ -205,6 +214,8 @@ class Handle(CubeOperations):
         expected_version: int | None = None,
     ) -> MemoryItem:
         """Bring back an item's content as of ``to_version``, as a new version."""
+        from memos.engine import _memories
+
         return _memories.rollback(
             self._engine, self._scope, item_id, to_version=to_version, user=user, reason=reason,
             expected_version=expected_version,
@@ -213,11 +224,15 @@ class Handle(CubeOperations):
     @operation("GET", "/v1/memories/{item_id}/history")
     def history(self, item_id: str) -> list[HistoryEntry]:
         """Every version of the memory, oldest first, with the event that made it."""
+        from memos.engine import _memories
+
         return _memories.history(self._engine, self._scope, item_id)
 
     @operation("GET", "/v1/memories/{item_id}/diff")
     def diff(self, item_id: str, from_version: int, to_version: int) -> ItemDiff:
         """What changed between two versions of the memory."""
+        from memos.engine import _memories
+
         return _memories.diff(self._engine, self._scope, item_id, from_version, to_version)
 
     @operation("POST", "/v1/cubes/{cube}/search")
@@ -270,6 +285,8 @@ class Handle(CubeOperations):
         Only a cube's owner erases from it. With ``rewrite`` (the operator only) the store then
         rewrites its files (SQLite: ``VACUUM``; Redis: ``BGREWRITEAOF``/``BGSAVE`` when the
         server persists)."""
+        from memos.engine import _forget
+
         return _forget.forget(
             self._engine, self._scope, user=user, cube=cube, where=where, adapters=adapters,
             reason=reason, rewrite=rewrite,

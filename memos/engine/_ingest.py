@@ -5,17 +5,20 @@ that the handle's declared ``add_many`` (and ``add``) runs (see :mod:`memos.engi
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memos.core import _mutations
 from memos.core import _validation as check
 from memos.core._records import Record, parse_records
-from memos.core._store import Change, Vector
+from memos.core._store import Change
 from memos.core._types import Access, CubeInfo, EventOp, MemoryItem, MetadataValue, utcnow
 from memos.engine._engine import Engine
 from memos.engine._governance import check_quotas, redacted
 from memos.engine._scope import Scope
 from memos.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from memos.core._store import Vector
 
 # embedding a large chunk at once lets the embedder sort it by length (less padding); commits
 # stay at ``batch_size`` so each transaction is short

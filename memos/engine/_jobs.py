@@ -23,7 +23,6 @@ from memos.core._jobs import (
 from memos.core._types import Access, utcnow
 from memos.engine._operations import Namespace, operation
 from memos.errors import JobNotFound
-from memos.plaintext._encoding import checked_codec, fitted
 
 if TYPE_CHECKING:
     from memos.engine._handle import Handle
@@ -52,6 +51,8 @@ class Jobs(Namespace):
         with this handle's rights; the events it makes name the acting user and begin their
         reason with the job's id. The job is stored before this returns: no worker crash
         loses it."""
+        from memos.plaintext._encoding import checked_codec, fitted
+
         engine, scope = self._handle._engine, self._handle._scope
         info = scope.cube(cube, Access.WRITE)
         job_kind = checked_kind(kind)

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from memos.core import _history, _mutations
 from memos.core import _validation as check
 from memos.core._history import ItemDiff
-from memos.core._store import Change, Vector
+from memos.core._store import Change
 from memos.core._types import (
     Access,
     CubeInfo,
@@ -28,6 +26,9 @@ from memos.engine._engine import Engine
 from memos.engine._governance import check_quotas, redacted_text, refuse_deleting
 from memos.engine._scope import Scope
 from memos.errors import Conflict, InvalidInput, VersionConflict
+
+if TYPE_CHECKING:
+    from memos.core._store import Vector
 
 _RETRIES = 20
 
@@ -293,6 +294,8 @@ def _vector_for(
     """A vector for ``target``'s text, or ``None`` when the stored one still fits."""
     if target.text == current.text:
         return None
+    import numpy as np  # with the embedder: history, diff and a same-text rollback never load it
+
     vectors = engine.embedder_for(scope.cube(current.cube)).embed([target.text])
     return np.asarray(vectors[0], dtype=np.float32)
 

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from memos.core._scheduling import Migration
 from memos.core._types import Access, DerivedEntry, Event, EventOp
 from memos.errors import Conflict, InvalidInput, NotFound
-from memos.plaintext._encoding import configured_cube, reconfigure
 
 if TYPE_CHECKING:
     from memos.engine._engine import Engine
@@ -86,6 +85,8 @@ def _undo(
     reason: str,
     extra: dict[str, Any],
 ) -> None:
+    from memos.plaintext._encoding import configured_cube, reconfigure
+
     action, target = migration.action, migration.target or ""
     kv = engine.kv().scoped(scope.cube, lambda _user: actor)
     if action == "kv_build":

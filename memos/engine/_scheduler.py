@@ -48,7 +48,6 @@ from memos.core._types import (
 from memos.engine._migrations import migrations, revert
 from memos.engine._operations import Namespace, operation
 from memos.errors import InvalidInput, VersionConflict
-from memos.plaintext._encoding import index_bytes, reconfigure
 
 if TYPE_CHECKING:
     from memos.activation import KVEntry
@@ -228,6 +227,8 @@ def _migrate(
     extra: dict[str, Any],
 ) -> None:
     """Carry out one decision as ``actor``."""
+    from memos.plaintext._encoding import reconfigure
+
     action, entry = decision.action, decision.entry
     if action in ("kv_build", "kv_drop"):
         kv = engine.kv().scoped(scope.cube, lambda _user: actor)
@@ -377,6 +378,8 @@ def _usage(view: CubeView) -> Usage:
 
 
 def _index_bytes(index: VectorIndex) -> int:
+    from memos.plaintext._encoding import index_bytes
+
     return index_bytes(index.codec, index.dim, index.active, fitted=index.fitted)
 
 

@@ -16,17 +16,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from memos.core._anchor import CubeAnchor, anchor_problem
 from memos.core._chain import vector_digest, verify_chain
 from memos.core._derived import standing
 from memos.core._erasure import receipt_problem
-from memos.core._store import Store, Vector
+from memos.core._store import Store
 from memos.core._types import CubeInfo, Event, ItemStatus, MemoryItem, VerifyReport
 from memos.errors import IntegrityError
 from memos.plaintext._codec_state import load_codec
 from memos.plaintext._encoding import configured_cube
 from memos.plaintext._indexes import CubeIndexes
+
+if TYPE_CHECKING:
+    from memos.core._store import Vector
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from pydantic import ValidationError
 
@@ -48,8 +48,6 @@ from memos.errors import (
     NotFound,
     VersionConflict,
 )
-from memos.llm import LocalModel
-from memos.parametric._density import density_keeping_recall, slot
 from memos.parametric._manifest import (
     DEFAULT_DENSITY,
     AdapterEntry,
@@ -57,7 +55,10 @@ from memos.parametric._manifest import (
     new_manifest,
     settings_of,
 )
-from memos.parametric._weights import Weights, decode, encode
+
+if TYPE_CHECKING:  # torch loads with the weights (training, encoding), not with the catalogue
+    from memos.llm import LocalModel
+    from memos.parametric._weights import Weights
 
 MAX_FACTS = 512
 # adapter versions kept loaded for chat per model (SmolLM2's: ≈ 10 MB each in fp32)
@@ -237,7 +238,7 @@ class LoraMemory:
             entry.manifest.recipe, dict(report.model_dump()), entry.version,
             self._next_version(info, entry.name),
         )  # fmt: skip
-        data = encode(weights, manifest.storage, manifest.density)
+        data = _encode(weights, manifest)
         return self._commit(
             info, manifest, self._store.put_blob(data), len(data), False, user, reason
         )
@@ -270,7 +271,7 @@ class LoraMemory:
             model, name, "import", lora, weights, density, (), None, {}, None,
             self._next_version(info, name),
         )  # fmt: skip
-        data = encode(weights, manifest.storage, manifest.density)
+        data = _encode(weights, manifest)
         return self._commit(
             info, manifest, self._store.put_blob(data), len(data), False, user, reason
         )
@@ -427,6 +428,7 @@ class LoraMemory:
         progress: Progress | None,
         extra: Mapping[str, Any] | None = None,
     ) -> AdapterEntry:
+        from memos.parametric._density import density_keeping_recall, slot
         from memos.parametric._train import consolidate
 
         model, recipe = self._model(), _recipe(recipe)
@@ -445,7 +447,7 @@ class LoraMemory:
             model, name, origin, settings_of(recipe), weights, density, sources,
             recipe.model_dump(mode="json"), metrics, from_version, self._next_version(info, name),
         )  # fmt: skip
-        data = encode(weights, manifest.storage, manifest.density)
+        data = _encode(weights, manifest)
         return self._commit(
             info, manifest, self._store.put_blob(data), len(data), False, user, reason, extra
         )
@@ -494,6 +496,8 @@ class LoraMemory:
             raise IntegrityError(
                 f"the blob {entry.blob} of adapter {entry.name} v{entry.version} is missing"
             )
+        from memos.parametric._weights import decode
+
         return decode(data, entry.manifest, self._model().model)
 
     def _learnable(self, cube: str, sources: Sequence[SourceRef]) -> builtins.list[MemoryItem]:
@@ -564,3 +568,9 @@ def _checked_name(name: str) -> str:
             "letter or digit"
         )
     return name
+
+
+def _encode(weights: Weights, manifest: AdapterManifest) -> bytes:
+    from memos.parametric._weights import encode
+
+    return encode(weights, manifest.storage, manifest.density)

@@ -12,7 +12,7 @@ and no item can be lost: every active item with a vector is re-encoded from the 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,11 +24,14 @@ from memos.codecs import (
     state_to_bytes,
 )
 from memos.core._commit_rules import CHANGEABLE
-from memos.core._store import Change, Store, Vector
+from memos.core._store import Change, Store
 from memos.core._types import CubeInfo, Event, EventOp, ItemFilter, utcnow
 from memos.errors import InvalidInput
 from memos.plaintext._codec_state import load_codec
 from memos.plaintext._indexes import CubeIndexes
+
+if TYPE_CHECKING:
+    from memos.core._store import Vector
 
 # the events that set a cube's configuration: its creation and each cube-level change
 CONFIG_OPS = frozenset({EventOp.CUBE_CREATE, *CHANGEABLE})

@@ -20,7 +20,7 @@ import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
@@ -29,11 +29,14 @@ from safetensors import SafetensorError, safe_open
 
 from memos.codecs import VectorCodec
 from memos.codecs._fp8 import decode_fp8
-from memos.core._store import Store, Vector
+from memos.core._store import Store
 from memos.core._types import CubeInfo, ItemFilter, ItemStatus
 from memos.errors import StorageError
 from memos.plaintext._codec_state import load_codec
 from memos.plaintext._vector_index import VectorIndex
+
+if TYPE_CHECKING:
+    from memos.core._store import Vector
 
 # Snapshot once the tail since the last one reaches this many events or this share of the index.
 _SNAPSHOT_MIN_EVENTS = 1000

@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from memos.core import _commit_rules as rules
 from memos.core._derived import REPLACE_OPS, invalidations, slot_key
-from memos.core._store import Change, CubeImport, Vector
+from memos.core._store import Change, CubeImport
 from memos.core._types import CubeInfo, DerivedEntry, Event, ItemStatus, MemoryItem
 from memos.errors import Conflict, NotFound
 
@@ -25,6 +26,9 @@ from ._connection import Command
 from ._layout import _active_member, _filter_keys, _Keys
 from ._values import _event_fields
 from ._view import _View
+
+if TYPE_CHECKING:
+    from memos.core._store import Vector
 
 
 class _Batch:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from memos.core._store import Vector
 from memos.core._types import MemoryItem
 
 from ._connection import _Connection, _storage_errors
 from ._layout import _CubeKeys
 from ._values import _item_from, _raw, _text
+
+if TYPE_CHECKING:
+    from memos.core._store import Vector
 
 
 class _Items(_Connection):

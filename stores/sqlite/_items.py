@@ -7,16 +7,16 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from memos.core._store import Vector
 from memos.core._types import ItemFilter, ItemStatus, MemoryItem
 from memos.errors import IntegrityError
 
 from .. import _fts5  # relative: this package is installed as memos.stores
 from ._db import Connected, chunks, sortable_time, utf8_bound
+
+if TYPE_CHECKING:
+    from memos.core._store import Vector
 
 INSERT_ITEM_AT = (
     "INSERT INTO items (rowid, id, cube, status, version, user, session, occurred_at, body) "
@@ -53,6 +53,8 @@ class ItemRows(Connected):
         return [row[0] for row in self._read(f"SELECT id FROM items WHERE {conditions}", params)]
 
     def get_vectors(self, item_ids: Sequence[str], cube: str | None = None) -> dict[str, Vector]:
+        import numpy as np  # with the first vector read: reading only the log never loads it
+
         found: dict[str, Vector] = {}
         for chunk in chunks(item_ids):
             marks = ",".join("?" * len(chunk))
@@ -170,4 +172,6 @@ def item_row(item: MemoryItem) -> tuple[Any, ...]:
 
 
 def vector_bytes(vector: Vector) -> bytes:
+    import numpy as np
+
     return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
