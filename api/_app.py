@@ -28,6 +28,8 @@ from memos import ItemFilter, JobState, Limits, MemOS, __version__, open_store
 from memos.core._derived import KV_KIND
 from memos.core._jobs import UNFINISHED
 from memos.embedding import make_embedder
+from memos.errors import InvalidInput
+from memos.llm import OpenAICompatible
 
 from . import _errors
 from ._deps import Caller
@@ -141,16 +143,32 @@ def server_limits(settings: ServerSettings, base: Limits) -> Limits:
 
 
 def open_memos(settings: ServerSettings) -> MemOS:
-    """The SDK over the settings' store, with the server's input limits."""
+    """The SDK over the settings' store, with the server's input limits, chatting through the
+    settings' upstream model when they name one (else the local model)."""
     embedder = None if settings.embedder is None else make_embedder(settings.embedder)
+    upstream = upstream_model(settings)
     return MemOS(
         open_store(settings.store),
         snapshot_dir=settings.snapshot_dir,
         embedder=embedder,
         limits=server_limits(settings, Limits()),
-        model=settings.model,
+        model=settings.model if upstream is None else upstream,
         model_cache=settings.model_cache,
     )
+
+
+def upstream_model(settings: ServerSettings) -> OpenAICompatible | None:
+    """The OpenAI-compatible model ``llm_url`` and ``llm_model`` name, if they do (both or
+    neither; not beside a local ``model``)."""
+    if settings.llm_url is None and settings.llm_model is None:
+        return None
+    if settings.llm_url is None or settings.llm_model is None:
+        raise InvalidInput("an upstream model needs both --llm-url and --llm-model")
+    if settings.model is not None:
+        raise InvalidInput("--model (a local model) and --llm-url (an upstream one) exclude "
+                           "each other: chat goes through one model")  # fmt: skip
+    key = None if settings.llm_api_key is None else settings.llm_api_key.get_secret_value()
+    return OpenAICompatible(settings.llm_url, settings.llm_model, api_key=key)
 
 
 def _add_health_and_metrics(app: FastAPI) -> Histogram:

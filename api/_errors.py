@@ -34,8 +34,9 @@ def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorEnvelope} for status in statuses}
 
 
-# what any authenticated route may answer besides its success
-COMMON_ERRORS = documented(400, 401, 403, 404, 409, 413, 422, 500, 503)
+# what any authenticated route may answer besides its success (502: an upstream model refused a
+# chat, see memos.errors.UpstreamError)
+COMMON_ERRORS = documented(400, 401, 403, 404, 409, 413, 422, 500, 502, 503)
 
 _HTTP_CODES = {
     400: "bad_request",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
 class ServerSettings(BaseModel):
@@ -12,6 +12,9 @@ class ServerSettings(BaseModel):
 
     ``store`` is a store URL (``sqlite:///dir`` or ``redis://host:port/db?prefix=...``).
     ``snapshot_dir`` keeps FAISS index snapshots between restarts (embedded store only).
+    ``llm_url`` and ``llm_model`` name an OpenAI-compatible upstream model that chat goes
+    through instead of a local one (the server is then a memory proxy in front of it; KV blocks
+    and adapters are refused), with ``llm_api_key`` as its bearer key.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -20,6 +23,9 @@ class ServerSettings(BaseModel):
     snapshot_dir: Path | None = None
     model: str | None = None  # a local model directory or .gguf; None: the bundled SmolLM2
     model_cache: Path | None = None
+    llm_url: str | None = None  # an OpenAI-compatible API, e.g. http://localhost:11434/v1
+    llm_model: str | None = None  # the model to ask there
+    llm_api_key: SecretStr | None = None  # its key (from MEMOS_LLM_API_KEY); never shown
     embedder: str | None = None  # the default embedder of new cubes (a registered name)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     # an import (a tar of a cube's or an adapter's export) may be larger than other requests

@@ -20,6 +20,8 @@ the SDK, the CLI and the server report the same failure the same way::
     │   ├── CubeExists (409, cube_exists)
     │   ├── VersionConflict (409, version_conflict)  stale expected_version
     │   ├── ModelMismatch (409, model_mismatch)      a KV cache or adapter made by another model
+    │   ├── UnsupportedByModel (409, unsupported_by_model)  KV blocks or adapters asked of an
+    │   │                                            upstream (text-only) model
     │   └── PolicyRefused (409, policy_refused)      a cube policy forbids it (a tier label, a hold)
     │       └── QuotaExceeded (409, quota_exceeded)  a user's or the cube's quota is reached
     ├── IntegrityError (500, integrity_error)        the stored history does not verify
@@ -27,7 +29,10 @@ the SDK, the CLI and the server report the same failure the same way::
     │   └── CorruptArtifact (422, corrupt_artifact)  a KV cache file or manifest is malformed
     ├── StorageError (503, storage_error)            data dir missing, corrupt or locked
     │   └── DataDirError (503, data_dir_error)
-    └── ModelUnavailable (503, model_unavailable)    the local model is missing or unloadable
+    └── ModelUnavailable (503, model_unavailable)    the local model is missing or unloadable,
+        │                                            or the upstream model is unreachable or failed
+        └── UpstreamError (502, upstream_error)      the upstream refused the request (4xx) or
+                                                     answered outside OpenAI's wire format
 
 A failing call changes nothing: every error is raised before, or rolls back, the transaction.
 """
@@ -59,6 +64,8 @@ __all__ = [
     "TamperedExport",
     "TextTooLong",
     "Unauthenticated",
+    "UnsupportedByModel",
+    "UpstreamError",
     "VersionConflict",
     "VersionNotFound",
 ]
@@ -166,6 +173,14 @@ class ModelMismatch(Conflict):
     code = "model_mismatch"
 
 
+class UnsupportedByModel(Conflict):
+    """The request needs what only a local model whose weights run in this process has (KV
+    blocks, LoRA adapters), but chat goes through an upstream, text-only model
+    (:class:`memos.llm.OpenAICompatible`)."""
+
+    code = "unsupported_by_model"
+
+
 class PolicyRefused(Conflict):
     """A cube policy forbids the change: a tier label keeps a memory out of a tier, a legal
     hold keeps it from being deleted, erased or expired."""
@@ -215,7 +230,17 @@ class DataDirError(StorageError):
 
 
 class ModelUnavailable(MemosError):
-    """The local language model cannot be found or loaded."""
+    """The local language model cannot be found or loaded, or the upstream model server
+    cannot be reached, timed out or failed (a 5xx answer)."""
 
     status = 503
     code = "model_unavailable"
+
+
+class UpstreamError(ModelUnavailable):
+    """The upstream model server refused the request (a 4xx answer: a wrong key, an unknown
+    model) or answered something that is not OpenAI's wire format. The upstream's status and
+    message are in ``details``; its key never is."""
+
+    status = 502
+    code = "upstream_error"

@@ -285,6 +285,35 @@ def test_a_block_holding_some_retrieved_memories_starts_the_prompt(
     assert ids(recomputed.memories) == ids(expected)
 
 
+def test_a_callers_system_instructions_follow_the_memories_and_keep_the_block_a_prefix(
+    notes: Notes, tiny_model: LocalModel
+) -> None:
+    mos, cube = notes.mos, notes.cube
+    question, system = "where is alice", "answer with the month"
+    block = mos.kv.build(cube, [h.item.id for h in mos.search(question, cube=cube, k=2)])
+    cached = mos.chat(question, cube=cube, k=2, max_new_tokens=8, system=system)
+    full = mos.chat(question, cube=cube, k=2, max_new_tokens=8, system=system, use_kv=False)
+    assert (cached.kv_entry, cached.cached_tokens) == (block.id, block.tokens)
+    assert cached.tokens == full.tokens
+    prompt = tiny_model.split_prompt(f"{render_block(cached.memories)}\n\n{system}", question)
+    assert cached.prompt_tokens == len(prompt.ids)
+    assert cached.tokens == tuple(tiny_model.generate(prompt.ids, max_new_tokens=8))
+    without = mos.chat(question, cube=cube, k=2, max_new_tokens=8)
+    assert without.prompt_tokens < cached.prompt_tokens
+    # no memory in the prompt: the caller's instructions are the whole system message
+    bare = mos.chat(question, cube=cube, retrieve=False, system=system, max_new_tokens=8)
+    alone = tiny_model.split_prompt(system, question)
+    assert bare.tokens == tuple(tiny_model.generate(alone.ids, max_new_tokens=8))
+    assert bare.memories == ()
+
+
+@pytest.mark.parametrize("system", ["bad\x00", "x" * 10_000_000, 7, "\ud800"])
+def test_bad_system_instructions_are_refused(notes: Notes, system: Any) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        notes.mos.chat("where is alice", cube=notes.cube, system=system)
+    assert refused.value.details["field"] == "system"
+
+
 def test_partial_blocks_answer_as_recomputed_over_many_prompts(notes: Notes) -> None:
     """Every mix of blocks and questions: a cached run and a recomputed one of the same prompt
     give the same tokens, and the cache serves exactly the block's tokens."""

@@ -27,7 +27,7 @@ from memos.core._scheduling import (
 )
 from memos.core._types import CoAccess
 from memos.errors import InvalidInput
-from memos.llm import LocalModel
+from memos.llm import LocalModel, OpenAICompatible
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 DAY = 24 * 3600.0
@@ -352,6 +352,21 @@ def _ask(mos: Any, question: str, times: int, cube: str = "notes") -> list[str]:
     for _ in range(times):
         hits = [h.item.id for h in mos.search(question, cube=cube, k=2)]
     return hits
+
+
+def test_through_an_upstream_model_nothing_is_planned_for_the_kv_or_parametric_tier(
+    data_dir: Path,
+) -> None:
+    # planning and ticking never call the model: the upstream's port need not answer
+    upstream = OpenAICompatible("http://127.0.0.1:9/v1", "elsewhere")
+    with MemOS.open(data_dir, embedder=HashEmbedder(64), model=upstream) as mos:
+        mos.create_cube("notes")
+        mos.add_many(FACTS, cube="notes")
+        _ask(mos, "where did alice move", 4)
+        plan = mos.scheduler.plan("notes")
+        assert plan.decisions == ()
+        assert mos.scheduler.tick("notes").events == ()
+        assert mos.kv.list("notes") == []
 
 
 def test_a_hot_pair_becomes_a_block_that_chat_then_uses(notes: tuple[MemOS, list[str]]) -> None:

@@ -45,6 +45,14 @@ def chat(
             help="Put no memory in the prompt: the model (and its adapter) answers alone.",
         ),
     ] = False,
+    system: Annotated[
+        str | None,
+        typer.Option(
+            "--system",
+            metavar="TEXT",
+            help="Instructions of your own, put in the system message after the memories.",
+        ),
+    ] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the whole reply as JSON once it is complete.")
     ] = False,
@@ -64,6 +72,7 @@ def chat(
             use_kv=not no_kv,
             adapter=adapter,
             retrieve=not no_retrieve,
+            system=system,
         )
         if json_out:
             stream.run()

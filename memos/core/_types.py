@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from memos.core._policies import CubePolicies
 
@@ -324,6 +324,16 @@ class ChatReply(_Frozen):
     # the ids of the memories the search for the query found, best first: the prompt's
     # ``memories`` are these, or a KV block's memories followed by the ones it lacks
     retrieved: tuple[str, ...] = ()
+    # the answer's length in the model's tokens: ``len(tokens)`` (filled in when not given) for
+    # the local model; through an upstream model, whose ``tokens`` are empty, its own count
+    completion_tokens: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _count_completion(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "completion_tokens" not in data:
+            return {**data, "completion_tokens": len(data.get("tokens") or ())}
+        return data
 
 
 class ReplyStream(ABC):

@@ -136,6 +136,21 @@ def reason(value: object, limits: Limits) -> str | None:
     return unicode(value, "reason")
 
 
+def instructions(value: object, limits: Limits) -> str | None:
+    """A chat's own ``system`` instructions: a string no longer than a memory's text (blank:
+    none)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > limits.max_text_chars:
+        raise InvalidInput(
+            f"system must be a string of at most {limits.max_text_chars} characters",
+            field="system",
+        )
+    if "\x00" in value:
+        raise InvalidInput("system contains a NUL character", field="system")
+    return unicode(value, "system") if value.strip() else None
+
+
 def tags(values: Iterable[object] | None, limits: Limits) -> tuple[str, ...]:
     if values is None:
         return ()

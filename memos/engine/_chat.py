@@ -7,12 +7,24 @@ cache then serves the prompt up to the end of the block's text, and only the mem
 and the question are prefilled. The prompt is built that way whether or not the cache is then
 used, so ``use_kv=False`` recomputes exactly the prompt a cached run reads, and the two answers
 can be compared token for token.
+
+The caller's own ``system`` instructions follow the memories in the system message (a stored
+block stays its prefix); with no memory in the prompt they are the whole system message, so a
+chat with ``retrieve=False`` and ``system`` is the plain model answering those messages.
+
+Through an upstream model (a :class:`memos.llm.TextChatModel`, e.g. another server behind
+:class:`memos.llm.OpenAICompatible`) the prompt is the same two messages, the retrieved memories
+in rank order, sent as text: no KV block is read (``use_kv`` then only means "use a cache when
+there is one", and there is none), and an adapter, asked for or attached to the cube, is refused
+with :class:`memos.errors.UnsupportedByModel`. The reply has no token ids (``tokens=()``), and
+``prompt_tokens`` and ``cached_tokens`` are the upstream's own counts (0 when it sends none).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 from memos.activation import KVMemory, render_block
 from memos.core import _validation as check
@@ -20,8 +32,9 @@ from memos.core._store import Store
 from memos.core._types import Access, ChatReply, ItemStatus, MemoryItem, ReplyStream, utcnow
 from memos.engine._engine import Engine
 from memos.engine._scope import Scope
-from memos.errors import VersionConflict
+from memos.errors import UnsupportedByModel, VersionConflict
 from memos.llm import LLMBackend, ResidentPrefix, SplitPrompt
+from memos.llm._backend import TextChatModel, TextStream
 
 
 @dataclass(frozen=True)
@@ -46,6 +59,7 @@ def plan_chat(
     block_items: Callable[[Sequence[str]], list[MemoryItem]],
     use_kv: bool,
     adapter: tuple[str, str] | None = None,
+    system: str | None = None,
 ) -> ChatPlan:
     """The prompt for ``query``: the best stored block's memories and the retrieved ones it
     lacks, else the retrieved ones (see the module docstring). A KV cache is the base model's,
@@ -57,7 +71,7 @@ def plan_chat(
         held = {item.id for item in block}
         memories = block + [item for item in retrieved if item.id not in held]
         cached = len(render_block(block))
-    prompt = model.split_prompt(render_block(memories), query, cached=cached)
+    prompt = model.split_prompt(system_message(memories, system), query, cached=cached)
     prefix = None
     if entry is not None and use_kv and adapter is None:
         prefix = kv.load(entry)
@@ -123,6 +137,42 @@ class ChatStream(ReplyStream):
         self._on_done(self._reply)
 
 
+class UpstreamChatStream(ReplyStream):
+    """The text pieces of an upstream model's answer as they arrive; ``reply`` once it is
+    exhausted (see the module docstring for what it counts)."""
+
+    def __init__(
+        self,
+        query: str,
+        memories: tuple[MemoryItem, ...],
+        answer: TextStream,
+        on_done: Callable[[ChatReply], None],
+    ) -> None:
+        self._query = query
+        self._memories = memories
+        self._answer = answer
+        self._on_done = on_done
+
+    def __iter__(self) -> Iterator[str]:
+        pieces: list[str] = []
+        for piece in self._answer:
+            pieces.append(piece)
+            yield piece
+        usage = self._answer.usage
+        self._reply = ChatReply(
+            query=self._query,
+            answer="".join(pieces),
+            tokens=(),
+            memories=self._memories,
+            retrieved=tuple(item.id for item in self._memories),
+            kv_entry=None,
+            prompt_tokens=0 if usage is None else usage.prompt_tokens,
+            cached_tokens=0 if usage is None else usage.cached_tokens,
+            completion_tokens=0 if usage is None else usage.completion_tokens,
+        )
+        self._on_done(self._reply)
+
+
 def start_chat(
     engine: Engine,
     scope: Scope,
@@ -135,30 +185,64 @@ def start_chat(
     use_kv: bool,
     adapter: str | None,
     retrieve: bool,
-) -> ChatStream:
+    system: str | None = None,
+) -> ChatStream | UpstreamChatStream:
     """A chat for ``scope``, checked and planned, ready to generate (see ``Handle.chat``)."""
     query = check.text(query, scope.limits)
+    system = check.instructions(system, scope.limits)
     max_new_tokens = check.positive(max_new_tokens, "max_new_tokens", scope.limits.max_new_tokens)
     info = scope.cube(cube, Access.READ)
+    model = engine.chat_model()
+    wants_adapter = adapter is not None or info.default_adapter is not None
+    if isinstance(model, TextChatModel) and wants_adapter:
+        _refuse_adapter(model, adapter, info.name)
     through = None
-    if adapter is not None or info.default_adapter is not None:
+    if wants_adapter:
         lora = engine.lora().scoped(scope.cube, scope.actor)
         entry = lora.for_chat(info.name, adapter)
         through = None if entry is None else (entry.id, lora.activate(entry))
     hits = []
     if retrieve:  # the retrieved memories are counted as the chat's use, below
         hits = engine.search(scope, query, cube=info.name, k=k, user=user, count_use=False)
-    store = engine.store
-    plan = plan_chat(
-        engine.model(), engine.kv().scoped(scope.cube, scope.actor), cube=info.name,
-        query=query, retrieved=[hit.item for hit in hits],
-        block_items=lambda ids: _active_items(store, ids), use_kv=bool(use_kv), adapter=through,
-    )  # fmt: skip
 
     def count_use(reply: ChatReply) -> None:
         engine.uses.add(info.name, list(reply.retrieved), utcnow())
 
-    return ChatStream(engine.model(), plan, max_new_tokens, count_use)
+    if isinstance(model, TextChatModel):
+        memories = tuple(hit.item for hit in hits)
+        messages = [
+            {"role": "system", "content": system_message(memories, system)},
+            {"role": "user", "content": query},
+        ]
+        answer = model.stream_chat(messages, max_new_tokens=max_new_tokens)
+        return UpstreamChatStream(query, memories, answer, count_use)
+    store = engine.store
+    plan = plan_chat(
+        model, engine.kv().scoped(scope.cube, scope.actor), cube=info.name,
+        query=query, retrieved=[hit.item for hit in hits],
+        block_items=lambda ids: _active_items(store, ids), use_kv=bool(use_kv), adapter=through,
+        system=system,
+    )  # fmt: skip
+    return ChatStream(model, plan, max_new_tokens, count_use)
+
+
+def system_message(memories: Sequence[MemoryItem], system: str | None = None) -> str:
+    """The prompt's system message: the memory block, then the caller's ``system``
+    instructions; with no memory, those instructions alone (the block's header, without
+    them)."""
+    if system is None:
+        return render_block(memories)
+    return f"{render_block(memories)}\n\n{system}" if memories else system
+
+
+def _refuse_adapter(model: TextChatModel, adapter: str | None, cube: str) -> NoReturn:
+    which = f"adapter {adapter!r}" if adapter is not None else f"the adapter attached to {cube!r}"
+    raise UnsupportedByModel(
+        f"LoRA adapters are the local model's: chat here goes through the upstream model "
+        f"{model.name!r}, which cannot answer through {which}",
+        model=model.name,
+        cube=cube,
+    )
 
 
 def _active_items(store: Store, item_ids: Sequence[str]) -> list[MemoryItem]:

@@ -26,7 +26,8 @@ from memos.embedding import Embedder, make_embedder
 from memos.embedding._protocol import MINILM as DEFAULT_EMBEDDER
 from memos.engine._scope import Scope
 from memos.engine._uses import UseRecorder
-from memos.errors import InvalidInput, ModelUnavailable, VersionConflict
+from memos.errors import InvalidInput, UnsupportedByModel, VersionConflict
+from memos.llm._backend import TextChatModel
 from memos.plaintext import _search
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ class Engine:
         limits: Limits,
         snapshot_dir: Path | None = None,
         embedder: Embedder | None = None,
-        model: LLMBackend | str | Path | None = None,
+        model: LLMBackend | TextChatModel | str | Path | None = None,
         model_cache: Path | None = None,
     ) -> None:
         self.store = store
@@ -67,8 +68,10 @@ class Engine:
         self._default_embedder = embedder
         self._embedders: dict[str, Embedder] = {} if embedder is None else {embedder.name: embedder}
         # the language model is loaded on first use (chat, KV caches): a path, or None for the
-        # bundled SmolLM2, converted once into model_cache
-        self._model: LLMBackend | None = None if isinstance(model, str | Path | None) else model
+        # bundled SmolLM2, converted once into model_cache; or a loaded one, local or upstream
+        self._model: LLMBackend | TextChatModel | None = (
+            None if isinstance(model, str | Path | None) else model
+        )
         self._model_source = model if isinstance(model, str | Path) else None
         self._model_cache = (model_cache or DEFAULT_MODEL_CACHE).expanduser()
         self._lock = threading.Lock()
@@ -206,16 +209,24 @@ class Engine:
 
     @property
     def loaded_model(self) -> LLMBackend | None:
-        """The language model if something has loaded it already (nothing is loaded here)."""
-        return self._model
+        """The local language model if something has loaded it already (nothing is loaded
+        here); ``None`` with an upstream model too."""
+        return None if isinstance(self._model, TextChatModel) else self._model
 
     @property
     def loaded_kv(self) -> KVMemory | None:
         """The KV catalog if something has made it already (nothing is made here)."""
         return self._kv
 
-    def model(self) -> LLMBackend:
-        """The language model chat and KV caches use, loaded on first call."""
+    @property
+    def local_tiers(self) -> bool:
+        """Whether KV blocks and adapters can be made here: not when chat goes through an
+        upstream model (nothing is loaded to tell)."""
+        return not isinstance(self._model, TextChatModel)
+
+    def chat_model(self) -> LLMBackend | TextChatModel:
+        """The language model chat answers with: the local one (loaded on first call), or
+        the upstream one it was given."""
         with self._lock:
             if self._model is None:
                 from memos.llm import LocalModel
@@ -223,12 +234,24 @@ class Engine:
                 self._model = LocalModel.load(self._model_source, cache_dir=self._model_cache)
             return self._model
 
+    def model(self) -> LLMBackend:
+        """The local language model KV caches (and chat) use, loaded on first call; refused
+        (:class:`UnsupportedByModel`) when chat goes through an upstream model."""
+        model = self.chat_model()
+        if isinstance(model, TextChatModel):
+            raise UnsupportedByModel(
+                f"KV blocks and LoRA adapters need a local model whose weights run here; this "
+                f"server chats through the upstream model {model.name!r}",
+                model=model.name,
+            )
+        return model
+
     def local_model(self) -> LocalModel:
         from memos.llm import LocalModel
 
         model = self.model()
         if not isinstance(model, LocalModel):
-            raise ModelUnavailable("LoRA adapters need a local model whose weights run here")
+            raise UnsupportedByModel("LoRA adapters need a local model whose weights run here")
         return model
 
     def kv(self) -> KVMemory:

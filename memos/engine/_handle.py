@@ -306,6 +306,7 @@ class Handle(CubeOperations):
         use_kv: bool = True,
         adapter: str | None = None,
         retrieve: bool = True,
+        system: str | None = None,
     ) -> ChatReply:
         """Answer ``query`` with the cube's memories in the prompt (greedy decoding).
 
@@ -314,10 +315,16 @@ class Handle(CubeOperations):
         its cache replaces prefilling it. ``use_kv=False`` recomputes the same prompt in full.
         ``adapter`` (or else the cube's attached one) answers through that LoRA adapter;
         ``retrieve=False`` puts no memory in the prompt (recall from parameters alone).
-        The memories used get an access counted (:meth:`access_stats`)."""
+        ``system`` (instructions of the caller's own) follows the memories in the system
+        message, so a stored block stays its prefix; with no memory in the prompt it is the
+        whole system message.
+        The memories used get an access counted (:meth:`access_stats`). Through an upstream
+        model (:class:`memos.llm.OpenAICompatible`) the same prompt is sent as text: no KV
+        cache serves it, an adapter is refused (:class:`memos.errors.UnsupportedByModel`), and
+        the token counts are the upstream's (``tokens`` is empty)."""
         stream = self.chat_stream(
             query, cube=cube, user=user, k=k, max_new_tokens=max_new_tokens, use_kv=use_kv,
-            adapter=adapter, retrieve=retrieve,
+            adapter=adapter, retrieve=retrieve, system=system,
         )  # fmt: skip
         return stream.run()
 
@@ -333,6 +340,7 @@ class Handle(CubeOperations):
         use_kv: bool = True,
         adapter: str | None = None,
         retrieve: bool = True,
+        system: str | None = None,
     ) -> ReplyStream:
         """:meth:`chat`, streamed: iterate for text pieces as they are generated, then read
         ``.reply``. A refusal (an unknown cube, a bad argument, a stale adapter) is raised
@@ -342,6 +350,7 @@ class Handle(CubeOperations):
         return start_chat(
             self._engine, self._scope, query, cube=cube, user=user, k=k,
             max_new_tokens=max_new_tokens, use_kv=use_kv, adapter=adapter, retrieve=retrieve,
+            system=system,
         )  # fmt: skip
 
     @operation("POST", "/v1/access-stats")

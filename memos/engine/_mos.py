@@ -21,7 +21,7 @@ from memos.errors import PolicyRefused
 
 if TYPE_CHECKING:
     from memos.engine._remote import RemoteMemOS
-    from memos.llm import LLMBackend
+    from memos.llm import LLMBackend, TextChatModel
 
 
 _RETRIES = 20
@@ -49,7 +49,7 @@ class MemOS(Handle):
         snapshot_dir: Path | None = None,
         embedder: Embedder | None = None,
         limits: Limits | None = None,
-        model: LLMBackend | str | Path | None = None,
+        model: LLMBackend | TextChatModel | str | Path | None = None,
         model_cache: Path | None = None,
     ) -> None:
         engine = Engine(
@@ -89,14 +89,16 @@ class MemOS(Handle):
         create: bool = True,
         embedder: Embedder | None = None,
         limits: Limits | None = None,
-        model: LLMBackend | str | Path | None = None,
+        model: LLMBackend | TextChatModel | str | Path | None = None,
         model_cache: Path | None = None,
     ) -> MemOS:
         """Open (or create) an embedded data directory: SQLite, index snapshots, blobs.
 
         ``model`` (for chat and KV caches) is a loaded backend, a local Hugging Face model
         directory or ``.gguf`` file, or ``None`` for the bundled SmolLM2-135M-Instruct; a GGUF
-        is converted once into ``model_cache`` (default ``~/.cache/memos/models``)."""
+        is converted once into ``model_cache`` (default ``~/.cache/memos/models``). An upstream
+        model (:class:`memos.llm.OpenAICompatible`) serves chat only: KV blocks and adapters
+        are then refused with :class:`memos.errors.UnsupportedByModel`."""
         data_dir = Path(path).expanduser().resolve()
         store = open_store(f"sqlite:///{data_dir}", create=create)
         return cls(

@@ -324,6 +324,9 @@ def _view(engine: Engine, info: CubeInfo, budgets: Budgets) -> CubeView:
         Block(e.id, tuple(s.item_id for s in e.sources), e.tokens, e.size) for e in entries
     ]  # fmt: skip
     chars = {i: len(item.text) for i, item in active.items()}
+    # through an upstream model no memory can go to the KV or the parametric tier
+    no_kv = _labelled(active, NO_KV) if engine.local_tiers else frozenset(active)
+    no_parametric = _labelled(active, NO_PARAMETRIC) if engine.local_tiers else frozenset(active)
     return CubeView(
         cube=info.name, now=utcnow(), half_life_s=DEFAULT_HALF_LIFE_S, chars=chars,
         access={i: s for i, s in access.items() if i in active},
@@ -331,7 +334,7 @@ def _view(engine: Engine, info: CubeInfo, budgets: Budgets) -> CubeView:
         kv_bytes_per_token=_bytes_per_token(engine, info, entries, bool(active)),
         chars_per_token=_chars_per_token(entries, found), budgets=budgets,
         adapters=_adapters(engine, info), vectors=index, created_at=info.created_at,
-        no_kv=_labelled(active, NO_KV), no_parametric=_labelled(active, NO_PARAMETRIC),
+        no_kv=no_kv, no_parametric=no_parametric,
     )  # fmt: skip
 
 

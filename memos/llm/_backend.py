@@ -1,18 +1,28 @@
-"""The interface chat and the activation tier need from a language model.
+"""The interfaces chat and the activation tier need from a language model.
 
-:class:`memos.llm.LocalModel` implements it over ``transformers``. KV caches only make sense
-for a model whose weights run in this process, so the protocol includes ``prefill`` and
-prefix-aware ``stream``: a remote, text-only model cannot serve it.
+:class:`LLMBackend`: :class:`memos.llm.LocalModel` implements it over ``transformers``. KV
+caches only make sense for a model whose weights run in this process, so the protocol includes
+``prefill`` and prefix-aware ``stream``: a remote, text-only model cannot serve it.
+
+:class:`TextChatModel`: what chat needs from a model it only exchanges text with (messages in,
+text pieces and token counts out), such as :class:`memos.llm.OpenAICompatible` over any
+OpenAI-compatible server. Chat through one puts the same prompt in its messages, without KV
+caches or adapters.
+
+Nothing here imports torch (the KV types are named for the type checker only).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from memos.llm._prefix import KV, ResidentPrefix
 from memos.llm._shapes import ModelShape, SplitPrompt
 from memos.llm._weights import ModelFingerprint
+
+if TYPE_CHECKING:
+    from memos.llm._prefix import KV, ResidentPrefix
 
 
 @runtime_checkable
@@ -47,3 +57,37 @@ class LLMBackend(Protocol):
         ...
 
     def decode(self, ids: Sequence[int]) -> str: ...
+
+
+# one chat message: {"role": "system" | "user" | "assistant", "content": text}
+ChatMessage = Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    """What a text model counted for one answer, in its own tokens: the prompt, the answer, and
+    how much of the prompt it served from its own cache (0 when it says nothing of one)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+
+
+class TextStream(Protocol):
+    """An answer's text pieces as they arrive; ``usage`` once they are exhausted (``None`` when
+    the model reported none)."""
+
+    def __iter__(self) -> Iterator[str]: ...
+
+    @property
+    def usage(self) -> TokenUsage | None: ...
+
+
+@runtime_checkable
+class TextChatModel(Protocol):
+    name: str
+
+    def stream_chat(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> TextStream:
+        """Greedy answer to ``messages``, at most ``max_new_tokens`` tokens. A refusal (an
+        unreachable model, a rejected request) is raised here, before any piece."""
+        ...
