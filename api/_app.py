@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import faiss
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from memos.schedulers import Ticker, Worker
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -23,16 +23,18 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from starlette.routing import Route
 
 from memos import ItemFilter, JobState, Limits, MemOS, __version__, open_store
 from memos.core._derived import KV_KIND
 from memos.core._jobs import UNFINISHED
 from memos.embedding import make_embedder
 from memos.errors import InvalidInput
+from memos.integrations.mcp import HttpEndpoint, http_app, mcp_server
 from memos.llm import OpenAICompatible
 
 from . import _errors
-from ._deps import Caller
+from ._deps import Caller, api_key
 from ._docs import ASSETS_PATH, DOCS_PATH, add_docs
 from ._middleware import AccessLog, Authenticate, BodyLimit, Timing
 from ._operation_routes import router_of, upload_paths
@@ -45,6 +47,8 @@ PUBLIC_PREFIXES = (f"{ASSETS_PATH}/",)
 # one line per request (method, path, status, ms); `memos serve` shows it on stderr
 ACCESS_LOGGER = "memos.access"
 SQLITE_SCHEME = "sqlite:///"
+# the MCP server's streamable-HTTP endpoint (see memos.integrations.mcp)
+MCP_PATH = "/mcp"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
 
 
@@ -53,11 +57,13 @@ def create_app(settings: ServerSettings, mos: MemOS | None = None) -> FastAPI:
     ``settings.store``."""
     faiss.omp_set_num_threads(settings.faiss_threads)
     mos = mos or open_memos(settings)
+    mcp_endpoint = _mcp(mos, server_limits(settings, mos.limits), settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         with _job_workers(mos, settings):
-            yield
+            async with mcp_endpoint.run():
+                yield
         mos.close()
 
     # /docs is Swagger UI from the package's own assets (add_docs), never from a CDN
@@ -68,6 +74,8 @@ def create_app(settings: ServerSettings, mos: MemOS | None = None) -> FastAPI:
     app.state.limits = server_limits(settings, mos.limits)
     _errors.install(app, private_paths(settings))
     app.include_router(router_of(type(mos)))  # the operations its handles declare
+    # an ASGI app of its own, behind the same middleware (Authenticate) as every route
+    app.router.routes.append(Route(MCP_PATH, mcp_endpoint, include_in_schema=False))
     latency = _add_health_and_metrics(app)
     add_docs(app)
     # the last added runs first: a request is logged, timed, authenticated, then its body read
@@ -82,6 +90,20 @@ def create_app(settings: ServerSettings, mos: MemOS | None = None) -> FastAPI:
     app.add_middleware(Timing, histogram=latency)
     app.add_middleware(AccessLog, logger=logging.getLogger(ACCESS_LOGGER))
     return app
+
+
+def _mcp(mos: MemOS, limits: Limits, settings: ServerSettings) -> HttpEndpoint:
+    """The MCP server (streamable HTTP) whose tools act as each request's API key's principal,
+    exactly as the REST routes do; its errors name no server path."""
+    private = private_paths(settings)
+
+    def principal_handle(request: Request) -> MemOS:
+        return mos.as_principal(api_key(request).principal, limits=limits)
+
+    server = mcp_server(
+        handle_of=principal_handle, redact=lambda error: _errors.redacted(error, private)
+    )
+    return http_app(server)
 
 
 @contextmanager

@@ -561,7 +561,7 @@ def test_the_app_has_every_command_of_the_issue() -> None:
         "jobs", "jobs submit", "jobs ls", "jobs show", "jobs wait", "jobs cancel", "worker",
         "scheduler", "scheduler status", "scheduler plan", "scheduler run", "scheduler configure",
         "scheduler revert", "audit", "audit migrations", "audit report",
-        "policy", "policy show", "policy set", "policy expire",
+        "policy", "policy show", "policy set", "policy expire", "mcp",
     }  # fmt: skip
 
 

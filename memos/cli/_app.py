@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from memos.cli import _audit, _chat, _forget, _jobs, _read, _write
+from memos.cli import _audit, _chat, _forget, _jobs, _mcp, _read, _write
 from memos.cli._cube import cube_app
 from memos.cli._help import MemosGroup
 from memos.cli._keys import keys_app
@@ -57,6 +57,7 @@ app.command("gc")(_forget.gc)
 app.command("export")(_audit.export)
 app.command("import")(_audit.import_)
 app.command("chat")(_chat.chat)
+app.command("mcp")(_mcp.mcp)
 
 
 def _print_version(value: bool) -> None:
