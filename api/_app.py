@@ -37,6 +37,7 @@ from . import _errors
 from ._deps import Caller, api_key
 from ._docs import ASSETS_PATH, DOCS_PATH, add_docs
 from ._middleware import AccessLog, Authenticate, BodyLimit, Timing
+from ._openai import openai_router
 from ._operation_routes import router_of, upload_paths
 from ._settings import ServerSettings
 
@@ -74,6 +75,7 @@ def create_app(settings: ServerSettings, mos: MemOS | None = None) -> FastAPI:
     app.state.limits = server_limits(settings, mos.limits)
     _errors.install(app, private_paths(settings))
     app.include_router(router_of(type(mos)))  # the operations its handles declare
+    app.include_router(openai_router())  # /v1/models, /v1/chat/completions
     # an ASGI app of its own, behind the same middleware (Authenticate) as every route
     app.router.routes.append(Route(MCP_PATH, mcp_endpoint, include_in_schema=False))
     latency = _add_health_and_metrics(app)

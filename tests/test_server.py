@@ -58,6 +58,10 @@ def _routes(server: Server) -> list[tuple[str, str]]:
 DIARY = "alice:diary"  # alice's cube "diary" by its full name, as the operator and bob name it
 BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/cubes"): {"name": "diary"},
+    ("POST", "/v1/chat/completions"): {
+        "model": f"memos:{DIARY}",
+        "messages": [{"role": "user", "content": "where is the key?"}],
+    },
     ("POST", "/v1/cubes/{cube}/grants"): {"principal": "bob", "access": "write"},
     ("POST", "/v1/cubes/{cube}/rollback"): {"to_seq": 1},
     ("POST", "/v1/cubes/{cube}/refit"): {},
@@ -82,7 +86,10 @@ BODIES: dict[tuple[str, str], Any] = {
 QUERIES = {"/v1/memories/{item_id}/diff": {"from_version": 1, "to_version": 1}}
 OPEN_ROUTES = {("GET", "/healthz")}
 # routes that name no cube: they answer what the caller may see, not 404
-CUBELESS_ROUTES = ("/v1/cubes", "/v1/access-stats", "/v1/jobs", "/metrics", "/v1/blobs/collect")
+# routes that name no cube: another tenant's call answers, with nothing of alice's in it
+CUBELESS_ROUTES = (
+    "/v1/cubes", "/v1/access-stats", "/v1/jobs", "/metrics", "/v1/blobs/collect", "/v1/models",
+)  # fmt: skip
 
 
 def _call(server: Server, method: str, path: str, headers: dict[str, str]) -> Any:
