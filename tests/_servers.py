@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -77,16 +77,19 @@ def _wait_healthy(url: str) -> None:
 
 
 @contextmanager
-def serve_process(*root_options: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``memos ROOT_OPTIONS serve`` as its own process on a free port until the block ends;
-    yields its base URL and the process (a test may kill it)."""
+def serve_process(
+    *root_options: str, serve_options: Sequence[str] = (), env: Mapping[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``memos ROOT_OPTIONS serve SERVE_OPTIONS`` as its own process on a free port (with
+    ``env`` added to the environment) until the block ends; yields its base URL and the process
+    (a test may kill it)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
     memos = Path(sys.executable).parent / "memos"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    command = [str(memos), *root_options, "serve", "--port", str(port)]
-    process = subprocess.Popen(command, env=env)
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    command = [str(memos), *root_options, "serve", "--port", str(port), *serve_options]
+    process = subprocess.Popen(command, env=environment)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60

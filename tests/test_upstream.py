@@ -10,14 +10,10 @@ against a real HTTP server on loopback that answers what each test scripts, and 
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from _models import tiny_model_dir
-from _servers import serve
+from _servers import serve, serve_process
 from memos.api import ServerSettings
 from memos.api._app import open_memos
 from typer.testing import CliRunner
@@ -59,32 +55,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@contextmanager
-def _memos_serve(root: list[str], options: list[str], env: dict[str, str]) -> Iterator[str]:
-    """``memos ROOT serve --port P OPTIONS`` as its own process until the block ends; yields
-    its base URL once ``/healthz`` answers."""
-    port = _free_port()
-    memos = Path(sys.executable).parent / "memos"
-    command = [str(memos), *root, "serve", "--port", str(port), *options]
-    process = subprocess.Popen(command, env={**os.environ, "HF_HUB_OFFLINE": "1", **env})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_S
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz").is_success:
-                    break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"memos serve did not start: {command}") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        if process.poll() is None:
-            process.terminate()
-        process.wait(timeout=30)
-
-
 def _data_dir(path: Path, owner: str, memories: tuple[str, ...]) -> str:
     """A data dir with cube ``notes`` of ``owner`` holding ``memories``; ``owner``'s key."""
     with MemOS.open(path, embedder=HashEmbedder(64)) as mos:
@@ -102,10 +72,11 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     b_key = _data_dir(root / "b", "bob", B_MEMORIES)
     a_root = ["--data-dir", str(root / "a"), "--model", str(model)]
     a_root += ["--model-cache", str(root / "cache")]
-    with _memos_serve(a_root, [], {}) as a_url:
+    with serve_process(*a_root) as (a_url, _):
         upstream = ["--llm-url", f"{a_url}/v1", "--llm-model", "memos:notes"]
         b_env = {"MEMOS_LLM_API_KEY": a_key}
-        with _memos_serve(["--data-dir", str(root / "b")], upstream, b_env) as b_url:
+        b_root = ["--data-dir", str(root / "b")]
+        with serve_process(*b_root, serve_options=upstream, env=b_env) as (b_url, _):
             yield Servers(a_url, a_key, b_url, b_key)
 
 

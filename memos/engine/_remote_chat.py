@@ -8,30 +8,18 @@ ordinary error answer, raised when the stream is opened (see :meth:`_Connection.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import httpx
 from pydantic import TypeAdapter, ValidationError
 
+from memos.core._sse import event_data
 from memos.core._types import ReplyStream
 from memos.core._wire import ChatDone, ChatEvent, ChatText
 from memos.engine._http_errors import error_named
 from memos.errors import MemosError, StorageError
 
 _EVENT: TypeAdapter[ChatEvent] = TypeAdapter(ChatEvent)
-
-
-def event_data(lines: Iterable[str]) -> Iterator[str]:
-    """The ``data`` of each complete server-sent event in ``lines`` (comments, other fields and
-    an event cut off by the end of the stream are skipped)."""
-    data: list[str] = []
-    for line in lines:
-        if not line:
-            if data:
-                yield "\n".join(data)
-            data = []
-        elif line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
 
 
 class RemoteChatStream(ReplyStream):

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import json
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from memos.core._sse import event_data
 from memos.errors import InvalidInput, ModelUnavailable, UpstreamError
 from memos.llm._backend import ChatMessage, TokenUsage
 
@@ -121,7 +122,7 @@ class UpstreamStream:
     def __iter__(self) -> Iterator[str]:
         finished = False
         try:
-            for data in event_data(self._response.iter_lines()):
+            for data in event_data(self._response.iter_lines(), last_unterminated=True):
                 if data.strip() == "[DONE]":
                     finished = True
                     break
@@ -162,21 +163,6 @@ class UpstreamStream:
                 url=self._url,
             )
         return chunk
-
-
-def event_data(lines: Iterable[str]) -> Iterator[str]:
-    """The ``data`` of each server-sent event in ``lines``: its ``data:`` lines joined by
-    newlines (comments and other fields skipped); a last event without its blank line counts."""
-    data: list[str] = []
-    for line in lines:
-        if not line:
-            if data:
-                yield "\n".join(data)
-            data = []
-        elif line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
-    if data:
-        yield "\n".join(data)
 
 
 def shown_url(url: str) -> str:
