@@ -9,7 +9,8 @@ with retrieval, KV reuse and adapters as there, so the answer is the one ``mos.c
 instructions: they follow the memory block in the system message, or are the whole of it when
 no memory is retrieved (``retrieve: false``), which makes a ``memos serve`` a plain model to a
 client that sends its own memories, such as another server's :class:`memos.llm.OpenAICompatible`.
-Earlier user and assistant turns are not sent to the model. Errors are the server's one JSON
+Earlier user and assistant turns are chat's ``history``, between the system message and the
+question (the memories are retrieved for the question alone). Errors are the server's one JSON
 envelope, whose ``error.code`` and ``error.message`` are where OpenAI's clients read them.
 
 The chat, and SQLite and the model behind it, block: the routes are plain functions, which
@@ -91,6 +92,7 @@ class Call:
     cube: CubeInfo
     query: str
     system: str | None
+    history: list[dict[str, str]]
     max_new_tokens: int
     body: ChatCompletionRequest
     id: str
@@ -138,16 +140,16 @@ def chat_completions(body: ChatCompletionRequest, mos: Caller, request: Request)
     """Answer the last user message with the memories of the cube the model names, as
     `mos.chat` does (greedy decoding: `temperature`, `top_p` and the like are accepted and
     ignored); the system messages follow the memories in the prompt's system message (they are
-    all of it with `retrieve: false`), earlier turns are not sent to the model. The memos
-    options are extra top-level keys: `cube`, `k`, `use_kv`, `adapter`, `retrieve`, `user`, and
-    `remember` (add the question and the answer to the cube as memories). `n > 1`, tools and
-    functions, `stop`, `logprobs`, a non-text `response_format` or content part are refused
-    (422)."""
+    all of it with `retrieve: false`), and the earlier turns come between it and the question.
+    The memos options are extra top-level keys: `cube`, `k`, `use_kv`, `adapter`, `retrieve`,
+    `user`, and `remember` (add the question and the answer to the cube as memories). `n > 1`,
+    tools and functions, `stop`, `logprobs`, a non-text `response_format` or content part are
+    refused (422)."""
     call = prepare(mos, body)
     stream = mos.chat_stream(
         call.query, cube=call.cube.name, user=body.user, k=body.k,
         max_new_tokens=call.max_new_tokens, use_kv=body.use_kv, adapter=body.adapter,
-        retrieve=body.retrieve, system=call.system,
+        retrieve=body.retrieve, system=call.system, history=call.history,
     )  # fmt: skip
     if not body.stream:
         reply = stream.run()
@@ -183,6 +185,7 @@ def prepare(mos: MemOS, body: ChatCompletionRequest) -> Call:
         cube=info,
         query=question(body.messages),
         system=instructions(body.messages),
+        history=earlier_turns(body.messages),
         max_new_tokens=requested or min(DEFAULT_MAX_NEW_TOKENS, limit),
         body=body,
         id=f"chatcmpl-{uuid.uuid4().hex}",
@@ -236,11 +239,37 @@ def check_supported(body: ChatCompletionRequest) -> None:
 
 
 def question(messages: list[ChatMessage]) -> str:
-    """The text of the last user message (its text parts joined by newlines)."""
-    asked = [message for message in messages if message.role == "user"]
+    """The text of the last message, the user's (its text parts joined by newlines)."""
+    return _text(messages[_last_user(messages)])
+
+
+def earlier_turns(messages: list[ChatMessage]) -> list[dict[str, str]]:
+    """The user and assistant messages before the question, oldest first: chat's
+    ``history``."""
+    asked = _last_user(messages)
+    turns = [m for m in messages[:asked] if m.role in ("user", "assistant")]
+    return [{"role": m.role, "content": _text(m)} for m in turns]
+
+
+def _last_user(messages: list[ChatMessage]) -> int:
+    """Where the question is: the last message, which must be the user's (a system message
+    may follow it)."""
+    for number, message in enumerate(messages):
+        if message.role in ("tool", "function"):
+            raise InvalidInput(
+                f"message {number} is a {message.role} result: tools are not supported",
+                message_index=number,
+            )
+    asked = [n for n, message in enumerate(messages) if message.role == "user"]
     if not asked:
         raise InvalidInput("the messages hold no user message to answer")
-    return _text(asked[-1])
+    after = [m.role for m in messages[asked[-1] + 1 :] if m.role not in ("system", "developer")]
+    if after:
+        raise InvalidInput(
+            "the last message must be the user's question; an assistant message follows it",
+            message_index=asked[-1] + 1,
+        )
+    return asked[-1]
 
 
 def instructions(messages: list[ChatMessage]) -> str | None:

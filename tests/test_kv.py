@@ -307,6 +307,46 @@ def test_a_callers_system_instructions_follow_the_memories_and_keep_the_block_a_
     assert bare.memories == ()
 
 
+def test_earlier_turns_follow_the_cached_system_message_and_retrieval_ignores_them(
+    notes: Notes, tiny_model: LocalModel
+) -> None:
+    mos, cube = notes.mos, notes.cube
+    question = "where is alice"
+    history = [
+        {"role": "user", "content": "what is the capital of france"},
+        {"role": "assistant", "content": "paris"},
+    ]
+    block = mos.kv.build(cube, [h.item.id for h in mos.search(question, cube=cube, k=2)])
+    cached = mos.chat(question, cube=cube, k=2, max_new_tokens=8, history=history)
+    full = mos.chat(question, cube=cube, k=2, max_new_tokens=8, history=history, use_kv=False)
+    assert (cached.kv_entry, cached.cached_tokens) == (block.id, block.tokens)
+    assert cached.tokens == full.tokens
+    prompt = tiny_model.split_prompt(render_block(cached.memories), question, history=history)
+    assert cached.prompt_tokens == len(prompt.ids)
+    assert cached.tokens == tuple(tiny_model.generate(prompt.ids, max_new_tokens=8))
+    alone = mos.chat(question, cube=cube, k=2, max_new_tokens=8)
+    assert alone.prompt_tokens < cached.prompt_tokens
+    assert alone.retrieved == cached.retrieved  # searched for the question alone
+
+
+@pytest.mark.parametrize(
+    "history",
+    [
+        "user: hello",
+        [{"role": "system", "content": "obey"}],
+        [{"role": "user"}],
+        [{"role": "user", "content": 7}],
+        [{"role": "user", "content": "a\x00b"}],
+        [{"role": "user", "content": "hi", "name": "x"}],
+        [{"role": "user", "content": "hi"}] * 1001,
+    ],
+)
+def test_bad_history_is_refused(notes: Notes, history: Any) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        notes.mos.chat("where is alice", cube=notes.cube, history=history)
+    assert refused.value.details["field"] == "history"
+
+
 @pytest.mark.parametrize("system", ["bad\x00", "x" * 10_000_000, 7, "\ud800"])
 def test_bad_system_instructions_are_refused(notes: Notes, system: Any) -> None:
     with pytest.raises(InvalidInput) as refused:

@@ -32,6 +32,11 @@ FACTS = [
 ]
 QUESTION = "where did alice move in may"
 SYSTEM = "answer briefly"  # the client's system message: chat's ``system`` instructions
+# the turns before the question: chat's ``history``
+HISTORY = [
+    {"role": "user", "content": "an earlier question"},
+    {"role": "assistant", "content": "an earlier answer"},
+]
 MAX_TOKENS = 12
 
 
@@ -72,15 +77,14 @@ def served(chat_mos: MemOS, data_dir: Path) -> Iterator[Served]:
 def _messages(question: str = QUESTION) -> list[Any]:
     return [
         {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": "an earlier question"},
-        {"role": "assistant", "content": "an earlier answer"},
+        *HISTORY,
         {"role": "user", "content": question},
     ]
 
 
 def test_an_answer_and_its_usage_are_those_of_mos_chat(served: Served) -> None:
     expected = served.alice.chat(
-        QUESTION, cube="notes", k=2, max_new_tokens=MAX_TOKENS, system=SYSTEM
+        QUESTION, cube="notes", k=2, max_new_tokens=MAX_TOKENS, system=SYSTEM, history=HISTORY
     )
     completion = served.client.chat.completions.create(
         model="memos:notes",
@@ -102,7 +106,7 @@ def test_an_answer_and_its_usage_are_those_of_mos_chat(served: Served) -> None:
     assert completion.usage.completion_tokens == expected.completion_tokens == len(expected.tokens)
     assert completion.usage.total_tokens == expected.prompt_tokens + len(expected.tokens)
     without = served.alice.chat(QUESTION, cube="notes", k=2, max_new_tokens=MAX_TOKENS)
-    assert without.prompt_tokens < expected.prompt_tokens  # the system message was sent
+    assert without.prompt_tokens < expected.prompt_tokens  # the system message and turns too
     assert completion.usage.prompt_tokens_details is not None
     assert completion.usage.prompt_tokens_details.cached_tokens == 0
     details = (completion.model_extra or {})["memos"]
@@ -115,7 +119,7 @@ def test_a_kv_block_serves_the_prompt_and_usage_counts_its_tokens(served: Served
     items = served.alice.search(QUESTION, cube="notes", k=len(FACTS))
     entry = served.alice.kv.build("notes", [hit.item.id for hit in items])
     expected = served.alice.chat(
-        QUESTION, cube="notes", k=2, max_new_tokens=MAX_TOKENS, system=SYSTEM
+        QUESTION, cube="notes", k=2, max_new_tokens=MAX_TOKENS, system=SYSTEM, history=HISTORY
     )
     assert expected.cached_tokens == entry.tokens > 0
     client = served.client
@@ -184,7 +188,9 @@ def test_the_async_client_streams_and_answers_concurrently(served: Served) -> No
 
     answers, streamed = asyncio.run(ask())
     expected = [
-        served.alice.chat(q, cube="notes", max_new_tokens=MAX_TOKENS, system=SYSTEM)
+        served.alice.chat(
+            q, cube="notes", max_new_tokens=MAX_TOKENS, system=SYSTEM, history=HISTORY
+        )
         for q in (QUESTION, "what is the capital of france")
     ]
     assert answers == [(reply.answer, reply.prompt_tokens) for reply in expected]
@@ -225,6 +231,10 @@ def test_models_are_the_cubes_the_key_reads_and_no_other(served: Served) -> None
         ({"messages": [{"role": "system", "content": "hi"}]}, openai.UnprocessableEntityError,
          "no user message"),
         ({"n": 2}, openai.UnprocessableEntityError, "n must be 1"),
+        ({"messages": [*_messages(), {"role": "assistant", "content": "I think"}]},
+         openai.UnprocessableEntityError, "must be the user's question"),
+        ({"messages": [{"role": "tool", "content": "42", "tool_call_id": "c"}, *_messages()]},
+         openai.UnprocessableEntityError, "tools are not supported"),
         ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
          openai.UnprocessableEntityError, "tools"),
         ({"stop": ["\n"]}, openai.UnprocessableEntityError, "stop sequences"),

@@ -120,6 +120,21 @@ def test_a_chat_on_b_answers_through_a(servers: Servers, tiny_model: LocalModel)
     assert (reply.tokens, reply.kv_entry, reply.adapter) == ((), None, None)
 
 
+def test_bs_system_instructions_and_earlier_turns_reach_as_model(
+    servers: Servers, tiny_model: LocalModel
+) -> None:
+    history = [
+        {"role": "user", "content": "where is paris"},
+        {"role": "assistant", "content": "france"},
+    ]
+    with MemOS.connect(servers.b_url, api_key=servers.b_key) as bob:
+        reply = bob.chat(QUERY, cube="notes", max_new_tokens=6, system="in may", history=history)
+    system = f"{render_block(reply.memories)}\n\nin may"
+    prompt = tiny_model.split_prompt(system, QUERY, history=history)
+    assert reply.prompt_tokens == len(prompt.ids)
+    assert reply.answer == tiny_model.decode(tiny_model.generate(prompt.ids, max_new_tokens=6))
+
+
 def test_kv_blocks_and_adapters_through_an_upstream_are_refused(servers: Servers) -> None:
     with MemOS.connect(servers.b_url, api_key=servers.b_key) as bob:
         with pytest.raises(UnsupportedByModel) as refused:

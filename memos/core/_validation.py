@@ -47,6 +47,11 @@ class Limits:
     max_batch: int | None = None
 
 
+# a chat's earlier turns: whose they may be, and how many (see turns)
+TURN_ROLES = frozenset({"user", "assistant"})
+MAX_TURNS = 1000
+
+
 def cube_ref(name: object) -> str:
     """A cube's full name (``owner:name``) or a name without a namespace."""
     if not isinstance(name, str) or not _CUBE_REF.fullmatch(name):
@@ -149,6 +154,36 @@ def instructions(value: object, limits: Limits) -> str | None:
     if "\x00" in value:
         raise InvalidInput("system contains a NUL character", field="system")
     return unicode(value, "system") if value.strip() else None
+
+
+def turns(values: object, limits: Limits) -> tuple[dict[str, str], ...]:
+    """A chat's earlier turns: ``{"role": "user" | "assistant", "content": text}`` each, in
+    order, at most :data:`MAX_TURNS` of them, each text no longer than a memory's."""
+    if values is None:
+        return ()
+    if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
+        raise InvalidInput("history must be a list of {role, content} messages", field="history")
+    found = list(values)
+    if len(found) > MAX_TURNS:
+        message = f"history holds {len(found)} messages; the limit is {MAX_TURNS}"
+        raise InvalidInput(message, field="history")
+    return tuple(_turn(n, value, limits) for n, value in enumerate(found))
+
+
+def _turn(number: int, value: object, limits: Limits) -> dict[str, str]:
+    where = f"history[{number}]"
+    if not isinstance(value, Mapping) or set(value) != {"role", "content"}:
+        raise InvalidInput(f"{where} must be exactly {{role, content}}", field="history")
+    role, content = value["role"], value["content"]
+    if role not in TURN_ROLES:
+        raise InvalidInput(f"{where}: role must be user or assistant", field="history")
+    if not isinstance(content, str) or len(content) > limits.max_text_chars or "\x00" in content:
+        raise InvalidInput(
+            f"{where}: content must be a string of at most {limits.max_text_chars} characters, "
+            "without NUL",
+            field="history",
+        )
+    return {"role": role, "content": unicode(content, "history", label=f"{where}.content")}
 
 
 def tags(values: Iterable[object] | None, limits: Limits) -> tuple[str, ...]:

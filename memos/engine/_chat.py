@@ -10,7 +10,10 @@ can be compared token for token.
 
 The caller's own ``system`` instructions follow the memories in the system message (a stored
 block stays its prefix); with no memory in the prompt they are the whole system message, so a
-chat with ``retrieve=False`` and ``system`` is the plain model answering those messages.
+chat with ``retrieve=False`` and ``system`` is the plain model answering those messages. The
+conversation's earlier turns (``history``) come between the system message and the question:
+after the cached prefix, so they are prefilled, and the memories are still retrieved for the
+question alone.
 
 Through an upstream model (a :class:`memos.llm.TextChatModel`, e.g. another server behind
 :class:`memos.llm.OpenAICompatible`) the prompt is the same two messages, the retrieved memories
@@ -34,7 +37,7 @@ from memos.engine._engine import Engine
 from memos.engine._scope import Scope
 from memos.errors import UnsupportedByModel, VersionConflict
 from memos.llm import LLMBackend, ResidentPrefix, SplitPrompt
-from memos.llm._backend import TextChatModel, TextStream
+from memos.llm._backend import ChatMessage, TextChatModel, TextStream
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ def plan_chat(
     use_kv: bool,
     adapter: tuple[str, str] | None = None,
     system: str | None = None,
+    history: Sequence[ChatMessage] = (),
 ) -> ChatPlan:
     """The prompt for ``query``: the best stored block's memories and the retrieved ones it
     lacks, else the retrieved ones (see the module docstring). A KV cache is the base model's,
@@ -71,7 +75,8 @@ def plan_chat(
         held = {item.id for item in block}
         memories = block + [item for item in retrieved if item.id not in held]
         cached = len(render_block(block))
-    prompt = model.split_prompt(system_message(memories, system), query, cached=cached)
+    system_text = system_message(memories, system)
+    prompt = model.split_prompt(system_text, query, cached=cached, history=history)
     prefix = None
     if entry is not None and use_kv and adapter is None:
         prefix = kv.load(entry)
@@ -186,10 +191,12 @@ def start_chat(
     adapter: str | None,
     retrieve: bool,
     system: str | None = None,
+    history: Sequence[ChatMessage] | None = None,
 ) -> ChatStream | UpstreamChatStream:
     """A chat for ``scope``, checked and planned, ready to generate (see ``Handle.chat``)."""
     query = check.text(query, scope.limits)
     system = check.instructions(system, scope.limits)
+    turns = check.turns(history, scope.limits)
     max_new_tokens = check.positive(max_new_tokens, "max_new_tokens", scope.limits.max_new_tokens)
     info = scope.cube(cube, Access.READ)
     model = engine.chat_model()
@@ -212,6 +219,7 @@ def start_chat(
         memories = tuple(hit.item for hit in hits)
         messages = [
             {"role": "system", "content": system_message(memories, system)},
+            *turns,
             {"role": "user", "content": query},
         ]
         answer = model.stream_chat(messages, max_new_tokens=max_new_tokens)
@@ -221,7 +229,7 @@ def start_chat(
         model, engine.kv().scoped(scope.cube, scope.actor), cube=info.name,
         query=query, retrieved=[hit.item for hit in hits],
         block_items=lambda ids: _active_items(store, ids), use_kv=bool(use_kv), adapter=through,
-        system=system,
+        system=system, history=turns,
     )  # fmt: skip
     return ChatStream(model, plan, max_new_tokens, count_use)
 

@@ -307,24 +307,28 @@ class Handle(CubeOperations):
         adapter: str | None = None,
         retrieve: bool = True,
         system: str | None = None,
+        history: Sequence[Mapping[str, str]] | None = None,
     ) -> ChatReply:
         """Answer ``query`` with the cube's memories in the prompt (greedy decoding).
 
-        The ``k`` best memories (of ``user``, when given) are retrieved; when a stored KV
-        block holds all of them, the prompt is built from that block and, with ``use_kv``,
-        its cache replaces prefilling it. ``use_kv=False`` recomputes the same prompt in full.
-        ``adapter`` (or else the cube's attached one) answers through that LoRA adapter;
-        ``retrieve=False`` puts no memory in the prompt (recall from parameters alone).
+        The ``k`` best memories (of ``user``, when given) are retrieved; when stored KV blocks
+        hold some of them, the prompt starts with the one holding most (the others follow) and,
+        with ``use_kv``, its cache replaces prefilling it. ``use_kv=False`` recomputes the same
+        prompt in full. ``adapter`` (or else the cube's attached one) answers through that LoRA
+        adapter; ``retrieve=False`` puts no memory in the prompt (recall from parameters
+        alone).
         ``system`` (instructions of the caller's own) follows the memories in the system
         message, so a stored block stays its prefix; with no memory in the prompt it is the
-        whole system message.
+        whole system message. ``history`` (``{"role": "user" | "assistant", "content"}``
+        messages, oldest first) holds the conversation's earlier turns: they come between the
+        system message and the question, and the memories are retrieved for the question alone.
         The memories used get an access counted (:meth:`access_stats`). Through an upstream
         model (:class:`memos.llm.OpenAICompatible`) the same prompt is sent as text: no KV
         cache serves it, an adapter is refused (:class:`memos.errors.UnsupportedByModel`), and
         the token counts are the upstream's (``tokens`` is empty)."""
         stream = self.chat_stream(
             query, cube=cube, user=user, k=k, max_new_tokens=max_new_tokens, use_kv=use_kv,
-            adapter=adapter, retrieve=retrieve, system=system,
+            adapter=adapter, retrieve=retrieve, system=system, history=history,
         )  # fmt: skip
         return stream.run()
 
@@ -341,6 +345,7 @@ class Handle(CubeOperations):
         adapter: str | None = None,
         retrieve: bool = True,
         system: str | None = None,
+        history: Sequence[Mapping[str, str]] | None = None,
     ) -> ReplyStream:
         """:meth:`chat`, streamed: iterate for text pieces as they are generated, then read
         ``.reply``. A refusal (an unknown cube, a bad argument, a stale adapter) is raised
@@ -350,7 +355,7 @@ class Handle(CubeOperations):
         return start_chat(
             self._engine, self._scope, query, cube=cube, user=user, k=k,
             max_new_tokens=max_new_tokens, use_kv=use_kv, adapter=adapter, retrieve=retrieve,
-            system=system,
+            system=system, history=history,
         )  # fmt: skip
 
     @operation("POST", "/v1/access-stats")

@@ -25,15 +25,26 @@ if TYPE_CHECKING:
     from memos.llm._prefix import KV, ResidentPrefix
 
 
+# one chat message: {"role": "system" | "user" | "assistant", "content": text}
+ChatMessage = Mapping[str, str]
+
+
 @runtime_checkable
 class LLMBackend(Protocol):
     name: str
     fingerprint: ModelFingerprint
     shape: ModelShape
 
-    def split_prompt(self, system: str, user: str, *, cached: int | None = None) -> SplitPrompt:
-        """The chat ``[system, user]`` as ids whose prefix (the first ``cached`` characters of
-        the system message, all by default) is an exact token prefix."""
+    def split_prompt(
+        self,
+        system: str,
+        user: str,
+        *,
+        cached: int | None = None,
+        history: Sequence[ChatMessage] = (),
+    ) -> SplitPrompt:
+        """The chat ``[system, *history, user]`` as ids whose prefix (the first ``cached``
+        characters of the system message, all by default) is an exact token prefix."""
         ...
 
     def template_sha256(self) -> str:
@@ -57,10 +68,6 @@ class LLMBackend(Protocol):
         ...
 
     def decode(self, ids: Sequence[int]) -> str: ...
-
-
-# one chat message: {"role": "system" | "user" | "assistant", "content": text}
-ChatMessage = Mapping[str, str]
 
 
 @dataclass(frozen=True)

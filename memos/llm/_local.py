@@ -18,6 +18,7 @@ from typing import Any
 
 from memos.errors import InvalidInput, ModelUnavailable
 from memos.llm._adapters import AdapterSlots
+from memos.llm._backend import ChatMessage
 from memos.llm._prefix import KV, ResidentPrefix
 from memos.llm._shapes import ModelShape, SplitPrompt
 from memos.llm._weights import (
@@ -77,19 +78,30 @@ class LocalModel:
         ids = rendered["input_ids"] if hasattr(rendered, "keys") else rendered
         return [int(t) for t in ids]
 
-    def split_prompt(self, system: str, user: str, *, cached: int | None = None) -> SplitPrompt:
-        """The chat ``[system, user]`` rendered by the model's template and tokenized in two
-        parts, each on its own: ``prefix``, the rendering up to the end of the first ``cached``
-        characters of the system message (all of them by default; never its end-of-turn), and
-        ``rest``. The same ids serve a cached and a fully recomputed run, and a system message
-        that extends another's (a memory block with memories after it) has that one's prefix."""
+    def split_prompt(
+        self,
+        system: str,
+        user: str,
+        *,
+        cached: int | None = None,
+        history: Sequence[ChatMessage] = (),
+    ) -> SplitPrompt:
+        """The chat ``[system, *history, user]`` rendered by the model's template and tokenized
+        in two parts, each on its own: ``prefix``, the rendering up to the end of the first
+        ``cached`` characters of the system message (all of them by default; never its
+        end-of-turn), and ``rest``. The same ids serve a cached and a fully recomputed run, and
+        a system message that extends another's (a memory block with memories after it) has
+        that one's prefix; earlier turns (``history``) come after it, in ``rest``."""
         cached = len(system) if cached is None else cached
         if not 0 <= cached <= len(system):
             raise InvalidInput(f"cached must be within the system message, not {cached}")
-        full = self._render(
-            [{"role": "system", "content": system}, {"role": "user", "content": user}],
-            generation=True,
-        )
+        turns = [{"role": m["role"], "content": m["content"]} for m in history]
+        messages = [
+            {"role": "system", "content": system},
+            *turns,
+            {"role": "user", "content": user},
+        ]
+        full = self._render(messages, generation=True)
         end = self._system_end(system)
         if end is None or not full.startswith(self._render_system(system)):
             raise InvalidInput(
