@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test lint typecheck demo bench bench-locomo bench-kv bench-lora bench-server bench-jobs bench-hardening bench-scheduler bench-governance bench-cli clean
+.PHONY: install test lint typecheck demo bench bench-locomo bench-kv bench-lora bench-server bench-jobs bench-hardening bench-scheduler bench-governance bench-cli bench-faces clean
 
 install: $(STAMP)
 
@@ -60,7 +60,6 @@ bench-server: install
 bench-jobs: install
 	$(PY) benchmarks/job_queue.py
 
-# add, search, export and import on the hardening's baseline and on the working tree, interleaved
 bench-scheduler: install
 	$(PY) benchmarks/trace_reuse.py ../shared/data/locomo/locomo_dev.json
 	$(PY) benchmarks/scheduler_trace.py ../shared/data/locomo/locomo_dev.json
@@ -73,11 +72,18 @@ bench-governance: install
 	$(PY) benchmarks/redaction_overhead.py
 	$(PY) benchmarks/adapter_forgetting.py
 
+# The faces over the SDK: the OpenAI-compatible endpoint against mos.chat (SmolLM2, 1 and 8
+# clients) and an MCP search against the SDK's and the REST route's, each in one run.
+bench-faces: install
+	OMP_NUM_THREADS=1 $(PY) benchmarks/openai_overhead.py
+	$(PY) benchmarks/mcp_overhead.py
+
 # How long each kind of `memos` command takes from a fresh process, beside the tree before
 # the lazy imports and the torch-free embedder (2a23293).
 bench-cli: install
 	$(PY) benchmarks/cli_startup.py
 
+# add, search, export and import on the hardening's baseline and on the working tree, interleaved
 bench-hardening: install
 	$(PY) benchmarks/before_after.py 5a5e711
 

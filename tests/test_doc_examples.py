@@ -281,7 +281,10 @@ def test_readme_python_examples_run_twice(tmp_path: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path)}
     for name in [n for n in env if n.startswith("MEMOS_")]:
         del env[name]
-    with serve_process("--data-dir", str(served)) as (url, _):
+    # the OpenAI client's example chats: the server answers with the tiny test model
+    model = tiny_model_dir(tmp_path / "model")
+    options = ("--data-dir", str(served), "--model", str(model))
+    with serve_process(*options, "--model-cache", str(tmp_path / "cache")) as (url, _):
         env.update(MEMOS_URL=url, MEMOS_API_KEY=key)
         outputs = []
         for _ in range(2):
