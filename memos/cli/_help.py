@@ -1,6 +1,7 @@
-"""How options read in ``--help``: ``--cube CUBE``, ``-k K``, ``--json`` rather than typer's
-``<str>``, ``<int>`` and ``<bool>`` type labels, which say nothing about what a value means
-and put a value after flags that take none."""
+"""How options and arguments read in ``--help``: ``--cube CUBE``, ``-k K``, ``--json``, and
+``memos add [OPTIONS] TEXT``, rather than typer's ``<str>``, ``<int>`` and ``<bool>`` type
+labels (which say nothing about what a value means and put a value after flags that take none)
+and its ``{TEXT}`` for a required argument."""
 
 from __future__ import annotations
 
@@ -68,10 +69,25 @@ class LazyCommand(TyperCommand):
         return self.built().invoke(ctx)
 
 
+class NamedArgument(TyperArgument):
+    """An argument as help shows it: by its name (``TEXT``; ``[TEXT]`` when optional), with no
+    type label beside it."""
+
+    def display_type_rich(self, ctx: _click.Context) -> str | None:
+        return None
+
+    def _usage_display_name(self) -> str:
+        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+        return f"{name}..." if self.nargs != 1 else name
+
+
 def tidy(command: _click.Command) -> None:
-    """Give ``command``, and every command under it, the metavars of :func:`metavar`."""
+    """Give ``command``, and every command under it, the metavars of :func:`metavar`, and its
+    arguments the help of :class:`NamedArgument`."""
     for param in command.params:
         param.metavar = metavar(param)
+        if type(param) is TyperArgument:
+            param.__class__ = NamedArgument
     if command.add_help_option and not any("--help" in p.opts for p in command.params):
         # a --help of the command's own, so it too shows no value (typer's makes one per call)
         help_option(_HELP_NAMES)(command)
