@@ -26,14 +26,20 @@ from typing import Any
 import pytest
 from _langchain import FACES, fresh_cube, principal
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
 
 from memos import HashEmbedder
 from memos.errors import InvalidInput, NotFound
 from memos.integrations.langchain import ChatMemOS
-from memos.integrations.langchain._chat_model import conversation_query, until_stop
+from memos.integrations.langchain._chat_model import conversation, conversation_query, until_stop
 from memos.llm import LocalModel
 
 FACTS = ["alice moved to lisbon in may", "the capital of france is paris"]
@@ -142,6 +148,27 @@ def test_the_answer_is_mos_chat_and_names_its_memories(chat: ChatMemOS) -> None:
     assert answer.usage_metadata["output_tokens"] == len(reply.tokens)
 
 
+def test_a_conversation_is_asked_with_its_system_message_and_earlier_turns(
+    chat: ChatMemOS,
+) -> None:
+    history = [
+        {"role": "user", "content": "what is the capital of france"},
+        {"role": "assistant", "content": "paris"},
+    ]
+    reply = chat.handle.chat(
+        "where did alice move", cube=chat.cube, k=2, max_new_tokens=MAX_TOKENS,
+        system="be brief", history=history,
+    )  # fmt: skip
+    answer = chat.invoke([
+        SystemMessage("be brief"), HumanMessage("what is the capital of france"),
+        AIMessage("paris"), HumanMessage("where did alice move"),
+    ])  # fmt: skip
+    assert answer.content == reply.answer
+    assert answer.response_metadata["retrieved"] == list(reply.retrieved)
+    assert answer.usage_metadata is not None
+    assert answer.usage_metadata["input_tokens"] == reply.prompt_tokens
+
+
 def test_a_kv_block_serves_the_prefix(chat: ChatMemOS) -> None:
     entry = chat.handle.kv.build(chat.cube, query="where did alice move", k=2)
     try:
@@ -192,6 +219,18 @@ def test_unknown_arguments_and_temperatures_are_refused(chat: ChatMemOS) -> None
 
 
 # the conversation as a query, and stop sequences, alone ------------------------------------
+
+
+def test_a_conversation_ending_with_a_question_keeps_its_parts() -> None:
+    asked = [SystemMessage("be brief"), HumanMessage("hi"), AIMessage("hello"), HumanMessage("q")]
+    history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    assert conversation(asked) == ("q", "be brief", history)
+    assert conversation([HumanMessage("q")]) == ("q", None, [])
+    # ending with an answer, or holding a tool's result: folded into one question
+    ended = [HumanMessage("hi"), AIMessage("hello")]
+    assert conversation(ended) == ("user: hi\nassistant: hello", None, [])
+    tool = [HumanMessage("hi"), ToolMessage("42", tool_call_id="c"), HumanMessage("q")]
+    assert conversation(tool) == ("user: hi\ntool: 42\nuser: q", None, [])
 
 
 def test_a_conversation_is_one_query() -> None:

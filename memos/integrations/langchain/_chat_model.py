@@ -3,9 +3,12 @@
 Each call is one ``mos.chat_stream`` on the handle: the best memories for the conversation
 are retrieved into the system message, a stored KV block serves the prefix it holds and a
 LoRA adapter (named, or the cube's attached one) answers when there is one, exactly as
-``mos.chat`` does, embedded or on a server. The conversation is the chat's query: a lone human
-message as it is, a longer one as ``role: text`` lines (the system message belongs to the
-memories, so that a KV block stays an exact prefix of the prompt). Decoding is greedy.
+``mos.chat`` does, embedded or on a server. A conversation that ends with a human message is
+asked as chat asks one: that message is the question (and what the memories are retrieved
+for), the system messages are chat's ``system`` instructions (after the memories, so a KV
+block stays an exact prefix of the prompt) and the human and AI messages before it its
+``history``. Any other conversation (one that ends with an AI message, or holds tool results)
+is folded into the question as ``role: text`` lines. Decoding is greedy.
 
 The answer's metadata names what it was built from: ``memories`` (the ids of the memories in
 the prompt), ``retrieved``, ``kv_entry`` and ``adapter``; its usage metadata counts the prompt
@@ -35,6 +38,8 @@ from memos.errors import InvalidInput
 # what one call may change (``model.invoke(messages, k=3)``); ``stream`` is LangChain's
 _PER_CALL = frozenset({"k", "max_tokens", "use_kv", "adapter", "retrieve", "user", "stream"})
 _SPEAKERS = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
+# the speakers whose messages are a chat's earlier turns (see conversation)
+_TURN_ROLES = {"user": "user", "assistant": "assistant"}
 
 
 class ChatMemOS(BaseChatModel):
@@ -141,10 +146,11 @@ class ChatMemOS(BaseChatModel):
             raise InvalidInput(f"unknown chat arguments: {', '.join(sorted(unknown))}")
         options = {name: getattr(self, name) for name in ("k", "use_kv", "adapter", "retrieve")}
         options.update({n: v for n, v in overrides.items() if n in options})
+        question, system, history = conversation(messages)
         return self.handle.chat_stream(
-            conversation_query(messages), cube=self.cube,
-            user=overrides.get("user", self.user),
-            max_new_tokens=overrides.get("max_tokens", self.max_tokens), **options,
+            question, cube=self.cube, user=overrides.get("user", self.user),
+            max_new_tokens=overrides.get("max_tokens", self.max_tokens), system=system,
+            history=history, **options,
         )  # fmt: skip
 
     def _reply_fields(self, reply: ChatReply) -> dict[str, Any]:
@@ -163,6 +169,19 @@ class ChatMemOS(BaseChatModel):
             "adapter": reply.adapter,
         }
         return {"usage_metadata": usage, "response_metadata": metadata}
+
+
+def conversation(
+    messages: Sequence[BaseMessage],
+) -> tuple[str, str | None, list[dict[str, str]]]:
+    """The chat's question, ``system`` instructions and ``history`` for a conversation (see
+    the module docstring)."""
+    system = "\n\n".join(m.text for m in messages if m.type == "system" and m.text) or None
+    rest = [m for m in messages if m.type != "system"]
+    turns = [(_TURN_ROLES.get(_speaker(m)), m.text) for m in rest[:-1]]
+    if not rest or rest[-1].type != "human" or any(role is None for role, _ in turns):
+        return conversation_query(messages), None, []
+    return rest[-1].text, system, [{"role": str(role), "content": text} for role, text in turns]
 
 
 def conversation_query(messages: Sequence[BaseMessage]) -> str:
