@@ -29,9 +29,9 @@ from memos import ItemFilter, JobState, Limits, MemOS, __version__, open_store
 from memos.core._derived import KV_KIND
 from memos.core._jobs import UNFINISHED
 from memos.embedding import make_embedder
-from memos.errors import InvalidInput
 from memos.integrations.mcp import HttpEndpoint, http_app, mcp_server
 from memos.llm import OpenAICompatible
+from memos.llm._openai_compatible import configured_upstream
 
 from . import _errors
 from ._deps import Caller, api_key
@@ -182,17 +182,11 @@ def open_memos(settings: ServerSettings) -> MemOS:
 
 
 def upstream_model(settings: ServerSettings) -> OpenAICompatible | None:
-    """The OpenAI-compatible model ``llm_url`` and ``llm_model`` name, if they do (both or
-    neither; not beside a local ``model``)."""
-    if settings.llm_url is None and settings.llm_model is None:
-        return None
-    if settings.llm_url is None or settings.llm_model is None:
-        raise InvalidInput("an upstream model needs both --llm-url and --llm-model")
-    if settings.model is not None:
-        raise InvalidInput("--model (a local model) and --llm-url (an upstream one) exclude "
-                           "each other: chat goes through one model")  # fmt: skip
+    """The OpenAI-compatible model ``llm_url`` and ``llm_model`` name, if they do."""
     key = None if settings.llm_api_key is None else settings.llm_api_key.get_secret_value()
-    return OpenAICompatible(settings.llm_url, settings.llm_model, api_key=key)
+    return configured_upstream(
+        settings.llm_url, settings.llm_model, api_key=key, local_model=settings.model
+    )
 
 
 def _add_health_and_metrics(app: FastAPI) -> Histogram:

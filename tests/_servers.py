@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -78,17 +78,17 @@ def _wait_healthy(url: str) -> None:
 
 @contextmanager
 def serve_process(
-    *root_options: str, serve_options: Sequence[str] = (), env: Mapping[str, str] | None = None
+    *root_options: str, env: Mapping[str, str] | None = None
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``memos ROOT_OPTIONS serve SERVE_OPTIONS`` as its own process on a free port (with
-    ``env`` added to the environment) until the block ends; yields its base URL and the process
-    (a test may kill it)."""
+    """``memos ROOT_OPTIONS serve`` as its own process on a free port (with ``env`` added to
+    the environment) until the block ends; yields its base URL and the process (a test may
+    kill it)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
     memos = Path(sys.executable).parent / "memos"
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    command = [str(memos), *root_options, "serve", "--port", str(port), *serve_options]
+    command = [str(memos), *root_options, "serve", "--port", str(port)]
     process = subprocess.Popen(command, env=environment)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -1,5 +1,5 @@
 """Chat through an OpenAI-compatible upstream model (``memos.llm.OpenAICompatible``,
-``memos serve --llm-url --llm-model``).
+``memos --llm-url --llm-model serve``).
 
 The main test runs two real ``memos serve`` processes: A answers with the tiny local model, B
 has no model of its own and chats through A's ``/v1/chat/completions``; B's answer must be A's
@@ -47,6 +47,7 @@ class Servers:
     a_key: str
     b_url: str  # B: chats through A; cube "notes" holding B_MEMORIES; bob's key
     b_key: str
+    b_root: list[str]  # B's global options: its data dir and its upstream (A)
 
 
 def _free_port() -> int:
@@ -74,10 +75,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     a_root += ["--model-cache", str(root / "cache")]
     with serve_process(*a_root) as (a_url, _):
         upstream = ["--llm-url", f"{a_url}/v1", "--llm-model", "memos:notes"]
-        b_env = {"MEMOS_LLM_API_KEY": a_key}
-        b_root = ["--data-dir", str(root / "b")]
-        with serve_process(*b_root, serve_options=upstream, env=b_env) as (b_url, _):
-            yield Servers(a_url, a_key, b_url, b_key)
+        b_root = ["--data-dir", str(root / "b"), *upstream]
+        with serve_process(*b_root, env={"MEMOS_LLM_API_KEY": a_key}) as (b_url, _):
+            yield Servers(a_url, a_key, b_url, b_key, b_root)
 
 
 def _ask_a(servers: Servers, system: str, max_tokens: int) -> dict[str, Any]:
@@ -415,6 +415,38 @@ def test_a_bad_upstream_url_or_model_is_invalid_input(url: str, model: str) -> N
     ],
 )
 def test_serve_needs_both_upstream_options(data_dir: Path, options: list[str], said: str) -> None:
-    result = CliRunner().invoke(app, ["--data-dir", str(data_dir), "serve", *options])
+    result = CliRunner().invoke(app, ["--data-dir", str(data_dir), *options, "serve"])
     assert result.exit_code == 2, result.output
     assert said in result.output
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        (["--model", "elsewhere"], "--model"),
+        (["--url", "http://127.0.0.1:9", "--api-key", "memos_x"], "--url"),
+    ],
+)
+def test_an_upstream_excludes_a_local_model_and_a_server(
+    data_dir: Path, options: list[str], said: str
+) -> None:
+    upstream = ["--llm-url", "http://127.0.0.1:9/v1", "--llm-model", "m"]
+    result = CliRunner().invoke(
+        app, ["--data-dir", str(data_dir), *upstream, *options, "chat", "hi", "--cube", "notes"]
+    )
+    assert result.exit_code == 2, result.output
+    assert said in result.output
+
+
+def test_memos_chat_answers_through_the_upstream(servers: Servers) -> None:
+    with MemOS.connect(servers.b_url, api_key=servers.b_key) as bob:
+        reply = bob.chat(QUERY, cube="notes", max_new_tokens=6)
+    chat = ["chat", QUERY, "--cube", "notes", "--max-new-tokens", "6", "--json"]
+    result = CliRunner().invoke(
+        app, [*servers.b_root, *chat], env={"MEMOS_LLM_API_KEY": servers.a_key}
+    )
+    assert result.exit_code == 0, result.output
+    answered = json.loads(result.stdout)
+    assert answered["answer"] == reply.answer
+    assert answered["prompt_tokens"] == reply.prompt_tokens
+    assert answered["tokens"] == []

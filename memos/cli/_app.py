@@ -6,6 +6,7 @@ instead of on a local data dir; the few that need the data itself refuse (see
 :data:`LOCAL_ONLY` and :func:`memos.cli._session.open_local`).
 """
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -20,7 +21,7 @@ from memos.cli._lora import lora_app
 from memos.cli._policy import policy_app
 from memos.cli._scheduler import scheduler_app
 from memos.cli._session import Settings, fail, refuse_remote
-from memos.errors import MemosError
+from memos.errors import InvalidInput, MemosError
 
 # top-level commands that run a process over local data, which no server route offers
 LOCAL_ONLY = {"serve": "`memos serve`", "worker": "`memos worker`", "keys": "`memos keys`"}
@@ -115,6 +116,28 @@ def root(
             show_default=False,
         ),
     ] = None,
+    llm_url: Annotated[
+        str | None,
+        typer.Option(
+            "--llm-url",
+            metavar="URL",
+            envvar="MEMOS_LLM_URL",
+            help="Chat through this OpenAI-compatible API instead of a local model (vLLM, Ollama, "
+            "llama.cpp, a hosted API, another `memos serve`), e.g. http://localhost:11434/v1; "
+            "its key comes from MEMOS_LLM_API_KEY. `memos serve` is then a memory proxy.",
+            show_default=False,
+        ),
+    ] = None,
+    llm_model: Annotated[
+        str | None,
+        typer.Option(
+            "--llm-model",
+            metavar="NAME",
+            envvar="MEMOS_LLM_MODEL",
+            help="The model to ask at --llm-url (e.g. memos:CUBE for another memos serve).",
+            show_default=False,
+        ),
+    ] = None,
     url: Annotated[
         str | None,
         typer.Option(
@@ -152,8 +175,14 @@ def root(
         model_cache=model_cache,
         url=url or None,
         api_key=api_key,
+        llm_url=llm_url,
+        llm_model=llm_model,
+        # read here, at the edge, never from an option: a key in argv is in the process list
+        llm_api_key=os.environ.get("MEMOS_LLM_API_KEY") or None,
     )
     command = ctx.invoked_subcommand
+    if edge.url is not None and edge.llm_url is not None:
+        fail(InvalidInput("--llm-url chats on local data; over --url the server's model answers"))
     if command in LOCAL_ONLY:
         try:
             refuse_remote(edge, LOCAL_ONLY[command])

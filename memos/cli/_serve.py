@@ -5,7 +5,6 @@ It says on stderr where it listens and which store it serves, logs one line per 
 in the format ``memos worker`` logs its jobs, and says when it stops."""
 
 import logging
-import os
 import socket
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -63,27 +62,6 @@ def serve(
             "(0: no ticks).",
         ),
     ] = _default("tick_interval_s"),
-    llm_url: Annotated[
-        str | None,
-        typer.Option(
-            "--llm-url",
-            envvar="MEMOS_LLM_URL",
-            metavar="URL",
-            help="Chat through this OpenAI-compatible API instead of a local model (vLLM, "
-            "Ollama, llama.cpp, a hosted API, another `memos serve`), e.g. "
-            "http://localhost:11434/v1: the server is then a memory proxy in front of it. "
-            "Its key comes from MEMOS_LLM_API_KEY.",
-        ),
-    ] = None,
-    llm_model: Annotated[
-        str | None,
-        typer.Option(
-            "--llm-model",
-            envvar="MEMOS_LLM_MODEL",
-            metavar="NAME",
-            help="The model to ask at --llm-url (e.g. memos:CUBE for another memos serve).",
-        ),
-    ] = None,
 ) -> None:
     """Serve the memory over HTTP (FastAPI): routes under /v1, API keys from `memos keys`."""
     import uvicorn
@@ -105,9 +83,9 @@ def serve(
             faiss_threads=faiss_threads,
             workers=workers,
             tick_interval_s=tick_interval,
-            llm_url=llm_url,
-            llm_model=llm_model,
-            llm_api_key=os.environ.get("MEMOS_LLM_API_KEY") or None,
+            llm_url=edge.llm_url,
+            llm_model=edge.llm_model,
+            llm_api_key=edge.llm_api_key,
         )
         app = create_app(config)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
@@ -115,8 +93,8 @@ def serve(
     logging.getLogger("httpx").setLevel(logging.WARNING)
     data_dir = edge.data_dir.expanduser().resolve()
     served = f"store {shown_store(edge.store)}" if edge.store else f"data dir {data_dir}"
-    if llm_url is not None:
-        served += f"; chat through {llm_model} at {shown_store(llm_url)}"
+    if edge.llm_url is not None:
+        served += f"; chat through {edge.llm_model} at {shown_store(edge.llm_url)}"
     server = _announcing_server(
         uvicorn.Config(app, host=host, port=port, log_level="warning", log_config=None), served
     )

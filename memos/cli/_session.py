@@ -72,6 +72,10 @@ class Settings:
     url: str | None = None
     # the server's API key; kept out of repr so no traceback or log line shows it
     api_key: str | None = field(default=None, repr=False)
+    # an OpenAI-compatible model chat goes through instead of the local one, and its key
+    llm_url: str | None = None
+    llm_model: str | None = None
+    llm_api_key: str | None = field(default=None, repr=False)
 
 
 def settings(ctx: typer.Context) -> Settings:
@@ -163,10 +167,13 @@ def _connected(edge: Settings) -> "Handle":
 def _opened(edge: Settings, create: bool) -> "MemOS":
     from memos.core._store import open_store
     from memos.engine._mos import MemOS
+    from memos.llm._openai_compatible import configured_upstream
 
+    upstream = configured_upstream(
+        edge.llm_url, edge.llm_model, api_key=edge.llm_api_key, local_model=edge.model
+    )
+    model = upstream or edge.model
     if edge.store is None:
-        return MemOS.open(
-            edge.data_dir, create=create, model=edge.model, model_cache=edge.model_cache
-        )
+        return MemOS.open(edge.data_dir, create=create, model=model, model_cache=edge.model_cache)
     store = open_store(edge.store, create=create)
-    return MemOS(store, model=edge.model, model_cache=edge.model_cache)
+    return MemOS(store, model=model, model_cache=edge.model_cache)

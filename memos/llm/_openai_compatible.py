@@ -268,3 +268,20 @@ class _Chunk(_Lenient):
     choices: list[_Choice] = []
     usage: _Usage | None = None
     error: dict[str, Any] | str | None = None
+
+
+def configured_upstream(
+    url: str | None, model: str | None, *, api_key: str | None, local_model: object = None
+) -> OpenAICompatible | None:
+    """The upstream a configuration names (``--llm-url`` and ``--llm-model``: both or
+    neither, and not beside a ``local_model``), or ``None``."""
+    if url is None and model is None:
+        return None
+    if url is None or model is None:
+        raise InvalidInput("an upstream model needs both --llm-url and --llm-model")
+    if local_model is not None:
+        raise InvalidInput(
+            "--model (a local model) and --llm-url (an upstream one) exclude each other: "
+            "chat goes through one model"
+        )
+    return OpenAICompatible(url, model, api_key=api_key)
