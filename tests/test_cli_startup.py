@@ -144,7 +144,7 @@ def test_commands_that_read_the_log_and_catalogues_load_no_vectors(tmp_path: Pat
         "lora|ls|--cube|notes|0",
         "policy|show|--cube|notes|0",
         "jobs|ls|0",
-        watch=(*HEAVY, *NUMERICS),
+        watch=(*HEAVY, *NUMERICS, "httpx"),
     )
     assert checked["heavy"] == "none"
 

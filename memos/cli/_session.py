@@ -31,6 +31,7 @@ from memos.errors import (
 if TYPE_CHECKING:
     from memos.engine._handle import Handle
     from memos.engine._mos import MemOS
+    from memos.llm import OpenAICompatible
 
 
 class ExitCode(IntEnum):
@@ -167,13 +168,20 @@ def _connected(edge: Settings) -> "Handle":
 def _opened(edge: Settings, create: bool) -> "MemOS":
     from memos.core._store import open_store
     from memos.engine._mos import MemOS
-    from memos.llm._openai_compatible import configured_upstream
 
-    upstream = configured_upstream(
-        edge.llm_url, edge.llm_model, api_key=edge.llm_api_key, local_model=edge.model
-    )
-    model = upstream or edge.model
+    model = _upstream(edge) or edge.model
     if edge.store is None:
         return MemOS.open(edge.data_dir, create=create, model=model, model_cache=edge.model_cache)
     store = open_store(edge.store, create=create)
     return MemOS(store, model=model, model_cache=edge.model_cache)
+
+
+def _upstream(edge: Settings) -> "OpenAICompatible | None":
+    """The upstream model the options name; its HTTP client loads only when they name one."""
+    if edge.llm_url is None and edge.llm_model is None:
+        return None
+    from memos.llm._openai_compatible import configured_upstream
+
+    return configured_upstream(
+        edge.llm_url, edge.llm_model, api_key=edge.llm_api_key, local_model=edge.model
+    )
