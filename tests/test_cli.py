@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import typer
+from _cli_result import Result
 from typer.testing import CliRunner
 
 from memos import MemoryItem, MemOS
@@ -30,16 +31,6 @@ from memos.errors import InvalidInput
 MEMOS = Path(sys.executable).with_name("memos")
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 EMBEDDER = "hash-64"
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
 
 
 Cli = Callable[..., Result]

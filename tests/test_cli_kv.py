@@ -14,9 +14,9 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
+from _cli_result import Result
 from _models import tiny_model_dir
 from typer.testing import CliRunner
 
@@ -25,16 +25,6 @@ from memos.cli import ExitCode, app
 
 EMBEDDER = "hash-64"
 MAX_NEW = ["--max-new-tokens", "6"]
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
 
 
 Cli = Callable[..., Result]

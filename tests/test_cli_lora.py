@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _cli_result import Result
 from _models import tiny_model_dir
 from typer.testing import CliRunner
 
@@ -32,16 +33,6 @@ TRAINED = re.compile(
     r"in cube 'notes': (?P<memories>\d+) memor(y|ies), 3 steps, \d+\.\d s, recall \d\.\d\d, "
     r"(compeft at density [\d.]+|fp32 \(compressed, its recall fell to \d\.\d\d\)), \d+ bytes\n"
 )
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
 
 
 Cli = Callable[..., Result]

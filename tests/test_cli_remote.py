@@ -10,9 +10,9 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
+from _cli_result import Result
 from _servers import serve_process
 from typer.testing import CliRunner
 
@@ -30,16 +30,6 @@ class Server:
     token: str
     # a data dir that does not exist: a command that opened it would fail or create it
     nowhere: Path
-
-
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
 
 
 @pytest.fixture(scope="module")
