@@ -146,14 +146,8 @@ def instructions(value: object, limits: Limits) -> str | None:
     none)."""
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) > limits.max_text_chars:
-        raise InvalidInput(
-            f"system must be a string of at most {limits.max_text_chars} characters",
-            field="system",
-        )
-    if "\x00" in value:
-        raise InvalidInput("system contains a NUL character", field="system")
-    return unicode(value, "system") if value.strip() else None
+    checked = _prompt_text(value, "system", "system", limits)
+    return checked if checked.strip() else None
 
 
 def turns(values: object, limits: Limits) -> tuple[dict[str, str], ...]:
@@ -177,13 +171,18 @@ def _turn(number: int, value: object, limits: Limits) -> dict[str, str]:
     role, content = value["role"], value["content"]
     if role not in TURN_ROLES:
         raise InvalidInput(f"{where}: role must be user or assistant", field="history")
-    if not isinstance(content, str) or len(content) > limits.max_text_chars or "\x00" in content:
+    return {"role": role, "content": _prompt_text(content, "history", f"{where}.content", limits)}
+
+
+def _prompt_text(value: object, field: str, label: str, limits: Limits) -> str:
+    """Text a caller puts in a chat's prompt (``label`` names it): a string no longer than a
+    memory's, without NUL, valid Unicode; it may be empty."""
+    if not isinstance(value, str) or len(value) > limits.max_text_chars or "\x00" in value:
         raise InvalidInput(
-            f"{where}: content must be a string of at most {limits.max_text_chars} characters, "
-            "without NUL",
-            field="history",
+            f"{label} must be a string of at most {limits.max_text_chars} characters, without NUL",
+            field=field,
         )
-    return {"role": role, "content": unicode(content, "history", label=f"{where}.content")}
+    return unicode(value, field, label=label)
 
 
 def tags(values: Iterable[object] | None, limits: Limits) -> tuple[str, ...]:

@@ -161,13 +161,15 @@ class Engine:
 
     @property
     def indexes(self) -> CubeIndexes:
-        """The cubes' vector indexes, made on first use."""
-        with self._indexes_lock:
-            if self._indexes is None:
-                from memos.plaintext._indexes import CubeIndexes
+        """The cubes' vector indexes, made on first use (every search and write reads this:
+        the lock is taken only until they exist)."""
+        if self._indexes is None:
+            with self._indexes_lock:
+                if self._indexes is None:
+                    from memos.plaintext._indexes import CubeIndexes
 
-                self._indexes = CubeIndexes(self.store, self._snapshot_dir)
-            return self._indexes
+                    self._indexes = CubeIndexes(self.store, self._snapshot_dir)
+        return self._indexes
 
     # after a write ----------------------------------------------------------------------
 
