@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from memos.core._derived import checked_manifest
+from memos.core._model import Model
 from memos.core._types import DerivedEntry, SourceRef
 from memos.llm import ModelFingerprint
 
@@ -16,7 +17,7 @@ KV_DTYPES: tuple[str, ...] = ("fp32", "bf16", "int8")
 _SHA256 = r"^[0-9a-f]{64}$"
 
 
-class KVManifest(BaseModel):
+class KVManifest(Model):
     """Everything needed to check a KV cache file before any tensor in it is used."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
@@ -41,7 +42,7 @@ class KVManifest(BaseModel):
         return self.layers * 2 * self.kv_heads * self.tokens * self.head_dim * 4
 
 
-class KVEntry(BaseModel):
+class KVEntry(Model):
     """A stored KV cache of a memory block, as ``mos.kv.list`` reports it."""
 
     model_config = ConfigDict(frozen=True)

@@ -23,9 +23,10 @@ import hmac
 from collections.abc import Iterable
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, ConfigDict, Field, ValidationError
 
 from memos.core._chain import canonical_json
+from memos.core._model import Model
 from memos.core._store import Store
 from memos.core._types import Event, VerifyReport
 from memos.errors import CubeNotFound, IntegrityError, InvalidInput
@@ -34,7 +35,7 @@ from memos.errors import CubeNotFound, IntegrityError, InvalidInput
 MIN_KEY_BYTES = 16
 
 
-class CubeAnchor(BaseModel):
+class CubeAnchor(Model):
     """A witness of a cube's head: its last event's ``seq`` and ``hash`` at time ``at``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -45,7 +46,7 @@ class CubeAnchor(BaseModel):
     at: AwareDatetime
 
 
-class AnchorFile(BaseModel):
+class AnchorFile(Model):
     """What an anchor file holds: one head per cube, and its HMAC when signed."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -6,13 +6,14 @@ import difflib
 from collections.abc import Iterable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
+from memos.core._model import Model
 from memos.core._types import Event, HistoryEntry, MemoryItem
 from memos.errors import VersionNotFound
 
 
-class FieldChange(BaseModel):
+class FieldChange(Model):
     model_config = ConfigDict(frozen=True)
 
     field: str
@@ -20,7 +21,7 @@ class FieldChange(BaseModel):
     new: Any
 
 
-class ItemDiff(BaseModel):
+class ItemDiff(Model):
     """What changed in an item between two of its versions."""
 
     model_config = ConfigDict(frozen=True)

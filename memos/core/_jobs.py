@@ -25,8 +25,9 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
+from memos.core._model import Model
 from memos.core._types import Event, utcnow
 from memos.core._validation import ADAPTER_NAME
 from memos.errors import Conflict, InvalidInput, MemosError
@@ -55,7 +56,7 @@ class JobState(StrEnum):
 UNFINISHED = (JobState.QUEUED, JobState.RUNNING)
 
 
-class JobFailure(BaseModel):
+class JobFailure(Model):
     """Why a job failed: the error's code (as in the server's error envelope) and message."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -64,7 +65,7 @@ class JobFailure(BaseModel):
     message: str
 
 
-class Job(BaseModel):
+class Job(Model):
     """One background job and where it stands."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -109,7 +110,7 @@ class Job(BaseModel):
 # parameters of each kind ------------------------------------------------------------------
 
 
-class _Params(BaseModel):
+class _Params(Model):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
+from memos.core._model import Model
 from memos.core._redaction import RedactionPolicy
 
 if TYPE_CHECKING:
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 _Value = str | int | float | bool | None
 
 
-class _Strict(BaseModel):
+class _Strict(Model):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 

@@ -56,7 +56,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple, Protocol
 
 import re2  # type: ignore[import-untyped]
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
+
+from memos.core._model import Model
 
 __all__ = [
     "BUILTIN_KINDS",
@@ -74,7 +76,7 @@ MAX_PATTERN_CHARS = 1000
 MAX_CUSTOM_PATTERNS = 32
 
 
-class _Strict(BaseModel):
+class _Strict(Model):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 

@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from memos.core._model import Model
 from memos.core._types import AccessStats, Budgets, CoAccess, SchedulerConfig
 from memos.errors import InvalidInput
 
@@ -94,7 +95,7 @@ class CubeView:
     no_parametric: frozenset[str] = frozenset()
 
 
-class Decision(BaseModel):
+class Decision(Model):
     """One migration: build a KV block of ``items`` (in that order) or drop block ``entry``;
     consolidate ``items`` into a new version of adapter ``adapter`` or drop version ``entry``;
     re-encode the cube's vectors to ``codec``, or refit its codec. ``score`` is the policy's
@@ -122,7 +123,7 @@ def honoured(decisions: Iterable[Decision], view: CubeView) -> tuple[Decision, .
     )
 
 
-class Usage(BaseModel):
+class Usage(Model):
     """What the cube's tiers hold, against its budgets."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -134,7 +135,7 @@ class Usage(BaseModel):
     vector_bytes: int = 0
 
 
-class SchedulePlan(BaseModel):
+class SchedulePlan(Model):
     """What a tick would do on a cube now, and why (``mos.scheduler.plan``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -148,7 +149,7 @@ class SchedulePlan(BaseModel):
     after: Usage  # once the decisions are carried out (estimated)
 
 
-class Migration(BaseModel):
+class Migration(Model):
     """A migration the log holds: its event (``seq``, ``op``), who made it and when, what it
     did (``action``; ``target``: the block or adapter version it built or dropped, or the
     codec it re-encoded to or refitted), on which memories, by which policy with what score

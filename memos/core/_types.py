@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
+from memos.core._model import Model
 from memos.core._policies import CubePolicies
 
 MetadataValue = str | int | float | bool | None
@@ -74,7 +75,7 @@ class Access(StrEnum):
     WRITE = "write"
 
 
-class _Frozen(BaseModel):
+class _Frozen(Model):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 

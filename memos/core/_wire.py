@@ -11,18 +11,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
+from memos.core._model import Model
 from memos.core._types import ChatReply
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(Model):
     code: str
     message: str
     details: dict[str, Any]
 
 
-class _Event(BaseModel):
+class _Event(Model):
     model_config = ConfigDict(extra="forbid")
 
 

@@ -10,16 +10,17 @@ names them, so a young unnamed blob may be one a commit is about to name.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from memos.core._derived import ADAPTER_KIND
 from memos.core._erasure import record_of
+from memos.core._model import Model
 from memos.core._store import Store
 
 DEFAULT_GRACE_S = 3600.0
 
 
-class BlobCollection(BaseModel):
+class BlobCollection(Model):
     """What a collection did: the blobs deleted, and how many were kept (named, or young)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")

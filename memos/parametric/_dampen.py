@@ -29,8 +29,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
+from memos.core._model import Model
 from memos.errors import InvalidInput
 from memos.parametric._manifest import LoraSettings, settings_of
 
@@ -47,7 +48,7 @@ _FACTS_PER_PASS = 4  # facts whose gradients one forward and backward pass compu
 _PREFIX = "base_model.model."  # how peft's saved state names the model's parameters
 
 
-class DampenReport(BaseModel):
+class DampenReport(Model):
     """What one dampening did."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from memos.core._derived import checked_manifest
+from memos.core._model import Model
 from memos.core._types import DerivedEntry, SourceRef
 from memos.core._validation import ADAPTER_NAME
 from memos.llm import ModelFingerprint
@@ -23,7 +24,7 @@ AdapterOrigin = Literal["consolidate", "import", "retrain", "rollback", "dampen"
 AdapterStorage = Literal["fp32", "compeft"]
 
 
-class LoraSettings(BaseModel):
+class LoraSettings(Model):
     """The LoRA configuration an adapter was made with (what ``peft.LoraConfig`` needs)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
@@ -50,7 +51,7 @@ class LoraSettings(BaseModel):
         }
 
 
-class AdapterManifest(BaseModel):
+class AdapterManifest(Model):
     """Everything checked before an adapter's tensors are loaded onto a model."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
@@ -108,7 +109,7 @@ def new_manifest(
     )  # fmt: skip
 
 
-class AdapterEntry(BaseModel):
+class AdapterEntry(Model):
     """One stored version of a named adapter, as ``mos.lora.list`` reports it."""
 
     model_config = ConfigDict(frozen=True)

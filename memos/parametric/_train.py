@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from string import Formatter
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
+from memos.core._model import Model
 from memos.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ _MAX_FACT_CHARS = 4000
 _CHECK_BATCH = 16
 
 
-class TrainingRecipe(BaseModel):
+class TrainingRecipe(Model):
     """How an adapter is trained on facts; the defaults are the ones measured in
     ``benchmarks/lora_recall.py`` (SmolLM2-135M, 20 facts, 2 CPU threads)."""
 
@@ -116,7 +117,7 @@ def _check_prompt(prompt: str) -> str:
     return prompt
 
 
-class TrainingResult(BaseModel):
+class TrainingResult(Model):
     """What one consolidation did; ``first_loss``/``last_loss`` are the mean token losses of
     the first and the last step's batch."""
 
