@@ -1,7 +1,7 @@
 """MemOS: a memory operating system for LLM applications.
 
 Open an embedded data directory with :meth:`MemOS.open`, or a server with
-:meth:`MemOS.connect` (a client with the same methods; httpx is imported then, not here);
+:meth:`MemOS.connect` (a client with the same methods, on the standard library's HTTP);
 everything else hangs off it. Both are a :class:`Handle`, the type to write code against when
 it should run either way.
 Errors live in :mod:`memos.errors`, embedders in :mod:`memos.embedding`, vector codecs in

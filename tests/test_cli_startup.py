@@ -17,7 +17,8 @@ HEAVY = ("torch", "sentence_transformers", "transformers", "peft", "ml_dtypes")
 NUMERICS = ("numpy", "faiss", "memos.codecs", "memos.plaintext._indexes")
 # what no command pays for before it runs: the engine's numerics, the models, the renderer
 ENGINE = ("numpy", "faiss", "pydantic", "rich", "httpx", "memos.engine._mos")
-# what a command over --url never needs: the local store, embedder and model, the server
+# what a command over --url never needs: the local store, embedder and model, the server, and
+# an HTTP library (the client speaks through the standard library's)
 LOCAL = (
     *HEAVY,
     *NUMERICS,
@@ -29,6 +30,9 @@ LOCAL = (
     "fastapi",
     "uvicorn",
     "pydantic_settings",
+    "httpx",
+    "httpcore",
+    "anyio",
 )
 
 _RUN = """

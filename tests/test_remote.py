@@ -10,13 +10,14 @@ from __future__ import annotations
 import inspect
 import socket
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from _backends import FACES, Connect, clients
+from _canned import Canned, canned_server
 from _servers import serve
 from memos.api import ServerSettings
 
@@ -441,11 +442,11 @@ def test_bad_connect_arguments_are_invalid_input() -> None:
         MemOS.connect("http://localhost:8000", api_key="k", timeout=0)
 
 
-def _answering(status: int, body: bytes) -> RemoteMemOS:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(status, content=body, headers={"content-type": "application/json"})
-
-    return RemoteMemOS("http://memos.test", api_key="k", transport=httpx.MockTransport(handler))
+@contextmanager
+def _answering(status: int, body: bytes) -> Iterator[RemoteMemOS]:
+    """A client of a server that answers every request with ``status`` and ``body``."""
+    with canned_server(Canned(status, [body])) as server, RemoteMemOS(server.url, api_key="k") as c:
+        yield c
 
 
 def test_an_unknown_error_code_keeps_the_servers_status_and_code() -> None:

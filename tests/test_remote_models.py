@@ -16,13 +16,15 @@ import pickle
 import subprocess
 import sys
 import tarfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from _backends import FACES, clients
+from _canned import Canned, canned_server
 from fastapi.testclient import TestClient
 from memos.api import ServerSettings, create_app
 from pydantic import BaseModel
@@ -304,20 +306,15 @@ def test_adapter_uploads_have_the_import_limit(
     assert alice.log(CUBE) == before
 
 
-def _streaming(*chunks: bytes, before_each: Callable[[], None] = lambda: None) -> RemoteMemOS:
-    """A client of a server whose chat stream sends ``chunks``, calling ``before_each()``
-    before it sends each one."""
-
-    def body() -> Iterator[bytes]:
-        for chunk in chunks:
-            before_each()
-            yield chunk
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        headers = {"content-type": "text/event-stream"}
-        return httpx.Response(200, content=body(), headers=headers)
-
-    return RemoteMemOS("http://memos.test", api_key="k", transport=httpx.MockTransport(handler))
+@contextmanager
+def _streaming(
+    *chunks: bytes, before_each: Callable[[int], None] = lambda i: None
+) -> Iterator[RemoteMemOS]:
+    """A client of a server whose chat stream sends ``chunks``, calling ``before_each(i)``
+    before it sends the i-th."""
+    canned = Canned(200, chunks, "text/event-stream", before_each)
+    with canned_server(canned) as server, RemoteMemOS(server.url, api_key="k") as client:
+        yield client
 
 
 def _event(data: dict[str, Any]) -> bytes:
@@ -331,14 +328,26 @@ REPLY = ChatReply(
 
 
 def test_a_stream_is_read_as_it_arrives() -> None:
+    """Each piece reaches the caller before the server sends the next: the server waits for
+    the caller to have read every piece it sent (a client that read the whole answer first
+    would leave it waiting in vain)."""
     pieces: list[str] = []
+    read = threading.Semaphore(0)  # released by the caller for each piece it reads
     seen: list[list[str]] = []  # the pieces the caller had before each chunk was sent
     chunks = [b": ping\n\n", _event({"text": "hel"}), _event({"text": "lo"}),
               _event({"reply": REPLY.model_dump(mode="json")})]  # fmt: skip
-    with _streaming(*chunks, before_each=lambda: seen.append(list(pieces))) as client:
+    texts = [i for i, chunk in enumerate(chunks) if b'"text"' in chunk]
+
+    def before_each(i: int) -> None:
+        if i - 1 in texts:  # the piece sent just before: wait until the caller has it
+            read.acquire(timeout=10)
+        seen.append(list(pieces))
+
+    with _streaming(*chunks, before_each=before_each) as client:
         stream = client.chat_stream("q", cube="c")
         for piece in stream:
             pieces.append(piece)
+            read.release()
     assert seen == [[], [], ["hel"], ["hel", "lo"]]
     assert stream.reply == REPLY
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 import functools
 from typing import Any, cast
 
-import httpx
-
 from memos import errors
+from memos.core._http import Response
 from memos.errors import MemosError
 
 _ERRORS: dict[str, type[MemosError]] = {
@@ -28,7 +27,7 @@ def _unknown_error(code: str, status: int) -> type[MemosError]:
     return cast(type[MemosError], type("ServerError", (MemosError,), attributes))
 
 
-def _envelope(response: httpx.Response) -> tuple[str, str, dict[str, Any]]:
+def _envelope(response: Response) -> tuple[str, str, dict[str, Any]]:
     """The code, message and details of an error answer; a body that is not the envelope
     (a proxy's page) is reported with the HTTP status."""
     try:
@@ -39,14 +38,14 @@ def _envelope(response: httpx.Response) -> tuple[str, str, dict[str, Any]]:
     if isinstance(code, str) and isinstance(message, str) and isinstance(details, dict):
         return code, message, details
     snippet = response.text[:200]
-    message = f"the server answered {response.status_code} {response.reason_phrase}: {snippet}"
-    return "http_error", message, {"status": response.status_code}
+    message = f"the server answered {response.status} {response.reason}: {snippet}"
+    return "http_error", message, {"status": response.status}
 
 
-def error_from(response: httpx.Response) -> MemosError:
+def error_from(response: Response) -> MemosError:
     """The typed error an error answer stands for: the class whose ``code`` it names."""
     code, message, details = _envelope(response)
-    return error_named(code, message, details, response.status_code)
+    return error_named(code, message, details, response.status)
 
 
 def error_named(code: str, message: str, details: dict[str, Any], status: int) -> MemosError:

@@ -29,14 +29,14 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
-import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from memos.core import _validation as check
 from memos.core._archive import Layout, pack, unpack
+from memos.core._http import Client, QueryValue, Response, TransportError
 from memos.core._jobs import checked_job_id
 from memos.core._records import parse_records
 from memos.core._types import (
@@ -75,12 +75,12 @@ def _encode(body: object) -> bytes:
         raise InvalidInput(f"the arguments cannot be sent as JSON: {exc}") from None
 
 
-def _parsed(adapter: TypeAdapter[T], response: httpx.Response) -> T:
+def _parsed(adapter: TypeAdapter[T], response: Response) -> T:
     try:
         return adapter.validate_json(response.content)
     except ValidationError as exc:
         raise MemosError(
-            f"the server's answer to {response.request.method} {response.request.url.path} "
+            f"the server's answer to {response.method} {response.path} "
             f"is not what this client reads: {exc}"
         ) from exc
 
@@ -88,19 +88,13 @@ def _parsed(adapter: TypeAdapter[T], response: httpx.Response) -> T:
 class _Connection:
     """One keep-alive HTTP client of a server, authenticated as one API key."""
 
-    def __init__(
-        self,
-        url: str,
-        api_key: str,
-        timeout: float,
-        transport: httpx.BaseTransport | None,
-    ) -> None:
+    def __init__(self, url: str, api_key: str, timeout: float) -> None:
         self.url = url
-        self._client = httpx.Client(
-            base_url=url,
+        self._client = Client(
+            url,
             headers={"Authorization": f"Bearer {api_key}"},
-            timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S),
-            transport=transport,
+            timeout=timeout,
+            connect_timeout=min(timeout, CONNECT_TIMEOUT_S),
         )
 
     def send(
@@ -113,7 +107,7 @@ class _Connection:
         content: bytes | None = None,
         content_type: str = "application/json",
         stream: bool = False,
-    ) -> httpx.Response:
+    ) -> Response:
         """The server's 2xx answer to the request, else its error raised as a ``MemosError``.
         With ``stream``, a 2xx answer's body is left unread, for the caller to read as it
         arrives and then close."""
@@ -122,33 +116,44 @@ class _Connection:
         query = {k: _query_value(k, v) for k, v in (params or {}).items() if v is not None}
         headers = {} if content is None else {"Content-Type": content_type}
         try:
-            request = self._client.build_request(
-                method, path, content=content, params=cast(Any, query), headers=headers
+            response = self._client.request(
+                method, path, params=query, content=content, headers=headers, stream=stream
             )
-            response = self._client.send(request, stream=stream)
-        except httpx.RequestError as exc:
+            if not response.is_success:
+                response.read()  # a streamed answer's error envelope is still to come
+        except TransportError as exc:
             raise self._unreachable(exc) from exc
         if not response.is_success:
-            try:
-                response.read()  # a streamed answer's error envelope is still to come
-            except httpx.RequestError as exc:
-                raise self._unreachable(exc) from exc
-            finally:
-                response.close()
             raise error_from(response)
         return response
 
-    def _unreachable(self, exc: httpx.RequestError) -> StorageError:
-        return StorageError(
-            f"cannot reach the MemOS server at {self.url}: {type(exc).__name__}: {exc}",
-            url=self.url,
-        )
+    def _unreachable(self, exc: TransportError) -> StorageError:
+        return StorageError(f"cannot reach the MemOS server at {self.url}: {exc}", url=self.url)
 
     def call(self, adapter: TypeAdapter[T], method: str, path: str, **kwargs: Any) -> T:
         return _parsed(adapter, self.send(method, path, **kwargs))
 
     def close(self) -> None:
         self._client.close()
+
+
+def _server_url(url: object) -> str:
+    """A server's base URL as the client uses it: ``http(s)://host[:port][/prefix]``."""
+    if not isinstance(url, str) or not check.is_unicode(url):
+        raise InvalidInput(f"a server URL is a string, not {url!r}")
+    try:
+        parts = urlsplit(url)
+        valid = (
+            parts.scheme in ("http", "https")
+            and bool(parts.hostname)
+            and (parts.port is None or parts.port > 0)  # a port that is no number raises
+            and not (parts.query or parts.fragment)
+        )
+    except ValueError:
+        valid = False
+    if not valid:
+        raise InvalidInput(f"a server URL is http(s)://host[:port][/path], not {url!r}")
+    return url.rstrip("/")
 
 
 # paths --------------------------------------------------------------------------------------
@@ -216,12 +221,12 @@ def _job_path(job_id: str) -> str:
     return f"/v1/jobs/{checked_job_id(job_id)}"  # the id's characters need no quoting
 
 
-def _query_value(field: str, value: object) -> object:
+def _query_value(field: str, value: object) -> QueryValue:
     """A query parameter as sent: a string must be valid Unicode to be percent-encoded, and a
     model travels as its JSON."""
     if isinstance(value, BaseModel):
         return value.model_dump_json()
-    return check.unicode(value, field) if isinstance(value, str) else value
+    return check.unicode(value, field) if isinstance(value, str) else cast(QueryValue, value)
 
 
 def _number_segment(value: object, field: str) -> str:
@@ -279,15 +284,13 @@ class RemoteMemOS(Handle):
         *,
         api_key: str,
         timeout: float = 600.0,
-        transport: httpx.BaseTransport | None = None,
     ) -> None:
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise InvalidInput(f"a server URL starts with http:// or https://, not {url!r}")
+        url = _server_url(url)
         if not isinstance(api_key, str) or not api_key.isascii() or not api_key.isprintable():
             raise InvalidInput("api_key must be a printable ASCII string", field="api_key")
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             raise InvalidInput(f"timeout must be a positive number of seconds, not {timeout!r}")
-        self._http = _Connection(url.rstrip("/"), api_key, float(timeout), transport)
+        self._http = _Connection(url, api_key, float(timeout))
 
     @property
     def url(self) -> str:

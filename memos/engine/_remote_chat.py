@@ -8,25 +8,30 @@ ordinary error answer, raised when the stream is opened (see :meth:`_Connection.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
-import httpx
 from pydantic import TypeAdapter, ValidationError
 
+from memos.core._http import Response, TransportError
 from memos.core._sse import event_data
 from memos.core._types import ReplyStream
 from memos.core._wire import ChatDone, ChatEvent, ChatText
 from memos.engine._http_errors import error_named
 from memos.errors import MemosError, StorageError
 
-_EVENT: TypeAdapter[ChatEvent] = TypeAdapter(ChatEvent)
+
+@functools.cache
+def _events() -> TypeAdapter[ChatEvent]:
+    """The reader of a chat event (made on the first stream read, not at import)."""
+    return TypeAdapter(ChatEvent)
 
 
 class RemoteChatStream(ReplyStream):
     """Text pieces of an answer as the server sends them; ``reply`` once it is exhausted (the
     embedded :class:`memos.engine._chat.ChatStream`, over HTTP)."""
 
-    def __init__(self, response: httpx.Response, url: str) -> None:
+    def __init__(self, response: Response, url: str) -> None:
         self._response = response
         self._url = url
 
@@ -42,10 +47,9 @@ class RemoteChatStream(ReplyStream):
                 else:
                     error = event.error
                     raise error_named(error.code, error.message, error.details, 500)
-        except httpx.RequestError as exc:
+        except TransportError as exc:
             raise StorageError(
-                f"the chat stream from {self._url} broke: {type(exc).__name__}: {exc}",
-                url=self._url,
+                f"the chat stream from {self._url} broke: {exc}", url=self._url
             ) from exc
         finally:
             self.close()
@@ -53,7 +57,7 @@ class RemoteChatStream(ReplyStream):
 
     def _parsed(self, data: str) -> ChatEvent:
         try:
-            return _EVENT.validate_json(data)
+            return _events().validate_json(data)
         except ValidationError as exc:
             raise MemosError(
                 f"a chat event from {self._url} is not one this client reads: {exc}"
