@@ -194,6 +194,20 @@ def test_search_json_ranks_and_filters(cli: Cli, seeded: Seeded) -> None:
     assert [hit["item"]["id"] for hit in filtered.json()] == [seeded.alice.id]
 
 
+def test_ls_lists_filters_and_pages_oldest_first(cli: Cli, seeded: Seeded) -> None:
+    listed = cli("ls", "--cube", "notes", "--json")
+    assert listed.code == 0, listed.err
+    ids = [item["id"] for item in listed.json()]
+    assert ids == sorted(ids) and set(ids) == {seeded.alice.id, seeded.bob.id}
+    first = cli("ls", "--cube", "notes", "-n", "1", "--json").json()
+    rest = cli("ls", "--cube", "notes", "--after", first[-1]["id"], "--json").json()
+    assert [item["id"] for item in first + rest] == ids
+    mine = cli("ls", "--cube", "notes", "--user", "alice", "--tag", "travel", "--session", "s1")
+    assert mine.code == 0, mine.err
+    assert seeded.alice.id in mine.out and seeded.bob.id not in mine.out
+    assert cli("ls", "--cube", "notes", "--limit", "0").code == ExitCode.INVALID_INPUT
+
+
 @pytest.mark.slow
 def test_search_and_show_print_tables(cli: Cli, seeded: Seeded) -> None:
     found = cli("search", "green tea", "--cube", "notes", "-k", "1")
@@ -543,7 +557,7 @@ def test_the_app_has_every_command_of_the_issue() -> None:
     names = {" ".join(path) for path in _command_paths()}
     assert names == {
         "cube", "cube create", "cube list", "cube reencode", "cube refit", "cube stats",
-        "add", "search", "show", "update", "delete",
+        "add", "search", "ls", "show", "update", "delete",
         "history", "log", "diff", "rollback", "verify", "forget", "gc", "export", "import",
         "chat", "kv", "kv build", "kv ls", "kv drop",
         "lora", "lora consolidate", "lora ls", "lora show", "lora attach", "lora export",

@@ -114,12 +114,17 @@ def test_messages_the_sdk_added_are_part_of_the_session(history: MemOSChatMessag
     assert _contents(history.messages) == [("human", "first"), ("ai", "second")]
 
 
-def test_a_session_longer_than_one_search_is_refused(history: MemOSChatMessageHistory) -> None:
-    short = MemOSChatMessageHistory(history.handle, history.cube, "s1", max_messages=3)
-    short.add_messages([HumanMessage("one"), AIMessage("two")])
-    short.add_user_message("three")
-    with pytest.raises(InvalidInput, match="3 messages or more"):
-        _ = short.messages
+def test_a_long_session_is_read_whole_without_counting_uses(
+    history: MemOSChatMessageHistory,
+) -> None:
+    said = [
+        HumanMessage(f"question {n}") if n % 2 else AIMessage(f"answer {n}") for n in range(230)
+    ]
+    history.add_messages(said)
+    messages = history.messages  # more than one page (100) of list_memories
+    assert [m.text for m in messages] == [m.text for m in said]
+    ids = [m.id for m in messages if m.id is not None]
+    assert history.handle.access_stats(ids) == {}
 
 
 def test_a_message_without_text_is_refused(history: MemOSChatMessageHistory) -> None:

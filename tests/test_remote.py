@@ -178,6 +178,37 @@ def test_search_filters_and_modes(sdk: Any, notes: str) -> None:
         sdk.search("", cube=notes)
 
 
+def test_list_memories_pages_through_the_filtered_cube_oldest_first(
+    sdk: Any, connect: Connect, notes: str
+) -> None:
+    added = [
+        sdk.add(f"memory {n}", cube=notes, user="ann" if n % 2 else "ben", tags=["even"] if n % 2 == 0 else [],
+                metadata={"n": n})
+        for n in range(7)
+    ]  # fmt: skip
+    sdk.delete(added[3].id)
+    active = [item for item in added if item.id != added[3].id]
+    assert sdk.list_memories(cube=notes) == [sdk.get(item.id) for item in active]
+    pages, after = [], None
+    while page := sdk.list_memories(cube=notes, limit=2, after=after):
+        pages.append([item.text for item in page])
+        after = page[-1].id
+    assert pages == [["memory 0", "memory 1"], ["memory 2", "memory 4"], ["memory 5", "memory 6"]]
+    assert [i.text for i in sdk.list_memories(cube=notes, user="ann")] == ["memory 1", "memory 5"]
+    assert [i.text for i in sdk.list_memories(cube=notes, tags=["even"], where={"n": 4})] == [
+        "memory 4"
+    ]
+    # a read of the catalogue: no use is counted (a search's hit is one)
+    assert sdk.access_stats([i.id for i in active]) == {}
+    hit = sdk.search("memory 6", cube=notes, k=1, mode="keyword")[0].item
+    assert list(sdk.access_stats([i.id for i in active])) == [hit.id]
+    for bad in ({"limit": 0}, {"limit": 10**6}, {"after": 5}, {"where": {"n": [1]}}):
+        with pytest.raises(InvalidInput):
+            sdk.list_memories(cube=notes, **bad)
+    with pytest.raises(CubeNotFound):  # another principal's cube is not there to list
+        connect("bob").list_memories(cube="alice:notes")
+
+
 def test_log_verify_and_rollback_cube(sdk: Any, notes: str) -> None:
     first = sdk.add("first memory", cube=notes)
     keep_seq = sdk.log(notes)[-1].seq

@@ -1,11 +1,20 @@
-"""Commands that read memories: search, show, history, diff."""
+"""Commands that read memories: search, ls, show, history, diff."""
 
 from typing import Annotated
 
 import typer
 
 from memos.cli import _render
-from memos.cli._options import CubeOption, ItemId, JsonFlag
+from memos.cli._options import (
+    CubeOption,
+    ItemId,
+    JsonFlag,
+    OfUser,
+    SessionFilter,
+    Since,
+    TagFilter,
+    Until,
+)
 from memos.cli._session import open_memos
 from memos.plaintext._modes import DEFAULT_MODE, SearchMode
 
@@ -15,24 +24,11 @@ def search(
     query: Annotated[str, typer.Argument(help="What to look for, in plain words.")],
     cube: CubeOption,
     k: Annotated[int, typer.Option("-k", help="How many memories to return.")] = 5,
-    user: Annotated[
-        str | None, typer.Option("--user", "-u", help="Only memories of this user.")
-    ] = None,
-    tag: Annotated[
-        list[str] | None,
-        typer.Option("--tag", "-t", help="Only memories with this tag; repeat to require all."),
-    ] = None,
-    session: Annotated[
-        str | None, typer.Option("--session", "-s", help="Only memories from this session.")
-    ] = None,
-    since: Annotated[
-        str | None,
-        typer.Option("--since", metavar="TIME", help="Only memories from this ISO 8601 time on."),
-    ] = None,
-    until: Annotated[
-        str | None,
-        typer.Option("--until", metavar="TIME", help="Only memories up to this ISO 8601 time."),
-    ] = None,
+    user: OfUser = None,
+    tag: TagFilter = None,
+    session: SessionFilter = None,
+    since: Since = None,
+    until: Until = None,
     mode: Annotated[
         SearchMode,
         typer.Option(
@@ -60,6 +56,34 @@ def search(
         _render.print_json(_render.dumps(found))
     else:
         _render.hits(found)
+
+
+def ls(
+    ctx: typer.Context,
+    cube: CubeOption,
+    user: OfUser = None,
+    tag: TagFilter = None,
+    session: SessionFilter = None,
+    since: Since = None,
+    until: Until = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many memories, at most.")] = 100,
+    after: Annotated[
+        str | None,
+        typer.Option("--after", metavar="ID", help="Start after this memory (the last one shown)."),
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """List a cube's memories, oldest first, with the filters of search (nothing is
+    embedded)."""
+    with open_memos(ctx, json_errors=json_out) as mos:
+        found = mos.list_memories(
+            cube=cube, user=user, tags=tag, session=session, since=since, until=until,
+            limit=limit, after=after,
+        )  # fmt: skip
+    if json_out:
+        _render.print_json(_render.dumps(found))
+    else:
+        _render.items(found)
 
 
 def show(ctx: typer.Context, item_id: ItemId, json_out: JsonFlag = False) -> None:

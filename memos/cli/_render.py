@@ -106,6 +106,14 @@ def hits(found: Sequence[SearchHit]) -> None:
     _print_or_none(table, found, "no matches")
 
 
+def items(found: Sequence[MemoryItem]) -> None:
+    table = _table("id", "created", "user", "tags", "text")
+    for memory in found:
+        tags = ", ".join(memory.tags) or "-"
+        table.add_row(memory.id, when(memory.created_at), memory.user or "-", tags, memory.text)
+    _print_or_none(table, found, "no memories")
+
+
 def item(memory: MemoryItem) -> None:
     table = _grid()
     table.add_column(style="bold")

@@ -235,6 +235,31 @@ class Handle(CubeOperations):
 
         return _memories.diff(self._engine, self._scope, item_id, from_version, to_version)
 
+    @operation("POST", "/v1/cubes/{cube}/memories/list")
+    def list_memories(
+        self,
+        *,
+        cube: str,
+        user: str | None = None,
+        tags: Iterable[str] | None = None,
+        session: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        where: Mapping[str, MetadataValue] | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[MemoryItem]:
+        """The cube's active memories that pass the filters (those of ``search``), oldest
+        first: at most ``limit`` of them, from the first one added after the memory ``after``
+        (pass the last id of a page to read the next). Nothing is embedded and no use is
+        counted: this is a read of the catalogue, not a retrieval."""
+        from memos.engine import _memories
+
+        return _memories.listed(
+            self._engine, self._scope, cube=cube, user=user, tags=tags, session=session,
+            since=since, until=until, where=where, limit=limit, after=after,
+        )  # fmt: skip
+
     @operation("POST", "/v1/cubes/{cube}/search")
     def search(
         self,

@@ -26,6 +26,7 @@ from memos.engine._engine import Engine
 from memos.engine._governance import check_quotas, redacted_text, refuse_deleting
 from memos.engine._scope import Scope
 from memos.errors import Conflict, InvalidInput, VersionConflict
+from memos.plaintext import _search
 
 if TYPE_CHECKING:
     from memos.core._store import Vector
@@ -312,3 +313,27 @@ def diff(
     old = _history.version(entries, item_id, from_version)
     new = _history.version(entries, item_id, to_version)
     return _history.diff(old, new)
+
+
+def listed(
+    engine: Engine,
+    scope: Scope,
+    *,
+    cube: str,
+    limit: int,
+    after: str | None,
+    **filters: Any,
+) -> list[MemoryItem]:
+    """:meth:`memos.MemOS.list_memories`: ids sort by age, so a page is the ids after
+    ``after``, in order."""
+    flt = _search.item_filter(scope.limits, **filters)
+    limit = check.positive(limit, "limit", scope.limits.max_k)
+    if after is not None and not isinstance(after, str):
+        raise InvalidInput(f"after is a memory id, not {after!r}", field="after")
+    info = scope.cube(cube)
+    ids = sorted(
+        i for i in engine.store.filter_item_ids(info.name, flt) if after is None or i > after
+    )
+    page = ids[:limit]
+    found = engine.store.get_items(page, cube=info.name)
+    return [found[item_id] for item_id in page if item_id in found]

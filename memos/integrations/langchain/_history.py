@@ -30,8 +30,8 @@ from memos.engine._handle import Handle
 from memos.errors import InvalidInput
 
 ROLE_KEY, TURN_KEY = "role", "turn"
-# a server's default cap on one search (``memos serve --max-k``)
-MAX_MESSAGES = 100
+# messages read per request (a server's default cap, ``memos serve --max-k``)
+_PAGE = 100
 _ROLES = {"human": "user", "ai": "assistant", "system": "system"}
 
 
@@ -39,9 +39,8 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
     """The session ``session_id`` of the cube ``cube`` of ``handle`` (``MemOS.open(...)`` or
     ``MemOS.connect(...)``); ``user`` is whose messages they are (the log names them).
 
-    The session is read with one search of ``max_messages`` (at most the handle's ``max_k``:
-    1000 embedded, 100 on a default server); a session that has grown to it is refused with
-    :class:`memos.errors.InvalidInput` rather than read in part."""
+    The session is read page by page with ``list_memories`` (nothing embedded, no use of a
+    memory counted), whatever its length."""
 
     def __init__(
         self,
@@ -50,13 +49,11 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
         session_id: str,
         *,
         user: str | None = None,
-        max_messages: int = MAX_MESSAGES,
     ) -> None:
         self.handle = handle
         self.cube = cube
         self.session_id = session_id
         self.user = user
-        self.max_messages = max_messages
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
@@ -86,17 +83,13 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
         return [as_message(hit.item) for hit in hits]
 
     def _items(self) -> list[MemoryItem]:
-        # a dense search filters before it ranks, so it returns every message of the session
-        most = self.max_messages
-        hits = self.handle.search(
-            self.session_id, cube=self.cube, k=most, session=self.session_id, mode="dense"
-        )
-        if len(hits) >= most:  # perhaps more than the search could return
-            raise InvalidInput(
-                f"session {self.session_id!r} holds {most} messages or more; "
-                "read it with a larger max_messages (up to the handle's max_k)"
-            )
-        items = [hit.item for hit in hits if ROLE_KEY in hit.item.metadata]
+        items: list[MemoryItem] = []
+        after = None
+        while page := self.handle.list_memories(
+            cube=self.cube, session=self.session_id, limit=_PAGE, after=after
+        ):
+            items.extend(item for item in page if ROLE_KEY in item.metadata)
+            after = page[-1].id
         return sorted(items, key=_turn)
 
 

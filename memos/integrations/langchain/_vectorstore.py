@@ -18,7 +18,7 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 
-from memos.core._types import ItemStatus, MemoryItem, MetadataValue, SearchHit
+from memos.core._types import ItemStatus, MemoryItem, SearchHit
 from memos.engine._handle import Handle
 from memos.errors import InvalidInput, NotFound
 
@@ -175,9 +175,9 @@ class MemOSVectorStore(VectorStore):
         the memory's own id."""
         if not isinstance(doc_id, str) or not doc_id:
             raise InvalidInput(f"a document id is a non-empty string, not {doc_id!r}")
-        by_key = self._lookup({ID_KEY: doc_id}, doc_id)
-        if by_key is not None:
-            return by_key
+        by_key = self.handle.list_memories(cube=self.cube, where={ID_KEY: doc_id}, limit=1)
+        if by_key:
+            return by_key[0]
         if len(doc_id) != _MEMORY_ID_LENGTH:
             return None
         try:
@@ -186,11 +186,6 @@ class MemOSVectorStore(VectorStore):
             return None
         mine = item.cube == self._full_cube_name() and ID_KEY not in item.metadata
         return item if mine and item.status == ItemStatus.ACTIVE else None
-
-    def _lookup(self, where: Mapping[str, MetadataValue], query: str) -> MemoryItem | None:
-        # a dense search filters before it ranks, so the one match is found whatever the query
-        hits = self.handle.search(query, cube=self.cube, k=1, where=where, mode="dense")
-        return hits[0].item if hits else None
 
     def _full_cube_name(self) -> str:
         if self._cube_name is None:
