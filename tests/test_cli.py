@@ -198,13 +198,15 @@ def test_ls_lists_filters_and_pages_oldest_first(cli: Cli, seeded: Seeded) -> No
     listed = cli("ls", "--cube", "notes", "--json")
     assert listed.code == 0, listed.err
     ids = [item["id"] for item in listed.json()]
-    assert ids == sorted(ids) and set(ids) == {seeded.alice.id, seeded.bob.id}
+    assert ids == sorted(ids)
+    assert set(ids) == {seeded.alice.id, seeded.bob.id}
     first = cli("ls", "--cube", "notes", "-n", "1", "--json").json()
     rest = cli("ls", "--cube", "notes", "--after", first[-1]["id"], "--json").json()
     assert [item["id"] for item in first + rest] == ids
     mine = cli("ls", "--cube", "notes", "--user", "alice", "--tag", "travel", "--session", "s1")
     assert mine.code == 0, mine.err
-    assert seeded.alice.id in mine.out and seeded.bob.id not in mine.out
+    assert seeded.alice.id in mine.out
+    assert seeded.bob.id not in mine.out
     assert cli("ls", "--cube", "notes", "--limit", "0").code == ExitCode.INVALID_INPUT
 
 

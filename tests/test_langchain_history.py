@@ -121,7 +121,7 @@ def test_a_long_session_is_read_whole_without_counting_uses(
         HumanMessage(f"question {n}") if n % 2 else AIMessage(f"answer {n}") for n in range(230)
     ]
     history.add_messages(said)
-    messages = history.messages  # more than one page (100) of list_memories
+    messages = history.messages  # over HTTP, three pages of a default server (max_k 100)
     assert [m.text for m in messages] == [m.text for m in said]
     ids = [m.id for m in messages if m.id is not None]
     assert history.handle.access_stats(ids) == {}

@@ -182,8 +182,8 @@ def test_list_memories_pages_through_the_filtered_cube_oldest_first(
     sdk: Any, connect: Connect, notes: str
 ) -> None:
     added = [
-        sdk.add(f"memory {n}", cube=notes, user="ann" if n % 2 else "ben", tags=["even"] if n % 2 == 0 else [],
-                metadata={"n": n})
+        sdk.add(f"memory {n}", cube=notes, user="ann" if n % 2 else "ben",
+                tags=[] if n % 2 else ["even"], metadata={"n": n})
         for n in range(7)
     ]  # fmt: skip
     sdk.delete(added[3].id)

@@ -66,7 +66,10 @@ def ls(
     session: SessionFilter = None,
     since: Since = None,
     until: Until = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", help="How many memories, at most.")] = 100,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", "-n", help="How many, at most [default: 1000, or the server's]."),
+    ] = None,
     after: Annotated[
         str | None,
         typer.Option("--after", metavar="ID", help="Start after this memory (the last one shown)."),

@@ -246,13 +246,14 @@ class Handle(CubeOperations):
         since: datetime | str | None = None,
         until: datetime | str | None = None,
         where: Mapping[str, MetadataValue] | None = None,
-        limit: int = 100,
+        limit: int | None = None,
         after: str | None = None,
     ) -> list[MemoryItem]:
         """The cube's active memories that pass the filters (those of ``search``), oldest
-        first: at most ``limit`` of them, from the first one added after the memory ``after``
-        (pass the last id of a page to read the next). Nothing is embedded and no use is
-        counted: this is a read of the catalogue, not a retrieval."""
+        first: at most ``limit`` of them (by default as many as one call returns, ``max_k``:
+        1000 embedded, a server's ``--max-k``), from the first one added after the memory
+        ``after`` (pass the last id of a page to read the next). Nothing is embedded and no
+        use is counted: this is a read of the catalogue, not a retrieval."""
         from memos.engine import _memories
 
         return _memories.listed(

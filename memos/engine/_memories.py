@@ -320,14 +320,15 @@ def listed(
     scope: Scope,
     *,
     cube: str,
-    limit: int,
+    limit: int | None,
     after: str | None,
     **filters: Any,
 ) -> list[MemoryItem]:
     """:meth:`memos.MemOS.list_memories`: ids sort by age, so a page is the ids after
     ``after``, in order."""
     flt = _search.item_filter(scope.limits, **filters)
-    limit = check.positive(limit, "limit", scope.limits.max_k)
+    most = scope.limits.max_k
+    limit = most if limit is None else check.positive(limit, "limit", most)
     if after is not None and not isinstance(after, str):
         raise InvalidInput(f"after is a memory id, not {after!r}", field="after")
     info = scope.cube(cube)

@@ -30,8 +30,6 @@ from memos.engine._handle import Handle
 from memos.errors import InvalidInput
 
 ROLE_KEY, TURN_KEY = "role", "turn"
-# messages read per request (a server's default cap, ``memos serve --max-k``)
-_PAGE = 100
 _ROLES = {"human": "user", "ai": "assistant", "system": "system"}
 
 
@@ -86,7 +84,7 @@ class MemOSChatMessageHistory(BaseChatMessageHistory):
         items: list[MemoryItem] = []
         after = None
         while page := self.handle.list_memories(
-            cube=self.cube, session=self.session_id, limit=_PAGE, after=after
+            cube=self.cube, session=self.session_id, after=after
         ):
             items.extend(item for item in page if ROLE_KEY in item.metadata)
             after = page[-1].id
