@@ -82,6 +82,7 @@ bench-faces: install
 # the lazy imports and the torch-free embedder (2a23293).
 bench-cli: install
 	$(PY) benchmarks/cli_startup.py
+	$(PY) benchmarks/http_client.py
 
 # add, search, export and import on the hardening's baseline and on the working tree, interleaved
 bench-hardening: install

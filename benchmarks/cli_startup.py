@@ -13,14 +13,16 @@ child's CPU time (user + system, steadier on a shared machine) are reported agai
 - checks that fail (a stale ``--expected-version``, a missing cube): ≤ 0.5 s, no model loaded;
 - an embedded ``memos add`` or ``search`` on an all-MiniLM-L6-v2 cube: ≤ 1.5 s;
 - any command against a running ``memos serve`` (``MEMOS_URL`` and ``MEMOS_API_KEY`` set):
-  ≤ 0.3 s. These run on the current tree only (the baseline has no ``--url``), against one
+  ≤ 0.3 s. These run on the baseline too when it has ``--url`` (not 2a23293), against one
   server started for the run on the same data dir, with a key for principal ``alice`` and her
   all-MiniLM-L6-v2 cube ``team`` (the server embeds; its model is loaded before timing).
 
     HF_HUB_OFFLINE=1 python benchmarks/cli_startup.py
     HF_HUB_OFFLINE=1 python benchmarks/cli_startup.py --runs 3 --baseline none
 
-The last line holds the figures as ``key=value`` pairs.
+The last line holds the figures as ``key=value`` pairs, with ``floor_s``: a Python process that
+only imports the libraries every command needs (typer, pydantic, rich, http.client), the
+least any command can take.
 """
 
 from __future__ import annotations
@@ -235,6 +237,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             report(args.runs, item_id, trees, {"": remote, "url_bad_key": bad_key})
 
 
+def _knows_url(env: dict[str, str]) -> bool:
+    """Whether the tree of ``env`` has the ``--url`` option (from 2026-12-07 on)."""
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "memos"), "--help"],
+        env={**env, "COLUMNS": "200"}, cwd=Path(env["MEMOS_DATA_DIR"]).parent,
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return "--url" in done.stdout
+
+
 def report(
     runs: int,
     item_id: str,
@@ -250,8 +262,13 @@ def report(
         header += f"{'base wall':>11}{'base cpu':>10}{'ratio':>7}"
     print(header)
     figures = {"runs": str(runs), "load": f"{load:.1f}"}
+    remote_baseline = "baseline" in trees and _knows_url(trees["baseline"])
     for kind in kinds(item_id):
-        on = {"now": remote.get(kind.key, remote[""])} if kind.remote else trees
+        on = trees
+        if kind.remote:
+            on = {"now": remote.get(kind.key, remote[""])}
+            if remote_baseline:
+                on["baseline"] = {**on["now"], "PYTHONPATH": trees["baseline"]["PYTHONPATH"]}
         got = measure(kind, on, runs)
         wall, cpu = got["now"]
         line = f"{kind.key:<15}{kind.goal_s:>7.1f}{wall:>9.2f}{cpu:>8.2f}"
@@ -263,7 +280,24 @@ def report(
             figures[f"{kind.key}_baseline_s"] = f"{base_wall:.2f}"
             figures[f"{kind.key}_baseline_cpu_s"] = f"{base_cpu:.2f}"
         print(line + ("" if wall <= kind.goal_s else "  (over the goal)"))
+    floor = _floor(runs)
+    print(f"floor: python importing typer, pydantic, rich and http.client: {floor:.2f} s")
+    figures["floor_s"] = f"{floor:.2f}"
     print(" ".join(f"{key}={value}" for key, value in figures.items()))
+
+
+# what any command of this CLI imports before it does anything: its libraries, none of memos
+_FLOOR = "import typer, rich.console, rich.table, http.client\nfrom pydantic import BaseModel"
+
+
+def _floor(runs: int) -> float:
+    """Median wall seconds of a Python process that only imports the CLI's libraries."""
+    walls = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", _FLOOR], check=True)
+        walls.append(time.perf_counter() - start)
+    return statistics.median(walls)
 
 
 if __name__ == "__main__":
