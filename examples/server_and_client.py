@@ -9,6 +9,7 @@ end; nothing else is left behind. No language model is loaded.
 
 from __future__ import annotations
 
+import http.client
 import shutil
 import signal
 import socket
@@ -19,8 +20,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import httpx
 
 from memos import MemOS
 from memos.errors import MemosError
@@ -55,7 +54,7 @@ def memos_server(data_dir: Path, log: Path) -> Iterator[str]:
         server = subprocess.Popen([*command, "--tick-interval", "0"], stderr=log_file)
         url = f"http://127.0.0.1:{port}"
         try:
-            wait_until_healthy(url, server)
+            wait_until_healthy(port, server)
             print(f"server: memos serve (pid {server.pid}) listening at {url}")
             yield url
         finally:
@@ -64,16 +63,21 @@ def memos_server(data_dir: Path, log: Path) -> Iterator[str]:
             print(f"server: stopped by SIGINT (exit code {code}, as after Ctrl+C)")
 
 
-def wait_until_healthy(url: str, server: subprocess.Popen[bytes]) -> None:
+def wait_until_healthy(port: int, server: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise SystemExit(f"memos serve exited with code {server.returncode}")
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         try:
-            if httpx.get(f"{url}/healthz").is_success:
+            connection.request("GET", "/healthz")
+            if connection.getresponse().status == 200:
                 return
-        except httpx.TransportError:
-            time.sleep(0.2)  # not listening yet
+        except OSError:
+            pass  # not listening yet
+        finally:
+            connection.close()
+        time.sleep(0.2)
     raise SystemExit(f"memos serve did not answer within {STARTUP_TIMEOUT_S} s")
 
 

@@ -123,3 +123,17 @@ def test_failures_to_connect_or_read_are_transport_errors() -> None:
         # https to a server that speaks plain HTTP: the TLS handshake fails
         with pytest.raises(TransportError):
             _client(server.url.replace("http:", "https:")).request("GET", "/")
+
+
+def test_a_urls_user_and_password_are_basic_authentication_unless_headers_authorize() -> None:
+    with canned_server(Canned(401, [b"x" * 100_000])) as server:
+        with_user = server.url.replace("http://", "http://ann:p%40ss@")
+        plain = Client(with_user, headers={}, timeout=10, connect_timeout=5)
+        answer = plain.request("GET", "/", stream=True)
+        assert answer.read_at_most(10) == b"x" * 10  # the rest is not read
+        plain.close()
+        bearer = _client(with_user)
+        bearer.request("GET", "/")
+        bearer.close()
+    assert server.requests[0].headers["Authorization"] == "Basic YW5uOnBAc3M="  # ann:p@ss
+    assert server.requests[1].headers["Authorization"] == "Bearer k"

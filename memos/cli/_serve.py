@@ -89,8 +89,6 @@ def serve(
         )
         app = create_app(config)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    # a request to an upstream model is part of the request logged above, not a line of its own
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     data_dir = edge.data_dir.expanduser().resolve()
     served = f"store {shown_store(edge.store)}" if edge.store else f"data dir {data_dir}"
     if edge.llm_url is not None:

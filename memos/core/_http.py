@@ -19,9 +19,10 @@ import http.client
 import json
 import select
 import threading
+from base64 import b64encode
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 if TYPE_CHECKING:
     import ssl
@@ -73,6 +74,16 @@ class Response:
     def content(self) -> bytes:
         """The whole body (read on first use)."""
         return self.read()
+
+    def read_at_most(self, limit: int) -> bytes:
+        """The body's first ``limit`` bytes (all of a shorter one); the rest is left unread and
+        the connection closed. A broken connection gives what arrived before."""
+        try:
+            body = self._raw.read(limit)
+        except (OSError, http.client.HTTPException):
+            body = b""
+        self.close()
+        return body
 
     def read(self) -> bytes:
         """Read the whole body, once; the connection goes back to the pool."""
@@ -201,7 +212,8 @@ def _open(connection: http.client.HTTPConnection) -> bool:
 
 class Client:
     """Requests to one server: ``url`` is its base (scheme, host, port and an optional path
-    prefix), ``headers`` go with every request."""
+    prefix; a user and password in it are sent as basic authentication unless ``headers``
+    authorize), ``headers`` go with every request."""
 
     def __init__(
         self,
@@ -213,8 +225,12 @@ class Client:
         context: ssl.SSLContext | None = None,
     ) -> None:
         self.url = url
-        self._prefix = urlsplit(url).path.rstrip("/")
+        parts = urlsplit(url)
+        self._prefix = parts.path.rstrip("/")
         self._headers = dict(headers)
+        if parts.username is not None and "Authorization" not in self._headers:
+            said = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            self._headers["Authorization"] = "Basic " + b64encode(said.encode()).decode()
         self._pool = Pool(url, timeout=timeout, connect_timeout=connect_timeout, context=context)
 
     def request(

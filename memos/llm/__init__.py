@@ -5,7 +5,8 @@ chat through any OpenAI-compatible server (an upstream model: text only, no KV o
 
 Fingerprints, shapes and the bundled model's location load without torch; the models and
 their KV prefixes load torch on first use, so a server or a client that never runs a model
-never imports it. The upstream client loads ``httpx`` on first use, and never torch.
+never imports it. The upstream client speaks HTTP through the standard library, and never
+loads torch.
 """
 
 from __future__ import annotations

@@ -21,9 +21,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
 from pydantic import ConfigDict, ValidationError
 
+from memos.core._http import Client, Response, TransportError
 from memos.core._model import Model
 from memos.core._sse import event_data
 from memos.errors import InvalidInput, ModelUnavailable, UpstreamError
@@ -61,9 +61,11 @@ class OpenAICompatible:
         self.name = model
         self.url = shown_url(self.base_url)  # what errors and logs name
         headers = {} if not api_key else {"Authorization": f"Bearer {api_key}"}
-        self._client = httpx.Client(
+        self._client = Client(
+            self.base_url,
             headers=headers,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, _CONNECT_TIMEOUT_S)),
+            timeout=timeout,
+            connect_timeout=min(timeout, _CONNECT_TIMEOUT_S),
         )
 
     def __repr__(self) -> str:  # never the key
@@ -91,13 +93,17 @@ class OpenAICompatible:
             "temperature": 0,
             "max_tokens": max_new_tokens,
         }
-        url = f"{self.base_url}/chat/completions"
-        request = self._client.build_request("POST", url, json=body)
         try:
-            response = self._client.send(request, stream=True)
-        except httpx.HTTPError as exc:
+            response = self._client.request(
+                "POST",
+                "/chat/completions",
+                content=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+                stream=True,
+            )
+        except TransportError as exc:
             raise ModelUnavailable(
-                f"the upstream model at {self.url} cannot be reached: {type(exc).__name__}",
+                f"the upstream model at {self.url} cannot be reached: {_kind(exc)}",
                 url=self.url,
             ) from exc
         if not response.is_success:
@@ -110,7 +116,7 @@ class UpstreamStream:
     the server sent no counts). The connection is let go of at the end of the stream, or when
     the stream is dropped unread."""
 
-    def __init__(self, response: httpx.Response, url: str) -> None:
+    def __init__(self, response: Response, url: str) -> None:
         self._response = response
         self._url = url
         self._usage: TokenUsage | None = None
@@ -134,10 +140,9 @@ class UpstreamStream:
                     if choice.delta is not None and choice.delta.content:
                         yield choice.delta.content
                     finished = finished or choice.finish_reason is not None
-        except httpx.HTTPError as exc:
+        except TransportError as exc:
             raise ModelUnavailable(
-                f"the answer from the upstream model at {self._url} broke off: "
-                f"{type(exc).__name__}",
+                f"the answer from the upstream model at {self._url} broke off: {_kind(exc)}",
                 url=self._url,
             ) from exc
         finally:
@@ -181,22 +186,18 @@ def _checked_url(base_url: str) -> str:
     return base_url.rstrip("/")
 
 
-def _refusal(response: httpx.Response, url: str) -> ModelUnavailable:
+def _kind(exc: TransportError) -> str:
+    """What went wrong, without the details (which could hold the URL's credentials)."""
+    return str(exc).partition(":")[0]
+
+
+def _refusal(response: Response, url: str) -> ModelUnavailable:
     """The typed error of a non-2xx answer: 5xx, the upstream failed (it may answer later);
     anything else, it refused this request."""
-    try:
-        body = b""
-        for part in response.iter_bytes():
-            body += part
-            if len(body) >= _ERROR_BODY_BYTES:
-                break
-    except httpx.HTTPError:
-        body = b""
-    finally:
-        response.close()
-    status = response.status_code
+    body = response.read_at_most(_ERROR_BODY_BYTES)
+    status = response.status
     message = _message_of(_json_or_none(body)) or _clipped(body.decode("utf-8", "replace"))
-    said = f"{status} {response.reason_phrase}" + (f": {message}" if message else "")
+    said = f"{status} {response.reason}" + (f": {message}" if message else "")
     if status >= 500:
         return ModelUnavailable(
             f"the upstream model at {url} failed: {said}", url=url, upstream_status=status
