@@ -35,6 +35,7 @@ CORE_TOOLS = {"add", "search", "get", "update", "delete", "history", "rollback",
               "chat"}  # fmt: skip
 # operations that move a tar or stream: no tool
 NO_TOOL = {"export_cube", "import_cube", "lora_export", "lora_import_adapter", "chat_stream"}
+TOOLS = tools_of()
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,8 @@ async def call(client: Client, tool: str, **arguments: Any) -> Any:
     text = result.content[0].text  # type: ignore[union-attr]
     assert not result.is_error, text
     reply = json.loads(text)
-    assert result.structured_content == (reply if isinstance(reply, dict) else {"result": reply})
+    # the client has checked the structured content against the tool's output schema
+    assert result.structured_content == ({"result": reply} if TOOLS[tool].wraps else reply)
     return reply
 
 
@@ -114,6 +116,14 @@ async def test_tools_list_their_schemas_and_documentation(server: Server) -> Non
     # verify's anchor travels as a query string's JSON over REST; a tool takes the object
     anchor = listed["verify"].input_schema["properties"]["anchor"]
     assert {"$ref": "#/$defs/CubeAnchor"} in anchor["anyOf"]
+    # the output schema is the reply's (a list under ``result``), definitions at the top
+    outputs = {name: tool.output_schema or {} for name, tool in listed.items()}
+    assert all(schema["type"] == "object" for schema in outputs.values())
+    assert outputs["search"] == {
+        "type": "object", "required": ["result"], "$defs": outputs["search"]["$defs"],
+        "properties": {"result": {"type": "array", "items": {"$ref": "#/$defs/SearchHit"}}},
+    }  # fmt: skip
+    assert outputs["get"]["title"] == "MemoryItem"
     search_op = next(op for op in operations_of(Handle) if op.name == "search")
     assert search.description == inspect.getdoc(search_op.function)
     get, delete = listed["get"].annotations, listed["delete"].annotations

@@ -77,7 +77,7 @@ def mcp_server(
             reply = await in_thread(ctx, functools.partial(tool.call, arguments=params.arguments))
         except MemosError as error:
             return error_result(shown(error))
-        return reply_result(reply)
+        return reply_result(tool, reply)
 
     async def list_resources(ctx: Context, params: types.PaginatedRequestParams | None) -> Any:
         try:

@@ -1,6 +1,8 @@
 """The MCP tools of MemOS: one per declared operation (see :mod:`memos.engine._operations`),
 made from its declaration: its name, its docstring as the description, its path parameters and
-request fields (by wire name) as the input schema, and its reply as JSON.
+request fields (by wire name) as the input schema, its reply's JSON schema as the output schema,
+and its reply as JSON text and as structured content. Structured content is an object: a reply
+whose schema is not one (a list, a union, nothing) is under ``result``.
 
 Operations that move a directory as a tar (``export_cube``, ``import_cube``, the adapters'
 ``export`` and ``import_adapter``) and streamed ones (``chat_stream``) have no tool: a tool
@@ -8,6 +10,7 @@ call takes JSON arguments and answers one result (``chat`` answers the whole rep
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 from collections.abc import Mapping
@@ -35,6 +38,26 @@ class McpTool:
     def name(self) -> str:
         return self.operation.name
 
+    @functools.cached_property
+    def _reply_schema(self) -> dict[str, Any]:
+        return dict(self.operation.reply_adapter.json_schema(mode="serialization"))
+
+    @property
+    def wraps(self) -> bool:
+        """Whether the structured content holds the reply under ``result``."""
+        return self._reply_schema.get("type") != "object"
+
+    @functools.cached_property
+    def output_schema(self) -> dict[str, Any]:
+        """The schema of the structured content (its definitions at the top, where a
+        ``$ref`` finds them)."""
+        if not self.wraps:
+            return self._reply_schema
+        reply = dict(self._reply_schema)
+        definitions = reply.pop("$defs", None)
+        schema = {"type": "object", "properties": {"result": reply}, "required": ["result"]}
+        return schema if definitions is None else {**schema, "$defs": definitions}
+
     def describe(self) -> types.Tool:
         """The tool as ``tools/list`` lists it."""
         op = self.operation
@@ -42,6 +65,7 @@ class McpTool:
             name=op.name,
             description=inspect.getdoc(op.function) or op.summary,
             input_schema=self.arguments.model_json_schema(),
+            output_schema=self.output_schema,
             annotations=types.ToolAnnotations(
                 read_only_hint=op.method in _READS,
                 destructive_hint=op.method == "DELETE",
@@ -96,10 +120,10 @@ def _invalid(tool: str, error: ValidationError) -> InvalidInput:
     return InvalidInput(f"the arguments of {tool} do not match its schema", problems=problems)
 
 
-def reply_result(reply: Any) -> types.CallToolResult:
-    """A tool's reply: its JSON as text, and as structured content (an object: a reply that
-    is not one is under ``result``)."""
-    structured = reply if isinstance(reply, dict) else {"result": reply}
+def reply_result(tool: McpTool, reply: Any) -> types.CallToolResult:
+    """A tool's reply: its JSON as text, and as structured content (under ``result`` where
+    the tool's reply is not an object)."""
+    structured = {"result": reply} if tool.wraps else reply
     return types.CallToolResult(
         content=[types.TextContent(type="text", text=json.dumps(reply, ensure_ascii=False))],
         structured_content=structured,
