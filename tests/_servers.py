@@ -76,6 +76,13 @@ def _wait_healthy(url: str) -> None:
             time.sleep(0.02)
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on (free when asked: a server may take it, or not)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @contextmanager
 def serve_process(
     *root_options: str, env: Mapping[str, str] | None = None
@@ -83,9 +90,7 @@ def serve_process(
     """``memos ROOT_OPTIONS serve`` as its own process on a free port (with ``env`` added to
     the environment) until the block ends; yields its base URL and the process (a test may
     kill it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
+    port = free_port()
     memos = Path(sys.executable).parent / "memos"
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     command = [str(memos), *root_options, "serve", "--port", str(port)]

@@ -25,7 +25,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from pathlib import Path
 import pytest
 from _models import tiny_model_dir
 from _redis import drop_redis_store, fresh_redis_url
-from _servers import serve_process
+from _servers import free_port, serve_process
 from _warm_cli import write_client
 
 from memos import MemOS
@@ -139,15 +138,9 @@ def shell_blocks(page: Path) -> list[Block]:
     return [block for block in blocks(page) if block.lang in SHELLS]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def script(page: Path, redis_url: str) -> str:
     """The bash script that runs the page's shell examples, checking each command's status."""
-    ports = {"8000": str(_free_port()), "8001": str(_free_port())}
+    ports = {"8000": str(free_port()), "8001": str(free_port())}
     parts = [
         "set -uo pipefail",
         'fail() { echo "doc example failed at $1 (exit $2): $3" >&2; kill $(jobs -p) 2>/dev/null; '

@@ -4,13 +4,13 @@ closed, a base URL's path, query strings, streamed answers, timeouts and threads
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from _canned import Canned, Received, canned_server
+from _servers import free_port
 
 from memos.core._http import Client, TransportError
 
@@ -104,15 +104,9 @@ def test_many_threads_share_the_pool() -> None:
     assert server.connections <= 8
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_failures_to_connect_or_read_are_transport_errors() -> None:
     with pytest.raises(TransportError, match="ConnectionRefused"):
-        _client(f"http://127.0.0.1:{_closed_port()}").request("GET", "/")
+        _client(f"http://127.0.0.1:{free_port()}").request("GET", "/")
 
     def slow(received: Received) -> Canned:
         return Canned(200, [b"late"], before_each=lambda i: time.sleep(1.0))

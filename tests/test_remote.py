@@ -8,7 +8,6 @@ the same principal. Both must return the same models and raise the same typed er
 from __future__ import annotations
 
 import inspect
-import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 from _backends import FACES, Connect, clients
 from _canned import Canned, canned_server
-from _servers import serve
+from _servers import free_port, serve
 from memos.api import ServerSettings
 
 from memos import (
@@ -449,15 +448,8 @@ def test_reasons_of_deletes_travel_in_the_query(server: tuple[str, MemOS]) -> No
             alice.create_cube("e", owner="bob")
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 def test_an_unreachable_server_is_a_storage_error() -> None:
-    url = f"http://127.0.0.1:{_closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     with MemOS.connect(url, api_key="memos_x") as client, pytest.raises(StorageError) as caught:
         client.list_cubes()
     assert url in caught.value.message

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from _backends import FACES, Connect, clients
+from _servers import free_port
 from fastapi.testclient import TestClient
 from memos.api import ServerSettings, create_app
 
@@ -86,12 +86,6 @@ def test_the_assets_ship_with_their_licence() -> None:
     assert '"memos.api" = ["static/swagger-ui/*"]' in pyproject
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _read_until(stream: object, pattern: str, deadline: float) -> list[str]:
     lines: list[str] = []
     assert hasattr(stream, "readline")
@@ -111,7 +105,7 @@ def test_memos_serve_says_where_it_listens_logs_requests_and_says_when_it_stops(
 ) -> None:
     with MemOS.open(data_dir) as mos:
         _, token = mos.keys.create("alice")
-    port = _free_port()
+    port = free_port()
     memos = Path(sys.executable).parent / "memos"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     command = [str(memos), "--data-dir", str(data_dir), "serve", "--port", str(port)]

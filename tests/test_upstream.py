@@ -10,7 +10,6 @@ against a real HTTP server on loopback that answers what each test scripts, and 
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -22,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from _models import tiny_model_dir
-from _servers import serve, serve_process
+from _servers import free_port, serve, serve_process
 from memos.api import ServerSettings
 from memos.api._app import open_memos
 from typer.testing import CliRunner
@@ -48,12 +47,6 @@ class Servers:
     b_url: str  # B: chats through A; cube "notes" holding B_MEMORIES; bob's key
     b_key: str
     b_root: list[str]  # B's global options: its data dir and its upstream (A)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _data_dir(path: Path, owner: str, memories: tuple[str, ...]) -> str:
@@ -179,7 +172,7 @@ def test_upstream_failures_reach_a_client_of_the_proxy_typed(
     with MemOS.open(tmp_path / "d", embedder=HashEmbedder(64)) as mos:
         mos.create_cube("notes", owner="bob", embedder="hash-64")
         key = mos.keys.create("bob")[1]
-    closed = f"http://127.0.0.1:{_free_port()}/v1"
+    closed = f"http://127.0.0.1:{free_port()}/v1"
     with (
         _upstream_server(tmp_path, closed, servers.a_key) as url,
         MemOS.connect(url, api_key=key) as bob,
@@ -383,7 +376,7 @@ def test_a_malformed_stream_is_an_upstream_error(
 
 
 def test_an_unreachable_upstream_is_model_unavailable(data_dir: Path) -> None:
-    port = _free_port()
+    port = free_port()
     closed = f"http://user:{KEY}@127.0.0.1:{port}/v1"
     model = OpenAICompatible(closed, "llama-3", api_key=KEY)
     with MemOS.open(data_dir, embedder=HashEmbedder(64), model=model) as mos:
