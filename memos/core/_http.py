@@ -32,7 +32,12 @@ QueryValue = str | int | float | bool | list[Any] | tuple[Any, ...]
 
 class TransportError(Exception):
     """The request could not be sent or its answer not read (the server unreachable, the
-    connection broken, a timeout); ``str()`` says which."""
+    connection broken, a timeout): ``kind`` names the failure (``ConnectionRefusedError``,
+    ``TimeoutError``...), ``str()`` adds its details."""
+
+    def __init__(self, cause: BaseException) -> None:
+        self.kind = type(cause).__name__
+        super().__init__(f"{self.kind}: {cause}")
 
 
 def _query(params: Mapping[str, QueryValue]) -> str:
@@ -92,7 +97,7 @@ class Response:
                 self._content = self._raw.read()
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
-                raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+                raise TransportError(exc) from exc
             self._finish()
         return self._content
 
@@ -111,7 +116,7 @@ class Response:
                 yield line.decode("utf-8", errors="replace").rstrip("\r\n")
         except (OSError, http.client.HTTPException) as exc:
             self.close()
-            raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+            raise TransportError(exc) from exc
         self._finish()
 
     def close(self) -> None:
@@ -184,7 +189,7 @@ class Pool:
             connection.connect()
         except OSError as exc:
             connection.close()
-            raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+            raise TransportError(exc) from exc
         if connection.sock is not None:
             connection.sock.settimeout(self.timeout)
         return connection
@@ -254,7 +259,7 @@ class Client:
             raw = connection.getresponse()
         except (OSError, http.client.HTTPException) as exc:
             connection.close()
-            raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+            raise TransportError(exc) from exc
         response = Response(method, path, connection, raw, self._pool)
         if not stream:
             response.read()

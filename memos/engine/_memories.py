@@ -4,6 +4,7 @@ a handle's declared method runs (see :mod:`memos.engine._handle`)."""
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -332,9 +333,8 @@ def listed(
     if after is not None and not isinstance(after, str):
         raise InvalidInput(f"after is a memory id, not {after!r}", field="after")
     info = scope.cube(cube)
-    ids = sorted(
-        i for i in engine.store.filter_item_ids(info.name, flt) if after is None or i > after
-    )
-    page = ids[:limit]
+    matching = engine.store.filter_item_ids(info.name, flt)
+    # the first ``limit`` in order, without sorting the whole cube for every page
+    page = heapq.nsmallest(limit, (i for i in matching if after is None or i > after))
     found = engine.store.get_items(page, cube=info.name)
     return [found[item_id] for item_id in page if item_id in found]

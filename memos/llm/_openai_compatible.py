@@ -103,7 +103,7 @@ class OpenAICompatible:
             )
         except TransportError as exc:
             raise ModelUnavailable(
-                f"the upstream model at {self.url} cannot be reached: {_kind(exc)}",
+                f"the upstream model at {self.url} cannot be reached: {exc.kind}",
                 url=self.url,
             ) from exc
         if not response.is_success:
@@ -142,7 +142,7 @@ class UpstreamStream:
                     finished = finished or choice.finish_reason is not None
         except TransportError as exc:
             raise ModelUnavailable(
-                f"the answer from the upstream model at {self._url} broke off: {_kind(exc)}",
+                f"the answer from the upstream model at {self._url} broke off: {exc.kind}",
                 url=self._url,
             ) from exc
         finally:
@@ -184,11 +184,6 @@ def _checked_url(base_url: str) -> str:
             "an upstream model's URL is http(s)://host[:port][/path], e.g. http://localhost:8000/v1"
         )
     return base_url.rstrip("/")
-
-
-def _kind(exc: TransportError) -> str:
-    """What went wrong, without the details (which could hold the URL's credentials)."""
-    return str(exc).partition(":")[0]
 
 
 def _refusal(response: Response, url: str) -> ModelUnavailable:
