@@ -371,6 +371,73 @@ def test_partial_blocks_answer_as_recomputed_over_many_prompts(notes: Notes) -> 
         mos.kv.drop(cube, block.id)
 
 
+# extending --------------------------------------------------------------------------------
+
+
+def test_prefill_after_a_resident_prefix_is_the_full_prefill(tiny_model: LocalModel) -> None:
+    """``prefill(ids, prefix=...)`` reads the prefix's cache as it is and computes the rest:
+    the same keys and values as a prefill from position 0, to float rounding."""
+    short = tiny_model.split_prompt(render_block([]) + "alice moved to lisbon", "").prefix
+    long = tiny_model.split_prompt(render_block([]) + "alice moved to lisbon in may", "").prefix
+    assert long[: len(short) - 1] == short[:-1]
+    base = tuple(long[: len(short) - 1])
+    prefix = ResidentPrefix(base, tiny_model.prefill(base))
+    continued = tiny_model.prefill(long, prefix=prefix)
+    for (keys, values), (full_keys, full_values) in zip(
+        continued, tiny_model.prefill(long), strict=True
+    ):
+        assert keys.shape == full_keys.shape
+        assert torch.allclose(keys, full_keys, atol=1e-5)
+        assert torch.allclose(values, full_values, atol=1e-5)
+    with pytest.raises(InvalidInput):
+        tiny_model.prefill(base, prefix=prefix)  # nothing after the prefix
+    with pytest.raises(InvalidInput):
+        tiny_model.prefill(tuple(reversed(long)), prefix=prefix)  # other tokens
+
+
+def test_a_block_that_begins_with_a_stored_one_computes_only_what_it_adds(
+    notes: Notes,
+) -> None:
+    """A block whose memories begin with all of a stored block's continues that cache: its
+    event names the block and the tokens computed, its cache is the full prefill's to float
+    rounding, and chats over it answer as recomputed ones."""
+    mos, cube, items = notes.mos, notes.cube, notes.items
+    base = mos.kv.build(cube, ids(items[:2]))
+    grown = mos.kv.build(cube, ids(items))
+    event = mos.log(cube)[-1]
+    assert event.payload["extends"] == base.id
+    assert event.payload["prefilled"] == grown.tokens - base.tokens > 0
+    fresh = mos.model().prefill(mos.kv.load(grown).token_ids)
+    for (keys, values), (want_keys, want_values) in zip(
+        stored_layers(notes, grown), fresh, strict=True
+    ):
+        assert torch.allclose(keys, want_keys, atol=1e-5)
+        assert torch.allclose(values, want_values, atol=1e-5)
+    mos.kv.drop(cube, base.id)
+    for question in QUESTIONS:
+        cached = mos.chat(question, cube=cube, k=2, max_new_tokens=12)
+        full = mos.chat(question, cube=cube, k=2, max_new_tokens=12, use_kv=False)
+        assert cached.kv_entry == grown.id
+        assert cached.tokens == full.tokens, question
+
+
+def test_only_a_stored_block_of_the_same_memories_versions_and_dtype_is_continued(
+    notes: Notes,
+) -> None:
+    """Another order, another storage dtype, or a block of memories the new one does not begin
+    with: the block is computed from position 0 (no ``extends``)."""
+    mos, cube, items = notes.mos, notes.cube, notes.items
+    mos.kv.build(cube, ids(items[:2]), dtype="int8")
+    mos.kv.build(cube, [items[1].id, items[0].id])
+    mos.kv.build(cube, ids(items[2:]))
+    mos.kv.build(cube, ids(items))
+    assert "extends" not in mos.log(cube)[-1].payload
+    int8 = mos.kv.build(cube, ids(items[:3]), dtype="int8")
+    event = mos.log(cube)[-1]
+    assert event.payload["extends"] != int8.id
+    assert mos.kv.get(cube, event.payload["extends"]).manifest.dtype == "int8"
+
+
 def test_a_block_of_older_versions_does_not_cover(notes: Notes) -> None:
     """Covering compares item versions: a block of another version of a memory is not
     offered for it (whatever the store did with it)."""
@@ -525,9 +592,9 @@ class RacingModel:
     def template_sha256(self) -> str:
         return self._model.template_sha256()
 
-    def prefill(self, ids: Sequence[int]) -> list[KV]:
+    def prefill(self, ids: Sequence[int], *, prefix: ResidentPrefix | None = None) -> list[KV]:
         self.during_prefill()
-        return self._model.prefill(ids)
+        return self._model.prefill(ids, prefix=prefix)
 
     def stream(
         self, ids: Sequence[int], *, max_new_tokens: int = 64, prefix: ResidentPrefix | None = None

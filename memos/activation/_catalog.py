@@ -108,7 +108,10 @@ class KVMemory:
     ) -> KVEntry:
         """Compute and store the KV cache of a memory block: the given items in that order,
         or the ``k`` best for ``query`` in rank order. One ``kv_build`` event (``extra``: more
-        fields of its payload, such as the scheduler's ``migration``)."""
+        fields of its payload, such as the scheduler's ``migration``). A block whose memories
+        begin with all of a stored block's (same versions, same storage dtype) continues that
+        block's cache: only the memories it adds are computed, and the event names the block it
+        extends (``extends``) and the tokens computed (``prefilled``)."""
         info = self._cube_info(cube, Access.WRITE)
         storage = _checked_dtype(info.kv_dtype if dtype is None else dtype)
         actor, reason = self._actor(user), check.reason(reason, self._limits)
@@ -146,7 +149,14 @@ class KVMemory:
             token_sha256=token_sha256(prefix),
             sources=tuple(SourceRef(item_id=i.id, version=i.version) for i in items),
         )
-        data = cache_to_bytes(manifest, prefix, model.prefill(prefix))
+        base = self._continued(info.name, items, prefix, storage)
+        extra = dict(extra or {})
+        if base is None:
+            data = cache_to_bytes(manifest, prefix, model.prefill(prefix))
+        else:
+            layers = model.prefill(prefix, prefix=base[1])
+            data = cache_to_bytes(manifest, prefix, layers)
+            extra |= {"extends": base[0].id, "prefilled": len(prefix) - base[1].length}
         entry = DerivedEntry(
             id=_new_entry_id(),
             cube=info.name,
@@ -159,13 +169,36 @@ class KVMemory:
         )
         change = Change(
             op=EventOp.KV_BUILD, cube=info.name, actor=actor, ts=entry.created_at,
-            reason=reason, derived=entry, extra=dict(extra or {}),
+            reason=reason, derived=entry, extra=extra,
         )  # fmt: skip
         self._store.commit([change])
         built = KVEntry.from_derived(entry)
         # resident as stored: an int8 or bf16 cache is used exactly as it will load later
         self._keep(info, built.blob, _resident_prefix(data, manifest))
         return built
+
+    def _continued(
+        self, cube: str, items: Sequence[MemoryItem], prefix: Sequence[int], dtype: str
+    ) -> tuple[KVEntry, ResidentPrefix] | None:
+        """The stored block (usable, of ``dtype``, the longest) whose memories at their
+        versions begin ``items`` and whose tokens begin ``prefix``, with its cache: a block
+        that extends it computes only the memories it adds, as a chat over it would."""
+        model = self._model()
+        version = template_version(model.template_sha256())
+        wanted = [(i.id, i.version) for i in items]
+        bases = [
+            entry for entry in self._readable(cube)
+            if entry.manifest.model == model.fingerprint
+            and entry.manifest.template_version == version and entry.manifest.dtype == dtype
+            and len(entry.sources) < len(wanted)
+            and [(s.item_id, s.version) for s in entry.sources] == wanted[: len(entry.sources)]
+        ]  # fmt: skip
+        for entry in sorted(bases, key=lambda e: (-len(e.sources), e.id)):
+            with contextlib.suppress(CorruptArtifact, IntegrityError, ModelMismatch):
+                cache = self.load(entry)
+                if cache.length < len(prefix) and tuple(prefix[: cache.length]) == cache.token_ids:
+                    return entry, cache
+        return None
 
     def _block_items(self, cube: str, item_ids: Sequence[str] | None) -> list[MemoryItem]:
         if isinstance(item_ids, str) or not isinstance(item_ids, Sequence) or not item_ids:

@@ -51,8 +51,9 @@ class LLMBackend(Protocol):
         """A digest of the chat template, so caches rendered with another are not reused."""
         ...
 
-    def prefill(self, ids: Sequence[int]) -> list[KV]:
-        """The fp32 KV cache of ``ids`` from position 0, ``(keys, values)`` per layer."""
+    def prefill(self, ids: Sequence[int], *, prefix: ResidentPrefix | None = None) -> list[KV]:
+        """The fp32 KV cache of ``ids`` from position 0, ``(keys, values)`` per layer; with
+        ``prefix`` (a cache of the first tokens of ``ids``) only the rest is computed."""
         ...
 
     def stream(

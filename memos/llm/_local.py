@@ -10,6 +10,7 @@ token by token, computes logits for the last position only, and can start from a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -139,18 +140,29 @@ class LocalModel:
 
     # inference --------------------------------------------------------------------------
 
-    def prefill(self, ids: Sequence[int]) -> list[KV]:
-        """The KV cache of ``ids`` read from position 0: ``(keys, values)`` per layer."""
+    def prefill(self, ids: Sequence[int], *, prefix: ResidentPrefix | None = None) -> list[KV]:
+        """The KV cache of ``ids`` read from position 0: ``(keys, values)`` per layer. With
+        ``prefix`` (whose tokens must start ``ids``, and leave some after them) its cache is
+        read as it is and only the rest of ``ids`` is computed, as a chat over it would."""
         import torch
 
+        ids = [int(t) for t in ids]
         self._check_length(len(ids))
-        with self._lock, self.adapters.active(None) as net, torch.inference_mode():
-            output = net(
-                input_ids=torch.tensor([list(ids)], dtype=torch.long),
-                use_cache=True,
-                logits_to_keep=1,
-            )
-        return [(layer.keys.clone(), layer.values.clone()) for layer in output.cache.layers]
+        if prefix is not None and (
+            len(ids) <= prefix.length or tuple(ids[: prefix.length]) != prefix.token_ids
+        ):
+            raise InvalidInput("the tokens do not continue the cached prefix's tokens")
+        start = 0 if prefix is None else prefix.length
+        with contextlib.ExitStack() as held:
+            cache = None if prefix is None else held.enter_context(prefix.session(len(ids) - start))
+            with self._lock, self.adapters.active(None) as net, torch.inference_mode():
+                output = net(
+                    input_ids=torch.tensor([ids[start:]], dtype=torch.long),
+                    cache=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+            return [(layer.keys.clone(), layer.values.clone()) for layer in output.cache.layers]
 
     def stream(
         self,
