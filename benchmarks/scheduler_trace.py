@@ -24,7 +24,8 @@ Reported per run: the share of the retrieved memories' prompt tokens served from
 prompt used holds it), the share of the prompts' whole memory section (the system message up to
 the end of its memories, which also holds the memories a block adds that the search did not
 find) served from caches, the mean memory section in tokens, mean and p90 TTFT, prefill tokens
-in total (the prompts' uncached tokens plus the blocks built), the scheduler's CPU time
+in total (the prompts' uncached tokens plus the blocks built, a grown block only its added
+tokens), the scheduler's CPU time
 (planning and building) as a share of the run's, and the peak KV bytes against the budget. The
 last line prints the figures as ``key=value`` pairs.
 
@@ -181,8 +182,11 @@ def tick(mos: Any, result: RunResult) -> None:
     result.scheduler_cpu_s += time.process_time() - started
     result.migrations += len(report.events)
     entries = mos.kv.list(CUBE)
-    built = {e.payload["derived"]["id"] for e in report.events if e.op == "kv_build"}
-    result.built_tokens += sum(e.tokens for e in entries if e.id in built)
+    for event in report.events:
+        if event.op == "kv_build":  # a block grown from another computes only what it adds
+            payload = event.payload or {}
+            made = next(e for e in entries if e.id == payload["derived"]["id"])
+            result.built_tokens += payload.get("prefilled", made.tokens)
     result.peak_kv_bytes = max(result.peak_kv_bytes, sum(e.size for e in entries))
 
 

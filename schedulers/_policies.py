@@ -5,26 +5,33 @@ used:
 
 - *Heat* of a memory: its use frequency decayed to now (one use now is 1.0, halving every
   half-life; a search's hits and a chat's retrieved memories are a use each), so frequency and
-  recency are one number. A memory is *hot* at ``hot_min`` or more.
+  recency are one number. A memory is *hot* at ``hot_min`` or more (0.5: used once within a
+  half-life).
 
-*KV blocks* (:mod:`memos.schedulers._blocks`):
+*KV blocks* (:mod:`memos.schedulers._blocks`). A chat uses one block as the prefix of its
+prompt, so one block holding the hottest memories serves more of what chats retrieve than
+several smaller ones of the same bytes; the defaults make one such block per cube, and a
+smaller ``block_items`` several.
 
 - *Groups*: from the hottest memory not yet grouped, the group takes in, one at a time, the hot
   memory most often retrieved together with its members (summed decayed co-access; the hotter
   one on a tie), while that sum is at least ``co_min`` and the group holds fewer than
-  ``block_items``. A group's memories are in heat order, so a chat's prompt starts with the
-  hottest. A chat uses one block as the prefix of its prompt, so fewer, larger blocks serve
-  more of the retrieved memories than many small ones of the same bytes.
-- *Value* of a block: the summed heat of its memories; its *density*: value per byte of its
-  cache (its size, or an estimate from the characters of its memories for a block not built
-  yet). Standing blocks count ``keep_bonus`` times their density, so a block is not dropped for
-  a candidate barely better (no churn).
-- *Choice*: standing blocks whose memories' mean heat is below ``cold_max`` are dropped as cold;
-  the rest and the groups no standing block holds are taken by density, best first, while they
-  fit the cube's ``kv_bytes`` and ``kv_blocks`` budgets (a group larger than the room left
-  keeps its hottest memories that fit); a standing block not taken is dropped (over budget), a
-  group taken is built, and a standing block whose memories a new block holds all of is
-  dropped as superseded.
+  ``block_items``. A group's memories are in heat order. Its *value* is the summed heat of its
+  memories.
+- *Blocks*: standing blocks whose memories' mean heat is below ``cold_max`` are dropped as cold.
+  Then each group, hottest first, while the cube's ``kv_bytes`` and ``kv_blocks`` budgets have
+  room, meets the standing block that shares most memories with it:
+  - *grown*: that block followed by the group's other memories, hottest first, as many as fit
+    the room and ``block_items``; it is built by continuing the block's cache (only the added
+    memories are computed), and the block it extends is dropped once it is built;
+  - *replaced*: when the group (its hottest memories that fit the room) is worth more than
+    ``keep_bonus`` times the grown block, it is built and the standing block dropped. The
+    bonus keeps a block from being rebuilt for a group barely better (rebuilding a block
+    computes all of it again, growing one only what it adds);
+  - a group no standing block shares a memory with is built (its hottest memories that fit).
+- Standing blocks no group met are kept, densest (value per byte) first, while they fit the
+  room left; the rest are dropped (over budget), and one whose memories a kept block all holds
+  is dropped (superseded).
 
 *Adapters* (:mod:`memos.schedulers._adapters`):
 
@@ -69,11 +76,11 @@ class BalancedParameters(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    hot_min: float = Field(default=1.0, ge=0)
-    co_min: float = Field(default=0.5, ge=0)
-    block_items: int = Field(default=8, ge=1, le=512)
+    hot_min: float = Field(default=0.5, ge=0)
+    co_min: float = Field(default=0.0, ge=0)
+    block_items: int = Field(default=64, ge=1, le=512)
     cold_max: float = Field(default=0.25, ge=0)
-    keep_bonus: float = Field(default=1.5, ge=1)
+    keep_bonus: float = Field(default=1.25, ge=1)
     stable_uses: int = Field(default=16, ge=0)
     adapter: str = Field(default="scheduler", pattern=check.ADAPTER_NAME)
     adapter_items: int = Field(default=32, ge=1, le=512)

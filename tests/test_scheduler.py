@@ -32,6 +32,7 @@ from memos.llm import LocalModel, OpenAICompatible
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 DAY = 24 * 3600.0
 PER_TOKEN = 100.0  # bytes of KV cache per token in the synthetic views
+ESTIMATED = PER_TOKEN * 1.02  # the policy's estimate of a block's bytes per token
 
 
 def view(
@@ -67,19 +68,25 @@ def decide(v: CubeView, **parameters: Any) -> list[tuple[str, tuple[str, ...], s
 # the balanced policy, on synthetic views ---------------------------------------------------
 
 
-def test_memories_retrieved_together_become_one_block_hottest_first() -> None:
-    v = view({"a": 3.0, "b": 5.0, "c": 2.0, "lone": 0.5}, {("a", "b"): 2.0, ("b", "c"): 1.0})
+def test_the_hot_memories_become_one_block_hottest_first() -> None:
+    v = view({"a": 3.0, "b": 5.0, "c": 2.0, "once": 0.6, "cold": 0.3}, {("a", "b"): 2.0})
     (decision,) = Balanced().plan(v, BalancedParameters())
-    assert (decision.action, decision.items) == ("kv_build", ("b", "a", "c"))
-    assert decision.score == pytest.approx(10.0)  # the heat of its memories
-    assert decision.bytes == int((40 + 3 * 10 + 3 * 40 / 4.0) * PER_TOKEN)
-    assert "retrieved together" in decision.reason
+    assert (decision.action, decision.items) == ("kv_build", ("b", "a", "c", "once"))
+    assert decision.score == pytest.approx(10.6)  # the heat of its memories
+    assert decision.bytes == int((40 + 4 * 16 + 4 * 40 / 4.0) * ESTIMATED)
+    assert decision.extends is None
 
 
-def test_unrelated_hot_memories_are_blocks_of_their_own_and_cold_ones_none() -> None:
-    v = view({"a": 2.0, "b": 3.0, "cold": 0.2}, {("a", "b"): 0.1})
-    assert decide(v) == [("kv_build", ("b",), None), ("kv_build", ("a",), None)]
-    assert decide(v, block_items=1, hot_min=2.5) == [("kv_build", ("b",), None)]
+def test_with_co_min_memories_retrieved_together_are_blocks_of_their_own() -> None:
+    v = view({"a": 3.0, "b": 5.0, "c": 2.0, "lone": 1.0}, {("a", "b"): 2.0, ("b", "c"): 1.0})
+    assert decide(v, co_min=0.5) == [
+        ("kv_build", ("b", "a", "c"), None), ("kv_build", ("lone",), None),
+    ]  # fmt: skip
+    (first, _) = Balanced().plan(v, BalancedParameters(co_min=0.5))
+    assert "retrieved together" in first.reason
+    assert decide(v, co_min=0.5, block_items=1, hot_min=2.5) == [
+        ("kv_build", ("b",), None), ("kv_build", ("a",), None),
+    ]  # fmt: skip
 
 
 def test_a_block_of_memories_no_longer_used_is_dropped_as_cold() -> None:
@@ -90,35 +97,78 @@ def test_a_block_of_memories_no_longer_used_is_dropped_as_cold() -> None:
     assert plan[0].reason.startswith("cold")
 
 
-def test_a_block_that_holds_a_hot_group_is_kept_not_rebuilt() -> None:
-    standing = Block("kv-1", ("b", "a"), 60, 6_000)
+def test_a_block_that_holds_the_hot_memories_is_kept_not_rebuilt() -> None:
+    standing = Block("kv-1", ("a", "b"), 60, 6_000)
     v = view({"a": 3.0, "b": 5.0}, {("a", "b"): 2.0}, blocks=[standing])
     assert decide(v) == []
 
 
+def test_a_block_grows_by_the_memories_that_became_hot_after_it() -> None:
+    """The standing block is followed by the new hot memories, hottest first, as many as the
+    budget takes; the build extends it (its cache is continued) and it is dropped after."""
+    standing = Block("kv-1", ("a", "b"), 60, 6_000)
+    heat = {"a": 3.0, "b": 2.0, "c": 5.0, "d": 1.0, "e": 0.7}
+    room = 6_000 + int((40 + 2 * 26) * ESTIMATED) - int(40 * ESTIMATED)  # two more lines
+    plan = Balanced().plan(view(heat, blocks=[standing], budgets=Budgets(kv_bytes=room)),
+                           BalancedParameters())  # fmt: skip
+    assert [(d.action, d.items, d.entry, d.extends) for d in plan] == [
+        ("kv_build", ("a", "b", "c", "d"), None, "kv-1"),
+        ("kv_drop", ("a", "b"), "kv-1", None),
+    ]
+    assert plan[0].bytes == room
+    assert plan[0].reason.startswith("grown: 2 more hot memories after the 2 of block kv-1")
+    assert plan[1].reason.startswith("extended")
+
+
+def test_a_block_is_replaced_only_by_memories_worth_keep_bonus_times_more() -> None:
+    """When the budget holds no more than the standing block, hotter memories replace it only
+    when worth ``keep_bonus`` times what it holds; a block is rebuilt for them then."""
+    standing = Block("kv-1", ("a", "b"), 92, 9_000)  # about two memories' estimate
+    full = Budgets(kv_bytes=int(92 * ESTIMATED))
+    barely = {"a": 2.0, "b": 2.0, "c": 4.5, "d": 0.1}  # c, a: 6.5 against 4.0 x 1.25 = 5.0
+    assert decide(view({**barely, "c": 2.9}, blocks=[standing], budgets=full)) == []
+    plan = Balanced().plan(view(barely, blocks=[standing], budgets=full), BalancedParameters())
+    assert [(d.action, d.items, d.extends) for d in plan] == [
+        ("kv_drop", ("a", "b"), None), ("kv_build", ("c", "a"), None),
+    ]  # fmt: skip
+    assert plan[0].reason.startswith("replaced")
+    assert decide(view(barely, blocks=[standing], budgets=full), keep_bonus=2.0) == []
+
+
 def test_the_budget_takes_the_densest_blocks_and_drops_the_rest() -> None:
     heat = {"a": 6.0, "b": 1.0, "c": 1.0}
-    small = Budgets(kv_bytes=int(60 * PER_TOKEN))  # room for one single-memory block
+    small = Budgets(kv_bytes=int(66 * ESTIMATED))  # room for one single-memory block
     assert decide(view(heat, budgets=small)) == [("kv_build", ("a",), None)]
     one = Budgets(kv_blocks=1)
-    assert decide(view(heat, budgets=one)) == [("kv_build", ("a",), None)]
+    assert decide(view(heat, budgets=one)) == [("kv_build", ("a", "b", "c"), None)]
+    assert decide(view(heat, budgets=one), block_items=1) == [("kv_build", ("a",), None)]
     standing = [Block("kv-b", ("b",), 50, 5_000), Block("kv-c", ("c",), 50, 5_000)]
     lowered = Budgets(kv_blocks=1)  # a budget lowered under what stands
-    decisions = decide(view({"b": 1.0, "c": 2.0}, blocks=standing, budgets=lowered))
+    decisions = decide(view({"b": 1.0, "c": 2.0}, blocks=standing, budgets=lowered),
+                       block_items=1)  # fmt: skip
     assert decisions == [("kv_drop", ("b",), "kv-b")]
+    tight = Budgets(kv_bytes=4_000)  # under a standing block's own size
+    assert decide(view({"b": 1.0}, blocks=standing[:1], budgets=tight)) == [
+        ("kv_drop", ("b",), "kv-b"),
+    ]  # fmt: skip
 
 
 def test_a_standing_block_is_kept_against_a_barely_denser_candidate() -> None:
-    standing = Block("kv-a", ("a",), 60, 6_000)  # the size a one-memory candidate has
+    standing = Block("kv-a", ("a",), 66, int(66 * ESTIMATED))  # a one-memory estimate
     v = view({"a": 2.0, "b": 2.2}, blocks=[standing], budgets=Budgets(kv_blocks=1))
-    assert decide(v) == []  # 2.2 is not 1.5 x 2.0
-    assert decide(v, keep_bonus=1.0) == [("kv_drop", ("a",), "kv-a"), ("kv_build", ("b",), None)]
+    assert decide(v, block_items=1) == []  # 2.2 is not 1.25 x 2.0
+    assert decide(v, block_items=1, keep_bonus=1.0) == [
+        ("kv_drop", ("a",), "kv-a"), ("kv_build", ("b",), None),
+    ]  # fmt: skip
 
 
-def test_a_block_a_new_one_holds_entirely_is_superseded() -> None:
-    part = Block("kv-part", ("a",), 50, 5_000)
-    v = view({"a": 5.0, "b": 4.0}, {("a", "b"): 3.0}, blocks=[part])
-    assert decide(v) == [("kv_drop", ("a",), "kv-part"), ("kv_build", ("a", "b"), None)]
+def test_a_block_a_kept_one_holds_entirely_is_superseded() -> None:
+    part = Block("kv-part", ("b",), 50, 5_000)
+    whole = Block("kv-whole", ("a", "b"), 60, 6_000)
+    v = view({"a": 5.0, "b": 4.0}, blocks=[part, whole])
+    plan = Balanced().plan(v, BalancedParameters())
+    assert [(d.action, d.entry) for d in plan] == [("kv_drop", "kv-part")]
+    assert plan[0].reason.startswith("superseded")
 
 
 def test_nothing_is_built_while_a_blocks_cost_is_unknown() -> None:
@@ -134,10 +184,10 @@ def test_the_policy_is_deterministic() -> None:
 
 
 def test_a_group_larger_than_the_room_left_keeps_its_hottest_memories() -> None:
-    # a block of n memories of 40 characters: (40 + 10 n + 10 n) tokens of 100 bytes
+    # a block of n memories of 40 characters: (40 + 16 n + 10 n) tokens of 102 bytes (estimated)
     heat = {"a": 5.0, "b": 4.0, "c": 3.0}
     pairs = {("a", "b"): 2.0, ("a", "c"): 2.0, ("b", "c"): 2.0}
-    assert decide(view(heat, pairs, budgets=Budgets(kv_bytes=9_000))) == [
+    assert decide(view(heat, pairs, budgets=Budgets(kv_bytes=9_500))) == [
         ("kv_build", ("a", "b"), None)
     ]
     assert decide(view(heat, pairs, budgets=Budgets(kv_bytes=5_000))) == []
@@ -162,7 +212,7 @@ def test_a_stable_hot_set_is_consolidated_into_the_schedulers_adapter() -> None:
     assert decision.reason.startswith("stable hot set: 4 memories used 16+ times")
     assert decide(view(STABLE, uses=15), block_items=1)[4:] == []  # not used often enough
     assert decide(view(STABLE, uses=20), block_items=1, stable_uses=0)[4:] == []  # turned off
-    colder = view({**STABLE, "d": 0.5}, uses=20)
+    colder = view({**STABLE, "d": 0.4}, uses=20)
     assert decide(colder, block_items=1)[3:] == []  # three are hot: fewer than adapter_min_items
 
 
@@ -398,6 +448,38 @@ def test_a_hot_pair_becomes_a_block_that_chat_then_uses(notes: tuple[MemOS, list
     assert mos.verify("notes").ok
 
 
+def test_a_tick_grows_a_block_computing_only_the_memories_it_adds(
+    notes: tuple[MemOS, list[str]],
+) -> None:
+    """Memories that became hot after a block was built are added after its own: the build
+    continues its cache (``extends``, ``prefilled``), then the block it grew from is dropped,
+    and chats over the grown block answer as recomputed ones."""
+    mos, _ = notes
+    first = _ask(mos, "where did alice move", 4)
+    mos.scheduler.tick("notes")
+    (base,) = mos.kv.list("notes")
+    later = _ask(mos, "the capital of france is paris", 6)
+    assert set(later) - set(first)
+    report = mos.scheduler.tick("notes")
+    assert [e.op for e in report.events] == [EventOp.KV_BUILD, EventOp.KV_DROP]
+    build, drop = report.events
+    (grown,) = mos.kv.list("notes")
+    assert build.payload is not None
+    assert drop.payload is not None
+    assert build.payload["extends"] == base.id
+    assert build.payload["prefilled"] == grown.tokens - base.tokens > 0
+    assert {s.item_id for s in base.sources} == set(first)
+    assert grown.sources[: len(base.sources)] == base.sources
+    assert set(later) <= {s.item_id for s in grown.sources}
+    assert drop.payload["migration"]["reason"].startswith("extended")
+    for question in ("where did alice move", "the capital of france", "june"):
+        cached = mos.chat(question, cube="notes", k=2, max_new_tokens=8)
+        full = mos.chat(question, cube="notes", k=2, max_new_tokens=8, use_kv=False)
+        assert cached.kv_entry == grown.id
+        assert cached.tokens == full.tokens, question
+    assert mos.verify("notes").ok
+
+
 def test_a_lowered_budget_is_met_at_the_next_tick(notes: tuple[MemOS, list[str]]) -> None:
     mos, _ = notes
     _ask(mos, "where did alice move", 3)
@@ -593,7 +675,7 @@ def test_a_tick_reencodes_an_index_over_its_vector_budget_then_refits_it_once_gr
     mos.create_cube("bulk", codec="fp32")  # 64-d: 256 bytes a vector
     _bulk(mos, "bulk", BULK)
     mos.search("note", cube="bulk")  # a use now: the cube is not cold
-    mos.scheduler.configure("bulk", budgets={"vector_bytes": 100_000})
+    mos.scheduler.configure("bulk", budgets={"vector_bytes": 100_000, "kv_blocks": 0})
     plan = mos.scheduler.plan("bulk")
     assert plan.usage.vector_bytes == 256 * BULK
     (decision,) = plan.decisions

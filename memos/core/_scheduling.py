@@ -25,6 +25,12 @@ from memos.core._types import AccessStats, Budgets, CoAccess, SchedulerConfig
 from memos.errors import InvalidInput
 
 Action = Literal["kv_build", "kv_drop", "lora_consolidate", "lora_drop", "reencode", "refit"]
+# a rendered block's tokens beyond its memories' text (estimates until a cube's blocks tell):
+# the header and chat template around it (SmolLM2: 34), and each memory's line prefix
+# ("12. (2023-05-08) ": SmolLM2, 16, a token per digit)
+BLOCK_OVERHEAD_TOKENS = 40
+LINE_TOKENS = 16
+
 # the order a tick carries out a plan's decisions in: what frees room first
 ACTION_ORDER: tuple[Action, ...] = (
     "kv_drop", "lora_drop", "reencode", "refit", "kv_build", "lora_consolidate",
@@ -100,13 +106,16 @@ class Decision(Model):
     consolidate ``items`` into a new version of adapter ``adapter`` or drop version ``entry``;
     re-encode the cube's vectors to ``codec``, or refit its codec. ``score`` is the policy's
     value of what moves, ``bytes`` the (estimated) size it takes (a build, a consolidation) or
-    frees (a drop); for a re-encode or refit, the index's size after it."""
+    frees (a drop); for a re-encode or refit, the index's size after it. A build that
+    ``extends`` a standing block begins with its memories (its cache is continued, not
+    recomputed); a drop of that block waits until the build is made."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     action: Action
     items: tuple[str, ...] = ()
     entry: str | None = None
+    extends: str | None = None
     adapter: str | None = None
     codec: str | None = None
     score: float

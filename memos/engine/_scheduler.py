@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
@@ -20,6 +21,8 @@ from memos.core._governance import NO_KV, NO_PARAMETRIC, allowed
 from memos.core._model import Model
 from memos.core._scheduling import (
     ACTION_ORDER,
+    BLOCK_OVERHEAD_TOKENS,
+    LINE_TOKENS,
     Adapter,
     Block,
     CubeView,
@@ -174,9 +177,29 @@ def tick_cube(
     events = _carry_out(engine, scope, actor, info, plan, plan.decisions, why)
     if any(d.action in _GROWING for d in plan.decisions):
         settled = plan_cube(engine, scope.cube(info.name, Access.WRITE))
-        drops = [d for d in settled.decisions if d.action in ("kv_drop", "lora_drop")]
+        drops = _settling(settled)
         events += _carry_out(engine, scope, actor, info, settled, drops, why)
     return TickReport(plan=plan, events=tuple(events))
+
+
+def _settling(settled: SchedulePlan) -> list[Decision]:
+    """The drops of a plan made right after a tick's builds that bring a tier back within its
+    budgets, when it is over them (a drop of a block the plan would extend is not one: it waits
+    for that build, at the next tick)."""
+    usage, budgets = settled.usage, settled.budgets
+    over = {
+        "kv_drop": (budgets.kv_bytes is not None and usage.kv_bytes > budgets.kv_bytes)
+        or (budgets.kv_blocks is not None and usage.kv_blocks > budgets.kv_blocks),
+        "lora_drop": (
+            budgets.adapter_bytes is not None and usage.adapter_bytes > budgets.adapter_bytes
+        )
+        or (budgets.adapters is not None and usage.adapters > budgets.adapters),
+    }
+    extended = {d.extends for d in settled.decisions if d.action == "kv_build"}
+    return [
+        d for d in settled.decisions
+        if over.get(d.action, False) and d.entry not in extended
+    ]  # fmt: skip
 
 
 # the migrations whose true size is known only once made
@@ -201,7 +224,7 @@ def _carry_out(
     """The decisions' migrations, what frees room first, one event each (a re-encode or a
     refit raced by another change of the cube's configuration is left to the next tick)."""
     events: list[Event] = []
-    for decision in sorted(decisions, key=lambda d: ACTION_ORDER.index(d.action)):
+    for decision in sorted(decisions, key=partial(_turn, decisions)):
         extra = {"migration": _migration(plan.policy, decision)}
         reason = f"scheduler ({plan.policy}, score {decision.score:g}): {decision.reason}"
         reason = reason if why is None else f"{why} {reason}"
@@ -216,6 +239,15 @@ def _carry_out(
             if e.op == _EFFECT[decision.action] and "migration" in (e.payload or {})
         ]  # fmt: skip
     return events
+
+
+def _turn(decisions: Sequence[Decision], decision: Decision) -> int:
+    """When a decision is carried out: what frees room first, except the drop of a block that
+    a build extends, which waits until that build has read its cache."""
+    extended = {d.extends for d in decisions if d.action == "kv_build"}
+    if decision.action == "kv_drop" and decision.entry in extended:
+        return len(ACTION_ORDER)
+    return ACTION_ORDER.index(decision.action)
 
 
 def _migrate(
@@ -405,8 +437,13 @@ def _bytes_per_token(
 
 
 def _chars_per_token(entries: list[KVEntry], items: Mapping[str, Any]) -> float:
+    """Characters of memory text per token of it, measured on the cube's blocks (less what
+    their header and line prefixes take, as the policy estimates them)."""
     measured = [
-        (sum(len(items[s.item_id].text) for s in e.sources), e.tokens)
+        (
+            sum(len(items[s.item_id].text) for s in e.sources),
+            max(e.tokens - BLOCK_OVERHEAD_TOKENS - LINE_TOKENS * len(e.sources), 1),
+        )
         for e in entries
         if all(s.item_id in items for s in e.sources)
     ]
