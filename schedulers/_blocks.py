@@ -176,17 +176,19 @@ def _groups(view: CubeView, heat: Mapping[str, float], p: BalancedParameters) ->
     for seed in hot:
         if seed in grouped:
             continue
-        group = [seed]
-        grouped.add(seed)
-        while len(group) < p.block_items:
-            pull = {
-                c: sum(links.get(c, {}).get(m, 0.0) for m in group) for c in hot if c not in grouped
-            }
-            best = min(pull, key=lambda c: (-pull[c], -heat[c], c), default=None)
-            if best is None or pull[best] < p.co_min:
-                break
+        group: list[str] = []
+        pull = dict.fromkeys((c for c in hot if c not in grouped), 0.0)  # summed links to it
+        best: str | None = seed
+        while best is not None:
             group.append(best)
             grouped.add(best)
+            del pull[best]
+            for other, strength in links.get(best, {}).items():
+                if other in pull:
+                    pull[other] += strength
+            best = min(pull, key=lambda c: (-pull[c], -heat[c], c), default=None)
+            if len(group) >= p.block_items or (best is not None and pull[best] < p.co_min):
+                best = None
         ordered = tuple(sorted(group, key=lambda i: (-heat[i], i)))
         groups.append(_Candidate(ordered, sum(heat[i] for i in group), _bytes(view, ordered)))
     return groups
