@@ -142,14 +142,14 @@ def chat_completions(body: ChatCompletionRequest, mos: Caller, request: Request)
     ignored); the system messages follow the memories in the prompt's system message (they are
     all of it with `retrieve: false`), and the earlier turns come between it and the question.
     The memos options are extra top-level keys: `cube`, `k`, `use_kv`, `adapter`, `retrieve`,
-    `user`, and `remember` (add the question and the answer to the cube as memories). `n > 1`,
-    tools and functions, `stop`, `logprobs`, a non-text `response_format` or content part are
-    refused (422)."""
+    `user`, and `remember` (add the question and the answer to the cube as memories). `stop`
+    ends the answer before the first of its sequences. `n > 1`, tools and functions,
+    `logprobs`, a non-text `response_format` or content part are refused (422)."""
     call = prepare(mos, body)
     stream = mos.chat_stream(
         call.query, cube=call.cube.name, user=body.user, k=body.k,
         max_new_tokens=call.max_new_tokens, use_kv=body.use_kv, adapter=body.adapter,
-        retrieve=body.retrieve, system=call.system, history=call.history,
+        retrieve=body.retrieve, system=call.system, history=call.history, stop=body.stop,
     )  # fmt: skip
     if not body.stream:
         reply = stream.run()
@@ -213,7 +213,6 @@ def check_supported(body: ChatCompletionRequest) -> None:
         "n": body.n not in (None, 1),
         "tools": bool(body.tools) or body.tool_choice not in (None, "none"),
         "functions": bool(body.functions) or body.function_call not in (None, "none"),
-        "stop": bool(body.stop),
         "logprobs": bool(body.logprobs),
         "response_format": (body.response_format or {}).get("type", "text") != "text",
     }
@@ -221,7 +220,6 @@ def check_supported(body: ChatCompletionRequest) -> None:
         "n": "n must be 1: decoding is greedy, so every answer would be the same",
         "tools": "tools (function calling) are not supported",
         "functions": "functions (function calling) are not supported",
-        "stop": "stop sequences are not supported",
         "logprobs": "logprobs are not supported",
         "response_format": "only the text response format is supported",
     }
@@ -298,7 +296,8 @@ def _remember(mos: MemOS, call: Call, reply: ChatReply) -> list[str]:
 
 
 def _finish_reason(call: Call, reply: ChatReply) -> FinishReason:
-    return "length" if reply.completion_tokens >= call.max_new_tokens else "stop"
+    stopped = reply.stop is not None or reply.completion_tokens < call.max_new_tokens
+    return "stop" if stopped else "length"
 
 
 def _usage(reply: ChatReply) -> Usage:

@@ -4,8 +4,8 @@
 Requests accept every field an OpenAI client may send: the ones that cannot change a greedy
 answer (``temperature``, ``top_p``, ``seed``, penalties, ``metadata``, ``store`` and any field
 this version does not know) are read and ignored; the ones whose meaning the endpoint cannot
-honour (``n > 1``, tools and functions, ``stop``, ``logprobs``, a non-text ``response_format``
-or content part) are refused by :func:`memos.api._openai.check_supported`. The memos options
+honour (``n > 1``, tools and functions, ``logprobs``, a non-text ``response_format`` or
+content part) are refused by :func:`memos.api._openai.check_supported`. The memos options
 are top-level keys beside them, what ``extra_body=`` of the ``openai`` client sends.
 """
 

@@ -39,7 +39,7 @@ from langchain_tests.unit_tests import ChatModelUnitTests
 from memos import HashEmbedder
 from memos.errors import InvalidInput, NotFound
 from memos.integrations.langchain import ChatMemOS
-from memos.integrations.langchain._chat_model import conversation, conversation_query, until_stop
+from memos.integrations.langchain._chat_model import conversation, conversation_query
 from memos.llm import LocalModel
 
 FACTS = ["alice moved to lisbon in may", "the capital of france is paris"]
@@ -218,7 +218,7 @@ def test_unknown_arguments_and_temperatures_are_refused(chat: ChatMemOS) -> None
         ChatMemOS(handle=chat.handle, cube=chat.cube, temperature=0.7)
 
 
-# the conversation as a query, and stop sequences, alone ------------------------------------
+# the conversation as a query, alone ----------------------------------------------------------
 
 
 def test_a_conversation_ending_with_a_question_keeps_its_parts() -> None:
@@ -239,25 +239,3 @@ def test_a_conversation_is_one_query() -> None:
     assert conversation_query(conversation) == "system: be brief\nuser: hi\nassistant: hello"
     with pytest.raises(InvalidInput):
         conversation_query([AIMessage("")])
-
-
-@pytest.mark.parametrize(
-    ("pieces", "stop", "expected"),
-    [
-        (["ab", "c", "de"], [], "abcde"),
-        (["ab", "c", "de"], ["cd"], "ab"),
-        (["a", "b", "c"], ["a"], ""),
-        (["xy", "z"], ["zz", "q"], "xyz"),
-        (["he", "llo wor", "ld"], ["o w"], "hell"),
-    ],
-)
-def test_until_stop(pieces: list[str], stop: list[str], expected: str) -> None:
-    consumed: list[str] = []
-
-    def source() -> Iterator[str]:
-        for piece in pieces:
-            consumed.append(piece)
-            yield piece
-
-    assert "".join(until_stop(source(), stop)) == expected
-    assert consumed == pieces  # read to the end: the reply is complete

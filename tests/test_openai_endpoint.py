@@ -223,6 +223,31 @@ def test_models_are_the_cubes_the_key_reads_and_no_other(served: Served) -> None
     assert "0451" not in refused.value.message
 
 
+def test_a_stop_sequence_ends_the_answer_before_it(served: Served) -> None:
+    """``stop`` ends the answer before the first of its sequences, streamed or not, with
+    ``finish_reason: stop`` and only the tokens generated until then counted."""
+    full = served.alice.chat(QUESTION, cube="notes", k=2, max_new_tokens=MAX_TOKENS)
+    word = full.answer.split()[1]
+    arguments = {
+        "model": "memos:notes", "messages": [{"role": "user", "content": QUESTION}],
+        "max_tokens": MAX_TOKENS, "stop": ["never said", word], "extra_body": {"k": 2},
+    }  # fmt: skip
+    completion = served.client.chat.completions.create(**arguments)
+    [choice] = completion.choices
+    assert choice.message.content == full.answer[: full.answer.index(word)]
+    assert choice.finish_reason == "stop"
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens < len(full.tokens)
+    chunks = served.client.chat.completions.create(**arguments, stream=True)
+    pieces, finishes = [], []
+    for chunk in chunks:
+        for streamed in chunk.choices:
+            pieces.append(streamed.delta.content or "")
+            finishes.append(streamed.finish_reason)
+    assert "".join(pieces) == choice.message.content
+    assert finishes[-1] == "stop"
+
+
 @pytest.mark.parametrize(
     ("request_", "error", "says"),
     [
@@ -237,7 +262,11 @@ def test_models_are_the_cubes_the_key_reads_and_no_other(served: Served) -> None
          openai.UnprocessableEntityError, "tools are not supported"),
         ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
          openai.UnprocessableEntityError, "tools"),
-        ({"stop": ["\n"]}, openai.UnprocessableEntityError, "stop sequences"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, openai.UnprocessableEntityError,
+         "stop holds 5 sequences"),
+        ({"stop": [""]}, openai.UnprocessableEntityError, "stop[0] must be a string of 1"),
+        ({"stop": "x" * 257}, openai.UnprocessableEntityError, "stop[0] must be a string of 1"),
+        ({"stop": ["ok", "\ud800"]}, openai.UnprocessableEntityError, "not valid Unicode"),
         ({"messages": [{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]},
          openai.UnprocessableEntityError, "'image_url' parts"),

@@ -303,6 +303,20 @@ def test_the_request_is_the_chat_prompt_in_openai_format(scripted: Scripted, pro
     assert proxy.access_stats(list(reply.retrieved))[reply.retrieved[0]].count == 1
 
 
+def test_stop_sequences_are_sent_on_and_cut_here_too(scripted: Scripted, proxy: MemOS) -> None:
+    """The upstream is asked to stop; an upstream that does not is cut here anyway, and the
+    stream is read to its end for the counts."""
+    scripted.events(
+        _piece("alice is in lis"), _piece("bon. END and more"), _usage(21, 9, 0), "data: [DONE]\n\n"
+    )
+    stream = proxy.chat_stream(QUERY, cube="notes", k=2, stop=["END", "bon! "])
+    assert "".join(stream) == "alice is in lisbon. "
+    assert (stream.reply.answer, stream.reply.stop) == ("alice is in lisbon. ", "END")
+    assert stream.reply.completion_tokens == 9
+    [(_, body)] = scripted.requests
+    assert body["stop"] == ["END", "bon! "]
+
+
 def test_an_upstream_that_sends_no_usage_counts_nothing(scripted: Scripted, proxy: MemOS) -> None:
     # a last event without its blank line and no [DONE]: the finish reason ends the answer
     scripted.events(_piece("paris", finish="length"), f"data: {json.dumps(_piece(''))}")

@@ -53,6 +53,14 @@ def chat(
             help="Instructions of your own, put in the system message after the memories.",
         ),
     ] = None,
+    stop: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--stop",
+            metavar="TEXT",
+            help="End the answer before this text (repeat for up to 4).",
+        ),
+    ] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the whole reply as JSON once it is complete.")
     ] = False,
@@ -73,6 +81,7 @@ def chat(
             adapter=adapter,
             retrieve=not no_retrieve,
             system=system,
+            stop=stop,
         )
         if json_out:
             stream.run()

@@ -328,6 +328,8 @@ class ChatReply(_Frozen):
     # the answer's length in the model's tokens: ``len(tokens)`` (filled in when not given) for
     # the local model; through an upstream model, whose ``tokens`` are empty, its own count
     completion_tokens: int = 0
+    # the stop sequence the answer ended at (the answer stops before it), if one did
+    stop: str | None = None
 
     @model_validator(mode="before")
     @classmethod

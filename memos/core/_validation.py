@@ -49,6 +49,9 @@ class Limits:
 
 # a chat's earlier turns: whose they may be, and how many (see turns)
 TURN_ROLES = frozenset({"user", "assistant"})
+# a chat's stop sequences: as many as OpenAI's API takes, each a short text
+MAX_STOPS = 4
+MAX_STOP_CHARS = 256
 MAX_TURNS = 1000
 
 
@@ -162,6 +165,26 @@ def turns(values: object, limits: Limits) -> tuple[dict[str, str], ...]:
         message = f"history holds {len(found)} messages; the limit is {MAX_TURNS}"
         raise InvalidInput(message, field="history")
     return tuple(_turn(n, value, limits) for n, value in enumerate(found))
+
+
+def stops(value: object) -> tuple[str, ...]:
+    """A chat's stop sequences: one string or a list of at most :data:`MAX_STOPS`, each of 1 to
+    :data:`MAX_STOP_CHARS` characters of valid Unicode (none: ``()``)."""
+    if value is None:
+        return ()
+    found = [value] if isinstance(value, str) else value
+    if isinstance(found, bytes | Mapping) or not isinstance(found, Iterable):
+        raise InvalidInput("stop must be a string or a list of strings", field="stop")
+    found = list(found)
+    if len(found) > MAX_STOPS:
+        message = f"stop holds {len(found)} sequences; the limit is {MAX_STOPS}"
+        raise InvalidInput(message, field="stop")
+    for number, sequence in enumerate(found):
+        if not isinstance(sequence, str) or not 0 < len(sequence) <= MAX_STOP_CHARS:
+            message = f"stop[{number}] must be a string of 1 to {MAX_STOP_CHARS} characters"
+            raise InvalidInput(message, field="stop")
+        unicode(sequence, "stop", label=f"stop[{number}]")
+    return tuple(dict.fromkeys(found))
 
 
 def _turn(number: int, value: object, limits: Limits) -> dict[str, str]:

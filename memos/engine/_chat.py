@@ -103,29 +103,41 @@ class ChatStream(ReplyStream):
         plan: ChatPlan,
         max_new_tokens: int,
         on_done: Callable[[ChatReply], None],
+        stop: Sequence[str] = (),
     ) -> None:
         self._model = model
         self._plan = plan
         self._max_new_tokens = max_new_tokens
         self._on_done = on_done
+        self._stop = tuple(stop)
 
     def __iter__(self) -> Iterator[str]:
         tokens: list[int] = []
         shown = ""
-        plan = self._plan
-        for token in self._model.stream(
+        plan, cut = self._plan, StopCut(self._stop)
+        generated = self._model.stream(
             plan.prompt.ids,
             max_new_tokens=self._max_new_tokens,
             prefix=plan.prefix,
             adapter=plan.adapter,
-        ):
-            tokens.append(token)
-            text = self._model.decode(tokens)
-            # hold back a piece that ends inside a multi-byte character
-            if text.startswith(shown) and not text.endswith("\ufffd"):
-                yield text[len(shown) :]
-                shown = text
-        answer = self._model.decode(tokens)
+        )
+        try:
+            for token in generated:
+                tokens.append(token)
+                text = self._model.decode(tokens)
+                if text.endswith("\ufffd"):
+                    continue  # hold back a piece that ends inside a multi-byte character
+                ready = cut.ready(text)
+                if ready.startswith(shown) and len(ready) > len(shown):
+                    yield ready[len(shown) :]
+                    shown = ready
+                if cut.hit is not None:
+                    break
+        finally:
+            close = getattr(generated, "close", None)
+            if close is not None:
+                close()  # a generation stopped early lets go of its cache
+        answer = cut.final(self._model.decode(tokens))
         if answer.startswith(shown) and len(answer) > len(shown):
             yield answer[len(shown) :]
         self._reply = ChatReply(
@@ -138,6 +150,7 @@ class ChatStream(ReplyStream):
             adapter=plan.adapter_id,
             prompt_tokens=len(plan.prompt.ids),
             cached_tokens=0 if plan.prefix is None else plan.prefix.length,
+            stop=cut.hit,
         )
         self._on_done(self._reply)
 
@@ -152,21 +165,30 @@ class UpstreamChatStream(ReplyStream):
         memories: tuple[MemoryItem, ...],
         answer: TextStream,
         on_done: Callable[[ChatReply], None],
+        stop: Sequence[str] = (),
     ) -> None:
         self._query = query
         self._memories = memories
         self._answer = answer
         self._on_done = on_done
+        self._stop = tuple(stop)
 
     def __iter__(self) -> Iterator[str]:
-        pieces: list[str] = []
-        for piece in self._answer:
-            pieces.append(piece)
-            yield piece
+        text = shown = ""
+        cut = StopCut(self._stop)
+        for piece in self._answer:  # read to its end: the counts come last
+            text += piece
+            ready = shown if cut.hit is not None else cut.ready(text)
+            if len(ready) > len(shown):
+                yield ready[len(shown) :]
+                shown = ready
+        answer = cut.final(text)
+        if len(answer) > len(shown):
+            yield answer[len(shown) :]
         usage = self._answer.usage
         self._reply = ChatReply(
             query=self._query,
-            answer="".join(pieces),
+            answer=answer,
             tokens=(),
             memories=self._memories,
             retrieved=tuple(item.id for item in self._memories),
@@ -174,6 +196,7 @@ class UpstreamChatStream(ReplyStream):
             prompt_tokens=0 if usage is None else usage.prompt_tokens,
             cached_tokens=0 if usage is None else usage.cached_tokens,
             completion_tokens=0 if usage is None else usage.completion_tokens,
+            stop=cut.hit,
         )
         self._on_done(self._reply)
 
@@ -192,11 +215,13 @@ def start_chat(
     retrieve: bool,
     system: str | None = None,
     history: Sequence[ChatMessage] | None = None,
+    stop: str | Sequence[str] | None = None,
 ) -> ChatStream | UpstreamChatStream:
     """A chat for ``scope``, checked and planned, ready to generate (see ``Handle.chat``)."""
     query = check.text(query, scope.limits)
     system = check.instructions(system, scope.limits)
     turns = check.turns(history, scope.limits)
+    stops = check.stops(stop)
     max_new_tokens = check.positive(max_new_tokens, "max_new_tokens", scope.limits.max_new_tokens)
     info = scope.cube(cube, Access.READ)
     model = engine.chat_model()
@@ -222,8 +247,8 @@ def start_chat(
             *turns,
             {"role": "user", "content": query},
         ]
-        answer = model.stream_chat(messages, max_new_tokens=max_new_tokens)
-        return UpstreamChatStream(query, memories, answer, count_use)
+        answer = model.stream_chat(messages, max_new_tokens=max_new_tokens, stop=stops)
+        return UpstreamChatStream(query, memories, answer, count_use, stops)
     store = engine.store
     plan = plan_chat(
         model, engine.kv().scoped(scope.cube, scope.actor), cube=info.name,
@@ -231,7 +256,36 @@ def start_chat(
         block_items=lambda ids: _active_items(store, ids), use_kv=bool(use_kv), adapter=through,
         system=system, history=turns,
     )  # fmt: skip
-    return ChatStream(model, plan, max_new_tokens, count_use)
+    return ChatStream(model, plan, max_new_tokens, count_use, stops)
+
+
+class StopCut:
+    """An answer cut before the first of its stop sequences (``hit`` once one is found)."""
+
+    def __init__(self, stop: Sequence[str]) -> None:
+        self._stop = tuple(stop)
+        self.hit: str | None = None
+
+    def final(self, text: str) -> str:
+        """``text`` (a whole answer) up to its first stop sequence."""
+        found = [(at, s) for s in self._stop if (at := text.find(s)) >= 0]
+        if not found:
+            return text
+        at, self.hit = min(found)
+        return text[:at]
+
+    def ready(self, text: str) -> str:
+        """What of ``text`` (the answer so far) can be shown: up to its first stop sequence,
+        less an end that may be the start of one (it is held back until it is known)."""
+        cut = self.final(text)
+        if self.hit is not None:
+            return cut
+        held = max(
+            (n for s in self._stop for n in range(1, min(len(s), len(text) + 1))
+             if text.endswith(s[:n])),
+            default=0,
+        )  # fmt: skip
+        return text[: len(text) - held]
 
 
 def system_message(memories: Sequence[MemoryItem], system: str | None = None) -> str:

@@ -334,6 +334,7 @@ class Handle(CubeOperations):
         retrieve: bool = True,
         system: str | None = None,
         history: Sequence[Mapping[str, str]] | None = None,
+        stop: str | Sequence[str] | None = None,
     ) -> ChatReply:
         """Answer ``query`` with the cube's memories in the prompt (greedy decoding).
 
@@ -348,13 +349,15 @@ class Handle(CubeOperations):
         whole system message. ``history`` (``{"role": "user" | "assistant", "content"}``
         messages, oldest first) holds the conversation's earlier turns: they come between the
         system message and the question, and the memories are retrieved for the question alone.
+        ``stop`` (a string or up to 4) ends the answer before the first of them it would hold
+        (generation stops there; ``reply.stop`` says which one).
         The memories used get an access counted (:meth:`access_stats`). Through an upstream
         model (:class:`memos.llm.OpenAICompatible`) the same prompt is sent as text: no KV
         cache serves it, an adapter is refused (:class:`memos.errors.UnsupportedByModel`), and
         the token counts are the upstream's (``tokens`` is empty)."""
         stream = self.chat_stream(
             query, cube=cube, user=user, k=k, max_new_tokens=max_new_tokens, use_kv=use_kv,
-            adapter=adapter, retrieve=retrieve, system=system, history=history,
+            adapter=adapter, retrieve=retrieve, system=system, history=history, stop=stop,
         )  # fmt: skip
         return stream.run()
 
@@ -372,6 +375,7 @@ class Handle(CubeOperations):
         retrieve: bool = True,
         system: str | None = None,
         history: Sequence[Mapping[str, str]] | None = None,
+        stop: str | Sequence[str] | None = None,
     ) -> ReplyStream:
         """:meth:`chat`, streamed: iterate for text pieces as they are generated, then read
         ``.reply``. A refusal (an unknown cube, a bad argument, a stale adapter) is raised
@@ -381,7 +385,7 @@ class Handle(CubeOperations):
         return start_chat(
             self._engine, self._scope, query, cube=cube, user=user, k=k,
             max_new_tokens=max_new_tokens, use_kv=use_kv, adapter=adapter, retrieve=retrieve,
-            system=system, history=history,
+            system=system, history=history, stop=stop,
         )  # fmt: skip
 
     @operation("POST", "/v1/access-stats")

@@ -95,7 +95,10 @@ class TextStream(Protocol):
 class TextChatModel(Protocol):
     name: str
 
-    def stream_chat(self, messages: Sequence[ChatMessage], *, max_new_tokens: int) -> TextStream:
-        """Greedy answer to ``messages``, at most ``max_new_tokens`` tokens. A refusal (an
+    def stream_chat(
+        self, messages: Sequence[ChatMessage], *, max_new_tokens: int, stop: Sequence[str] = ()
+    ) -> TextStream:
+        """Greedy answer to ``messages``, at most ``max_new_tokens`` tokens, ending before any of
+        the ``stop`` sequences (the caller cuts there too). A refusal (an
         unreachable model, a rejected request) is raised here, before any piece."""
         ...

@@ -81,7 +81,7 @@ class OpenAICompatible:
         self.close()
 
     def stream_chat(
-        self, messages: Sequence[ChatMessage], *, max_new_tokens: int
+        self, messages: Sequence[ChatMessage], *, max_new_tokens: int, stop: Sequence[str] = ()
     ) -> UpstreamStream:
         """The answer to ``messages`` as it streams in. The request is sent and its status
         checked here, so a refusal is raised before any piece."""
@@ -92,6 +92,7 @@ class OpenAICompatible:
             "stream_options": {"include_usage": True},
             "temperature": 0,
             "max_tokens": max_new_tokens,
+            **({"stop": list(stop)} if stop else {}),
         }
         try:
             response = self._client.request(

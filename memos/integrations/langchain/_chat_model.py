@@ -102,8 +102,8 @@ class ChatMemOS(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        stream = self._start(messages, kwargs)
-        text = "".join(until_stop(iter(stream), stop or self.stop or ()))
+        stream = self._start(messages, stop, kwargs)
+        text = "".join(stream)
         message = AIMessage(content=text, **self._reply_fields(stream.reply))
         return ChatResult(generations=[ChatGeneration(message=message)])
 
@@ -114,8 +114,8 @@ class ChatMemOS(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        stream = self._start(messages, kwargs)
-        for piece in until_stop(iter(stream), stop or self.stop or ()):
+        stream = self._start(messages, stop, kwargs)
+        for piece in stream:
             chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
             if run_manager is not None:
                 run_manager.on_llm_new_token(piece, chunk=chunk)
@@ -140,7 +140,9 @@ class ChatMemOS(BaseChatModel):
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
 
-    def _start(self, messages: Sequence[BaseMessage], overrides: dict[str, Any]) -> ReplyStream:
+    def _start(
+        self, messages: Sequence[BaseMessage], stop: list[str] | None, overrides: dict[str, Any]
+    ) -> ReplyStream:
         unknown = set(overrides) - _PER_CALL
         if unknown:
             raise InvalidInput(f"unknown chat arguments: {', '.join(sorted(unknown))}")
@@ -150,7 +152,7 @@ class ChatMemOS(BaseChatModel):
         return self.handle.chat_stream(
             question, cube=self.cube, user=overrides.get("user", self.user),
             max_new_tokens=overrides.get("max_tokens", self.max_tokens), system=system,
-            history=history, **options,
+            history=history, stop=stop or self.stop, **options,
         )  # fmt: skip
 
     def _reply_fields(self, reply: ChatReply) -> dict[str, Any]:
@@ -199,27 +201,3 @@ def _speaker(message: BaseMessage) -> str:
     if isinstance(message, ChatMessage):
         return message.role
     return _SPEAKERS.get(message.type, message.type)
-
-
-def until_stop(pieces: Iterator[str], stop: Sequence[str]) -> Iterator[str]:
-    """The text of ``pieces`` up to the first stop sequence; text that may be the start of one
-    is held back until it is known not to be. The pieces are read to their end either way,
-    so the stream's reply (and the memories' use) is complete."""
-    longest = max((len(s) for s in stop if s), default=0)
-    held, stopped = "", False
-    for piece in pieces:
-        if stopped or not longest:
-            if not stopped and piece:
-                yield piece
-            continue
-        held += piece
-        cuts = [at for at in (held.find(s) for s in stop if s) if at >= 0]
-        if cuts:
-            stopped = True
-            if min(cuts):
-                yield held[: min(cuts)]
-        elif len(held) >= longest:
-            yield held[: len(held) - longest + 1]
-            held = held[len(held) - longest + 1 :]
-    if not stopped and held:
-        yield held
