@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -63,8 +64,13 @@ def kv_decisions(
                 continue
             reason = "superseded: a block the cube keeps holds all its memories"
         elif any(k.base is candidate for k in kept):
-            after.append(_drop(candidate.standing, candidate.value, "extended: a new block "
-                               "holds its memories and hotter ones after them"))  # fmt: skip
+            grown = any(set(candidate.items) <= set(k.items) for k in kept)
+            reason = (
+                "extended: a new block holds its memories and hotter ones after them" if grown
+                else "replaced: a block of hotter memories (that starts with its first ones) is "
+                "worth more than this one grown"
+            )  # fmt: skip
+            after.append(_drop(candidate.standing, candidate.value, reason))
             continue
         elif candidate.items in replaced:
             reason = "replaced: a block of hotter memories is worth more than this one grown"
@@ -89,7 +95,15 @@ def _choice(
     grown = None if base is None else _grown(base, group, view, heat, room, p)
     if grown is not None and (fresh is None or fresh.value <= p.keep_bonus * grown.value):
         return grown
-    return fresh
+    if fresh is None or base is None:
+        return fresh
+    # the memories the standing block starts with, kept first, keep the cache of them
+    held = set(fresh.items)
+    lead = list(itertools.takewhile(held.__contains__, base.items))
+    if not lead:
+        return fresh
+    items = (*lead, *(i for i in fresh.items if i not in lead))
+    return replace(fresh, items=items, base=base)
 
 
 def _fitting(
@@ -135,7 +149,7 @@ def _sharing(free: Sequence[_Candidate], group: _Candidate) -> _Candidate | None
 
 def _build(candidate: _Candidate) -> Decision:
     base = None if candidate.base is None else candidate.base.standing
-    if base is not None:
+    if base is not None and candidate.items[: len(base.items)] == base.items:
         added = len(candidate.items) - len(base.items)
         reason = (
             f"grown: {added} more hot memories after the {len(base.items)} of block "
@@ -143,6 +157,9 @@ def _build(candidate: _Candidate) -> Decision:
         )
     else:
         reason = f"hot group of {len(candidate.items)} memories retrieved together"
+    if base is not None and candidate.items[: len(base.items)] != base.items:
+        lead = sum(1 for _ in itertools.takewhile(base.items.__contains__, candidate.items))
+        reason += f", replacing block {base.id} (the cache of its first {lead} reused)"
     return Decision(
         action="kv_build", items=candidate.items, score=round(candidate.value, 4),
         bytes=candidate.bytes, reason=reason,

@@ -421,6 +421,31 @@ def test_a_block_that_begins_with_a_stored_one_computes_only_what_it_adds(
         assert cached.tokens == full.tokens, question
 
 
+def test_a_block_that_begins_with_a_stored_ones_first_memories_reuses_their_cache(
+    notes: Notes,
+) -> None:
+    """The start of a stored block's cache is the cache of its first memories: a block that
+    starts with them (and goes on otherwise) computes only the rest."""
+    mos, cube, items = notes.mos, notes.cube, notes.items
+    base = mos.kv.build(cube, ids(items[:3]))
+    other = mos.kv.build(cube, [items[0].id, items[1].id, items[3].id])
+    event = mos.log(cube)[-1]
+    assert event.payload["extends"] == base.id
+    head = mos.model().split_prompt(render_block(items[:2]), "").prefix
+    assert event.payload["prefilled"] == other.tokens - len(head)
+    fresh = mos.model().prefill(mos.kv.load(other).token_ids)
+    for (keys, values), (want_keys, want_values) in zip(
+        stored_layers(notes, other), fresh, strict=True
+    ):
+        assert torch.allclose(keys, want_keys, atol=1e-5)
+        assert torch.allclose(values, want_values, atol=1e-5)
+    mos.kv.drop(cube, base.id)
+    for question in QUESTIONS:
+        cached = mos.chat(question, cube=cube, k=2, max_new_tokens=12)
+        full = mos.chat(question, cube=cube, k=2, max_new_tokens=12, use_kv=False)
+        assert cached.tokens == full.tokens, question
+
+
 def test_only_a_stored_block_of_the_same_memories_versions_and_dtype_is_continued(
     notes: Notes,
 ) -> None:

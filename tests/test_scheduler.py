@@ -128,10 +128,16 @@ def test_a_block_is_replaced_only_by_memories_worth_keep_bonus_times_more() -> N
     barely = {"a": 2.0, "b": 2.0, "c": 4.5, "d": 0.1}  # c, a: 6.5 against 4.0 x 1.25 = 5.0
     assert decide(view({**barely, "c": 2.9}, blocks=[standing], budgets=full)) == []
     plan = Balanced().plan(view(barely, blocks=[standing], budgets=full), BalancedParameters())
+    # its first memory stays first in the new block, whose build reuses the cache of it
     assert [(d.action, d.items, d.extends) for d in plan] == [
-        ("kv_drop", ("a", "b"), None), ("kv_build", ("c", "a"), None),
+        ("kv_build", ("a", "c"), "kv-1"), ("kv_drop", ("a", "b"), None),
     ]  # fmt: skip
-    assert plan[0].reason.startswith("replaced")
+    assert "replacing block kv-1 (the cache of its first 1 reused)" in plan[0].reason
+    assert plan[1].reason.startswith("replaced")
+    cold_first = {**barely, "a": 0.1, "b": 4.0}  # c, b: 8.5 against 4.1 x 1.25; a goes
+    assert decide(view(cold_first, blocks=[standing], budgets=full)) == [
+        ("kv_drop", ("a", "b"), "kv-1"), ("kv_build", ("c", "b"), None),
+    ]  # fmt: skip
     assert decide(view(barely, blocks=[standing], budgets=full), keep_bonus=2.0) == []
 
 

@@ -108,10 +108,10 @@ class KVMemory:
     ) -> KVEntry:
         """Compute and store the KV cache of a memory block: the given items in that order,
         or the ``k`` best for ``query`` in rank order. One ``kv_build`` event (``extra``: more
-        fields of its payload, such as the scheduler's ``migration``). A block whose memories
-        begin with all of a stored block's (same versions, same storage dtype) continues that
-        block's cache: only the memories it adds are computed, and the event names the block it
-        extends (``extends``) and the tokens computed (``prefilled``)."""
+        fields of its payload, such as the scheduler's ``migration``). A block whose first
+        memories are those a stored block starts with (same versions, same storage dtype)
+        continues the cache of them: only the rest is computed, and the event names the block
+        (``extends``) and the tokens computed (``prefilled``)."""
         info = self._cube_info(cube, Access.WRITE)
         storage = _checked_dtype(info.kv_dtype if dtype is None else dtype)
         actor, reason = self._actor(user), check.reason(reason, self._limits)
@@ -180,24 +180,30 @@ class KVMemory:
     def _continued(
         self, cube: str, items: Sequence[MemoryItem], prefix: Sequence[int], dtype: str
     ) -> tuple[KVEntry, ResidentPrefix] | None:
-        """The stored block (usable, of ``dtype``, the longest) whose memories at their
-        versions begin ``items`` and whose tokens begin ``prefix``, with its cache: a block
-        that extends it computes only the memories it adds, as a chat over it would."""
+        """The stored block (usable, of ``dtype``) whose first memories at their versions begin
+        ``items`` for longest, with the cache of those memories (all of the block's, or the
+        start of its cache: a causal model's cache of a prefix is the prefix of its cache), when
+        their tokens begin ``prefix``: a block that starts with them computes only the rest, as
+        a chat over them would."""
         model = self._model()
         version = template_version(model.template_sha256())
         wanted = [(i.id, i.version) for i in items]
-        bases = [
-            entry for entry in self._readable(cube)
+        shared = {
+            entry.id: _leading(wanted, [(s.item_id, s.version) for s in entry.sources])
+            for entry in self._readable(cube)
             if entry.manifest.model == model.fingerprint
             and entry.manifest.template_version == version and entry.manifest.dtype == dtype
-            and len(entry.sources) < len(wanted)
-            and [(s.item_id, s.version) for s in entry.sources] == wanted[: len(entry.sources)]
-        ]  # fmt: skip
-        for entry in sorted(bases, key=lambda e: (-len(e.sources), e.id)):
+        }  # fmt: skip
+        bases = [e for e in self._readable(cube) if 0 < shared.get(e.id, 0) < len(wanted)]
+        for entry in sorted(bases, key=lambda e: (-shared[e.id], len(e.sources), e.id)):
+            lead = shared[entry.id]
+            head = tuple(model.split_prompt(render_block(items[:lead]), "").prefix)
+            if len(head) >= len(prefix) or tuple(prefix[: len(head)]) != head:
+                continue
             with contextlib.suppress(CorruptArtifact, IntegrityError, ModelMismatch):
                 cache = self.load(entry)
-                if cache.length < len(prefix) and tuple(prefix[: cache.length]) == cache.token_ids:
-                    return entry, cache
+                if cache.token_ids[: len(head)] == head:
+                    return entry, cache if cache.length == len(head) else cache.head(len(head))
         return None
 
     def _block_items(self, cube: str, item_ids: Sequence[str] | None) -> list[MemoryItem]:
@@ -374,3 +380,9 @@ def _resident_prefix(data: bytes, manifest: KVManifest) -> ResidentPrefix:
     from memos.llm import ResidentPrefix
 
     return ResidentPrefix(*cache_from_bytes(data, manifest))
+
+
+def _leading(wanted: Sequence[tuple[str, int]], held: Sequence[tuple[str, int]]) -> int:
+    """How many of ``wanted``'s first memories ``held`` starts with, in order."""
+    return next((n for n, (a, b) in enumerate(zip(wanted, held, strict=False)) if a != b),
+                min(len(wanted), len(held)))  # fmt: skip

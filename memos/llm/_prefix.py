@@ -60,6 +60,15 @@ class ResidentPrefix:
             digest.update(values.contiguous().numpy().tobytes())
         return digest.hexdigest()
 
+    def head(self, length: int) -> ResidentPrefix:
+        """The cache of this prefix's first ``length`` tokens (a copy): a causal model's cache
+        of a prefix of the tokens is the prefix of their cache."""
+        if not 0 < length <= self.length:
+            raise ValueError(f"a head of {length} tokens of a {self.length}-token prefix")
+        return ResidentPrefix(
+            self.token_ids[:length], [(k[:, :, :length], v[:, :, :length]) for k, v in self.layers]
+        )
+
     @contextmanager
     def session(self, extra_tokens: int) -> Iterator[Cache]:
         """A cache that starts as this prefix and takes up to ``extra_tokens`` more."""
