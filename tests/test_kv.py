@@ -395,21 +395,28 @@ def test_prefill_after_a_resident_prefix_is_the_full_prefill(tiny_model: LocalMo
         tiny_model.prefill(tuple(reversed(long)), prefix=prefix)  # other tokens
 
 
-def test_a_block_that_begins_with_a_stored_one_computes_only_what_it_adds(
-    notes: Notes,
+@pytest.mark.parametrize(
+    ("stored", "built", "shared"),
+    [([0, 1], [0, 1, 2, 3], 2), ([0, 1, 2], [0, 1, 3], 2)],
+    ids=["all-its-memories", "its-first-memories"],
+)
+def test_a_block_that_begins_with_a_stored_ones_memories_computes_only_the_rest(
+    notes: Notes, stored: list[int], built: list[int], shared: int
 ) -> None:
-    """A block whose memories begin with all of a stored block's continues that cache: its
-    event names the block and the tokens computed, its cache is the full prefill's to float
-    rounding, and chats over it answer as recomputed ones."""
+    """A block that starts with all of a stored block's memories, or with its first ones,
+    continues the cache of them (the start of a causal model's cache is the cache of the
+    start): its event names the block and the tokens computed, its cache is the full
+    prefill's to float rounding, and chats over it answer as recomputed ones."""
     mos, cube, items = notes.mos, notes.cube, notes.items
-    base = mos.kv.build(cube, ids(items[:2]))
-    grown = mos.kv.build(cube, ids(items))
+    base = mos.kv.build(cube, [items[n].id for n in stored])
+    block = mos.kv.build(cube, [items[n].id for n in built])
     event = mos.log(cube)[-1]
     assert event.payload["extends"] == base.id
-    assert event.payload["prefilled"] == grown.tokens - base.tokens > 0
-    fresh = mos.model().prefill(mos.kv.load(grown).token_ids)
+    head = mos.model().split_prompt(render_block(items[:shared]), "").prefix
+    assert event.payload["prefilled"] == block.tokens - len(head) > 0
+    fresh = mos.model().prefill(mos.kv.load(block).token_ids)
     for (keys, values), (want_keys, want_values) in zip(
-        stored_layers(notes, grown), fresh, strict=True
+        stored_layers(notes, block), fresh, strict=True
     ):
         assert torch.allclose(keys, want_keys, atol=1e-5)
         assert torch.allclose(values, want_values, atol=1e-5)
@@ -417,32 +424,7 @@ def test_a_block_that_begins_with_a_stored_one_computes_only_what_it_adds(
     for question in QUESTIONS:
         cached = mos.chat(question, cube=cube, k=2, max_new_tokens=12)
         full = mos.chat(question, cube=cube, k=2, max_new_tokens=12, use_kv=False)
-        assert cached.kv_entry == grown.id
-        assert cached.tokens == full.tokens, question
-
-
-def test_a_block_that_begins_with_a_stored_ones_first_memories_reuses_their_cache(
-    notes: Notes,
-) -> None:
-    """The start of a stored block's cache is the cache of its first memories: a block that
-    starts with them (and goes on otherwise) computes only the rest."""
-    mos, cube, items = notes.mos, notes.cube, notes.items
-    base = mos.kv.build(cube, ids(items[:3]))
-    other = mos.kv.build(cube, [items[0].id, items[1].id, items[3].id])
-    event = mos.log(cube)[-1]
-    assert event.payload["extends"] == base.id
-    head = mos.model().split_prompt(render_block(items[:2]), "").prefix
-    assert event.payload["prefilled"] == other.tokens - len(head)
-    fresh = mos.model().prefill(mos.kv.load(other).token_ids)
-    for (keys, values), (want_keys, want_values) in zip(
-        stored_layers(notes, other), fresh, strict=True
-    ):
-        assert torch.allclose(keys, want_keys, atol=1e-5)
-        assert torch.allclose(values, want_values, atol=1e-5)
-    mos.kv.drop(cube, base.id)
-    for question in QUESTIONS:
-        cached = mos.chat(question, cube=cube, k=2, max_new_tokens=12)
-        full = mos.chat(question, cube=cube, k=2, max_new_tokens=12, use_kv=False)
+        assert cached.kv_entry == block.id
         assert cached.tokens == full.tokens, question
 
 
