@@ -25,9 +25,11 @@ smaller ``block_items`` several.
     the room and ``block_items``; it is built by continuing the block's cache (only the added
     memories are computed), and the block it extends is dropped once it is built;
   - *replaced*: when the group (its hottest memories that fit the room) is worth more than
-    ``keep_bonus`` times the grown block, it is built and the standing block dropped. The
-    bonus keeps a block from being rebuilt for a group barely better (rebuilding a block
-    computes all of it again, growing one only what it adds);
+    ``keep_bonus`` times the grown block, it is built and the standing block dropped; the
+    memories the standing block starts with that the group keeps come first, so the cache of
+    them is reused and only the rest is computed. The bonus keeps a block from being rebuilt
+    for a group barely better (a replacement computes more than growing, which computes only
+    what it adds);
   - a group no standing block shares a memory with is built (its hottest memories that fit).
 - Standing blocks no group met are kept, densest (value per byte) first, while they fit the
   room left; the rest are dropped (over budget), and one whose memories a kept block all holds
