@@ -229,7 +229,7 @@ def schedule(plan: SchedulePlan) -> None:
     """A plan's decisions, then each tier against its budgets now and after them."""
     table = _table("action", "score", "bytes", "target", "memories", "reason")
     for d in plan.decisions:
-        target = d.entry or d.adapter or d.codec or ""
+        target = d.entry or d.extends or d.adapter or d.codec or ""
         table.add_row(
             d.action, f"{d.score:g}", str(d.bytes), target,
             ", ".join(i[:_HASH_PREFIX] for i in d.items), d.reason,
