@@ -216,6 +216,18 @@ def test_chat_reuses_a_block_and_no_kv_recomputes_the_same_answer(cli: Cli, seed
     assert f"(0 of {cached['prompt_tokens']} prompt tokens cached)" in no_kv.err
 
 
+def test_chat_stops_before_a_stop_sequence(cli: Cli, seeded: Seeded) -> None:
+    ask = ["chat", "where alice moved", "--cube", "notes", "-k", "2", "--max-new-tokens", "24"]
+    full = ok(cli(*ask, "--json")).json()
+    word = full["answer"].split()[1]
+    cut = ok(cli(*ask, "--stop", "never said", "--stop", word, "--json")).json()
+    assert cut["answer"] == full["answer"][: full["answer"].index(word)]
+    assert cut["stop"] == word
+    assert ok(cli(*ask, "--stop", word)).out == cut["answer"] + "\n"
+    refused = cli(*ask, *[arg for n in range(5) for arg in ("--stop", f"s{n}")])
+    assert_error(refused, ExitCode.INVALID_INPUT, "stop holds 5 sequences")
+
+
 def test_chat_counts_the_memories_it_used(cli: Cli, seeded: Seeded, data_dir: Path) -> None:
     ok(cli("chat", "where alice moved", "--cube", "notes", "-k", "1", *MAX_NEW))
     with MemOS.open(data_dir, create=False) as mos:
