@@ -186,17 +186,13 @@ class KVMemory:
         their tokens begin ``prefix``: a block that starts with them computes only the rest, as
         a chat over them would."""
         model = self._model()
-        version = template_version(model.template_sha256())
         wanted = [(i.id, i.version) for i in items]
-        shared = {
-            entry.id: _leading(wanted, [(s.item_id, s.version) for s in entry.sources])
-            for entry in self._readable(cube)
-            if entry.manifest.model == model.fingerprint
-            and entry.manifest.template_version == version and entry.manifest.dtype == dtype
-        }  # fmt: skip
-        bases = [e for e in self._readable(cube) if 0 < shared.get(e.id, 0) < len(wanted)]
-        for entry in sorted(bases, key=lambda e: (-shared[e.id], len(e.sources), e.id)):
-            lead = shared[entry.id]
+        shared = [
+            (_leading(wanted, [(s.item_id, s.version) for s in entry.sources]), entry)
+            for entry in self._usable(cube) if entry.manifest.dtype == dtype
+        ]  # fmt: skip
+        bases = [(lead, entry) for lead, entry in shared if 0 < lead < len(wanted)]
+        for lead, entry in sorted(bases, key=lambda b: (-b[0], len(b[1].sources), b[1].id)):
             head = tuple(model.split_prompt(render_block(items[:lead]), "").prefix)
             if len(head) >= len(prefix) or tuple(prefix[: len(head)]) != head:
                 continue
@@ -242,6 +238,16 @@ class KVMemory:
                 entries.append(KVEntry.from_derived(derived))
         return entries
 
+    def _usable(self, cube: str) -> Sequence[KVEntry]:
+        """The readable entries made by the current model with the current templates."""
+        model = self._model()
+        version = template_version(model.template_sha256())
+        return [
+            entry for entry in self._readable(cube)
+            if entry.manifest.model == model.fingerprint
+            and entry.manifest.template_version == version
+        ]  # fmt: skip
+
     def get(self, cube: str, entry_id: str) -> KVEntry:
         for entry in self.list(cube):
             if entry.id == entry_id:
@@ -277,14 +283,10 @@ class KVMemory:
         """The usable stored block holding the most of ``items`` at their current versions
         (the smallest of those), made by the current model with the current templates; none
         when no block holds any of them."""
-        model = self._model()
         wanted = {(i.id, i.version) for i in items}
-        version = template_version(model.template_sha256())
         scored = [
             (len(wanted & {(s.item_id, s.version) for s in entry.sources}), entry)
-            for entry in self._readable(cube)
-            if entry.manifest.model == model.fingerprint
-            and entry.manifest.template_version == version
+            for entry in self._usable(cube)
         ]
         best = max(scored, key=lambda pair: (pair[0], -pair[1].tokens), default=None)
         return None if best is None or best[0] == 0 else best[1]
