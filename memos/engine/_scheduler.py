@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
@@ -195,11 +194,16 @@ def _settling(settled: SchedulePlan) -> list[Decision]:
         )
         or (budgets.adapters is not None and usage.adapters > budgets.adapters),
     }
-    extended = {d.extends for d in settled.decisions if d.action == "kv_build"}
+    extended = _extended(settled.decisions)
     return [
         d for d in settled.decisions
         if over.get(d.action, False) and d.entry not in extended
     ]  # fmt: skip
+
+
+def _extended(decisions: Sequence[Decision]) -> set[str | None]:
+    """The blocks that builds among ``decisions`` continue the cache of."""
+    return {d.extends for d in decisions if d.action == "kv_build"}
 
 
 # the migrations whose true size is known only once made
@@ -224,7 +228,7 @@ def _carry_out(
     """The decisions' migrations, what frees room first, one event each (a re-encode or a
     refit raced by another change of the cube's configuration is left to the next tick)."""
     events: list[Event] = []
-    for decision in sorted(decisions, key=partial(_turn, decisions)):
+    for decision in _in_turn(decisions):
         extra = {"migration": _migration(plan.policy, decision)}
         reason = f"scheduler ({plan.policy}, score {decision.score:g}): {decision.reason}"
         reason = reason if why is None else f"{why} {reason}"
@@ -241,13 +245,17 @@ def _carry_out(
     return events
 
 
-def _turn(decisions: Sequence[Decision], decision: Decision) -> int:
-    """When a decision is carried out: what frees room first, except the drop of a block that
-    a build extends, which waits until that build has read its cache."""
-    extended = {d.extends for d in decisions if d.action == "kv_build"}
-    if decision.action == "kv_drop" and decision.entry in extended:
-        return len(ACTION_ORDER)
-    return ACTION_ORDER.index(decision.action)
+def _in_turn(decisions: Sequence[Decision]) -> list[Decision]:
+    """The decisions in the order they are carried out: what frees room first, except the drop
+    of a block that a build extends, which waits until that build has read its cache."""
+    extended = _extended(decisions)
+
+    def turn(decision: Decision) -> int:
+        if decision.action == "kv_drop" and decision.entry in extended:
+            return len(ACTION_ORDER)
+        return ACTION_ORDER.index(decision.action)
+
+    return sorted(decisions, key=turn)
 
 
 def _migrate(
