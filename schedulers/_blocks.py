@@ -31,6 +31,15 @@ class _Candidate:
     def density(self) -> float:
         return self.value / max(self.bytes, 1)
 
+    @property
+    def reused(self) -> int:
+        """How many of its first memories are its base's first ones (their cache is reused);
+        all of the base's when it grows the base."""
+        if self.base is None:
+            return 0
+        pairs = zip(self.items, self.base.items, strict=False)
+        return sum(1 for _ in itertools.takewhile(lambda pair: pair[0] == pair[1], pairs))
+
 
 def kv_decisions(
     view: CubeView, heat: Mapping[str, float], p: BalancedParameters
@@ -64,7 +73,7 @@ def kv_decisions(
                 continue
             reason = "superseded: a block the cube keeps holds all its memories"
         elif any(k.base is candidate for k in kept):
-            grown = any(set(candidate.items) <= set(k.items) for k in kept)
+            grown = any(k.reused == len(candidate.items) for k in kept if k.base is candidate)
             reason = (
                 "extended: a new block holds its memories and hotter ones after them" if grown
                 else "replaced: a block of hotter memories (that starts with its first ones) is "
@@ -149,7 +158,7 @@ def _sharing(free: Sequence[_Candidate], group: _Candidate) -> _Candidate | None
 
 def _build(candidate: _Candidate) -> Decision:
     base = None if candidate.base is None else candidate.base.standing
-    if base is not None and candidate.items[: len(base.items)] == base.items:
+    if base is not None and candidate.reused == len(base.items):
         added = len(candidate.items) - len(base.items)
         reason = (
             f"grown: {added} more hot memories after the {len(base.items)} of block "
@@ -157,9 +166,8 @@ def _build(candidate: _Candidate) -> Decision:
         )
     else:
         reason = f"hot group of {len(candidate.items)} memories retrieved together"
-    if base is not None and candidate.items[: len(base.items)] != base.items:
-        lead = sum(1 for _ in itertools.takewhile(base.items.__contains__, candidate.items))
-        reason += f", replacing block {base.id} (the cache of its first {lead} reused)"
+    if base is not None and candidate.reused < len(base.items):
+        reason += f", replacing block {base.id} (the cache of its first {candidate.reused} reused)"
     return Decision(
         action="kv_build", items=candidate.items, score=round(candidate.value, 4),
         bytes=candidate.bytes, reason=reason,
