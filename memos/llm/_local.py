@@ -148,11 +148,7 @@ class LocalModel:
 
         ids = [int(t) for t in ids]
         self._check_length(len(ids))
-        if prefix is not None and (
-            len(ids) <= prefix.length or tuple(ids[: prefix.length]) != prefix.token_ids
-        ):
-            raise InvalidInput("the tokens do not continue the cached prefix's tokens")
-        start = 0 if prefix is None else prefix.length
+        start = _after(prefix, ids)
         with contextlib.ExitStack() as held:
             cache = None if prefix is None else held.enter_context(prefix.session(len(ids) - start))
             with self._lock, self.adapters.active(None) as net, torch.inference_mode():
@@ -180,11 +176,7 @@ class LocalModel:
         if prefix is not None and adapter is not None:
             raise InvalidInput("a KV cache is the base model's: it cannot serve an adapter")
         self._check_length(len(ids) + max_new_tokens)
-        if prefix is not None and tuple(ids[: prefix.length]) != prefix.token_ids:
-            raise InvalidInput("the prompt does not start with the cached prefix's tokens")
-        start = 0 if prefix is None else prefix.length
-        if start == len(ids):
-            raise InvalidInput("the prompt must have tokens after its cached prefix")
+        start = _after(prefix, ids)
         if adapter is not None and adapter not in self.adapters.names:
             raise InvalidInput(f"no adapter named {adapter!r} is loaded")
         return self._greedy(ids[start:], max_new_tokens, prefix, adapter)
@@ -244,6 +236,18 @@ class LocalModel:
     def decode(self, ids: Sequence[int]) -> str:
         text: str = self.tokenizer.decode(list(ids), skip_special_tokens=True)
         return text
+
+
+def _after(prefix: ResidentPrefix | None, ids: Sequence[int]) -> int:
+    """Where ``ids`` go on after ``prefix`` (0 without one); refused unless they start with its
+    tokens and have more after them."""
+    if prefix is None:
+        return 0
+    if tuple(ids[: prefix.length]) != prefix.token_ids:
+        raise InvalidInput("the prompt does not start with the cached prefix's tokens")
+    if prefix.length == len(ids):
+        raise InvalidInput("the prompt must have tokens after its cached prefix")
+    return prefix.length
 
 
 def _shape(config: Any) -> ModelShape:
